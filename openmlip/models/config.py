@@ -1,0 +1,69 @@
+"""Model configuration: one dataclass for both architectures, YAML/JSON friendly."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Dict, List
+
+from ..nn.aggregation import AGGREGATIONS
+from ..nn.embedding import normalize_elements
+
+ARCHITECTURES = ("allegro", "nequip")
+
+
+@dataclass
+class ModelConfig:
+    """Hyperparameters of an openmlip potential.
+
+    Lengths in Å, energies in eV, charges in e.
+    """
+
+    architecture: str = "allegro"
+    elements: List[str] = field(default_factory=lambda: ["H", "C", "N", "O", "Na", "Cl"])
+    cutoff: float = 5.0
+    num_channels: int = 8  # tensor-track multiplicity per irrep
+    latent_dim: int = 64  # scalar-track width (allegro pair latent / nequip scalars use num_channels)
+    l_max: int = 2
+    parity: bool = False  # True: carry both parities per l (full O(3) irreps), False: only (-1)^l
+    num_layers: int = 2
+    radial_mlp: List[int] = field(default_factory=lambda: [64, 64])
+    num_basis: int = 8
+    envelope_p: int = 6
+    avg_num_neighbors: float = 12.0
+    aggregation: str = "sum"
+    smoothmax_temperature: float = 0.1
+    zbl: bool = True
+    charges: bool = True  # partial-charge head (charge transfer along pairs, exactly conserving)
+    electrostatics: bool = False  # add damped Coulomb energy between predicted charges
+    coulomb_cutoff: float = 10.0  # Å; <= 0: no cutoff (open boundaries only)
+    coulomb_damping: float = 1.0  # Å
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {self.architecture!r}; choose one of {ARCHITECTURES}")
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(f"unknown aggregation {self.aggregation!r}; choose one of {AGGREGATIONS}")
+        self.elements = normalize_elements(self.elements)
+        for name in ("cutoff", "coulomb_damping", "smoothmax_temperature", "avg_num_neighbors"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("num_channels", "latent_dim", "num_layers", "num_basis"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.l_max <= 3:
+            raise ValueError(f"l_max must be in 0..3, got {self.l_max}")
+        if self.electrostatics and not self.charges:
+            raise ValueError("electrostatics needs the charge head: set charges: true")
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown model option(s) {unknown}; known options: {sorted(known)}")
+        return cls(**d)

@@ -1,0 +1,148 @@
+"""The openmlip potential: graph construction, charge handling, energy assembly, autograd forces.
+
+``Potential.forward(data)`` follows the atomic-data contract (:mod:`openmlip.keys`):
+
+inputs
+    ``pos`` [N,3] Å, ``atomic_numbers`` [N]; optional ``batch`` [N], ``total_charge`` [B] (e),
+    ``spin_multiplicity`` [B], ``formal_charges`` [N] (e), ``cell`` [B,3,3] Å, ``pbc`` [B,3],
+    ``edge_index`` [2,E] + ``edge_shift`` [E,3] (else the neighbour list is built in-graph).
+outputs
+    ``energy`` [B] eV, ``atomic_energies`` [N] eV, ``charges`` [N] e (Σ per structure = Q),
+    ``forces`` [N,3] eV/Å (= −∂E/∂pos by autograd) when ``compute_forces``.
+
+Charge awareness.  Each atom carries an input charge ``f_i``: its formal charge when given, else
+``Q/N`` of its structure; ``f_i`` and ``(2S+1 − 1)/N`` enter the scalar node attributes, so the total
+charge and spin are model inputs.  Partial charges are ``q_i = f_i + Σ_j (t_ij − t_ji)`` with learned
+pair transfers ``t_ij`` (smoothly cut off): charge only moves between atoms within the cutoff, so
+``Σ_i q_i = Σ_i f_i = Q`` exactly for every structure and every fragment keeps its formal charge —
+which keeps the model local (E(A ∪ B) = E(A) + E(B) for distant A and B, plus their Coulomb energy
+when electrostatics is on).
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+import torch
+
+from .. import keys as K
+from ..nn.aggregation import Aggregation
+from ..nn.electrostatics import DampedCoulomb
+from ..nn.embedding import SpeciesIndex
+from ..nn.neighbors import neighbor_list
+from ..nn.radial import BesselBasis, PolynomialCutoff
+from ..nn.zbl import ZBLRepulsion
+from .allegro import AllegroCore
+from .config import ModelConfig
+from .nequip import NequIPCore
+
+
+class Potential(torch.nn.Module):
+    """A charge-aware E(3)-equivariant interatomic potential (architecture chosen by config)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        config.validate()
+        self.config_dict = config.to_dict()
+        self.architecture = config.architecture
+        self.elements: List[str] = list(config.elements)
+        self.cutoff = float(config.cutoff)
+        self.species = SpeciesIndex(config.elements)
+        S = self.species.num_species
+        self.num_species = S
+        num_node_attr = S + 2
+        self.radial = BesselBasis(config.cutoff, config.num_basis)
+        self.envelope = PolynomialCutoff(config.cutoff, config.envelope_p)
+        if config.architecture == "allegro":
+            self.core = AllegroCore(config, num_node_attr)
+        else:
+            self.core = NequIPCore(config, num_node_attr)
+        self.aggregation = Aggregation(config.aggregation, config.smoothmax_temperature)
+        self.per_species_scale = torch.nn.Parameter(torch.ones(S))
+        self.per_species_shift = torch.nn.Parameter(torch.zeros(S))
+        self.use_zbl = bool(config.zbl)
+        self.zbl = ZBLRepulsion(config.elements)
+        self.use_charges = bool(config.charges)
+        self.use_electrostatics = bool(config.electrostatics)
+        self.coulomb = DampedCoulomb(config.coulomb_cutoff, config.coulomb_damping)
+
+    @torch.jit.export
+    def get_elements(self) -> List[str]:
+        return self.elements
+
+    def forward(self, data: Dict[str, torch.Tensor], compute_forces: bool = True) -> Dict[str, torch.Tensor]:
+        pos = data[K.POSITIONS]
+        if compute_forces and not pos.requires_grad:
+            pos.requires_grad_(True)
+        n = pos.shape[0]
+        z = data[K.ATOMIC_NUMBERS]
+        if K.BATCH in data:
+            batch = data[K.BATCH]
+        else:
+            batch = torch.zeros(n, dtype=torch.long, device=pos.device)
+        if K.TOTAL_CHARGE in data:
+            total_charge = data[K.TOTAL_CHARGE].to(pos.dtype)
+        else:
+            total_charge = torch.zeros(int(batch.max()) + 1 if n > 0 else 1, dtype=pos.dtype, device=pos.device)
+        num_graphs = total_charge.shape[0]
+        if K.SPIN_MULTIPLICITY in data:
+            spin = data[K.SPIN_MULTIPLICITY].to(pos.dtype)
+        else:
+            spin = torch.ones(num_graphs, dtype=pos.dtype, device=pos.device)
+        cell: Optional[torch.Tensor] = None
+        pbc: Optional[torch.Tensor] = None
+        if K.CELL in data:
+            cell = data[K.CELL].to(pos.dtype).reshape(-1, 3, 3)
+        if K.PBC in data:
+            pbc = data[K.PBC].reshape(-1, 3)
+
+        counts = torch.zeros(num_graphs, dtype=pos.dtype, device=pos.device).index_add(
+            0, batch, torch.ones(n, dtype=pos.dtype, device=pos.device)
+        )
+        if K.FORMAL_CHARGES in data:
+            atom_charge = data[K.FORMAL_CHARGES].to(pos.dtype)
+        else:
+            atom_charge = (total_charge / counts.clamp(min=1.0))[batch]
+        atom_spin = ((spin - 1.0) / counts.clamp(min=1.0))[batch]
+
+        species = self.species(z)
+        onehot = torch.nn.functional.one_hot(species, self.num_species).to(pos.dtype)
+        node_attr = torch.cat([onehot, atom_charge.unsqueeze(-1), atom_spin.unsqueeze(-1)], dim=1)
+
+        if K.EDGE_INDEX in data:
+            edge_index = data[K.EDGE_INDEX]
+            if K.EDGE_SHIFT in data:
+                shift = data[K.EDGE_SHIFT].to(pos.dtype)
+            else:
+                shift = torch.zeros((edge_index.shape[1], 3), dtype=pos.dtype, device=pos.device)
+        else:
+            edge_index, shift = neighbor_list(pos, batch, self.cutoff, num_graphs, cell, pbc)
+        center = edge_index[0]
+        neighbor = edge_index[1]
+        edge_vec = pos[neighbor] - pos[center] + shift
+        r = torch.linalg.norm(edge_vec, dim=-1)
+        u = self.envelope(r)
+        radial = self.radial(r) * u.unsqueeze(-1)
+
+        pair_energy, transfer, node_energy = self.core(node_attr, center, neighbor, edge_vec, radial, u)
+
+        atomic = self.aggregation(pair_energy, u, center, n, atom_charge) + node_energy
+        atomic = atomic * self.per_species_scale[species] + self.per_species_shift[species]
+        if self.use_zbl:
+            atomic = atomic.index_add(0, center, self.zbl(r, species[center], species[neighbor]))
+
+        if self.use_charges:
+            charges = atom_charge.index_add(0, center, transfer).index_add(0, neighbor, -transfer)
+        else:
+            charges = atom_charge
+        if self.use_electrostatics:
+            atomic = atomic + self.coulomb(pos, charges, batch, cell, pbc)
+
+        energy = torch.zeros(num_graphs, dtype=pos.dtype, device=pos.device).index_add(0, batch, atomic)
+        out: Dict[str, torch.Tensor] = {K.ENERGY: energy, K.ATOMIC_ENERGIES: atomic, K.CHARGES: charges}
+        if compute_forces:
+            grads = torch.autograd.grad([energy.sum()], [pos], create_graph=self.training, allow_unused=True)
+            g = grads[0]
+            if g is None:
+                g = torch.zeros_like(pos)
+            out[K.FORCES] = -g
+        return out
