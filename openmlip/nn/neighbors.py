@@ -25,9 +25,12 @@ def _pairs_periodic(
     pos: torch.Tensor, idx: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor, cutoff: float
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """All pairs (with images) within ``cutoff`` for one structure whose atoms are ``idx``."""
-    p = pos.detach()[idx]
     c = cell.detach()
     inv = torch.linalg.inv(c)
+    # wrap into the cell along periodic directions; remember the integer offsets
+    frac = pos.detach()[idx] @ inv
+    offset = torch.floor(frac) * pbc.to(frac.dtype)
+    p = (frac - offset) @ c
     # perpendicular width along lattice direction k = 1 / |column k of inv(cell)|
     widths = 1.0 / torch.linalg.norm(inv, dim=0)
     reps = torch.ceil(cutoff / widths).to(torch.long) * pbc.to(torch.long)
@@ -43,7 +46,8 @@ def _pairs_periodic(
     mask = (d2 < cutoff * cutoff) & ~self_pair
     nz = mask.nonzero()
     ij = torch.stack([idx[nz[:, 0]], idx[nz[:, 1]]], dim=0)
-    return ij, grid[nz[:, 2]].to(pos.dtype) @ cell
+    images = grid[nz[:, 2]].to(pos.dtype) + offset[nz[:, 0]] - offset[nz[:, 1]]
+    return ij, images @ cell
 
 
 def neighbor_list(

@@ -1,0 +1,102 @@
+"""TorchScript export, periodic graphs, default configurations and configuration errors."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase.build import molecule
+from ase.neighborlist import neighbor_list as ase_neighbor_list
+
+from conftest import ARCH_AGG, ammonium_water_cluster, as_data, evaluate, make_model
+from openmlip.models import ModelConfig, build_model, script_model
+from openmlip.nn import SpeciesIndex, neighbor_list
+
+
+@pytest.mark.parametrize("arch,agg", ARCH_AGG)
+def test_scripted_equals_eager(arch, agg):
+    model = make_model(arch, agg, torch.float64, electrostatics=True)
+    scripted = script_model(model)
+    z, pos = ammonium_water_cluster(seed=7)
+    data = as_data(z, pos, torch.float64, charge=1.0)
+    a, b = evaluate(model, data), evaluate(scripted, data)
+    for key in ("energy", "forces", "charges", "atomic_energies"):
+        torch.testing.assert_close(b[key], a[key], rtol=1e-6, atol=1e-12)
+    # and the same scripted module runs in float32
+    s32 = script_model(make_model(arch, agg, torch.float32, electrostatics=True))
+    out = evaluate(s32, as_data(z, pos, torch.float32, charge=1.0))
+    assert out["energy"].dtype == torch.float32 and torch.isfinite(out["forces"]).all()
+
+
+@pytest.mark.parametrize("arch", ["allegro", "nequip"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_default_config_scripts_and_runs(arch, dtype):
+    atoms = molecule("CH3CH2OH")
+    model = build_model(architecture=arch, dtype=dtype)
+    assert model.config_dict == ModelConfig(architecture=arch).to_dict()
+    scripted = script_model(model)
+    out = scripted({"pos": torch.tensor(atoms.positions, dtype=dtype),
+                    "atomic_numbers": torch.tensor(atoms.numbers), "total_charge": torch.zeros(1, dtype=dtype)})
+    assert out["forces"].shape == (len(atoms), 3) and torch.isfinite(out["energy"]).all()
+    assert abs(out["charges"].sum().item()) < (1e-10 if dtype == torch.float64 else 1e-5)
+
+
+def _triclinic_system(seed=0, n=24):
+    rng = np.random.default_rng(seed)
+    cell = np.array([[7.0, 0.0, 0.0], [1.5, 6.5, 0.0], [-1.0, 2.0, 8.0]])
+    frac = rng.uniform(size=(n, 3))
+    return frac @ cell, cell, rng.choice([1, 6, 8], size=n)
+
+
+@pytest.mark.parametrize("pbc", [(True, True, True), (True, False, True)])
+def test_neighbor_list_matches_ase(pbc):
+    pos, cell, _ = _triclinic_system()
+    cutoff = 5.0
+    edge, shift = neighbor_list(torch.tensor(pos), torch.zeros(len(pos), dtype=torch.long), cutoff, 1,
+                                torch.tensor(cell).unsqueeze(0), torch.tensor([pbc]))
+    pos = pos + np.array([1, -2, 1]) @ cell * np.array(pbc)  # atoms outside the cell: must be handled
+    i, j, S = ase_neighbor_list("ijS", _atoms(pos, cell, pbc), cutoff)
+    ours = {(int(a), int(b), *np.round(np.linalg.solve(cell.T, s)).astype(int)) for a, b, s in zip(edge[0], edge[1], shift.numpy())}
+    theirs = {(int(a), int(b), *s) for a, b, s in zip(i, j, S)}
+    assert ours == theirs and len(ours) > 100
+
+
+def _atoms(pos, cell, pbc):
+    from ase import Atoms
+
+    return Atoms("H" * len(pos), positions=pos, cell=cell, pbc=pbc)
+
+
+@pytest.mark.parametrize("arch", ["allegro", "nequip"])
+def test_periodic_invariance(arch):
+    model = make_model(arch, "smoothmax", torch.float64, electrostatics=True, coulomb_cutoff=3.4)
+    pos, cell, z = _triclinic_system(seed=1)
+    base = as_data(z, pos, charge=0.0, cell=cell[None], pbc=np.array([[True, True, True]]))
+    ref = evaluate(model, base)
+    moved = dict(base)
+    p = base["pos"].clone()
+    p[3] += torch.tensor(cell[1] - 2 * cell[2])  # an atom moved by lattice vectors
+    p[5] -= torch.tensor(cell[0])
+    moved["pos"] = p
+    out = evaluate(model, moved)
+    torch.testing.assert_close(out["energy"], ref["energy"], rtol=1e-12, atol=1e-10)
+    torch.testing.assert_close(out["forces"], ref["forces"], rtol=1e-10, atol=1e-10)
+
+
+def test_config_errors_name_the_problem():
+    with pytest.raises(ValueError, match="unknown architecture 'mace'"):
+        ModelConfig(architecture="mace")
+    with pytest.raises(ValueError, match="unknown aggregation 'mean'.*charge-gated"):
+        ModelConfig(aggregation="mean")
+    with pytest.raises(ValueError, match=r"unknown model option\(s\) \['chanels'\]"):
+        ModelConfig.from_dict({"chanels": 8})
+    with pytest.raises(ValueError, match="electrostatics needs the charge head"):
+        ModelConfig(charges=False, electrostatics=True)
+    with pytest.raises(ValueError, match="unknown element symbol 'Xx'"):
+        ModelConfig(elements=["H", "Xx"])
+
+
+def test_unsupported_element_message():
+    idx = SpeciesIndex(["H", "C", "N", "O"])
+    with pytest.raises(ValueError, match=r"element\(s\) Na, Cl not supported by this model; it knows H, C, N, O"):
+        idx.check([1, 6, 17, 11])
+    idx.check([1, 6, 7, 8])  # supported elements pass silently
