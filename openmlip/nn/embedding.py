@@ -48,7 +48,9 @@ class SpeciesIndex(torch.nn.Module):
         bad = sorted({int(v) for v in z[(z < 0) | (z > 118) | (self.table[z.clamp(0, 118)] < 0)].tolist()})
         if bad:
             names = [chemical_symbols[v] if 0 < v < 119 else str(v) for v in bad]
-            raise ValueError(
+            from ..errors import UnsupportedElementError
+
+            raise UnsupportedElementError(
                 f"element(s) {', '.join(names)} not supported by this model; it knows {', '.join(self.elements)}. "
                 "Use a model trained on these elements or remove those atoms from the ML region."
             )

@@ -95,3 +95,88 @@ def neighbor_list(
         edges.append(e)
         shifts.append(s)
     return torch.cat(edges, dim=1), torch.cat(shifts, dim=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Single-structure lists for MD (OpenMM): minimum image in OpenMM's reduced triclinic form.
+# ---------------------------------------------------------------------------------------------
+
+
+def minimum_image_reduced(vec: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
+    """Minimum-image vectors for a box in OpenMM's reduced form (a = (ax,0,0), b = (bx,by,0), c).
+
+    Exact for distances below half the smallest box width (OpenMM's own requirement).
+    """
+    vec = vec - box[2].unsqueeze(0) * torch.round(vec[:, 2:3] / box[2, 2])
+    vec = vec - box[1].unsqueeze(0) * torch.round(vec[:, 1:2] / box[1, 1])
+    vec = vec - box[0].unsqueeze(0) * torch.round(vec[:, 0:1] / box[0, 0])
+    return vec
+
+
+def _filter_pairs(
+    pos: torch.Tensor, i: torch.Tensor, j: torch.Tensor, cutoff: float, box: Optional[torch.Tensor]
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    p = pos.detach()
+    raw = p[j] - p[i]
+    if box is not None:
+        vec = minimum_image_reduced(raw, box.detach())
+    else:
+        vec = raw
+    keep = ((vec * vec).sum(-1) < cutoff * cutoff) & (i != j)
+    return torch.stack([i[keep], j[keep]], dim=0), (vec - raw)[keep]
+
+
+def brute_force_pairs(pos: torch.Tensor, cutoff: float, box: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """All ordered pairs within ``cutoff`` (minimum image when ``box`` is given).  O(N²)."""
+    n = pos.shape[0]
+    idx = torch.arange(n, device=pos.device)
+    i = idx.repeat_interleave(n)
+    j = idx.repeat(n)
+    return _filter_pairs(pos, i, j, cutoff, box)
+
+
+def cell_list_pairs(pos: torch.Tensor, cutoff: float, box: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Same result as :func:`brute_force_pairs` in O(N): atoms sorted into bins of width >= cutoff,
+    candidates from the 27 neighbouring bins (wrapping under PBC).  Falls back to brute force when a
+    periodic direction holds fewer than 3 bins (a bin would be visited twice)."""
+    n = pos.shape[0]
+    p = pos.detach()
+    if box is not None:
+        b = box.detach()
+        inv = torch.linalg.inv(b)
+        frac = p @ inv
+        frac = frac - torch.floor(frac)
+        widths = 1.0 / torch.linalg.norm(inv, dim=0)
+        nbins = torch.floor(widths / cutoff).to(torch.long).clamp(min=1)
+        if bool((nbins < 3).any()):
+            return brute_force_pairs(pos, cutoff, box)
+        vox = torch.floor(frac * nbins.to(frac.dtype)).to(torch.long)
+        vox = torch.minimum(vox, nbins - 1)
+    else:
+        lo = p.min(dim=0).values
+        vox = torch.floor((p - lo) / cutoff).to(torch.long)
+        nbins = vox.max(dim=0).values + 1
+        if int(nbins.prod()) > 64 * n + 1000:  # very sparse: binning costs more than it saves
+            return brute_force_pairs(pos, cutoff, box)
+    nx, ny, nz = int(nbins[0]), int(nbins[1]), int(nbins[2])
+    vid = (vox[:, 0] * ny + vox[:, 1]) * nz + vox[:, 2]
+    order = torch.argsort(vid)
+    counts = torch.bincount(vid, minlength=nx * ny * nz)
+    starts = torch.cumsum(counts, 0) - counts
+    r = torch.arange(-1, 2, device=pos.device)
+    offsets = torch.stack(torch.meshgrid([r, r, r], indexing="ij"), dim=-1).reshape(-1, 3)
+    nb = vox.unsqueeze(1) + offsets.unsqueeze(0)  # [n, 27, 3]
+    if box is not None:
+        nb = torch.remainder(nb, nbins)
+        valid = torch.ones(nb.shape[:2], dtype=torch.bool, device=pos.device)
+    else:
+        valid = ((nb >= 0) & (nb < nbins)).all(dim=-1)
+        nb = torch.minimum(nb.clamp(min=0), nbins - 1)
+    nb_id = ((nb[..., 0] * ny + nb[..., 1]) * nz + nb[..., 2]).reshape(-1)
+    cnt = counts[nb_id] * valid.reshape(-1).to(torch.long)
+    total = int(cnt.sum())
+    i = torch.arange(n, device=pos.device).repeat_interleave(27).repeat_interleave(cnt, output_size=total)
+    first = (torch.cumsum(cnt, 0) - cnt).repeat_interleave(cnt, output_size=total)
+    within = torch.arange(total, device=pos.device) - first
+    j = order[starts[nb_id].repeat_interleave(cnt, output_size=total) + within]
+    return _filter_pairs(pos, i, j, cutoff, box)

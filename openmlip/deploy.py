@@ -1,0 +1,119 @@
+"""Model files: a TorchScript ``.pt`` with metadata in ``_extra_files["openmlip.json"]``.
+
+``save_model`` scripts a :class:`~openmlip.models.Potential` and writes it atomically (temporary file +
+rename: a crash never leaves a half-written model).  ``load_model`` validates the file and its
+metadata and fails with a :class:`~openmlip.errors.ModelFileError` that says what to do.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple, Union
+
+import torch
+
+from . import MODEL_FORMAT_VERSION, __version__
+from .errors import ModelFileError
+
+METADATA_NAME = "openmlip.json"
+UNITS = {"length": "Angstrom", "energy": "eV", "charge": "e", "forces": "eV/Angstrom"}
+
+
+def file_sha256(path: Union[str, Path]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def model_metadata(model: torch.nn.Module, **extra: Any) -> Dict[str, Any]:
+    cfg = dict(model.config_dict)
+    dtype = next(model.parameters()).dtype
+    meta = {
+        "format_version": MODEL_FORMAT_VERSION,
+        "openmlip_version": __version__,
+        "architecture": cfg["architecture"],
+        "config": cfg,
+        "elements": list(cfg["elements"]),
+        "cutoff": float(cfg["cutoff"]),
+        "units": UNITS,
+        "charges": bool(cfg["charges"]),
+        "electrostatics": bool(cfg["electrostatics"]),
+        "dtype": str(dtype).replace("torch.", ""),
+    }
+    meta.update(extra)
+    return meta
+
+
+def save_model(model: torch.nn.Module, path: Union[str, Path], **metadata: Any) -> Dict[str, Any]:
+    """Script ``model`` and write it with its metadata to ``path`` (atomically).
+
+    Extra keyword arguments (e.g. ``provenance``, ``metrics``) go into the metadata.
+    """
+    path = Path(path)
+    meta = model_metadata(model, **metadata)
+    scripted = torch.jit.script(model.eval())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.jit.save(scripted, tmp, _extra_files={METADATA_NAME: json.dumps(meta, indent=1)})
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return meta
+
+
+def read_metadata(path: Union[str, Path]) -> Dict[str, Any]:
+    """Metadata of a model file, validated (see :func:`load_model`)."""
+    return load_model(path)[1]
+
+
+def load_model(path: Union[str, Path], device: Optional[Union[str, torch.device]] = "cpu") -> Tuple[torch.jit.ScriptModule, Dict[str, Any]]:
+    """Load a model file.  Returns ``(scripted_model, metadata)``.
+
+    Raises
+    ------
+    ModelFileError
+        missing file, corrupt/truncated file, no openmlip metadata, or a newer format version.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(
+            f"model file {str(path)!r} does not exist; pass the path of a file written by `openmlip deploy` "
+            "(or a shipped potential's name)"
+        )
+    extra = {METADATA_NAME: ""}
+    try:
+        module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
+    except Exception as exc:  # torch raises RuntimeError / ValueError variants for bad archives
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelFileError(
+            f"model file {str(path)!r} is corrupt or not a TorchScript archive ({first}); "
+            "re-create it with `openmlip deploy` or re-install the potential"
+        ) from None
+    if not extra[METADATA_NAME]:
+        raise ModelFileError(
+            f"model file {str(path)!r} has no openmlip metadata ({METADATA_NAME}); it was not written by "
+            "openmlip — deploy the model with `openmlip deploy`"
+        )
+    try:
+        meta = json.loads(extra[METADATA_NAME])
+    except json.JSONDecodeError as exc:
+        raise ModelFileError(f"model file {str(path)!r} has unreadable metadata ({exc}); re-deploy it") from None
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version > MODEL_FORMAT_VERSION or version < 1:
+        raise ModelFileError(
+            f"model file {str(path)!r} uses openmlip model format {version!r}; this openmlip "
+            f"({__version__}) reads formats 1..{MODEL_FORMAT_VERSION}: upgrade openmlip "
+            "(pip install -U openmlip) or re-deploy the model with this version"
+        )
+    for key in ("elements", "cutoff", "dtype", "architecture"):
+        if key not in meta:
+            raise ModelFileError(f"model file {str(path)!r} metadata lacks {key!r}; re-deploy it with `openmlip deploy`")
+    return module, meta

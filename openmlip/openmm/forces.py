@@ -1,0 +1,70 @@
+"""Backends that put an :class:`OpenMMPotential` into an OpenMM System.
+
+* ``torchforce`` (default): the module is TorchScripted into openmm-torch's ``TorchForce``: no Python
+  runs during MD.  ``setOutputsForces(True)`` when the module computes its own forces.
+* ``pythonforce``: ``openmm.PythonForce`` calls the (eager) module from Python each step, for models
+  that cannot be TorchScripted (torch.compile / AOTInductor).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+
+import openmm
+
+from .module import EnergyForcesModule, EnergyModule, OpenMMPotential
+
+BACKENDS = ("torchforce", "pythonforce")
+
+
+def create_torch_force(potential: OpenMMPotential, use_cuda_graphs: bool = False):
+    """TorchScript ``potential`` into an openmm-torch ``TorchForce``."""
+    import openmmtorch
+
+    wrapper = EnergyForcesModule(potential) if potential.output_forces else EnergyModule(potential)
+    force = openmmtorch.TorchForce(torch.jit.script(wrapper))
+    force.setUsesPeriodicBoundaryConditions(potential.periodic)
+    force.setOutputsForces(potential.output_forces)
+    if use_cuda_graphs:
+        force.setProperty("useCUDAGraphs", "true")
+    return force
+
+
+class _PythonForceComputation:
+    """Picklable callable for ``openmm.PythonForce``: State -> (energy kJ/mol, forces kJ/mol/nm)."""
+
+    def __init__(self, potential: OpenMMPotential, device: str = "cpu"):
+        self.potential = potential
+        self.device = device
+
+    def __call__(self, state):
+        pos = torch.from_numpy(np.asarray(state.getPositions(asNumpy=True)._value)).to(self.device, torch.float64)
+        box: Optional[torch.Tensor] = None
+        if self.potential.periodic:
+            box = torch.from_numpy(np.asarray(state.getPeriodicBoxVectors(asNumpy=True)._value)).to(self.device, torch.float64)
+        if self.potential.output_forces:
+            energy, forces = self.potential(pos, box)
+        else:
+            pos.requires_grad_(True)
+            energy, _ = self.potential(pos, box)
+            (grad,) = torch.autograd.grad(energy, pos)
+            forces = -grad
+        return float(energy.detach()), forces.detach().cpu().numpy().astype(np.float64)
+
+
+def create_python_force(potential: OpenMMPotential, device: str = "cpu"):
+    """Wrap ``potential`` (eager) into an ``openmm.PythonForce``."""
+    force = openmm.PythonForce(_PythonForceComputation(potential, device))
+    force.setUsesPeriodicBoundaryConditions(potential.periodic)
+    return force
+
+
+def create_force(potential: OpenMMPotential, backend: str = "torchforce", use_cuda_graphs: bool = False, device: str = "cpu"):
+    """The OpenMM Force for ``potential`` with the chosen backend (see :data:`BACKENDS`)."""
+    if backend == "torchforce":
+        return create_torch_force(potential, use_cuda_graphs)
+    if backend == "pythonforce":
+        return create_python_force(potential, device)
+    raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
