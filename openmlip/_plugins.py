@@ -77,6 +77,19 @@ def ensure_torch_plugins() -> Dict[str, PluginStatus]:
     return dict(_STATUS)
 
 
+def import_openmmtorch():
+    """Import openmmtorch without the root-logger 'simtk.openmm is deprecated' warning it triggers."""
+    import logging
+
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        import openmmtorch
+    finally:
+        logging.disable(previous)
+    return openmmtorch
+
+
 def torch_plugin_status() -> List[PluginStatus]:
     """Status of each openmm-torch plugin library after :func:`ensure_torch_plugins`."""
     return list(ensure_torch_plugins().values())

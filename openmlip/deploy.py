@@ -62,6 +62,9 @@ def save_model(model: torch.nn.Module, path: Union[str, Path], **metadata: Any) 
     os.close(fd)
     try:
         torch.jit.save(scripted, tmp, _extra_files={METADATA_NAME: json.dumps(meta, indent=1)})
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file normal permissions
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -14,9 +14,6 @@ from openmlip.nn.aggregation import AGGREGATIONS
 # Deliberate thread settings: tests run on small systems under pytest-xdist (2 workers on 2 cores in
 # CI); more torch threads than cores per worker slows everything by an order of magnitude.
 torch.set_num_threads(1)
-# e3nn's scripted helpers otherwise re-optimise (profile + fuse) for the first calls of every new
-# model, which costs ~0.3 s per model and dominates short tests.
-torch._C._set_graph_executor_optimize(False)
 
 ARCH_AGG = [(a, g) for a in ARCHITECTURES for g in AGGREGATIONS]
 

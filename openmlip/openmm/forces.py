@@ -21,7 +21,9 @@ BACKENDS = ("torchforce", "pythonforce")
 
 def create_torch_force(potential: OpenMMPotential, use_cuda_graphs: bool = False):
     """TorchScript ``potential`` into an openmm-torch ``TorchForce``."""
-    import openmmtorch
+    from .._plugins import import_openmmtorch
+
+    openmmtorch = import_openmmtorch()
 
     wrapper = EnergyForcesModule(potential) if potential.output_forces else EnergyModule(potential)
     force = openmmtorch.TorchForce(torch.jit.script(wrapper))

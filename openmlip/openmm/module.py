@@ -115,6 +115,7 @@ class OpenMMPotential(torch.nn.Module):
                 f"({2 * self.cutoff:g} Å); use a larger box (more solvent) or a model with a shorter cutoff"
             )
 
+    @torch.jit.export
     def ml_inputs(self, positions: torch.Tensor, boxvectors: Optional[torch.Tensor]) -> Dict[str, torch.Tensor]:
         if self.all_atoms:
             pos = positions.to(self.dtype) * self.length_scale

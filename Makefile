@@ -1,0 +1,35 @@
+# openmlip: two commands for a newcomer —  `make run` (main job) and `make test` (test suite).
+# Both create or reuse the virtual environment in $(VENV) and (re)install when pyproject.toml changes.
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.openmlip-installed
+# Deliberate thread settings for 2-core machines (see docs/performance.md): xdist runs 2 workers,
+# each test process pins torch to 1 thread (tests/conftest.py).
+PYTEST_ARGS ?= -n 2
+
+.PHONY: venv run test doctor bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/openmlip doctor
+	$(VENV)/bin/openmlip demo --out out/demo
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+doctor: $(STAMP)
+	$(VENV)/bin/openmlip doctor
+
+bench: $(STAMP)
+	$(PY) benchmarks/model_speed.py
+
+clean:
+	rm -rf out .pytest_cache
