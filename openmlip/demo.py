@@ -40,6 +40,10 @@ def run_demo(out: Path, steps: int = 200, threads: int = 1, seed: int = 0, struc
     from mdtraj.reporters import HDF5Reporter
     from tqdm.auto import tqdm
 
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if not Path(structure).is_file():
+        raise FileNotFoundError(f"structure file {structure} not found")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(threads)

@@ -39,7 +39,7 @@ class _Square(torch.nn.Module):
 
 def _torchforce_works(platform_name: str) -> Optional[str]:
     """None if a TorchForce evaluates E = Σx² correctly on the platform, else the error."""
-    from .._plugins import import_openmmtorch
+    from ._plugins import import_openmmtorch
 
     openmmtorch = import_openmmtorch()
 

@@ -1,0 +1,104 @@
+"""Model files (round trip, validation errors) and the command line."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+
+import pytest
+import torch
+
+from conftest import ammonium_water_cluster, as_data, evaluate, make_model
+from openmlip import MODEL_FORMAT_VERSION
+from openmlip.deploy import METADATA_NAME, load_model, save_model
+from openmlip.errors import ModelFileError
+
+
+def test_round_trip_preserves_outputs_and_metadata(tmp_path):
+    model = make_model("nequip", "charge-gated", torch.float64, electrostatics=True)
+    path = tmp_path / "m.pt"
+    save_model(model, path, provenance={"dataset": "x.h5", "sha256": "abc"}, metrics={"force_mae_meV_A": 12.0})
+    loaded, meta = load_model(path)
+    assert meta["format_version"] == MODEL_FORMAT_VERSION
+    assert meta["elements"] == ["H", "C", "N", "O", "Na", "Cl"] and meta["cutoff"] == 5.0
+    assert meta["units"]["energy"] == "eV" and meta["dtype"] == "float64" and meta["electrostatics"] is True
+    assert meta["provenance"]["sha256"] == "abc" and meta["metrics"]["force_mae_meV_A"] == 12.0
+    z, pos = ammonium_water_cluster()
+    data = as_data(z, pos, charge=1.0)
+    a, b = evaluate(model, data), evaluate(loaded, data)
+    for k in ("energy", "forces", "charges"):
+        torch.testing.assert_close(b[k], a[k], rtol=1e-12, atol=1e-12)
+    assert not list(tmp_path.glob(".*tmp")), "temporary file left behind"
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ModelFileError, match="does not exist; pass the path of a file written by `openmlip deploy`"):
+        load_model(tmp_path / "nope.pt")
+
+
+def test_truncated_file(tmp_path):
+    path = tmp_path / "m.pt"
+    save_model(make_model(), path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelFileError, match="is corrupt or not a TorchScript archive.*re-create it with `openmlip deploy`"):
+        load_model(path)
+
+
+def test_not_an_openmlip_file(tmp_path):
+    path = tmp_path / "plain.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(path))
+    with pytest.raises(ModelFileError, match="has no openmlip metadata"):
+        load_model(path)
+
+
+def test_newer_format_version(tmp_path):
+    path = tmp_path / "m.pt"
+    save_model(make_model(), path)
+    # rewrite the metadata entry with a future format version
+    with zipfile.ZipFile(path) as zin:
+        items = {n: zin.read(n) for n in zin.namelist()}
+    name = next(n for n in items if n.endswith("extra/" + METADATA_NAME))
+    meta = json.loads(items[name])
+    meta["format_version"] = MODEL_FORMAT_VERSION + 1
+    items[name] = json.dumps(meta).encode()
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zout:
+        for n, d in items.items():
+            zout.writestr(n, d)
+    with pytest.raises(ModelFileError, match=f"uses openmlip model format {MODEL_FORMAT_VERSION + 1}.*upgrade openmlip"):
+        load_model(path)
+
+
+def _cli(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "openmlip.cli", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_doctor_reports_reference_and_cpu_with_torch_plugin():
+    res = _cli("doctor", "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    rep = json.loads(res.stdout)
+    assert rep["ok"] is True
+    for name in ("Reference", "CPU"):
+        assert rep["platforms"][name]["torch_plugin"] is True
+    assert rep["versions"]["torch"].startswith("2.9.") and rep["versions"]["openmmtorch"] == "1.5"
+    text = _cli("doctor")
+    assert "Reference  Torch plugin loaded" in text.stdout and "status: OK" in text.stdout
+
+
+def test_demo_writes_outputs(tmp_path):
+    res = _cli("demo", "--out", str(tmp_path), "--steps", "40", "--quiet")
+    assert res.returncode == 0, res.stdout + res.stderr[-2000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["energy_rel_diff"] < 1e-5 and summary["final_energy_finite"]
+    import mdtraj
+
+    traj = mdtraj.load(str(tmp_path / "trajectory.h5"))
+    assert traj.n_atoms == 17 and traj.n_frames == 20
+    assert f"Outputs in {tmp_path}" in res.stdout
+
+
+def test_cli_bad_input_is_one_line_exit_2(tmp_path):
+    res = _cli("demo", "--out", str(tmp_path), "--steps", "0")
+    assert res.returncode == 2
+    assert res.stderr.strip().startswith("openmlip: error:") and "Traceback" not in res.stderr
