@@ -21,7 +21,7 @@ def test_round_trip_preserves_outputs_and_metadata(tmp_path):
     save_model(model, path, provenance={"dataset": "x.h5", "sha256": "abc"}, metrics={"force_mae_meV_A": 12.0})
     loaded, meta = load_model(path)
     assert meta["format_version"] == MODEL_FORMAT_VERSION
-    assert meta["elements"] == ["H", "C", "N", "O", "Na", "Cl"] and meta["cutoff"] == 5.0
+    assert meta["elements"] == ["H", "C", "N", "O", "Na", "Cl"] and meta["cutoff"] == 4.5
     assert meta["units"]["energy"] == "eV" and meta["dtype"] == "float64" and meta["electrostatics"] is True
     assert meta["provenance"]["sha256"] == "abc" and meta["metrics"]["force_mae_meV_A"] == 12.0
     z, pos = ammonium_water_cluster()

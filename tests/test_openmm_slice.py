@@ -163,8 +163,8 @@ def test_box_too_small_and_bad_indices():
 
     model = make_model("allegro", "sum", torch.float64)
     pot = OpenMMPotential(model, [8, 1, 1], periodic=True, dtype=torch.float64)
-    with pytest.raises(BoxError, match=r"shorter than twice the model cutoff \(10 Å\); use a larger box"):
-        pot.check_box(torch.eye(3) * 0.9)
+    with pytest.raises(BoxError, match=r"shorter than twice the model cutoff \(9 Å\); use a larger box"):
+        pot.check_box(torch.eye(3) * 0.85)
     pot.check_box(torch.eye(3) * 1.2)
     with pytest.raises(SelectionError, match=r"ML atom indices \[7\] out of range for a system of 5 particles"):
         OpenMMPotential(model, [8, 1, 1], indices=[0, 1, 7], num_particles=5)

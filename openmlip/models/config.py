@@ -19,13 +19,15 @@ class ModelConfig:
 
     architecture: str = "allegro"
     elements: List[str] = field(default_factory=lambda: ["H", "C", "N", "O", "Na", "Cl"])
-    cutoff: float = 5.0
+    # Defaults chosen for speed on CPUs (benchmarks/model_speed.py, docs/model_speed.md):
+    # l_max 2 / latent 64 / cutoff 5 Å cost 2-3x more time per MD step.
+    cutoff: float = 4.5
     num_channels: int = 8  # tensor-track multiplicity per irrep
-    latent_dim: int = 64  # scalar-track width (allegro pair latent / nequip scalars use num_channels)
-    l_max: int = 2
+    latent_dim: int = 32  # scalar-track width (allegro pair latent / nequip scalars use num_channels)
+    l_max: int = 1
     parity: bool = False  # True: carry both parities per l (full O(3) irreps), False: only (-1)^l
     num_layers: int = 2
-    radial_mlp: List[int] = field(default_factory=lambda: [64, 64])
+    radial_mlp: List[int] = field(default_factory=lambda: [32])
     num_basis: int = 8
     envelope_p: int = 6
     avg_num_neighbors: float = 12.0
