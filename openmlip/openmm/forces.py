@@ -14,19 +14,30 @@ import torch
 
 import openmm
 
-from .module import EnergyForcesModule, EnergyModule, OpenMMPotential
+from .module import EnergyForcesModule, EnergyModule, OpenMMPotential, ScaledOpenModule, ScaledPeriodicModule
 
 BACKENDS = ("torchforce", "pythonforce")
 
 
-def create_torch_force(potential: OpenMMPotential, use_cuda_graphs: bool = False):
-    """TorchScript ``potential`` into an openmm-torch ``TorchForce``."""
+def create_torch_force(potential: OpenMMPotential, use_cuda_graphs: bool = False, scale_parameter: Optional[str] = None):
+    """TorchScript ``potential`` into an openmm-torch ``TorchForce``.
+
+    ``scale_parameter``: name of an OpenMM global parameter (default 1) that multiplies the energy
+    (and forces) inside the graph, e.g. ``lambda_interpolate``.
+    """
     from .._plugins import import_openmmtorch
 
     openmmtorch = import_openmmtorch()
 
-    wrapper = EnergyForcesModule(potential) if potential.output_forces else EnergyModule(potential)
+    if scale_parameter is not None:
+        if potential.output_forces:
+            raise ValueError("scale_parameter works with output_forces=False")
+        wrapper = ScaledPeriodicModule(potential) if potential.periodic else ScaledOpenModule(potential)
+    else:
+        wrapper = EnergyForcesModule(potential) if potential.output_forces else EnergyModule(potential)
     force = openmmtorch.TorchForce(torch.jit.script(wrapper))
+    if scale_parameter is not None:
+        force.addGlobalParameter(scale_parameter, 1.0)
     force.setUsesPeriodicBoundaryConditions(potential.periodic)
     force.setOutputsForces(potential.output_forces)
     if use_cuda_graphs:
@@ -35,11 +46,29 @@ def create_torch_force(potential: OpenMMPotential, use_cuda_graphs: bool = False
 
 
 class _PythonForceComputation:
-    """Picklable callable for ``openmm.PythonForce``: State -> (energy kJ/mol, forces kJ/mol/nm)."""
+    """Picklable callable for ``openmm.PythonForce``: State -> (energy kJ/mol, forces kJ/mol/nm).
 
-    def __init__(self, potential: OpenMMPotential, device: str = "cpu"):
+    OpenMM serialises a PythonForce by pickling its function (``copy.deepcopy``, CustomCVForce and
+    checkpoints do); the potential travels as TorchScript bytes.
+    """
+
+    def __init__(self, potential, device: str = "cpu"):
         self.potential = potential
         self.device = device
+
+    def __getstate__(self):
+        import io
+
+        buf = io.BytesIO()
+        module = self.potential if isinstance(self.potential, torch.jit.ScriptModule) else torch.jit.script(self.potential)
+        torch.jit.save(module, buf)
+        return {"script": buf.getvalue(), "device": self.device}
+
+    def __setstate__(self, state):
+        import io
+
+        self.device = state["device"]
+        self.potential = torch.jit.load(io.BytesIO(state["script"]), map_location=self.device)
 
     def __call__(self, state):
         pos = torch.from_numpy(np.asarray(state.getPositions(asNumpy=True)._value)).to(self.device, torch.float64)
@@ -63,10 +92,13 @@ def create_python_force(potential: OpenMMPotential, device: str = "cpu"):
     return force
 
 
-def create_force(potential: OpenMMPotential, backend: str = "torchforce", use_cuda_graphs: bool = False, device: str = "cpu"):
+def create_force(potential: OpenMMPotential, backend: str = "torchforce", use_cuda_graphs: bool = False, device: str = "cpu",
+                 scale_parameter: Optional[str] = None):
     """The OpenMM Force for ``potential`` with the chosen backend (see :data:`BACKENDS`)."""
     if backend == "torchforce":
-        return create_torch_force(potential, use_cuda_graphs)
+        return create_torch_force(potential, use_cuda_graphs, scale_parameter)
+    if scale_parameter is not None:
+        raise ValueError("scale_parameter needs backend='torchforce'")
     if backend == "pythonforce":
         return create_python_force(potential, device)
     raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")

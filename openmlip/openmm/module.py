@@ -180,3 +180,25 @@ class EnergyForcesModule(torch.nn.Module):
 
     def forward(self, positions: torch.Tensor, boxvectors: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         return self.potential(positions, boxvectors)
+
+
+class ScaledPeriodicModule(torch.nn.Module):
+    """TorchForce entry point with one global parameter scaling the energy (periodic systems)."""
+
+    def __init__(self, potential: OpenMMPotential):
+        super().__init__()
+        self.potential = potential
+
+    def forward(self, positions: torch.Tensor, boxvectors: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        return scale * self.potential(positions, boxvectors)[0]
+
+
+class ScaledOpenModule(torch.nn.Module):
+    """TorchForce entry point with one global parameter scaling the energy (open boundaries)."""
+
+    def __init__(self, potential: OpenMMPotential):
+        super().__init__()
+        self.potential = potential
+
+    def forward(self, positions: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        return scale * self.potential(positions, None)[0]

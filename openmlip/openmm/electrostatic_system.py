@@ -1,0 +1,101 @@
+"""Build an ML/MM System with openmlip's electrostatic embedding (see :mod:`openmlip.openmm.embedding`)."""
+from __future__ import annotations
+
+import copy
+from typing import List
+
+import openmm
+import openmm.unit as u
+from openmmml.embeddings import utilities
+
+from ..errors import SelectionError
+from .embedding import EmbeddedPotential
+from .forces import create_force
+
+LAMBDA = "lambda_interpolate"
+
+
+def create_electrostatic_system(impl, topology, system, atoms: List[int], forceGroup: int, interpolate: bool,
+                                returnInfo: bool = False, **args):
+    atoms = list(atoms)
+    z, kwargs = impl._potential_kwargs(topology, system, atoms, args)  # validates indices, elements, charge first
+    link = utilities.findLinkBonds(topology, atoms)
+    if link:
+        raise SelectionError(
+            f"the electrostatic embedding needs an ML region without covalent bonds to MM atoms, but {len(link)} "
+            f"bond(s) cross the boundary (e.g. atoms {link[0]}); select whole molecules (ligand, ion, solute) or use "
+            "embedding='mechanical', which adds link atoms"
+        )
+    atom_set = set(atoms)
+    new_system = utilities.removeBonds(system, topology, atoms, True)
+    mm_indices, mm_charges = [], []
+    cutoff_nm = 0.0
+    for force in new_system.getForces():
+        if isinstance(force, openmm.NonbondedForce):
+            for i in range(force.getNumParticles()):
+                q, sig, eps = force.getParticleParameters(i)
+                if i in atom_set:
+                    force.setParticleParameters(i, 0.0, sig, eps)  # ML charges come from the model
+                elif q.value_in_unit(u.elementary_charge) != 0.0:
+                    mm_indices.append(i)
+                    mm_charges.append(q.value_in_unit(u.elementary_charge))
+            for k in range(force.getNumExceptions()):
+                i, j, qq, sig, eps = force.getExceptionParameters(k)
+                if (i in atom_set) != (j in atom_set):
+                    force.setExceptionParameters(k, i, j, 0.0, sig, eps)  # ML-MM Coulomb moves to the embedding
+            for a in range(len(atoms)):
+                for b in range(a):
+                    force.addException(atoms[a], atoms[b], 0.0, 1.0, 0.0, True)  # ML-ML: the model
+            force.setExceptionsUsePeriodicBoundaryConditions(new_system.usesPeriodicBoundaryConditions())
+            if force.getNonbondedMethod() != openmm.NonbondedForce.NoCutoff:
+                cutoff_nm = force.getCutoffDistance().value_in_unit(u.nanometer)
+        elif isinstance(force, openmm.CustomNonbondedForce):
+            utilities.addCustomNonbondedExclusions(force, atoms)
+    cutoff = float(args.get("embeddingCutoff", cutoff_nm))
+    pot = EmbeddedPotential(copy.deepcopy(impl.model), z, mm_indices, mm_charges, embedding_cutoff=cutoff,
+                            damping=float(args.get("embeddingDamping", 0.5)), **kwargs)
+    impl._check_box(pot, system)  # the MM System's own box (the test of a too-small box relies on it)
+    backend = args.get("backend", "torchforce")
+    if interpolate and backend != "torchforce":
+        raise ValueError("interpolate=True with the electrostatic embedding needs backend='torchforce'")
+    ml_force = create_force(pot, backend, bool(args.get("useCUDAGraphs", False)), str(args.get("device") or "cpu"),
+                            scale_parameter=LAMBDA if interpolate else None)
+    ml_force.setForceGroup(forceGroup)
+    if not interpolate:
+        new_system.addForce(ml_force)
+        result = new_system
+    else:
+        result = _interpolated(system, new_system, ml_force)
+    if returnInfo:
+        return dict(system=result, topology=topology, oldToNew=list(range(topology.getNumAtoms())))
+    return result
+
+
+def _interpolated(mm_system: openmm.System, mixed: openmm.System, ml_force) -> openmm.System:
+    """E(λ) = (1 − λ) E_MM + λ E_mixed, with λ = ``lambda_interpolate`` (default 1).
+
+    The MM terms go into one CustomCVForce; the ML force scales itself by λ inside its TorchScript
+    graph (a TorchForce global parameter), so no TorchForce is ever XML-cloned (openmm-torch 1.5
+    crashes deserialising one).
+    """
+    out = copy.deepcopy(mixed)
+    while out.getNumForces():
+        out.removeForce(0)
+    mm_terms, ml_terms = [], []
+    cv = openmm.CustomCVForce("")
+    k = 0
+    for source, terms in ((mm_system, mm_terms), (mixed, ml_terms)):
+        for f in source.getForces():
+            if isinstance(f, openmm.CMMotionRemover):
+                continue
+            name = f"e{k}"
+            k += 1
+            cv.addCollectiveVariable(name, copy.deepcopy(f))
+            terms.append(name)
+    cv.setEnergyFunction(f"(1-{LAMBDA})*({'+'.join(mm_terms) or '0'}) + {LAMBDA}*({'+'.join(ml_terms) or '0'})")
+    cv.addGlobalParameter(LAMBDA, 1.0)
+    out.addForce(cv)
+    out.addForce(ml_force)
+    if any(isinstance(f, openmm.CMMotionRemover) for f in mixed.getForces()):
+        out.addForce(openmm.CMMotionRemover())
+    return out

@@ -1,0 +1,69 @@
+"""Electrostatic embedding: the ML region's *predicted* charges interact with the MM point charges.
+
+The Torch module computes, in one graph,
+
+    E = E_ML(x_ML; Q) + k_e Σ_{i∈ML} Σ_{j∈MM} q_i(x_ML) Q_j φ(r_ij)
+
+with ``φ`` the erf-damped, shifted-force Coulomb kernel of :mod:`openmlip.nn.electrostatics` cut off at
+the MM nonbonded cutoff (minimum image under PBC).  Because ``q_i`` depends on the ML geometry,
+autograd differentiates the polarisation of the ML charges correctly; forces on MM atoms come from
+the same graph.  The MM charges of ML atoms are set to zero in the MM ``NonbondedForce`` (so ML–MM
+Coulomb is counted once, here), ML–MM Lennard-Jones stays MM.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+import torch
+
+from .. import units
+from ..nn.electrostatics import coulomb_kernel
+from ..nn.neighbors import minimum_image_reduced
+from .module import OpenMMPotential
+
+
+class EmbeddedPotential(OpenMMPotential):
+    """:class:`OpenMMPotential` plus the ML–MM electrostatic interaction.
+
+    Parameters (beyond :class:`OpenMMPotential`)
+    ----------
+    mm_indices : sequence of int
+        Particles carrying MM point charges (non-ML atoms with non-zero charge).
+    mm_charges : sequence of float
+        Their charges (e).
+    embedding_cutoff : float
+        Cutoff of the ML–MM Coulomb interaction in nm (shifted force; <= 0: none, open systems only).
+    damping : float
+        Gaussian damping length in Å.
+    """
+
+    def __init__(self, model, atomic_numbers, mm_indices: Sequence[int], mm_charges: Sequence[float],
+                 embedding_cutoff: float = 1.0, damping: float = 0.5, **kwargs):
+        super().__init__(model, atomic_numbers, **kwargs)
+        dtype = kwargs.get("dtype", torch.float32)
+        self.register_buffer("mm_indices", torch.tensor([int(i) for i in mm_indices], dtype=torch.long))
+        self.register_buffer("mm_charges", torch.tensor([float(q) for q in mm_charges], dtype=dtype))
+        self.embedding_cutoff = float(embedding_cutoff) * units.NM_TO_ANGSTROM
+        self.damping = float(damping)
+        self.coulomb = units.COULOMB_EV_ANGSTROM
+        if self.periodic and self.embedding_cutoff <= 0.0:
+            raise ValueError("a periodic electrostatic embedding needs a finite cutoff")
+
+    def forward(self, positions: torch.Tensor, boxvectors: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        e_ml, e_emb, _ = self.embedding_energy_terms(positions, boxvectors)
+        return (e_ml + e_emb).to(positions.dtype), torch.zeros(0, dtype=positions.dtype, device=positions.device)
+
+    @torch.jit.export
+    def embedding_energy_terms(self, positions: torch.Tensor, boxvectors: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(E_ML kJ/mol, E_embedding kJ/mol, predicted ML charges e) — for checks and analysis."""
+        data = self.ml_inputs(positions, boxvectors)
+        out = self.model(data, False)
+        q_ml = out["charges"]
+        pos_mm = positions.index_select(0, self.mm_indices).to(self.dtype) * self.length_scale
+        vec = (pos_mm.unsqueeze(0) - data["pos"].unsqueeze(1)).reshape(-1, 3)
+        if self.periodic and boxvectors is not None:
+            vec = minimum_image_reduced(vec, boxvectors.to(self.dtype) * self.length_scale)
+        r = torch.linalg.norm(vec, dim=-1)
+        pair_q = (q_ml.unsqueeze(1) * self.mm_charges.unsqueeze(0)).reshape(-1)
+        e_emb = self.coulomb * (pair_q * coulomb_kernel(r, self.damping, self.embedding_cutoff)).sum()
+        return out["energy"].sum() * self.energy_scale, e_emb * self.energy_scale, q_ml

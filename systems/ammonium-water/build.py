@@ -1,0 +1,37 @@
+"""Regenerate ammonium-water.pdb: NH4+ and one Cl- in a cubic TIP3P box (OpenMM Modeller).
+
+    python systems/ammonium-water/build.py
+"""
+from pathlib import Path
+
+import numpy as np
+
+import openmm
+import openmm.app as app
+import openmm.unit as u
+
+HERE = Path(__file__).resolve().parent
+
+
+def build(box_nm: float = 2.2, seed: int = 0):
+    top = app.Topology()
+    chain = top.addChain()
+    res = top.addResidue("NH4", chain)
+    n = top.addAtom("N", app.Element.getBySymbol("N"), res)
+    for k in range(4):
+        h = top.addAtom(f"H{k + 1}", app.Element.getBySymbol("H"), res)
+        top.addBond(n, h)
+    d = 0.1030 / np.sqrt(3.0)
+    pos = np.array([[0, 0, 0], [d, d, d], [-d, -d, d], [-d, d, -d], [d, -d, -d]]) + box_nm / 2
+    ff = app.ForceField("amber14/tip3p.xml", str(HERE / "ammonium.xml"))
+    modeller = app.Modeller(top, pos * u.nanometer)
+    modeller.addSolvent(ff, model="tip3p", boxSize=openmm.Vec3(box_nm, box_nm, box_nm) * u.nanometer,
+                        neutralize=True, negativeIon="Cl-")
+    return modeller, ff
+
+
+if __name__ == "__main__":
+    modeller, ff = build()
+    with open(HERE / "ammonium-water.pdb", "w") as fh:
+        app.PDBFile.writeFile(modeller.topology, modeller.positions, fh)
+    print(modeller.topology.getNumAtoms(), "atoms")

@@ -1,0 +1,233 @@
+"""openmm-ml integration: MLPotential('openmlip'), mechanical and electrostatic ML/MM embedding."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import openmm
+import openmm.app as app
+import openmm.unit as u
+from conftest import make_model
+from openmlip import units
+from openmlip.deploy import save_model
+from openmlip.errors import ChargeError, ModelFileError, SelectionError, UnsupportedElementError
+from openmmml import MLPotential
+
+SYSTEMS = Path(__file__).resolve().parent.parent / "systems"
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    save_model(make_model("allegro", "smoothmax", torch.float64, seed=3), path)
+    return str(path)
+
+
+def _energy(system, positions, platform="Reference", groups=None, params=None):
+    ctx = openmm.Context(system, openmm.VerletIntegrator(0.0005), openmm.Platform.getPlatformByName(platform))
+    if system.usesPeriodicBoundaryConditions():
+        ctx.setPeriodicBoxVectors(*system.getDefaultPeriodicBoxVectors())
+    ctx.setPositions(positions)
+    for k, v in (params or {}).items():
+        ctx.setParameter(k, v)
+    st = ctx.getState(getEnergy=True, getForces=True, **({"groups": groups} if groups is not None else {}))
+    return st.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole), st.getForces(asNumpy=True).value_in_unit(u.kilojoule_per_mole / u.nanometer)
+
+
+def _ammonium_water():
+    pdb = app.PDBFile(str(SYSTEMS / "ammonium-water" / "ammonium-water.pdb"))
+    ff = app.ForceField("amber14/tip3p.xml", str(SYSTEMS / "ammonium-water" / "ammonium.xml"))
+    system = ff.createSystem(pdb.topology, nonbondedMethod=app.PME, nonbondedCutoff=0.9 * u.nanometer, constraints=None,
+                             rigidWater=True)
+    return pdb, system
+
+
+def _t4l():
+    prm = app.AmberPrmtopFile(str(SYSTEMS / "t4l99a-pxylene" / "complex.prmtop"))
+    crd = app.AmberInpcrdFile(str(SYSTEMS / "t4l99a-pxylene" / "complex.crd"))
+    system = prm.createSystem(nonbondedMethod=app.NoCutoff, constraints=None)
+    ligand = [a.index for a in prm.topology.atoms() if a.residue.name == "TMP"]
+    return prm, crd, system, ligand
+
+
+def test_entry_point_and_whole_system(model_file):
+    import openmlip  # noqa: F401
+
+    pdb = app.PDBFile(str(SYSTEMS / "ammonium-water" / "ammonium-water.pdb"))
+    nh4 = app.Modeller(pdb.topology, pdb.positions)
+    nh4.delete([r for r in nh4.topology.residues() if r.name != "NH4"])
+    nh4.topology.setPeriodicBoxVectors(None)
+    pot = MLPotential("openmlip", modelPath=model_file)
+    with pytest.raises(ChargeError, match="pass charge=<integer>"):
+        pot.createSystem(nh4.topology)  # NH4 has no Amber14 template: the charge must be given
+    system = pot.createSystem(nh4.topology, charge=1)
+    e, f = _energy(system, nh4.positions)
+    from openmlip.deploy import load_model
+
+    model, _ = load_model(model_file)
+    pos = torch.tensor(np.array(nh4.positions.value_in_unit(u.angstrom)))
+    ref = model({"pos": pos, "atomic_numbers": torch.tensor([7, 1, 1, 1, 1]), "total_charge": torch.tensor([1.0], dtype=torch.float64)})
+    assert abs(e - ref["energy"].item() * units.EV_TO_KJ_PER_MOL) <= 1e-6 * abs(e)
+    np.testing.assert_allclose(f, ref["forces"].detach().numpy() * units.EV_PER_ANGSTROM_TO_KJ_PER_MOL_NM, rtol=1e-6, atol=1e-6)
+
+
+def test_errors_with_fixes(model_file, tmp_path):
+    with pytest.raises(ModelFileError, match="needs modelPath"):
+        MLPotential("openmlip")
+    with pytest.raises(ModelFileError, match="does not exist"):
+        MLPotential("openmlip", modelPath=str(tmp_path / "missing.pt"))
+    prm, crd, system, ligand = _t4l()
+    pot = MLPotential("openmlip", modelPath=model_file)
+    with pytest.raises(ChargeError, match=r"not an integer .*pass charge=<integer"):
+        pot.createMixedSystem(prm.topology, system, ligand[:-3])  # cuts p-xylene: non-integral MM charge
+    sulfur = [a.index for a in prm.topology.atoms() if a.element is not None and a.element.symbol == "S"][:1]
+    with pytest.raises(UnsupportedElementError, match="element\\(s\\) S not supported.*it knows H, C, N, O, Na, Cl"):
+        pot.createMixedSystem(prm.topology, system, ligand + sulfur, charge=0)
+    with pytest.raises(SelectionError, match="out of range"):
+        pot.createMixedSystem(prm.topology, system, [0, 999999], charge=0, embedding="electrostatic")
+    pdb, wsystem = _ammonium_water()
+    wsystem.setDefaultPeriodicBoxVectors(*(np.eye(3) * 0.8))
+    from openmlip.errors import BoxError
+
+    with pytest.raises(BoxError, match="use a larger box"):
+        pot.createMixedSystem(pdb.topology, wsystem, [0, 1, 2, 3, 4])
+
+
+def test_mechanical_protein_ligand_decomposition(model_file):
+    """E(mixed) − E(MM) = E_ML(ligand) − E_MM(ligand internal); λ=0 is MM, λ=1 the mixed system."""
+    prm, crd, system, ligand = _t4l()
+    pot = MLPotential("openmlip", modelPath=model_file)
+    mixed = pot.createMixedSystem(prm.topology, system, ligand)  # charge from MM charges: 0
+    pos = crd.getPositions()
+    e_mm, _ = _energy(system, pos)
+    e_mixed, _ = _energy(mixed, pos)
+    lig_prm = app.AmberPrmtopFile(str(SYSTEMS / "t4l99a-pxylene" / "ligand.prmtop"))
+    lig_system = lig_prm.createSystem(nonbondedMethod=app.NoCutoff, constraints=None)
+    lig_pos = [pos[i] for i in ligand]
+    e_lig_mm, _ = _energy(lig_system, lig_pos)
+    ml_only = pot.createSystem(lig_prm.topology, charge=0)
+    e_lig_ml, _ = _energy(ml_only, lig_pos)
+    assert abs((e_mixed - e_mm) - (e_lig_ml - e_lig_mm)) <= 1e-6 * max(abs(e_mm), 1.0)
+    # openmm-ml evaluates interpolated ML terms in a separate System without MM charges: give the charge
+    interp = pot.createMixedSystem(prm.topology, system, ligand, interpolate=True, charge=0)
+    e0, _ = _energy(interp, pos, params={"lambda_interpolate": 0.0})
+    e1, _ = _energy(interp, pos, params={"lambda_interpolate": 1.0})
+    assert abs(e0 - e_mm) <= 1e-6 * abs(e_mm) and abs(e1 - e_mixed) <= 1e-6 * abs(e_mm)
+
+
+def _min_image(d, box):
+    return d - np.round(d / np.diag(box)) * np.diag(box)
+
+
+def test_electrostatic_embedding_hand_computation_and_forces(model_file):
+    pdb, system = _ammonium_water()
+    ml = [0, 1, 2, 3, 4]
+    pot = MLPotential("openmlip", modelPath=model_file)
+    mixed = pot.createMixedSystem(pdb.topology, system, ml, embedding="electrostatic", forceGroup=1)
+    pos = np.array(pdb.positions.value_in_unit(u.nanometer))
+    box = np.array([v.value_in_unit(u.nanometer) for v in system.getDefaultPeriodicBoxVectors()])
+    e_group, f_group = _energy(mixed, pos, groups={1})
+    # hand computation: model energy and charges, MM charges, minimum image, shifted-force erf kernel
+    from scipy.special import erf
+
+    from openmlip.deploy import load_model
+
+    model, meta = load_model(model_file)
+    out = model({"pos": torch.tensor(pos[ml] * 10.0), "atomic_numbers": torch.tensor([7, 1, 1, 1, 1]),
+                 "total_charge": torch.tensor([1.0], dtype=torch.float64)})
+    q_ml = out["charges"].detach().numpy()
+    nb = next(f for f in system.getForces() if isinstance(f, openmm.NonbondedForce))
+    q_mm = np.array([nb.getParticleParameters(i)[0].value_in_unit(u.elementary_charge) for i in range(system.getNumParticles())])
+    a, rc = 0.5, 9.0
+    g = lambda r: erf(r / a) / r  # noqa: E731
+    dg = lambda r: 2 / (a * np.sqrt(np.pi)) * np.exp(-(r / a) ** 2) / r - erf(r / a) / r**2  # noqa: E731
+    e_emb = 0.0
+    for i, qi in zip(ml, q_ml):
+        d = _min_image(pos[5:] - pos[i], box) * 10.0
+        r = np.linalg.norm(d, axis=1)
+        phi = np.where(r < rc, g(r) - g(rc) - dg(rc) * (r - rc), 0.0)
+        e_emb += units.COULOMB_EV_ANGSTROM * np.sum(qi * q_mm[5:] * phi)
+    expected = (out["energy"].item() + e_emb) * units.EV_TO_KJ_PER_MOL
+    assert abs(e_emb) * units.EV_TO_KJ_PER_MOL > 1.0  # a real interaction is being checked
+    assert abs(e_group - expected) <= 1e-6 * abs(expected)
+    # forces on MM atoms = -dE/dx by central differences (the ML-force group only)
+    near = np.argsort(np.linalg.norm(_min_image(pos - pos[0], box), axis=1))[6:9]
+    h = 1e-5
+    for atom in near:
+        for k in range(3):
+            p1, p2 = pos.copy(), pos.copy()
+            p1[atom, k] += h
+            p2[atom, k] -= h
+            fd = -(_energy(mixed, p1, groups={1})[0] - _energy(mixed, p2, groups={1})[0]) / (2 * h)
+            assert abs(fd - f_group[atom, k]) <= 1e-5 * max(abs(f_group[atom, k]), 1.0), (atom, k, fd, f_group[atom, k])
+    # total charge unchanged: MM charges left in the System + the ML region's Q = original total
+    nb_new = next(f for f in mixed.getForces() if isinstance(f, openmm.NonbondedForce))
+    q_left = sum(nb_new.getParticleParameters(i)[0].value_in_unit(u.elementary_charge) for i in range(mixed.getNumParticles()))
+    assert abs(q_left + q_ml.sum() - q_mm.sum()) <= 1e-9
+    assert abs(q_ml.sum() - 1.0) <= 1e-10
+
+
+def test_electrostatic_embedding_interpolation(model_file):
+    pdb, system = _ammonium_water()
+    pot = MLPotential("openmlip", modelPath=model_file)
+    mixed = pot.createMixedSystem(pdb.topology, system, [0, 1, 2, 3, 4], embedding="electrostatic")
+    interp = pot.createMixedSystem(pdb.topology, system, [0, 1, 2, 3, 4], embedding="electrostatic", interpolate=True)
+    pos = pdb.positions
+    e_mm, _ = _energy(system, pos)
+    e_mixed, _ = _energy(mixed, pos)
+    e0, _ = _energy(interp, pos, params={"lambda_interpolate": 0.0})
+    e1, _ = _energy(interp, pos, params={"lambda_interpolate": 1.0})
+    e_half, _ = _energy(interp, pos, params={"lambda_interpolate": 0.5})
+    assert abs(e0 - e_mm) <= 1e-6 * abs(e_mm)
+    assert abs(e1 - e_mixed) <= 1e-6 * abs(e_mm)
+    assert abs(e_half - 0.5 * (e_mm + e_mixed)) <= 1e-6 * abs(e_mm)
+
+
+@pytest.mark.parametrize("embedding", ["mechanical", "electrostatic"])
+def test_langevin_md_200_steps_finite(model_file, embedding):
+    pdb, system = _ammonium_water()
+    pot = MLPotential("openmlip", modelPath=model_file)
+    mixed = pot.createMixedSystem(pdb.topology, system, [0, 1, 2, 3, 4], embedding=embedding, precision="single")
+    integ = openmm.LangevinMiddleIntegrator(300 * u.kelvin, 5 / u.picosecond, 0.5 * u.femtosecond)
+    ctx = openmm.Context(mixed, integ, openmm.Platform.getPlatformByName("CPU"), {"Threads": "1"})
+    ctx.setPositions(pdb.positions)
+    openmm.LocalEnergyMinimizer.minimize(ctx, 10.0, 50)
+    ctx.setVelocitiesToTemperature(300 * u.kelvin, 1)
+    energies = []
+    for _ in range(4):
+        integ.step(50)
+        st = ctx.getState(getEnergy=True, getPositions=True)
+        energies.append(st.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole))
+        assert np.all(np.isfinite(st.getPositions(asNumpy=True)._value))
+    assert np.all(np.isfinite(energies))
+
+
+@pytest.mark.parametrize("which", ["alanine-dipeptide-explicit", "t4l99a-pxylene"])
+def test_langevin_md_200_steps_real_systems(model_file, which):
+    """ML/MM (mechanical) MD of the shipped Amber systems: 200 steps, finite, ML region stays whole."""
+    if which == "t4l99a-pxylene":
+        prm, crd, system, ml = _t4l()
+    else:
+        base = SYSTEMS / "alanine-dipeptide" / "explicit" / "alanine-dipeptide"
+        prm = app.AmberPrmtopFile(str(base) + ".prmtop")
+        crd = app.AmberInpcrdFile(str(base) + ".crd")
+        system = prm.createSystem(nonbondedMethod=app.PME, nonbondedCutoff=0.9 * u.nanometer, constraints=None, rigidWater=True)
+        system.setDefaultPeriodicBoxVectors(*crd.boxVectors)
+        ml = [a.index for a in prm.topology.atoms() if a.residue.name in ("ACE", "ALA", "NME")]
+    pot = MLPotential("openmlip", modelPath=model_file)
+    mixed = pot.createMixedSystem(prm.topology, system, ml, precision="single")
+    integ = openmm.LangevinMiddleIntegrator(300 * u.kelvin, 5 / u.picosecond, 0.5 * u.femtosecond)
+    ctx = openmm.Context(mixed, integ, openmm.Platform.getPlatformByName("CPU"), {"Threads": "1"})
+    ctx.setPositions(crd.getPositions())
+    if crd.boxVectors is not None:
+        ctx.setPeriodicBoxVectors(*crd.boxVectors)
+    openmm.LocalEnergyMinimizer.minimize(ctx, 10.0, 50)
+    ctx.setVelocitiesToTemperature(300 * u.kelvin, 1)
+    integ.step(200)
+    st = ctx.getState(getEnergy=True, getPositions=True)
+    pos = st.getPositions(asNumpy=True).value_in_unit(u.nanometer)
+    assert np.isfinite(st.getPotentialEnergy()._value) and np.all(np.isfinite(pos))
+    assert len(ml) == (22 if which != "t4l99a-pxylene" else 18)
