@@ -231,3 +231,24 @@ def test_langevin_md_200_steps_real_systems(model_file, which):
     pos = st.getPositions(asNumpy=True).value_in_unit(u.nanometer)
     assert np.isfinite(st.getPotentialEnergy()._value) and np.all(np.isfinite(pos))
     assert len(ml) == (22 if which != "t4l99a-pxylene" else 18)
+
+
+def test_mechanical_link_atoms_cut_covalent_bonds(model_file):
+    """ML on the ALA residue only: two peptide bonds cross the boundary, openmm-ml adds link atoms."""
+    base = SYSTEMS / "alanine-dipeptide" / "vacuum" / "alanine-dipeptide"
+    prm = app.AmberPrmtopFile(str(base) + ".prmtop")
+    crd = app.AmberInpcrdFile(str(base) + ".crd")
+    system = prm.createSystem(nonbondedMethod=app.NoCutoff, constraints=None)
+    ala = [a.index for a in prm.topology.atoms() if a.residue.name == "ALA"]
+    pot = MLPotential("openmlip", modelPath=model_file)
+    info = pot.createMixedSystem(prm.topology, system, ala, returnInfo=True)  # Amber residue charges sum to 0
+    n_caps = info["topology"].getNumAtoms() - prm.topology.getNumAtoms()
+    assert n_caps == 2  # one link hydrogen per cut bond
+    with pytest.raises(SelectionError, match="without covalent bonds to MM atoms"):
+        pot.createMixedSystem(prm.topology, system, ala, charge=0, embedding="electrostatic")
+    pos = list(crd.getPositions())
+    ctx = openmm.Context(info["system"], openmm.VerletIntegrator(0.0005), openmm.Platform.getPlatformByName("Reference"))
+    ctx.setPositions(pos + [pos[0]] * n_caps)  # link sites are virtual: OpenMM places them
+    ctx.computeVirtualSites()
+    st = ctx.getState(getEnergy=True, getForces=True)
+    assert np.isfinite(st.getPotentialEnergy()._value) and np.all(np.isfinite(st.getForces(asNumpy=True)._value))
