@@ -1,4 +1,4 @@
-"""Command line: ``openmlip doctor | demo``."""
+"""Command line: ``openmlip doctor | demo | plugin``."""
 from __future__ import annotations
 
 import argparse
@@ -31,6 +31,14 @@ def _cmd_demo(args) -> int:
     return 0 if s["final_energy_finite"] and s["energy_rel_diff"] < 1e-4 else 1
 
 
+def _cmd_plugin(args) -> int:
+    from .plugin import create_plugin
+
+    out = create_plugin(args.name, args.model, args.out or f"plugins/{args.name}", args.description, args.overwrite)
+    print(f"plugin {args.name!r} written to {out}; install it with `pip install {out}`, then MLPotential({args.name!r})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="openmlip", description="Charge-aware equivariant ML potentials in OpenMM.")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -45,6 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--quiet", action="store_true", help="no progress bar")
     m.set_defaults(func=_cmd_demo)
+    g = sub.add_parser("plugin", help="package a model file as a pip-installable openmm-ml potential plugin")
+    g.add_argument("name", help="potential name for MLPotential(NAME): lower-case letters, digits, '-'")
+    g.add_argument("model", help="model file written by openmlip (deploy)")
+    g.add_argument("--out", help="output directory (default plugins/NAME)")
+    g.add_argument("--description", default="", help="one paragraph for the model card")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    g.set_defaults(func=_cmd_plugin)
     return p
 
 
