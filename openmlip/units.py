@@ -67,21 +67,18 @@ LENGTH_TO_ANGSTROM: Final[dict] = {
 }
 
 
+def _factor(table: dict, unit: str, kind: str) -> float:
+    try:
+        return table[unit]
+    except KeyError:
+        raise ValueError(f"unknown {kind} unit {unit!r}; use one of {sorted(table)}") from None
+
+
 def energy_to_ev(unit: str) -> float:
     """Factor that converts an energy in ``unit`` to eV (``unit`` in :data:`ENERGY_TO_EV`)."""
-    try:
-        return ENERGY_TO_EV[unit]
-    except KeyError:
-        raise ValueError(
-            f"unknown energy unit {unit!r}; use one of {sorted(ENERGY_TO_EV)}"
-        ) from None
+    return _factor(ENERGY_TO_EV, unit, "energy")
 
 
 def length_to_angstrom(unit: str) -> float:
     """Factor that converts a length in ``unit`` to Å (``unit`` in :data:`LENGTH_TO_ANGSTROM`)."""
-    try:
-        return LENGTH_TO_ANGSTROM[unit]
-    except KeyError:
-        raise ValueError(
-            f"unknown length unit {unit!r}; use one of {sorted(LENGTH_TO_ANGSTROM)}"
-        ) from None
+    return _factor(LENGTH_TO_ANGSTROM, unit, "length")

@@ -100,3 +100,23 @@ def test_unsupported_element_message():
     with pytest.raises(ValueError, match=r"element\(s\) Na, Cl not supported by this model; it knows H, C, N, O"):
         idx.check([1, 6, 17, 11])
     idx.check([1, 6, 7, 8])  # supported elements pass silently
+
+
+@pytest.mark.parametrize("arch", ["allegro", "nequip"])
+@pytest.mark.parametrize("l_max,parity", [(0, False), (2, True), (3, False)])
+def test_other_irreps_settings_are_equivariant_and_script(arch, l_max, parity):
+    """Full O(3) features (both parities) and l_max 0..3: invariant energy, equivariant forces, scriptable."""
+    from e3nn import o3
+
+    model = make_model(arch, "smoothmax", torch.float64, l_max=l_max, parity=parity, electrostatics=True)
+    z, pos = ammonium_water_cluster(seed=8)
+    data = as_data(z, pos, charge=1.0)
+    ref = evaluate(model, data)
+    R = -o3.rand_matrix(dtype=torch.float64)  # improper: rotation + inversion
+    moved = dict(data)
+    moved["pos"] = data["pos"] @ R.T + 1.5
+    out = evaluate(model, moved)
+    assert abs(out["energy"].item() - ref["energy"].item()) <= 1e-9 * (1 + abs(ref["energy"].item()))
+    torch.testing.assert_close(out["forces"], ref["forces"] @ R.T, rtol=0, atol=1e-9)
+    scripted = script_model(model)
+    torch.testing.assert_close(evaluate(scripted, data)["energy"], ref["energy"], rtol=1e-6, atol=1e-12)

@@ -3,7 +3,6 @@
 Same maths as :class:`e3nn.nn.Gate` (SiLU on scalars, sigmoid gates multiplying each channel of the
 non-scalar irreps), written without e3nn's Python-only ``Activation`` so that whole models script.
 """
-from __future__ import annotations
 
 from typing import List
 
@@ -21,6 +20,9 @@ class ScriptableGate(torch.nn.Module):
     irreps_gated : o3.Irreps
         Irreps with l > 0; one gate scalar per channel.
     """
+
+    muls: List[int]
+    dims: List[int]
 
     def __init__(self, irreps_scalars: o3.Irreps, irreps_gated: o3.Irreps):
         super().__init__()

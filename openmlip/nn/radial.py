@@ -48,15 +48,7 @@ class PolynomialCutoff(torch.nn.Module):
         self.p = float(p)
 
     def forward(self, r: torch.Tensor) -> torch.Tensor:
-        p = self.p
-        x = r / self.r_max
-        out = (
-            1.0
-            - 0.5 * (p + 1.0) * (p + 2.0) * torch.pow(x, p)
-            + p * (p + 2.0) * torch.pow(x, p + 1.0)
-            - 0.5 * p * (p + 1.0) * torch.pow(x, p + 2.0)
-        )
-        return out * (x < 1.0).to(out.dtype)
+        return polynomial_envelope(r / self.r_max, self.p)
 
 
 def polynomial_envelope(x: torch.Tensor, p: float) -> torch.Tensor:

@@ -6,7 +6,6 @@ one matmul with a constant ``[dim1*dim2, dim_out]`` Clebsch-Gordan tensor.  That
 from e3nn's own ``TensorProduct`` by evaluating it on basis vectors (float64), so normalisation and
 phase conventions are e3nn's exactly.  Measured on 2 CPU cores: ~250 -> ~10 ops per layer.
 """
-from __future__ import annotations
 
 from typing import List, Sequence, Tuple
 
@@ -117,6 +116,8 @@ class _Mix(torch.nn.Module):
 class IrrepLinear(torch.nn.Module):
     """Equivariant linear map ``[E, C, path dims] -> [E, C, target dims]``: for each target irrep,
     mix the channels of every path producing it (a learned ``(C*n_paths) x C`` matrix per irrep)."""
+
+    widths: List[int]
 
     def __init__(self, tp: ChannelwiseTP, targets: Sequence[Irrep], channels: int):
         super().__init__()
