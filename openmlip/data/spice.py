@@ -1,0 +1,206 @@
+"""SPICE HDF5 files (openmm/spice-dataset layout): a lazy reader with filters, and a writer.
+
+Layout (``../shared/SPICE_FORMAT.md``): one group per molecule with ``atomic_numbers`` (N,),
+``conformations`` (M,N,3) bohr, ``dft_total_energy`` (M,) hartree, ``dft_total_gradient`` (M,N,3)
+hartree/bohr (a *gradient*: forces = −gradient), ``mbis_charges`` (M,N,1) e, ``smiles`` and ``subset``
+(1,) strings.  The total charge is the sum of the SMILES formal charges (or of a per-atom
+``formal_charges`` dataset when present).  Units are converted on read to Å, eV, eV/Å.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Union
+
+import numpy as np
+
+from .. import units
+from ..errors import OpenMLIPError
+from .structure import Structure
+
+REQUIRED = ("atomic_numbers", "conformations")
+_BRACKET = re.compile(r"\[([^\]]+)\]")
+
+
+class SpiceFormatError(OpenMLIPError, ValueError):
+    """A SPICE file is unreadable, or a group lacks a required field."""
+
+
+def smiles_formal_charge(smiles: str) -> int:
+    """Total formal charge of a SMILES string (bracket atoms such as ``[NH4+]``, ``[O-:3]``, ``[Ca+2]``)."""
+    total = 0
+    for atom in _BRACKET.findall(smiles):
+        atom = re.sub(r":\d+$", "", atom)  # atom-map number
+        m = re.search(r"(\++|-+)(\d*)$", atom)
+        if not m:
+            continue
+        sign = 1 if m.group(1)[0] == "+" else -1
+        total += sign * (int(m.group(2)) if m.group(2) else len(m.group(1)))
+    return total
+
+
+def _string(value) -> str:
+    v = value[0] if np.ndim(value) else value
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+@dataclass
+class ReadStats:
+    """What a read skipped and why (filled when ``on_error='skip'``)."""
+
+    groups_read: int = 0
+    conformers_read: int = 0
+    skipped: Dict[str, str] = field(default_factory=dict)
+
+
+def read_spice(
+    path: Union[str, Path],
+    subsets: Optional[Sequence[str]] = None,
+    elements: Optional[Sequence[int]] = None,
+    total_charges: Optional[Sequence[int]] = None,
+    max_atoms: Optional[int] = None,
+    energy_key: str = "dft_total_energy",
+    gradient_key: str = "dft_total_gradient",
+    charges_key: str = "mbis_charges",
+    on_error: str = "raise",
+    stats: Optional[ReadStats] = None,
+) -> Iterator[Structure]:
+    """Yield conformers of a SPICE HDF5 file one at a time (the file is read lazily).
+
+    Parameters
+    ----------
+    subsets, elements, total_charges, max_atoms
+        Filters: keep groups whose subset is listed, whose atomic numbers are all in ``elements``,
+        whose total charge is listed, with at most ``max_atoms`` atoms.
+    energy_key, gradient_key, charges_key
+        Label datasets (e.g. ``xtb_total_energy``/``xtb_total_gradient``); missing optional labels are
+        left as None; a missing energy or gradient dataset is an error (or a skip).
+    on_error
+        ``"raise"``: a malformed group raises :class:`SpiceFormatError` naming it; ``"skip"``: it is
+        skipped and recorded in ``stats.skipped``.
+    """
+    import h5py
+
+    if on_error not in ("raise", "skip"):
+        raise ValueError("on_error must be 'raise' or 'skip'")
+    stats = stats if stats is not None else ReadStats()
+    try:
+        fh = h5py.File(path, "r")
+    except (OSError, ValueError) as exc:
+        raise SpiceFormatError(
+            f"cannot read SPICE file {str(path)!r}: {str(exc).splitlines()[0]} (truncated or not HDF5?); "
+            "re-download or regenerate it"
+        ) from None
+    allowed = None if elements is None else set(int(e) for e in elements)
+    with fh:
+        for name in fh:
+            try:
+                group = fh[name]
+                missing = [k for k in REQUIRED + (energy_key, gradient_key) if k not in group]
+                if missing:
+                    raise SpiceFormatError(f"group {name!r} of {str(path)!r} lacks {missing}")
+                z = np.asarray(group["atomic_numbers"][()], dtype=np.int64)
+                subset = _string(group["subset"][()]) if "subset" in group else ""
+                if subsets is not None and subset not in subsets:
+                    continue
+                if allowed is not None and not set(z.tolist()) <= allowed:
+                    continue
+                if max_atoms is not None and len(z) > max_atoms:
+                    continue
+                formal = None
+                if "formal_charges" in group:
+                    formal = np.asarray(group["formal_charges"][()], dtype=np.float64).reshape(-1)
+                    q = float(round(formal.sum()))
+                elif "total_charge" in group.attrs:  # written by openmlip for data without SMILES
+                    q = float(group.attrs["total_charge"])
+                elif "smiles" in group:
+                    formal = None
+                    q = float(smiles_formal_charge(_string(group["smiles"][()])))
+                else:
+                    raise SpiceFormatError(f"group {name!r} of {str(path)!r} has neither smiles nor formal_charges")
+                if total_charges is not None and int(q) not in set(total_charges):
+                    continue
+                conf = np.asarray(group["conformations"][()], dtype=np.float64) * units.BOHR_TO_ANGSTROM
+                energy = np.asarray(group[energy_key][()], dtype=np.float64) * units.HARTREE_TO_EV
+                grad = np.asarray(group[gradient_key][()], dtype=np.float64) * units.HARTREE_PER_BOHR_TO_EV_PER_ANGSTROM
+                charges = None
+                if charges_key in group:
+                    charges = np.asarray(group[charges_key][()], dtype=np.float64).reshape(len(conf), -1)
+                if conf.ndim != 3 or conf.shape[1:] != (len(z), 3) or grad.shape != conf.shape or energy.shape != (len(conf),):
+                    raise SpiceFormatError(
+                        f"group {name!r} of {str(path)!r} has inconsistent shapes: atomic_numbers {z.shape}, "
+                        f"conformations {conf.shape}, {energy_key} {energy.shape}, {gradient_key} {grad.shape}"
+                    )
+            except SpiceFormatError as exc:
+                if on_error == "raise":
+                    raise
+                stats.skipped[name] = str(exc)
+                continue
+            except (OSError, KeyError) as exc:  # h5py read errors inside a damaged file
+                msg = f"group {name!r} of {str(path)!r} is unreadable ({str(exc).splitlines()[0]})"
+                if on_error == "raise":
+                    raise SpiceFormatError(msg) from None
+                stats.skipped[name] = msg
+                continue
+            stats.groups_read += 1
+            for k in range(len(conf)):
+                stats.conformers_read += 1
+                yield Structure(
+                    numbers=z, positions=conf[k], total_charge=q, energy=float(energy[k]), forces=-grad[k],
+                    charges=None if charges is None else charges[k], formal_charges=formal, name=name, subset=subset,
+                )
+
+
+def write_spice(path: Union[str, Path], structures: Iterable[Structure], energy_key: str = "dft_total_energy",
+                gradient_key: str = "dft_total_gradient", charges_key: str = "mbis_charges",
+                smiles: Optional[Dict[str, str]] = None) -> Dict[str, int]:
+    """Write structures in the SPICE layout (grouped by ``Structure.name``), atomically.
+
+    Values are converted back to bohr/hartree; the total charge is stored as the group attribute
+    ``total_charge`` (and per-atom ``formal_charges`` when known), so it survives without SMILES.
+    Returns conformers written per group.
+    """
+    import h5py
+
+    groups: Dict[str, List[Structure]] = {}
+    for s in structures:
+        if not s.name:
+            raise ValueError("every structure needs a name (its SPICE group)")
+        groups.setdefault(s.name, []).append(s)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    counts = {}
+    try:
+        with h5py.File(tmp, "w") as fh:
+            for name, items in groups.items():
+                z = items[0].numbers
+                if any(not np.array_equal(s.numbers, z) for s in items):
+                    raise ValueError(f"group {name!r}: conformers with different atoms")
+                g = fh.create_group(name)
+                g.create_dataset("atomic_numbers", data=np.asarray(z, dtype=np.int16))
+                g.create_dataset("subset", data=np.array([items[0].subset], dtype=h5py.string_dtype()))
+                if smiles and name in smiles:
+                    g.create_dataset("smiles", data=np.array([smiles[name]], dtype=h5py.string_dtype()))
+                g.attrs["total_charge"] = float(items[0].total_charge)
+                if items[0].formal_charges is not None:
+                    g.create_dataset("formal_charges", data=np.asarray(items[0].formal_charges, dtype=np.float64))
+                d = g.create_dataset("conformations", data=np.stack([s.positions for s in items]) * units.ANGSTROM_TO_BOHR)
+                d.attrs["units"] = "bohr"
+                d = g.create_dataset(energy_key, data=np.array([s.energy for s in items], dtype=np.float64) * units.EV_TO_HARTREE)
+                d.attrs["units"] = "hartree"
+                d = g.create_dataset(gradient_key, data=-np.stack([s.forces for s in items]) / units.HARTREE_PER_BOHR_TO_EV_PER_ANGSTROM)
+                d.attrs["units"] = "hartree/bohr"
+                if all(s.charges is not None for s in items):
+                    d = g.create_dataset(charges_key, data=np.stack([s.charges for s in items])[..., None])
+                    d.attrs["units"] = "elementary_charge"
+                counts[name] = len(items)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return counts
