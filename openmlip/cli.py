@@ -1,4 +1,4 @@
-"""Command line: ``openmlip doctor | demo | plugin``."""
+"""Command line: ``openmlip doctor | demo | train | deploy | plugin``."""
 from __future__ import annotations
 
 import argparse
@@ -39,6 +39,32 @@ def _cmd_plugin(args) -> int:
     return 0
 
 
+def _cmd_train(args) -> int:
+    from .train import Trainer, TrainConfig
+
+    cfg = TrainConfig.from_yaml(args.config)
+    rep = Trainer(cfg, progress=not args.quiet).run()
+    if rep["status"] == "interrupted":
+        print(f"stopped after step {rep['step']} (stop_after_steps); rerun the same command to resume")
+        return 0
+    t = rep["test"] or rep["valid"]
+    part = "test" if rep["test"] else "validation"
+    print(f"finished: {rep['steps']} steps, {rep['epochs']} epochs. {part} set: energy MAE "
+          f"{t['energy_mae_meV_per_atom']:.2f} meV/atom, force MAE {t['forces_mae_meV_per_A']:.1f} meV/Å, "
+          f"force RMSE {t['forces_rmse_meV_per_A']:.1f} meV/Å" + (f", charge MAE {t['charges_mae_e']:.4f} e" if "charges_mae_e" in t else ""))
+    print(f"outputs in {cfg.output}: checkpoint.pt, best.pt, metrics.csv, report.json; deploy with "
+          f"`openmlip deploy {cfg.output} -o model.pt`")
+    return 0
+
+
+def _cmd_deploy(args) -> int:
+    from .train import deploy_run
+
+    meta = deploy_run(args.run, args.output)
+    print(f"model file {args.output}: {meta['architecture']}, elements {', '.join(meta['elements'])}, cutoff {meta['cutoff']} Å")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="openmlip", description="Charge-aware equivariant ML potentials in OpenMM.")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -53,6 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--quiet", action="store_true", help="no progress bar")
     m.set_defaults(func=_cmd_demo)
+    t = sub.add_parser("train", help="train a potential from a YAML config (resumes if its output folder has a checkpoint)")
+    t.add_argument("config", help="training YAML (see docs/training.md)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=_cmd_train)
+    dp = sub.add_parser("deploy", help="write the best weights of a training run as a model file")
+    dp.add_argument("run", help="training output folder (holds best.pt)")
+    dp.add_argument("-o", "--output", default="model.pt", help="model file to write (default model.pt)")
+    dp.set_defaults(func=_cmd_deploy)
     g = sub.add_parser("plugin", help="package a model file as a pip-installable openmm-ml potential plugin")
     g.add_argument("name", help="potential name for MLPotential(NAME): lower-case letters, digits, '-'")
     g.add_argument("model", help="model file written by openmlip (deploy)")

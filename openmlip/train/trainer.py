@@ -1,0 +1,324 @@
+"""Training loop: energy + force (+ charge) loss, AdamW, cosine LR, gradient clipping, EMA weights,
+early stopping, atomic checkpoints with exact resume, progress bar, metrics CSV, test report.
+
+Exact resume: the data order of epoch ``e`` is a pure function of ``(seed, e)``, and a checkpoint holds
+the model, optimiser and EMA states, the step, the epoch and the position inside it, the
+early-stopping state and the metrics history.  Rerunning the same command after a kill continues
+from the last checkpoint and ends with the same parameters as an uninterrupted run (tested on CPU).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from ..data import Structure, read_extxyz, read_spice
+from ..deploy import file_sha256
+from ..models import build_model
+from ..models.config import ModelConfig
+from ..nn.embedding import SpeciesIndex
+from .batching import collate, model_inputs
+from .config import TrainConfig
+
+CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"
+METRICS = "metrics.csv"
+REPORT = "report.json"
+
+
+# ---------------------------------------------------------------------------------------------- data
+def load_structures(cfg: TrainConfig) -> List[Structure]:
+    out: List[Structure] = []
+    for path in cfg.data:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"training data file {path!r} not found")
+        if p.suffix.lower() in (".h5", ".hdf5"):
+            out += list(read_spice(p, energy_key=cfg.energy_key, gradient_key=cfg.gradient_key, charges_key=cfg.charges_key))
+        elif p.suffix.lower() in (".xyz", ".extxyz"):
+            out += list(read_extxyz(p))
+        else:
+            raise ValueError(f"unknown data format {p.suffix!r} for {path!r}: use SPICE .h5/.hdf5 or extxyz .xyz")
+    if not out:
+        raise ValueError(f"no structures read from {cfg.data}")
+    return out
+
+
+def split_by_molecule(structures: Sequence[Structure], valid_fraction: float, test_fraction: float, seed: int):
+    """Split so that all conformers of one molecule (``Structure.name``) land in the same part."""
+    names = sorted({s.name for s in structures})
+    order = np.random.default_rng(seed).permutation(len(names))
+    n = len(names)
+    n_test = int(round(test_fraction * n)) if test_fraction > 0 else 0
+    n_val = int(round(valid_fraction * n)) if valid_fraction > 0 else 0
+    if test_fraction > 0 and n >= 3:
+        n_test = max(n_test, 1)
+    if valid_fraction > 0 and n >= 3:
+        n_val = max(n_val, 1)
+    if n - n_test - n_val < 1:
+        raise ValueError(f"only {n} molecules: too few to split into train/valid/test; add data or lower the fractions")
+    test_names = {names[i] for i in order[:n_test]}
+    val_names = {names[i] for i in order[n_test:n_test + n_val]}
+    parts: Tuple[List[Structure], List[Structure], List[Structure]] = ([], [], [])
+    for s in structures:
+        parts[2 if s.name in test_names else 1 if s.name in val_names else 0].append(s)
+    return parts
+
+
+def reference_energies(structures: Sequence[Structure], elements: Sequence[str]) -> np.ndarray:
+    """Per-element energies (eV) by least squares: E ≈ Σ_s n_s e_s."""
+    index = SpeciesIndex(elements)
+    a = np.zeros((len(structures), len(elements)))
+    for k, s in enumerate(structures):
+        idx = index(torch.tensor(s.numbers)).numpy()
+        np.add.at(a[k], idx, 1.0)
+    b = np.array([s.energy for s in structures])
+    sol, *_ = np.linalg.lstsq(a, b, rcond=None)
+    sol[a.sum(0) == 0] = 0.0
+    return sol
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def _atomic_save(obj, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _lr(cfg: TrainConfig, step: int, total: int) -> float:
+    lo = cfg.lr * cfg.lr_min_factor
+    t = min(step / max(total, 1), 1.0)
+    return lo + 0.5 * (cfg.lr - lo) * (1.0 + math.cos(math.pi * t))
+
+
+def _errors(model, structures: Sequence[Structure], batch_size: int, dtype) -> Dict[str, float]:
+    """Energy MAE per atom (meV/atom), force MAE/RMSE (meV/Å), charge MAE (e) and the loss terms."""
+    model.eval()
+    de, df, dq, n_atoms = [], [], [], []
+    for start in range(0, len(structures), batch_size):
+        batch = collate(structures[start:start + batch_size], dtype)
+        out = model(model_inputs(batch), True)
+        de.append(((out["energy"] - batch["energy_ref"]) / batch["num_atoms"]).detach())
+        df.append((out["forces"] - batch["forces_ref"]).detach())
+        if "charges_ref" in batch:
+            dq.append((out["charges"] - batch["charges_ref"]).detach())
+    de_t, df_t = torch.cat(de).double(), torch.cat(df).double()
+    res = {
+        "energy_mae_meV_per_atom": 1000 * de_t.abs().mean().item(),
+        "forces_mae_meV_per_A": 1000 * df_t.abs().mean().item(),
+        "forces_rmse_meV_per_A": 1000 * df_t.pow(2).mean().sqrt().item(),
+        "energy_mse": de_t.pow(2).mean().item(),
+        "forces_mse": df_t.pow(2).mean().item(),
+    }
+    if dq:
+        dq_t = torch.cat(dq).double()
+        res["charges_mae_e"] = dq_t.abs().mean().item()
+        res["charges_mse"] = dq_t.pow(2).mean().item()
+    return res
+
+
+def _loss_value(cfg: TrainConfig, err: Dict[str, float]) -> float:
+    return cfg.energy_weight * err["energy_mse"] + cfg.forces_weight * err["forces_mse"] + cfg.charges_weight * err.get("charges_mse", 0.0)
+
+
+# ------------------------------------------------------------------------------------------ trainer
+class Trainer:
+    def __init__(self, cfg: TrainConfig, progress: bool = True):
+        self.cfg = cfg
+        self.progress = progress
+        self.out = Path(cfg.output)
+        self.dtype = torch.float32 if cfg.dtype == "float32" else torch.float64
+
+    def _data(self):
+        structures = load_structures(self.cfg)
+        elements = ModelConfig.from_dict(dict(self.cfg.model)).elements
+        index = SpeciesIndex(elements)
+        for s in structures:
+            index.check(s.numbers)
+        missing = [s.name for s in structures if s.energy is None or s.forces is None]
+        if missing:
+            raise ValueError(f"{len(missing)} structures lack energy or forces labels (e.g. {missing[0]!r})")
+        return split_by_molecule(structures, self.cfg.valid_fraction, self.cfg.test_fraction, self.cfg.seed), elements
+
+    def _fresh_state(self, train, elements):
+        torch.manual_seed(self.cfg.seed)
+        model = build_model(dict(self.cfg.model), dtype=self.dtype)
+        e_ref = reference_energies(train, elements)
+        f_rms = float(np.sqrt(np.mean(np.concatenate([s.forces.reshape(-1) for s in train]) ** 2)))
+        with torch.no_grad():
+            model.per_species_shift.copy_(torch.tensor(e_ref, dtype=self.dtype))
+            model.per_species_scale.fill_(max(f_rms, 1e-3))
+        opt = torch.optim.AdamW(model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        return {
+            "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "ema": {k: v.detach().clone() for k, v in model.state_dict().items()},
+            "step": 0, "epoch": 0, "batch_in_epoch": 0, "best_val": float("inf"), "bad_epochs": 0,
+            "history": [], "config": self.cfg.to_dict(), "reference_energies": e_ref.tolist(), "elements": list(elements),
+            "done": False, "epoch_losses": [],
+        }
+
+    def _check_resume(self, state):
+        old = dict(state["config"])
+        new = self.cfg.to_dict()
+        for key in ("stop_after_steps",):
+            old.pop(key, None)
+            new.pop(key, None)
+        if old != new:
+            diff = sorted(k for k in new if old.get(k) != new.get(k))
+            raise ValueError(
+                f"{self.out / CHECKPOINT} was written with different settings ({', '.join(diff)}); use a new output "
+                "folder, or restore the original config to resume"
+            )
+
+    def _write_metrics(self, history: List[Dict[str, float]]):
+        if not history:
+            return
+        fd, tmp = tempfile.mkstemp(dir=self.out, prefix=".metrics.", suffix=".tmp")
+        with os.fdopen(fd, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(history[0]))
+            w.writeheader()
+            w.writerows(history)
+        os.replace(tmp, self.out / METRICS)
+
+    def run(self) -> Dict[str, object]:
+        from tqdm.auto import tqdm
+
+        cfg = self.cfg
+        torch.set_num_threads(cfg.threads)
+        self.out.mkdir(parents=True, exist_ok=True)
+        (train, valid, test), elements = self._data()
+        ckpt = self.out / CHECKPOINT
+        if ckpt.exists():
+            state = torch.load(ckpt, weights_only=False)
+            self._check_resume(state)
+        else:
+            state = self._fresh_state(train, elements)
+        model = build_model(dict(cfg.model), dtype=self.dtype)
+        model.load_state_dict(state["model"])
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        opt.load_state_dict(state["optimizer"])
+        ema = state["ema"]
+        steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+        total = cfg.max_steps if cfg.max_steps is not None else cfg.max_epochs * steps_per_epoch
+        valid_set = valid if valid else train
+
+        def save():
+            state.update(model=model.state_dict(), optimizer=opt.state_dict(), ema=ema)
+            _atomic_save(state, ckpt)
+
+        def ema_model():  # e3nn modules hold ScriptFunctions, which cannot be deep-copied: rebuild instead
+            m = build_model(dict(cfg.model), dtype=self.dtype)
+            m.load_state_dict(ema)
+            return m
+
+        bar = tqdm(total=total, initial=state["step"], desc="train", unit="step", disable=not self.progress)
+        interrupted = False
+        t0 = time.perf_counter()
+        while not state["done"] and state["epoch"] < cfg.max_epochs and state["step"] < total:
+            perm = np.random.default_rng([cfg.seed, state["epoch"]]).permutation(len(train))
+            batches = [perm[i:i + cfg.batch_size] for i in range(0, len(train), cfg.batch_size)]
+            model.train()
+            losses = state.setdefault("epoch_losses", [])  # checkpointed: the epoch mean survives a resume
+            while state["batch_in_epoch"] < len(batches) and state["step"] < total:
+                idx = batches[state["batch_in_epoch"]]
+                batch = collate([train[i] for i in idx], self.dtype)
+                for g in opt.param_groups:
+                    g["lr"] = _lr(cfg, state["step"], total)
+                out = model(model_inputs(batch), True)
+                loss = cfg.energy_weight * (((out["energy"] - batch["energy_ref"]) / batch["num_atoms"]) ** 2).mean()
+                loss = loss + cfg.forces_weight * ((out["forces"] - batch["forces_ref"]) ** 2).mean()
+                if "charges_ref" in batch and cfg.charges_weight > 0:
+                    loss = loss + cfg.charges_weight * ((out["charges"] - batch["charges_ref"]) ** 2).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                opt.step()
+                with torch.no_grad():
+                    for k, v in model.state_dict().items():
+                        if v.dtype.is_floating_point:
+                            ema[k].mul_(cfg.ema_decay).add_(v, alpha=1.0 - cfg.ema_decay)
+                        else:
+                            ema[k].copy_(v)
+                losses.append(loss.item())
+                state["step"] += 1
+                state["batch_in_epoch"] += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.4g}", epoch=state["epoch"])
+                if cfg.stop_after_steps is not None and state["step"] >= cfg.stop_after_steps:
+                    interrupted = True
+                    break
+                if state["step"] % cfg.checkpoint_every == 0:
+                    save()
+            if interrupted:
+                break
+            # end of epoch: validate the EMA weights, early stopping, best model
+            err = _errors(ema_model(), valid_set, cfg.batch_size, self.dtype)
+            val = _loss_value(cfg, err)
+            state["history"].append({"epoch": state["epoch"], "step": state["step"], "lr": _lr(cfg, state["step"], total),
+                                     "train_loss": float(np.mean(losses)) if losses else float("nan"), "val_loss": val,
+                                     **{f"val_{k}": v for k, v in err.items() if not k.endswith("mse")}})
+            if val < state["best_val"]:
+                state["best_val"] = val
+                state["bad_epochs"] = 0
+                _atomic_save({"config": cfg.to_dict(), "model": {k: v.clone() for k, v in ema.items()}, "epoch": state["epoch"], "val_loss": val}, self.out / BEST)
+            else:
+                state["bad_epochs"] += 1
+                if state["bad_epochs"] >= cfg.patience:
+                    state["done"] = True
+            state["epoch"] += 1
+            state["batch_in_epoch"] = 0
+            state["epoch_losses"] = []
+            self._write_metrics(state["history"])
+            save()
+        bar.close()
+        save()
+        if interrupted:
+            return {"status": "interrupted", "step": state["step"]}
+        best = torch.load(self.out / BEST, weights_only=False)
+        final = build_model(dict(cfg.model), dtype=self.dtype)
+        final.load_state_dict(best["model"])
+        report = {
+            "status": "finished", "steps": state["step"], "epochs": state["epoch"], "wall_s_this_run": time.perf_counter() - t0,
+            "split": {"train": len(train), "valid": len(valid), "test": len(test),
+                      "test_molecules": sorted({s.name for s in test})},
+            "test": _errors(final, test, cfg.batch_size, self.dtype) if test else {},
+            "valid": _errors(final, valid_set, cfg.batch_size, self.dtype),
+            "data": [{"path": p, "sha256": file_sha256(p)} for p in cfg.data],
+            "reference_energies_eV": dict(zip(state["elements"], state["reference_energies"])),
+        }
+        for part in ("test", "valid"):
+            report[part] = {k: v for k, v in report[part].items() if not k.endswith("mse")}
+        (self.out / REPORT).write_text(json.dumps(report, indent=1))
+        return report
+
+
+def deploy_run(run_dir, output, extra_provenance: Optional[dict] = None) -> Dict[str, object]:
+    """Write the best (EMA) weights of a training run as a model file with provenance and metrics."""
+    from ..deploy import save_model
+
+    run_dir = Path(run_dir)
+    best = run_dir / BEST
+    if not best.is_file():
+        raise FileNotFoundError(f"{best} not found: train first (`openmlip train CONFIG.yaml`), or point at the run folder")
+    ckpt = torch.load(best, weights_only=False)
+    cfg = TrainConfig(**ckpt["config"])
+    dtype = torch.float32 if cfg.dtype == "float32" else torch.float64
+    model = build_model(dict(cfg.model), dtype=dtype)
+    model.load_state_dict(ckpt["model"])
+    report = json.loads((run_dir / REPORT).read_text()) if (run_dir / REPORT).is_file() else {}
+    provenance = {"data": report.get("data", [{"path": p} for p in cfg.data]), "split": report.get("split", {}),
+                  "training": {k: v for k, v in cfg.to_dict().items() if k not in ("data", "model")}, **(extra_provenance or {})}
+    return save_model(model, output, provenance=provenance, metrics={"test": report.get("test", {}), "valid": report.get("valid", {})})

@@ -1,0 +1,116 @@
+"""Trainer: loss goes down, deploy gives a loadable model, resume equals an uninterrupted run.
+
+Labels come from ASE's EMT potential (a real, if crude, reference potential that ships with ase),
+so these tests exercise the training machinery without a QM engine.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from ase.build import molecule
+from ase.calculators.emt import EMT
+
+from openmlip.data import Structure, write_spice
+from openmlip.deploy import load_model
+from openmlip.train import Trainer, TrainConfig, deploy_run, reference_energies, split_by_molecule
+
+MOLECULES = ["H2O", "NH3", "CH4", "CH3OH", "C2H6", "HCOOH", "CH3CHO", "C2H4"]
+
+
+def _dataset(path, per_molecule=6, seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for name in MOLECULES:
+        base = molecule(name)
+        for _ in range(per_molecule):
+            atoms = base.copy()
+            atoms.positions += rng.normal(scale=0.06, size=atoms.positions.shape)
+            atoms.calc = EMT()
+            out.append(Structure(numbers=atoms.numbers, positions=atoms.positions.copy(), energy=atoms.get_potential_energy(),
+                                 forces=atoms.get_forces(), name=name, subset="emt"))
+    write_spice(path, out)
+    return out
+
+
+def _config(tmp_path, data, **kw):
+    base = dict(data=[str(data)], output=str(tmp_path / "run"), batch_size=6, max_epochs=4, lr=5e-3, checkpoint_every=3,
+                valid_fraction=0.15, test_fraction=0.15, ema_decay=0.9, threads=1,
+                model=dict(elements=["H", "C", "N", "O"], num_channels=4, latent_dim=16, radial_mlp=[16], num_basis=6))
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_split_is_by_molecule_and_reference_energies(tmp_path):
+    data = _dataset(tmp_path / "d.h5", per_molecule=3)
+    train, valid, test = split_by_molecule(data, 0.15, 0.15, seed=1)
+    names = [{s.name for s in part} for part in (train, valid, test)]
+    assert names[0].isdisjoint(names[1]) and names[0].isdisjoint(names[2]) and names[1].isdisjoint(names[2])
+    assert len(train) + len(valid) + len(test) == len(data) and names[2]
+    e = reference_energies(data, ["H", "C", "N", "O"])
+    counts = np.array([[np.sum(s.numbers == z) for z in (1, 6, 7, 8)] for s in data])
+    resid = counts @ e - np.array([s.energy for s in data])
+    # least squares: residual orthogonal to the design matrix
+    np.testing.assert_allclose(counts.T @ resid, 0.0, atol=1e-8)
+
+
+def test_tiny_training_lowers_loss_and_deploys(tmp_path):
+    data = tmp_path / "d.h5"
+    _dataset(data)
+    cfg = _config(tmp_path, data)
+    report = Trainer(cfg, progress=False).run()
+    assert report["status"] == "finished"
+    hist = [float(r["val_loss"]) for r in json_rows(tmp_path / "run" / "metrics.csv")]
+    assert hist[-1] < hist[0], hist
+    assert set(report["test"]) >= {"energy_mae_meV_per_atom", "forces_mae_meV_per_A", "forces_rmse_meV_per_A"}
+    meta = deploy_run(tmp_path / "run", tmp_path / "model.pt")
+    model, meta2 = load_model(tmp_path / "model.pt")
+    assert meta2["metrics"]["test"] == report["test"] and meta2["provenance"]["data"][0]["sha256"] == report["data"][0]["sha256"]
+    z = torch.tensor([8, 1, 1])
+    pos = torch.tensor(molecule("H2O").positions, dtype=torch.float32)
+    out = model({"pos": pos, "atomic_numbers": z, "total_charge": torch.zeros(1)})
+    assert torch.isfinite(out["energy"]).all()
+
+
+def json_rows(path):
+    import csv
+
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    data = tmp_path / "d.h5"
+    _dataset(data, per_molecule=4)
+    a = _config(tmp_path / "a", data, max_epochs=3)
+    Trainer(a, progress=False).run()
+    b = _config(tmp_path / "b", data, max_epochs=3, stop_after_steps=5)
+    assert Trainer(b, progress=False).run() == {"status": "interrupted", "step": 5}
+    b2 = _config(tmp_path / "b", data, max_epochs=3)  # rerun the same command without the stop
+    Trainer(b2, progress=False).run()
+    sa = torch.load(tmp_path / "a" / "run" / "checkpoint.pt", weights_only=False)
+    sb = torch.load(tmp_path / "b" / "run" / "checkpoint.pt", weights_only=False)
+    assert sa["step"] == sb["step"]
+    for key in ("model", "ema"):
+        for name, tensor in sa[key].items():
+            assert torch.equal(tensor, sb[key][name]), (key, name)
+    assert json_rows(tmp_path / "a" / "run" / "metrics.csv") == json_rows(tmp_path / "b" / "run" / "metrics.csv")
+
+
+def test_config_errors(tmp_path):
+    bad = tmp_path / "c.yaml"
+    bad.write_text(yaml.safe_dump({"data": ["x.h5"], "bacth_size": 3}))
+    with pytest.raises(ValueError, match=r"unknown training option\(s\) \['bacth_size'\]"):
+        TrainConfig.from_yaml(bad)
+    with pytest.raises(ValueError, match="needs data"):
+        TrainConfig()
+    data = tmp_path / "d.h5"
+    _dataset(data, per_molecule=2)
+    cfg = _config(tmp_path, data, model=dict(elements=["H", "C", "O"]))  # N missing
+    from openmlip.errors import UnsupportedElementError
+
+    with pytest.raises(UnsupportedElementError, match="element\\(s\\) N not supported"):
+        Trainer(cfg, progress=False).run()
