@@ -13,7 +13,7 @@ PYTEST_ARGS ?= -n 2
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,data]'
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -65,6 +65,15 @@ def _cmd_deploy(args) -> int:
     return 0
 
 
+def _cmd_data_generate(args) -> int:
+    from .data.generate import generate
+
+    man = generate(args.out, args.templates or None, args.conformers, args.seed, args.stride, progress=not args.quiet)
+    print(f"{man['conformers']} conformers ({man['computed_this_run']} computed in this run) in {args.out}; "
+          f"manifest {Path(args.out).with_suffix('.json')}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="openmlip", description="Charge-aware equivariant ML potentials in OpenMM.")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -79,6 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--quiet", action="store_true", help="no progress bar")
     m.set_defaults(func=_cmd_demo)
+    da = sub.add_parser("data", help="reference data")
+    dsub = da.add_subparsers(dest="data_command", required=True)
+    dg = dsub.add_parser("generate", help="GFN2-xTB conformers of built-in templates (resumable; needs the `data` extra)")
+    dg.add_argument("--out", required=True, help="output SPICE-layout HDF5 file")
+    dg.add_argument("--templates", nargs="*", help="template names (default: all)")
+    dg.add_argument("--conformers", type=int, default=150, help="conformers per template (default 150)")
+    dg.add_argument("--stride", type=int, default=20, help="MD steps between kept conformers (default 20)")
+    dg.add_argument("--seed", type=int, default=0)
+    dg.add_argument("--quiet", action="store_true")
+    dg.set_defaults(func=_cmd_data_generate)
     t = sub.add_parser("train", help="train a potential from a YAML config (resumes if its output folder has a checkpoint)")
     t.add_argument("config", help="training YAML (see docs/training.md)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -1,0 +1,200 @@
+"""Reference data with GFN2-xTB (tblite): templates -> xTB MD sampling -> labelled conformers.
+
+Each template (a molecule or ion–water cluster at its total charge) is optimised briefly with xTB,
+then sampled by Langevin MD on the xTB surface; every ``stride`` steps the geometry and its xTB
+energy, forces and partial charges are kept.  Templates are written one by one as shards
+(``<output>.parts/<name>.h5``, atomic writes); a killed run skips finished shards when rerun, and
+the output file is written (atomically) only once every shard exists.
+
+tblite is always given the template's total charge and multiplicity (without it NH4+ silently becomes
+the neutral radical), and runs with ``OMP_NUM_THREADS=1`` (2 threads stall under load).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .spice import read_spice, write_spice
+from .structure import Structure
+
+
+@dataclass(frozen=True)
+class Template:
+    name: str
+    smiles: str  # the solute (RDKit builds 3D coordinates)
+    charge: int = 0
+    multiplicity: int = 1
+    waters: int = 0  # solvating waters placed around the solute
+    temperature: float = 500.0  # K for the sampling MD
+    subset: str = "molecules"
+
+
+TEMPLATES: Dict[str, Template] = {t.name: t for t in [
+    Template("water", "O", subset="water"),
+    Template("water-dimer", "O", waters=1, temperature=300.0, subset="water"),
+    Template("water-tetramer", "O", waters=3, temperature=300.0, subset="water"),
+    Template("ammonium", "[NH4+]", charge=1, subset="ions"),
+    Template("ammonium-water1", "[NH4+]", charge=1, waters=1, temperature=300.0, subset="ion clusters"),
+    Template("ammonium-water2", "[NH4+]", charge=1, waters=2, temperature=300.0, subset="ion clusters"),
+    Template("ammonium-water4", "[NH4+]", charge=1, waters=4, temperature=300.0, subset="ion clusters"),
+    Template("ammonia", "N", subset="molecules"),
+    Template("methylammonium", "C[NH3+]", charge=1, subset="ions"),
+    Template("acetate", "CC(=O)[O-]", charge=-1, subset="ions"),
+    Template("sodium-water3", "[Na+]", charge=1, waters=3, temperature=300.0, subset="ion clusters"),
+    Template("sodium-water5", "[Na+]", charge=1, waters=5, temperature=300.0, subset="ion clusters"),
+    Template("chloride-water3", "[Cl-]", charge=-1, waters=3, temperature=300.0, subset="ion clusters"),
+    Template("chloride-water5", "[Cl-]", charge=-1, waters=5, temperature=300.0, subset="ion clusters"),
+    Template("methanol", "CO"),
+    Template("ethanol", "CCO"),
+    Template("formamide", "NC=O"),
+    Template("n-methylacetamide", "CNC(C)=O"),
+    Template("alanine-dipeptide", "CC(=O)N[C@@H](C)C(=O)NC"),
+    Template("benzene", "c1ccccc1"),
+    Template("toluene", "Cc1ccccc1"),
+    Template("p-xylene", "Cc1ccc(C)cc1"),
+]}
+
+
+def _embed(smiles: str, seed: int):
+    try:
+        from rdkit import Chem
+        from rdkit.Chem import AllChem
+    except ImportError:
+        raise ImportError("building templates from SMILES needs RDKit: pip install rdkit (or the `data` extra)") from None
+    mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
+    if mol.GetNumAtoms() == 1:
+        return np.array([mol.GetAtomWithIdx(0).GetAtomicNum()]), np.zeros((1, 3))
+    if AllChem.EmbedMolecule(mol, randomSeed=seed) != 0:
+        raise RuntimeError(f"RDKit could not embed {smiles!r}")
+    AllChem.MMFFOptimizeMolecule(mol)
+    z = np.array([a.GetAtomicNum() for a in mol.GetAtoms()])
+    return z, mol.GetConformer().GetPositions()
+
+
+def _solvate(z, pos, charge: int, n: int, rng) -> tuple:
+    """Place ``n`` waters around the solute: O toward cations, H toward anions, 2.9 Å from its surface."""
+    if n == 0:
+        return z, pos
+    center = pos.mean(0)
+    radius = np.max(np.linalg.norm(pos - center, axis=1)) + 2.7
+    zs, ps = [z], [pos]
+    dirs = rng.normal(size=(n, 3))
+    # spread the directions (a few repulsion sweeps on the sphere)
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    for _ in range(50):
+        diff = dirs[:, None] - dirs[None]
+        d = np.linalg.norm(diff, axis=-1) + np.eye(n)
+        dirs += 0.05 * (diff / d[..., None] ** 3).sum(1)
+        dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    for u in dirs:
+        o = center + radius * u
+        perp = np.cross(u, rng.normal(size=3))
+        perp /= np.linalg.norm(perp)
+        half = np.deg2rad(104.5 / 2)
+        sign = 1.0 if charge >= 0 else -1.0  # cation: H point away; anion: one H points to the ion
+        if charge < 0:
+            h1 = o - 0.957 * u
+            h2 = o + 0.957 * (np.cos(np.deg2rad(104.5)) * (-u) + np.sin(np.deg2rad(104.5)) * perp)
+        else:
+            h1 = o + 0.957 * (np.cos(half) * u * sign + np.sin(half) * perp)
+            h2 = o + 0.957 * (np.cos(half) * u * sign - np.sin(half) * perp)
+        zs.append(np.array([8, 1, 1]))
+        ps.append(np.array([o, h1, h2]))
+    return np.concatenate(zs), np.concatenate(ps)
+
+
+def build_template(t: Template, seed: int = 0):
+    z, pos = _embed(t.smiles, seed)
+    if t.waters:
+        z, pos = _solvate(z, pos, t.charge, t.waters, np.random.default_rng(seed))
+    return z, pos
+
+
+def _xtb(atoms, t: Template):
+    from tblite.ase import TBLite
+
+    return TBLite(method="GFN2-xTB", charge=float(t.charge), multiplicity=int(t.multiplicity), verbosity=0)
+
+
+def sample_template(t: Template, n_conformers: int, seed: int = 0, stride: int = 20, equilibration: int = 100,
+                    timestep_fs: float = 0.5, on_conformer: Optional[Callable[[], None]] = None) -> List[Structure]:
+    """xTB-optimise the template, then Langevin MD at ``t.temperature``; keep every ``stride``-th step."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from ase import Atoms, units as aunits
+    from ase.md.langevin import Langevin
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    from ase.optimize import BFGS
+
+    z, pos = build_template(t, seed)
+    atoms = Atoms(numbers=z, positions=pos)
+    atoms.calc = _xtb(atoms, t)
+    if len(atoms) > 1:
+        BFGS(atoms, logfile=None).run(fmax=0.1, steps=60)
+    rng = np.random.default_rng(seed)
+    MaxwellBoltzmannDistribution(atoms, temperature_K=t.temperature, rng=rng)
+    dyn = Langevin(atoms, timestep_fs * aunits.fs, temperature_K=t.temperature, friction=0.02 / aunits.fs, rng=rng,
+                   fixcm=False)
+    if len(atoms) > 1:
+        dyn.run(equilibration)
+    out: List[Structure] = []
+    while len(out) < n_conformers:
+        if len(atoms) > 1:
+            dyn.run(stride)
+        out.append(Structure(
+            numbers=atoms.numbers.copy(), positions=atoms.positions.copy(), total_charge=float(t.charge),
+            spin_multiplicity=float(t.multiplicity), energy=float(atoms.get_potential_energy()),
+            forces=atoms.get_forces().copy(), charges=np.asarray(atoms.get_charges(), dtype=float).copy(),
+            name=t.name, subset=t.subset,
+        ))
+        if on_conformer is not None:
+            on_conformer()
+    return out
+
+
+def generate(output, templates: Optional[Sequence[str]] = None, conformers: int = 150, seed: int = 0, stride: int = 20,
+             progress: bool = True, stop_after_templates: Optional[int] = None) -> Dict[str, object]:
+    """Generate (or finish generating) a dataset; returns a manifest (also written as ``<output>.json``)."""
+    from tqdm.auto import tqdm
+
+    output = Path(output)
+    names = list(templates) if templates else list(TEMPLATES)
+    unknown = [n for n in names if n not in TEMPLATES]
+    if unknown:
+        raise ValueError(f"unknown template(s) {unknown}; available: {sorted(TEMPLATES)}")
+    parts = output.parent / (output.name + ".parts")
+    parts.mkdir(parents=True, exist_ok=True)
+    done = {n for n in names if (parts / f"{n}.h5").exists()}
+    computed = 0
+    with tqdm(total=len(names) * conformers, initial=len(done) * conformers, desc="xTB conformers", unit="conf",
+              disable=not progress) as bar:
+        for k, name in enumerate(n for n in names if n not in done):
+            if stop_after_templates is not None and k >= stop_after_templates:
+                return {"status": "interrupted", "computed": computed}
+            structs = sample_template(TEMPLATES[name], conformers, seed=seed, stride=stride, on_conformer=lambda: bar.update(1))
+            write_spice(parts / f"{name}.h5", structs, energy_key="xtb_total_energy", gradient_key="xtb_total_gradient",
+                        charges_key="xtb_charges", smiles={name: TEMPLATES[name].smiles})
+            computed += len(structs)
+    merged: List[Structure] = []
+    smiles = {}
+    for name in names:
+        merged += list(read_spice(parts / f"{name}.h5", energy_key="xtb_total_energy", gradient_key="xtb_total_gradient",
+                                  charges_key="xtb_charges"))
+        smiles[name] = TEMPLATES[name].smiles
+    counts = write_spice(output, merged, energy_key="xtb_total_energy", gradient_key="xtb_total_gradient",
+                         charges_key="xtb_charges", smiles=smiles)
+    manifest = {
+        "status": "finished", "computed_this_run": computed, "conformers": sum(counts.values()),
+        "method": "GFN2-xTB (tblite), total charge and multiplicity given explicitly; OMP_NUM_THREADS=1",
+        "sampling": {"optimisation": "ASE BFGS on xTB, fmax 0.1 eV/Å, <= 60 steps", "md": "ASE Langevin, 0.5 fs, friction 0.02/fs",
+                     "equilibration_steps": 100, "stride_steps": stride, "seed": seed},
+        "units_in_file": {"positions": "bohr", "energy": "hartree", "gradient": "hartree/bohr", "charges": "e"},
+        "label_keys": {"energy": "xtb_total_energy", "gradient": "xtb_total_gradient", "charges": "xtb_charges"},
+        "templates": {n: {**asdict(TEMPLATES[n]), "conformers": counts[n]} for n in names},
+    }
+    output.with_suffix(".json").write_text(json.dumps(manifest, indent=1))
+    return manifest
