@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 
 from . import MODEL_FORMAT_VERSION, __version__
+from ._io import atomic_path
 from .errors import ModelFileError
 
 METADATA_NAME = "openmlip.json"
@@ -57,18 +56,8 @@ def save_model(model: torch.nn.Module, path: Union[str, Path], **metadata: Any) 
     path = Path(path)
     meta = model_metadata(model, **metadata)
     scripted = torch.jit.script(model.eval())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.jit.save(scripted, tmp, _extra_files={METADATA_NAME: json.dumps(meta, indent=1)})
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file normal permissions
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return meta
 
 

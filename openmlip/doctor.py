@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import json
-import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional
 

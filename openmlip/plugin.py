@@ -12,7 +12,7 @@ import json
 import re
 import shutil
 from pathlib import Path
-from typing import Optional, Union
+from typing import Union
 
 from .deploy import file_sha256, load_model
 

@@ -1,7 +1,6 @@
 """GFN2-xTB reference generation (real tblite): labels at the right charge, resume without recomputation."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from openmlip import units

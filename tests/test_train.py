@@ -5,7 +5,6 @@ so these tests exercise the training machinery without a QM engine.
 """
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
@@ -66,7 +65,7 @@ def test_tiny_training_lowers_loss_and_deploys(tmp_path):
     hist = [float(r["val_loss"]) for r in json_rows(tmp_path / "run" / "metrics.csv")]
     assert hist[-1] < hist[0], hist
     assert set(report["test"]) >= {"energy_mae_meV_per_atom", "forces_mae_meV_per_A", "forces_rmse_meV_per_A"}
-    meta = deploy_run(tmp_path / "run", tmp_path / "model.pt")
+    deploy_run(tmp_path / "run", tmp_path / "model.pt")
     model, meta2 = load_model(tmp_path / "model.pt")
     assert meta2["metrics"]["test"] == report["test"] and meta2["provenance"]["data"][0]["sha256"] == report["data"][0]["sha256"]
     z = torch.tensor([8, 1, 1])

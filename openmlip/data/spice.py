@@ -8,9 +8,7 @@ hartree/bohr (a *gradient*: forces = −gradient), ``mbis_charges`` (M,N,1) e, `
 """
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Union
@@ -18,6 +16,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Union
 import numpy as np
 
 from .. import units
+from .._io import atomic_path
 from ..errors import OpenMLIPError
 from .structure import Structure
 
@@ -170,12 +169,8 @@ def write_spice(path: Union[str, Path], structures: Iterable[Structure], energy_
         if not s.name:
             raise ValueError("every structure needs a name (its SPICE group)")
         groups.setdefault(s.name, []).append(s)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
     counts = {}
-    try:
+    with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as fh:
             for name, items in groups.items():
                 z = items[0].numbers
@@ -199,8 +194,4 @@ def write_spice(path: Union[str, Path], structures: Iterable[Structure], energy_
                     d = g.create_dataset(charges_key, data=np.stack([s.charges for s in items])[..., None])
                     d.attrs["units"] = "elementary_charge"
                 counts[name] = len(items)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return counts

@@ -9,7 +9,7 @@ from the final invariant node features, so the same aggregation modes apply as f
 """
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import Tuple
 
 import torch
 from e3nn import o3
@@ -23,7 +23,6 @@ from .config import ModelConfig
 class _Interaction(torch.nn.Module):
     def __init__(self, cfg: ModelConfig, irreps_in: o3.Irreps, irreps_sh: o3.Irreps, irreps_hidden: o3.Irreps, num_species: int):
         super().__init__()
-        C = cfg.num_channels
         self.lin1 = o3.Linear(irreps_in, irreps_in)
         allowed = set(ir for _, ir in irreps_hidden)
         outs = []

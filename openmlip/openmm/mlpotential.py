@@ -41,8 +41,7 @@ from openmmml.mlpotential import MLPotentialImpl, MLPotentialImplFactory
 from ..deploy import load_model
 from ..errors import ChargeError, ModelFileError, SelectionError, UnsupportedElementError
 from ..nn.embedding import SpeciesIndex
-from .embedding import EmbeddedPotential
-from .forces import create_force, create_torch_force
+from .forces import create_force
 from .module import OpenMMPotential
 
 ENTRY_POINT_GROUP = "openmlip.models"

@@ -9,7 +9,7 @@ The same module serves both backends: TorchScript in openmm-torch's ``TorchForce
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 

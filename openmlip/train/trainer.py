@@ -11,8 +11,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -20,6 +18,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from .._io import atomic_path
 from ..data import Structure, read_extxyz, read_spice
 from ..deploy import file_sha256
 from ..models import build_model
@@ -88,14 +87,8 @@ def reference_energies(structures: Sequence[Structure], elements: Sequence[str])
 
 # ------------------------------------------------------------------------------------------ helpers
 def _atomic_save(obj, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _lr(cfg: TrainConfig, step: int, total: int) -> float:
@@ -107,7 +100,7 @@ def _lr(cfg: TrainConfig, step: int, total: int) -> float:
 def _errors(model, structures: Sequence[Structure], batch_size: int, dtype) -> Dict[str, float]:
     """Energy MAE per atom (meV/atom), force MAE/RMSE (meV/Å), charge MAE (e) and the loss terms."""
     model.eval()
-    de, df, dq, n_atoms = [], [], [], []
+    de, df, dq = [], [], []
     for start in range(0, len(structures), batch_size):
         batch = collate(structures[start:start + batch_size], dtype)
         out = model(model_inputs(batch), True)
@@ -186,12 +179,11 @@ class Trainer:
     def _write_metrics(self, history: List[Dict[str, float]]):
         if not history:
             return
-        fd, tmp = tempfile.mkstemp(dir=self.out, prefix=".metrics.", suffix=".tmp")
-        with os.fdopen(fd, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=list(history[0]))
-            w.writeheader()
-            w.writerows(history)
-        os.replace(tmp, self.out / METRICS)
+        with atomic_path(self.out / METRICS) as tmp:
+            with open(tmp, "w", newline="") as fh:
+                w = csv.DictWriter(fh, fieldnames=list(history[0]))
+                w.writeheader()
+                w.writerows(history)
 
     def run(self) -> Dict[str, object]:
         from tqdm.auto import tqdm
