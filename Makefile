@@ -10,10 +10,11 @@ PYTEST_ARGS ?= -n 2
 
 .PHONY: venv run test doctor bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml plugins/openmlip-xtb-v1/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test,data]'
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e plugins/openmlip-xtb-v1
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -18,16 +18,19 @@ def _cmd_doctor(args) -> int:
 def _cmd_demo(args) -> int:
     from .demo import run_demo
 
-    s = run_demo(Path(args.out), steps=args.steps, threads=args.threads, seed=args.seed, progress=not args.quiet)
+    s = run_demo(Path(args.out), steps=args.steps, threads=args.threads, seed=args.seed, progress=not args.quiet,
+                 model=args.model)
     print(
         f"MD of {s['atoms']} atoms (total charge {s['total_charge']:+g}) with a TorchForce on the {s['platform']} platform: "
         f"{s['steps']} steps at {s['ms_per_step']:.2f} ms/step ({s['threads']['torch']} torch / {s['threads']['openmm']} OpenMM thread)."
     )
     print(f"OpenMM energy {s['energy_openmm_kJmol']:.6f} kJ/mol vs model {s['energy_model_kJmol']:.6f} kJ/mol "
           f"(relative difference {s['energy_rel_diff']:.1e}); final energy finite: {s['final_energy_finite']}.")
-    print(f"Note: {s['model_note']}.")
-    print(f"Outputs in {Path(args.out).resolve()}: model.pt (model file), trajectory.h5 (mdtraj HDF5), "
-          "energies.csv (OpenMM state data), summary.json")
+    print(f"Model: {s['model']} ({s['model_note']}).")
+    print(f"NH4+ N–H bond length over the run: {s['nh_bond_A']['mean']:.4f} ± {s['nh_bond_A']['std']:.4f} Å "
+          f"({s['nh_bond_A']['frames']} frames; GFN2-xTB gas-phase minimum 1.0296 Å).")
+    print(f"Outputs in {Path(args.out).resolve()}: trajectory.h5 (mdtraj HDF5), energies.csv (OpenMM state data), "
+          "summary.json" + (", model.pt (the random model)" if args.model == "random" else ""))
     return 0 if s["final_energy_finite"] and s["energy_rel_diff"] < 1e-4 else 1
 
 
@@ -81,12 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("doctor", help="check versions, OpenMM platforms and the openmm-torch plugin")
     d.add_argument("--json", action="store_true", help="machine-readable output")
     d.set_defaults(func=_cmd_doctor)
-    m = sub.add_parser("demo", help="the vertical slice: model file -> TorchForce -> MD of NH4+(H2O)4")
+    m = sub.add_parser("demo", help="MD of NH4+(H2O)4 with the shipped potential in a TorchForce (CPU platform)")
     m.add_argument("--out", default="out/demo", help="output directory (default: out/demo)")
     m.add_argument("--steps", type=int, default=200, help="MD steps of 0.5 fs (default 200)")
     m.add_argument("--threads", type=int, default=1, help="torch and OpenMM CPU threads (default 1)")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--quiet", action="store_true", help="no progress bar")
+    m.add_argument("--model", default="openmlip-xtb-v1",
+                   help="installed potential name, model file, or 'random' (default: the shipped openmlip-xtb-v1)")
     m.set_defaults(func=_cmd_demo)
     da = sub.add_parser("data", help="reference data")
     dsub = da.add_subparsers(dest="data_command", required=True)

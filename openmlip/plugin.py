@@ -2,7 +2,7 @@
 
 The distribution holds the model file, a model card and two entry points:
 
-* ``openmmml.potentials``: ``<name> = openmlip.openmm.mlpotential:OpenMLIPPotentialImplFactory`` so that
+* ``openmmml.potentials``: ``<name> = openmlip.openmm._factory:OpenMLIPPotentialImplFactory`` so that
   ``MLPotential('<name>')`` works in plain openmm-ml code once it is installed;
 * ``openmlip.models``: ``<name> = <package>:model_path`` so openmlip finds the file.
 """
@@ -52,7 +52,7 @@ requires-python = ">=3.11"
 dependencies = ["openmlip"]
 
 [project.entry-points."openmmml.potentials"]
-{name} = "openmlip.openmm.mlpotential:OpenMLIPPotentialImplFactory"
+{name} = "openmlip.openmm._factory:OpenMLIPPotentialImplFactory"
 
 [project.entry-points."openmlip.models"]
 {name} = "{package}:model_path"

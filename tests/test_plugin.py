@@ -34,7 +34,7 @@ def test_plugin_installs_and_registers(tmp_path):
         import openmlip
         import openmm, openmm.app as app
         from openmmml import MLPotential
-        from openmlip.openmm.mlpotential import shipped_models
+        from openmlip.openmm.registry import shipped_models
         assert "test-pot" in shipped_models(), shipped_models()
         top = app.Topology(); res = top.addResidue("W", top.addChain())
         for s in "OHH":

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import copy
 import warnings
-import importlib.metadata as md
 from typing import Dict, Iterable, List, Optional
 
 import numpy as np
@@ -36,23 +35,15 @@ import torch
 
 import openmm
 import openmm.app as app
-from openmmml.mlpotential import MLPotentialImpl, MLPotentialImplFactory
+from openmmml.mlpotential import MLPotentialImpl
 
 from ..deploy import load_model
 from ..errors import ChargeError, ModelFileError, SelectionError, UnsupportedElementError
 from ..nn.embedding import SpeciesIndex
 from .forces import create_force
+from ._factory import OpenMLIPPotentialImplFactory  # noqa: F401  (re-exported: the entry point's class)
 from .module import OpenMMPotential
-
-ENTRY_POINT_GROUP = "openmlip.models"
-
-
-def shipped_models() -> Dict[str, str]:
-    """Names and model-file paths of installed openmlip potential plugins."""
-    out = {}
-    for ep in md.entry_points(group=ENTRY_POINT_GROUP):
-        out[ep.name] = str(ep.load()())
-    return out
+from .registry import ENTRY_POINT_GROUP, shipped_models  # noqa: F401
 
 
 def _mm_charges(system: openmm.System) -> Optional[List[float]]:
@@ -87,13 +78,6 @@ def infer_charge(topology: app.Topology, system: openmm.System, atoms: List[int]
             f"templates do not match the Topology ({str(exc).splitlines()[0]}); pass charge=<integer>"
         ) from None
     return integral_charge(sum(charges[i] for i in atoms), "Amber14 template charges of the ML atoms")
-
-
-class OpenMLIPPotentialImplFactory(MLPotentialImplFactory):
-    """Creates :class:`OpenMLIPPotentialImpl` for ``'openmlip'`` and for each shipped plugin name."""
-
-    def createImpl(self, name: str, modelPath: Optional[str] = None, **args) -> MLPotentialImpl:
-        return OpenMLIPPotentialImpl(name, modelPath)
 
 
 class OpenMLIPPotentialImpl(MLPotentialImpl):

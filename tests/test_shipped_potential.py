@@ -1,0 +1,42 @@
+"""The shipped potential: installed plugin, metadata, and its card's test metrics reproduced from the data."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from openmlip.data import read_spice
+from openmlip.deploy import load_model
+from openmlip.openmm.registry import shipped_models
+
+ROOT = Path(__file__).resolve().parent.parent
+NAME = "openmlip-xtb-v1"
+
+
+def test_shipped_plugin_is_installed_and_valid():
+    models = shipped_models()
+    assert NAME in models, f"install it: pip install -e plugins/{NAME} (make test does)"
+    model, meta = load_model(models[NAME])
+    assert meta["elements"] == ["H", "C", "N", "O", "Na", "Cl"] and meta["charges"] is True
+    assert (ROOT / "plugins" / NAME / "README.md").read_text().startswith(f"# Model card: `{NAME}`")
+    assert meta["provenance"]["split"]["test_molecules"]
+
+
+def test_card_metrics_reproduce_on_the_shipped_test_molecules():
+    model, meta = load_model(shipped_models()[NAME])
+    test_names = set(meta["provenance"]["split"]["test_molecules"])
+    data = [s for s in read_spice(ROOT / "openmlip" / "datasets" / "openmlip-xtb-v1.h5", energy_key="xtb_total_energy",
+                                  gradient_key="xtb_total_gradient", charges_key="xtb_charges") if s.name in test_names]
+    de, df = [], []
+    for s in data:
+        out = model({"pos": torch.tensor(s.positions, dtype=torch.float32), "atomic_numbers": torch.tensor(s.numbers),
+                     "total_charge": torch.tensor([s.total_charge], dtype=torch.float32)})
+        de.append((out["energy"].item() - s.energy) / s.num_atoms)
+        df.append(out["forces"].detach().double().numpy() - s.forces)
+        assert abs(out["charges"].sum().item() - s.total_charge) < 1e-5
+    f_mae = 1000 * np.mean(np.abs(np.concatenate(df)))
+    e_mae = 1000 * np.mean(np.abs(de))
+    card = meta["metrics"]["test"]
+    assert abs(f_mae - card["forces_mae_meV_per_A"]) <= 0.01 * card["forces_mae_meV_per_A"]
+    assert abs(e_mae - card["energy_mae_meV_per_atom"]) <= 0.01 * card["energy_mae_meV_per_atom"] + 0.01
