@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from openmlip.analysis import compute_bond_lengths, compute_msd, compute_rdf
-from openmlip.analysis.core import block_average, diffusion_coefficient, msd_direct, msd_fft, rdf, unwrap
+from openmlip.analysis.core import block_average, diffusion_coefficient, msd_direct, msd_fft, unwrap
 
 
 def _traj(xyz, box=None, elements=None, dt=1.0, bonds=()):
