@@ -1,0 +1,218 @@
+"""Run MD of an OpenMM System with resumable, never-corrupt outputs.
+
+Outputs in ``out_dir``: ``trajectory.h5`` (mdtraj HDF5; one frame every ``report_interval`` steps),
+``state.csv`` (step, time, energies, temperature), ``checkpoint.chk`` + ``checkpoint.json`` (OpenMM
+checkpoint and the step it belongs to; written atomically every ``checkpoint_interval`` steps).
+
+Rerunning after a kill loads the checkpoint, drops trajectory frames and CSV rows written after it, and
+continues: frames stay continuous and unique.  A NaN or an energy jump larger than
+``max_energy_jump`` between reports raises :class:`BlowUpError`; the bad frame is not written, so the
+trajectory ends at the last good frame and the last checkpoint is kept.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+import openmm
+import openmm.unit as u
+
+from .._io import atomic_path
+from ..errors import OpenMLIPError
+
+PLATFORM_ORDER = ("CUDA", "OpenCL", "CPU", "Reference")
+CSV_FIELDS = ["step", "time_ps", "potential_kJmol", "kinetic_kJmol", "total_kJmol", "temperature_K"]
+
+
+class BlowUpError(OpenMLIPError, RuntimeError):
+    """The simulation produced NaN or an implausible energy jump."""
+
+
+def choose_platform(forced: Optional[str] = None, threads: int = 1) -> Tuple[openmm.Platform, Dict[str, str], List[str]]:
+    """CUDA (mixed precision) → OpenCL → CPU → Reference, skipping platforms where a TorchForce does not run.
+
+    Returns (platform, properties, reasons): one line per platform considered.
+    """
+    from ..doctor import _torchforce_works
+
+    names = [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
+    reasons: List[str] = []
+    order = (forced,) if forced else PLATFORM_ORDER
+    if forced and forced not in names:
+        raise ValueError(f"platform {forced!r} is not available; available: {', '.join(names)}")
+    for name in order:
+        if name not in names:
+            reasons.append(f"{name}: not installed or no device")
+            continue
+        err = _torchforce_works(name)
+        if err is not None:
+            reasons.append(f"{name}: present but openmm-torch does not run on it ({err})")
+            if forced:
+                raise ValueError(f"platform {forced!r} cannot run openmlip's TorchForce: {err}")
+            continue
+        props = {"Precision": "mixed"} if name in ("CUDA", "OpenCL") else ({"Threads": str(threads)} if name == "CPU" else {})
+        reasons.append(f"{name}: chosen" + (" (forced)" if forced else ""))
+        return openmm.Platform.getPlatformByName(name), props, reasons
+    raise RuntimeError("no OpenMM platform can run openmlip: " + "; ".join(reasons))
+
+
+class MDRunner:
+    """Langevin MD (optionally NPT with a Monte Carlo barostat) with resumable outputs."""
+
+    def __init__(self, system: openmm.System, topology, positions, out_dir, temperature: float = 300.0,
+                 friction_per_ps: float = 1.0, timestep_fs: float = 0.5, pressure_bar: Optional[float] = None,
+                 report_interval: int = 100, checkpoint_interval: int = 1000, platform: Optional[str] = None,
+                 threads: int = 1, seed: int = 0, max_energy_jump: float = 1e4, box_vectors=None):
+        if checkpoint_interval % report_interval:
+            raise ValueError("checkpoint_interval must be a multiple of report_interval")
+        self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.topology = topology
+        self.positions = positions
+        self.temperature = temperature
+        self.report_interval = int(report_interval)
+        self.checkpoint_interval = int(checkpoint_interval)
+        self.max_energy_jump = float(max_energy_jump)
+        self.seed = seed
+        self.timestep_fs = timestep_fs
+        if pressure_bar is not None:
+            system.addForce(openmm.MonteCarloBarostat(pressure_bar * u.bar, temperature * u.kelvin))
+        self.platform, props, self.platform_reasons = choose_platform(platform, threads)
+        integrator = openmm.LangevinMiddleIntegrator(temperature * u.kelvin, friction_per_ps / u.picosecond,
+                                                      timestep_fs * u.femtosecond)
+        integrator.setRandomNumberSeed(seed)
+        self.context = openmm.Context(system, integrator, self.platform, props)
+        self.integrator = integrator
+        self.box_vectors = box_vectors
+        self.traj_path = self.out / "trajectory.h5"
+        self.csv_path = self.out / "state.csv"
+        self.chk_path = self.out / "checkpoint.chk"
+        self.chk_meta = self.out / "checkpoint.json"
+        self.n_dof = 3 * system.getNumParticles() - system.getNumConstraints() - (
+            3 if any(isinstance(f, openmm.CMMotionRemover) for f in system.getForces()) else 0)
+
+    # -------------------------------------------------------------------------------- outputs
+    def _truncate_outputs(self, step: int) -> None:
+        """Drop trajectory frames and CSV rows written after ``step`` (they will be recomputed)."""
+        keep = step // self.report_interval
+        if self.traj_path.exists():
+            import tables
+
+            with tables.open_file(str(self.traj_path), "a") as fh:
+                for name in ("coordinates", "time", "cell_lengths", "cell_angles"):
+                    if name in fh.root:
+                        node = fh.get_node("/", name)
+                        if node.nrows > keep:
+                            node.truncate(keep)
+        if self.csv_path.exists():
+            with open(self.csv_path) as fh:
+                rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= step]
+            self._write_csv(rows)
+
+    def _write_csv(self, rows: List[Dict[str, object]]) -> None:
+        with atomic_path(self.csv_path) as tmp:
+            with open(tmp, "w", newline="") as fh:
+                w = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
+                w.writeheader()
+                w.writerows(rows)
+
+    def _append(self, step: int, state) -> None:
+        from mdtraj.formats import HDF5TrajectoryFile
+        from mdtraj.utils import box_vectors_to_lengths_and_angles
+
+        pos = state.getPositions(asNumpy=True).value_in_unit(u.nanometer)[None].astype(np.float32)
+        kwargs = {}
+        if self.context.getSystem().usesPeriodicBoundaryConditions():
+            a, b, c = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(u.nanometer)
+            la, lb, lc, al, be, ga = box_vectors_to_lengths_and_angles(a, b, c)
+            kwargs = dict(cell_lengths=np.array([[la, lb, lc]], dtype=np.float32), cell_angles=np.array([[al, be, ga]], dtype=np.float32))
+        new = not self.traj_path.exists()
+        with HDF5TrajectoryFile(str(self.traj_path), "w" if new else "a") as fh:
+            if new:
+                import mdtraj
+
+                fh.topology = mdtraj.Topology.from_openmm(self.topology)
+            fh.write(coordinates=pos, time=np.array([step * self.timestep_fs / 1000.0], dtype=np.float32), **kwargs)
+        pe = state.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
+        ke = state.getKineticEnergy().value_in_unit(u.kilojoule_per_mole)
+        temp = 2 * ke / (self.n_dof * 0.00831446261815324) if self.n_dof > 0 else 0.0
+        with open(self.csv_path, "a", newline="") as fh:
+            csv.DictWriter(fh, fieldnames=CSV_FIELDS).writerow(dict(
+                step=step, time_ps=step * self.timestep_fs / 1000.0, potential_kJmol=pe, kinetic_kJmol=ke,
+                total_kJmol=pe + ke, temperature_K=temp))
+
+    def _checkpoint(self, step: int) -> None:
+        with atomic_path(self.chk_path) as tmp:
+            with open(tmp, "wb") as fh:
+                fh.write(self.context.createCheckpoint())
+        with atomic_path(self.chk_meta) as tmp:
+            with open(tmp, "w") as fh:
+                json.dump({"step": step, "timestep_fs": self.timestep_fs}, fh)
+
+    def _blow_up(self, step: int, pe: float, last: float, detail: str = "") -> BlowUpError:
+        kept = json.loads(self.chk_meta.read_text())["step"]
+        return BlowUpError(
+            f"simulation blew up at step {step} (potential energy {pe:.6g} kJ/mol, previous report {last:.6g}"
+            + (f"; OpenMM: {detail}" if detail else "") + f"); the trajectory ends at the last good frame and "
+            f"{self.chk_path.name} holds step {kept}: lower the timestep, minimise longer, or check the model"
+        )
+
+    # ------------------------------------------------------------------------------------ run
+    def run(self, steps: int, minimize: bool = True, progress: bool = True) -> Dict[str, object]:
+        from tqdm.auto import tqdm
+
+        if self.chk_meta.exists() and self.chk_path.exists():
+            step = int(json.loads(self.chk_meta.read_text())["step"])
+            self.context.loadCheckpoint(self.chk_path.read_bytes())
+            self._truncate_outputs(step)
+            resumed = True
+        else:
+            for p in (self.traj_path, self.csv_path):
+                if p.exists():
+                    p.unlink()  # outputs without a checkpoint cannot be continued consistently
+            if self.box_vectors is not None:
+                self.context.setPeriodicBoxVectors(*self.box_vectors)
+            self.context.setPositions(self.positions)
+            if minimize:
+                openmm.LocalEnergyMinimizer.minimize(self.context, 10.0, 500)
+            self.context.setVelocitiesToTemperature(self.temperature * u.kelvin, self.seed)
+            self._write_csv([])
+            step = 0
+            self._checkpoint(0)
+            resumed = False
+        last = self.context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
+        t0, start = time.perf_counter(), step
+        with tqdm(total=steps, initial=step, desc="MD", unit="step", disable=not progress) as bar:
+            while step < steps:
+                n = min(self.report_interval - step % self.report_interval, steps - step)
+                try:
+                    self.integrator.step(n)
+                except openmm.OpenMMException as exc:  # OpenMM's own NaN check fires inside step()
+                    raise self._blow_up(step + n, float("nan"), last, str(exc).splitlines()[0]) from None
+                step += n
+                bar.update(n)
+                if step % self.report_interval and step != steps:
+                    continue
+                state = self.context.getState(getPositions=True, getEnergy=True, enforcePeriodicBox=True)
+                pe = state.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
+                pos = state.getPositions(asNumpy=True).value_in_unit(u.nanometer)
+                if not (math.isfinite(pe) and np.all(np.isfinite(pos))) or abs(pe - last) > self.max_energy_jump:
+                    raise self._blow_up(step, pe, last)
+                last = pe
+                self._append(step, state)
+                if step % self.checkpoint_interval == 0:
+                    self._checkpoint(step)
+                elapsed = time.perf_counter() - t0
+                if elapsed > 0:
+                    ns_day = (step - start) * self.timestep_fs * 1e-6 / elapsed * 86400
+                    bar.set_postfix(ns_per_day=f"{ns_day:.2f}")
+        self._checkpoint(step)
+        elapsed = time.perf_counter() - t0
+        return {"steps": step, "resumed": resumed, "platform": self.platform.getName(), "platform_reasons": self.platform_reasons,
+                "ms_per_step": 1000 * elapsed / max(step - start, 1), "trajectory": str(self.traj_path), "state": str(self.csv_path)}

@@ -1,0 +1,108 @@
+"""MD runner: platform choice, resume after SIGKILL with continuous unique frames, blow-up detection."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mdtraj
+import numpy as np
+import pytest
+
+SYSTEMS = Path(__file__).resolve().parent.parent / "systems"
+
+SCRIPT = """
+import sys
+import openmlip
+import openmm.app as app, openmm.unit as u
+from openmlip.md import MDRunner
+pdb = app.PDBFile(r"{pdb}")
+ff = app.ForceField("amber14/tip3p.xml", r"{ffxml}")
+system = ff.createSystem(pdb.topology, nonbondedMethod=app.PME, nonbondedCutoff=0.9 * u.nanometer, constraints=app.HBonds)
+runner = MDRunner(system, pdb.topology, pdb.positions, sys.argv[1], timestep_fs=float(sys.argv[3]), report_interval=20,
+                  checkpoint_interval=100, platform="CPU", box_vectors=pdb.topology.getPeriodicBoxVectors())
+out = runner.run(int(sys.argv[2]), minimize=True, progress=False)
+print("RESULT", out["resumed"], out["platform"], out["steps"])
+"""
+
+
+def _script(tmp_path):
+    s = tmp_path / "run.py"
+    s.write_text(SCRIPT.format(pdb=SYSTEMS / "ammonium-water" / "ammonium-water.pdb", ffxml=SYSTEMS / "ammonium-water" / "ammonium.xml"))
+    return s
+
+
+def test_choose_platform_prefers_fastest_available_and_explains():
+    from openmlip.md import choose_platform
+
+    platform, props, reasons = choose_platform(threads=1)
+    assert platform.getName() == "CPU" and props == {"Threads": "1"}  # no GPU here: CUDA/OpenCL skipped with a reason
+    assert reasons[-1] == "CPU: chosen" and reasons[0].startswith("CUDA:")
+    with pytest.raises(ValueError, match="platform 'CUDA' is not available"):
+        choose_platform("CUDA")
+
+
+def test_resume_after_kill_gives_continuous_unique_frames(tmp_path):
+    out = tmp_path / "md"
+    script = _script(tmp_path)
+    proc = subprocess.Popen([sys.executable, str(script), str(out), "3000", "1.0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    meta = out / "checkpoint.json"
+    deadline = time.time() + 240
+    import json
+
+    while time.time() < deadline:  # kill once a checkpoint beyond step 0 exists
+        if meta.exists() and json.loads(meta.read_text())["step"] >= 200:
+            break
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = json.loads(meta.read_text())["step"]
+    assert 200 <= killed_at < 3000
+    res = subprocess.run([sys.executable, str(script), str(out), "3000", "1.0"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "RESULT True CPU 3000" in res.stdout
+    traj = mdtraj.load(str(out / "trajectory.h5"))
+    steps = np.round(traj.time / 0.001).astype(int)  # ps -> steps of 1 fs
+    assert steps.tolist() == list(range(20, 3001, 20))  # continuous, unique, nothing missing
+    rows = (out / "state.csv").read_text().splitlines()[1:]
+    assert [int(r.split(",")[0]) for r in rows] == list(range(20, 3001, 20))
+
+
+def test_blow_up_stops_with_clear_error_and_keeps_good_outputs(tmp_path):
+    out = tmp_path / "md"
+    res = subprocess.run([sys.executable, str(_script(tmp_path)), str(out), "2000", "40.0"], capture_output=True, text=True, timeout=600)
+    assert res.returncode != 0
+    assert "BlowUpError: simulation blew up at step" in res.stderr and "lower the timestep" in res.stderr
+    if (out / "trajectory.h5").exists():
+        traj = mdtraj.load(str(out / "trajectory.h5"))
+        assert np.all(np.isfinite(traj.xyz))
+    assert (out / "checkpoint.chk").exists()
+
+
+def test_runner_with_shipped_potential_in_mlmm(tmp_path):
+    """NH4+ (ML, shipped potential, mechanical embedding) in TIP3P through the runner: N–H stays bonded.
+
+    (With the electrostatic embedding this model dissociates NH4+ on minimisation: it was trained on
+    gas-phase clusters only, see docs/openmm.md.)"""
+    import openmm.app as app
+    import openmm.unit as u
+
+    import openmlip  # noqa: F401
+    from openmlip.analysis import compute_bond_lengths
+    from openmlip.md import MDRunner
+    from openmmml import MLPotential
+
+    pdb = app.PDBFile(str(SYSTEMS / "ammonium-water" / "ammonium-water.pdb"))
+    ff = app.ForceField("amber14/tip3p.xml", str(SYSTEMS / "ammonium-water" / "ammonium.xml"))
+    mm = ff.createSystem(pdb.topology, nonbondedMethod=app.PME, nonbondedCutoff=0.9 * u.nanometer, constraints=None, rigidWater=True)
+    system = MLPotential("openmlip-xtb-v1").createMixedSystem(pdb.topology, mm, [0, 1, 2, 3, 4], embedding="mechanical")
+    runner = MDRunner(system, pdb.topology, pdb.positions, tmp_path, timestep_fs=0.5, report_interval=20,
+                      checkpoint_interval=100, platform="CPU", box_vectors=pdb.topology.getPeriodicBoxVectors())
+    out = runner.run(200, progress=False)
+    assert out["steps"] == 200 and out["platform"] == "CPU"
+    traj = mdtraj.load(str(tmp_path / "trajectory.h5"))
+    bonds = compute_bond_lengths(traj, pairs=[(0, k) for k in range(1, 5)])
+    assert traj.n_frames == 10 and 0.095 < bonds["mean"] < 0.112  # nm: NH4+ intact
