@@ -1,4 +1,4 @@
-"""Command line: ``openmlip doctor | demo | train | deploy | plugin``."""
+"""Command line: ``openmlip doctor | demo | data generate | train | deploy | analyze | plugin``."""
 from __future__ import annotations
 
 import argparse
@@ -77,6 +77,29 @@ def _cmd_data_generate(args) -> int:
     return 0
 
 
+def _pair(text: str):
+    parts = text.replace("–", "-").split("-")
+    if len(parts) != 2 or not all(parts):
+        raise ValueError(f"--bonds takes element pairs like N-H, got {text!r}")
+    return parts[0], parts[1]
+
+
+def _cmd_analyze(args) -> int:
+    from .analysis.report import analyze, load_trajectory
+
+    if not (args.bonds or args.rdf or args.msd):
+        raise ValueError("nothing to do: give at least one of --bonds, --rdf, --msd")
+    rdfs = []
+    for spec in args.rdf or []:
+        if "/" not in spec:
+            raise ValueError(f"--rdf takes 'SELECTION_A/SELECTION_B', got {spec!r}")
+        rdfs.append(tuple(x.strip() for x in spec.split("/", 1)))
+    traj = load_trajectory(args.trajectory, args.top)
+    res = analyze(traj, args.out, [_pair(b) for b in args.bonds or []], rdfs, args.msd or [], args.r_max)
+    print(f"analysed {res['frames']} frames; report {Path(args.out) / 'report.md'}, numbers {Path(args.out) / 'results.json'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="openmlip", description="Charge-aware equivariant ML potentials in OpenMM.")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -111,6 +134,15 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("run", help="training output folder (holds best.pt)")
     dp.add_argument("-o", "--output", default="model.pt", help="model file to write (default model.pt)")
     dp.set_defaults(func=_cmd_deploy)
+    an = sub.add_parser("analyze", help="bond lengths, RDFs and MSD of a trajectory: CSV/JSON, PNG plots, Markdown report")
+    an.add_argument("trajectory", help="trajectory (mdtraj HDF5 .h5 carries its topology; DCD/XTC need --top)")
+    an.add_argument("--top", help="topology file for DCD/XTC trajectories")
+    an.add_argument("--bonds", nargs="*", help="element pairs, e.g. N-H O-H")
+    an.add_argument("--rdf", nargs="*", help="selection pairs 'SEL_A/SEL_B' in mdtraj syntax, e.g. 'name N/name O'")
+    an.add_argument("--msd", nargs="*", help="selections for MSD and diffusion, e.g. 'name O'")
+    an.add_argument("--r-max", type=float, default=1.0, help="RDF range in nm (default 1.0)")
+    an.add_argument("--out", default="out/analysis", help="output folder (default out/analysis)")
+    an.set_defaults(func=_cmd_analyze)
     g = sub.add_parser("plugin", help="package a model file as a pip-installable openmm-ml potential plugin")
     g.add_argument("name", help="potential name for MLPotential(NAME): lower-case letters, digits, '-'")
     g.add_argument("model", help="model file written by openmlip (deploy)")

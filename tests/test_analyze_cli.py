@@ -1,0 +1,70 @@
+"""openmlip analyze: outputs from a trajectory file, and one-line errors with exit code 2."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import mdtraj
+import numpy as np
+import pytest
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "openmlip.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def water_traj(tmp_path_factory):
+    """A random walk of 'water' molecules (rigid O–H 0.1 nm) in a 2 nm box, saved as mdtraj HDF5."""
+    rng = np.random.default_rng(0)
+    n, frames, L = 40, 120, 2.0
+    top = mdtraj.Topology()
+    centres = rng.uniform(0, L, size=(n, 3)) + np.cumsum(rng.normal(scale=0.02, size=(frames, n, 3)), axis=0)
+    xyz = []
+    for _ in range(n):
+        res = top.add_residue("HOH", top.add_chain())
+        o = top.add_atom("O", mdtraj.element.oxygen, res)
+        for h in ("H1", "H2"):
+            top.add_bond(o, top.add_atom(h, mdtraj.element.hydrogen, res))
+    geom = np.array([[0, 0, 0], [0.1, 0, 0], [-0.025, 0.097, 0]])
+    xyz = (centres[:, :, None, :] + geom[None, None]).reshape(frames, 3 * n, 3) % L
+    t = mdtraj.Trajectory(xyz.astype(np.float32), top, time=np.arange(frames) * 0.1)
+    t.unitcell_vectors = np.repeat(np.eye(3, dtype=np.float32)[None] * L, frames, axis=0)
+    path = tmp_path_factory.mktemp("traj") / "water.h5"
+    t.save_hdf5(str(path))
+    return path
+
+
+def test_analyze_writes_report_plots_and_numbers(water_traj, tmp_path):
+    out = tmp_path / "an"
+    res = _cli("analyze", str(water_traj), "--bonds", "O-H", "--rdf", "name O/name O", "--msd", "name O", "--out", str(out))
+    assert res.returncode == 0, res.stderr[-2000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["bonds_O-H"]["mean_A"] == pytest.approx(1.0, abs=1e-3)  # rigid geometry, across box wraps
+    msd = next(v for k, v in results.items() if k.startswith("msd"))
+    # σ = 0.02 nm per 0.1 ps per component: D = σ²/(2 Δt) = 0.002 nm²/ps = 0.2e-5 cm²/s
+    assert msd["D_1e-5_cm2_per_s"] == pytest.approx(0.2, rel=0.3)
+    for name in ("report.md", "bonds_O-H.png", "bonds_O-H.csv"):
+        assert (out / name).stat().st_size > 0
+    assert "## RDF `name O` – `name O`" in (out / "report.md").read_text()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["/nonexistent.h5", "--bonds", "N-H"], "trajectory '/nonexistent.h5' not found"),
+    (["TRAJ", "--bonds", "NH"], "--bonds takes element pairs like N-H"),
+    (["TRAJ", "--rdf", "name O"], "--rdf takes 'SELECTION_A/SELECTION_B'"),
+    (["TRAJ"], "nothing to do"),
+    (["TRAJ", "--msd", "name Xx"], "selection"),
+])
+def test_bad_input_one_line_exit_2(water_traj, tmp_path, args, message):
+    args = [str(water_traj) if a == "TRAJ" else a for a in args]
+    res = _cli("analyze", *args, "--out", str(tmp_path / "x"))
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.count("\n") == 1 and message in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("command", ["doctor", "demo", "data generate", "train", "deploy", "analyze", "plugin"])
+def test_every_command_has_help(command):
+    res = _cli(*command.split(), "--help")
+    assert res.returncode == 0 and "usage: openmlip" in res.stdout
