@@ -37,7 +37,7 @@ def analyze(traj, out_dir, bonds: Sequence[Tuple[str, str]] = (), rdfs: Sequence
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results: Dict[str, object] = {"frames": int(traj.n_frames), "atoms": int(traj.n_atoms)}
-    lines: List[str] = [f"# Analysis report", "", f"{traj.n_frames} frames, {traj.n_atoms} atoms, "
+    lines: List[str] = ["# Analysis report", "", f"{traj.n_frames} frames, {traj.n_atoms} atoms, "
                         f"{float(traj.time[-1] - traj.time[0]) if traj.n_frames > 1 else 0:.3f} ps.", ""]
     for a, b in bonds:
         r = compute_bond_lengths(traj, elements=(a, b))
