@@ -82,27 +82,24 @@ def test_blow_up_stops_with_clear_error_and_keeps_good_outputs(tmp_path):
     assert (out / "checkpoint.chk").exists()
 
 
-def test_runner_with_shipped_potential_in_mlmm(tmp_path):
-    """NH4+ (ML, shipped potential, mechanical embedding) in TIP3P through the runner: N–H stays bonded.
-
-    (With the electrostatic embedding this model dissociates NH4+ on minimisation: it was trained on
-    gas-phase clusters only, see docs/openmm.md.)"""
-    import openmm.app as app
-    import openmm.unit as u
+def test_runner_with_shipped_potential_full_ml_cluster(tmp_path):
+    """NH4+(H2O)4, all ML with the shipped potential, minimised then 200 MD steps: N–H stays bonded,
+    and the saved frames of an open system are not wrapped into a box (a bug this test caught)."""
+    from ase.io import read
 
     import openmlip  # noqa: F401
     from openmlip.analysis import compute_bond_lengths
+    from openmlip.demo import _topology
     from openmlip.md import MDRunner
     from openmmml import MLPotential
 
-    pdb = app.PDBFile(str(SYSTEMS / "ammonium-water" / "ammonium-water.pdb"))
-    ff = app.ForceField("amber14/tip3p.xml", str(SYSTEMS / "ammonium-water" / "ammonium.xml"))
-    mm = ff.createSystem(pdb.topology, nonbondedMethod=app.PME, nonbondedCutoff=0.9 * u.nanometer, constraints=None, rigidWater=True)
-    system = MLPotential("openmlip-xtb-v1").createMixedSystem(pdb.topology, mm, [0, 1, 2, 3, 4], embedding="mechanical")
-    runner = MDRunner(system, pdb.topology, pdb.positions, tmp_path, timestep_fs=0.5, report_interval=20,
-                      checkpoint_interval=100, platform="CPU", box_vectors=pdb.topology.getPeriodicBoxVectors())
+    atoms = read(str(SYSTEMS / "ammonium-cluster" / "structure.xyz"))
+    top = _topology(atoms.get_chemical_symbols())
+    system = MLPotential("openmlip-xtb-v1").createSystem(top, charge=1)
+    runner = MDRunner(system, top, atoms.positions / 10.0, tmp_path, timestep_fs=0.5, report_interval=20,
+                      checkpoint_interval=100, platform="CPU")
     out = runner.run(200, progress=False)
     assert out["steps"] == 200 and out["platform"] == "CPU"
     traj = mdtraj.load(str(tmp_path / "trajectory.h5"))
     bonds = compute_bond_lengths(traj, pairs=[(0, k) for k in range(1, 5)])
-    assert traj.n_frames == 10 and 0.095 < bonds["mean"] < 0.112  # nm: NH4+ intact
+    assert traj.n_frames == 10 and 0.098 < bonds["mean"] < 0.110  # nm: NH4+ intact

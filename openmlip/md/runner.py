@@ -199,7 +199,9 @@ class MDRunner:
                 bar.update(n)
                 if step % self.report_interval and step != steps:
                     continue
-                state = self.context.getState(getPositions=True, getEnergy=True, enforcePeriodicBox=True)
+                # wrap only periodic systems: OpenMM would wrap atoms of an open system into its default box
+                state = self.context.getState(getPositions=True, getEnergy=True,
+                                              enforcePeriodicBox=self.context.getSystem().usesPeriodicBoundaryConditions())
                 pe = state.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
                 pos = state.getPositions(asNumpy=True).value_in_unit(u.nanometer)
                 if not (math.isfinite(pe) and np.all(np.isfinite(pos))) or abs(pe - last) > self.max_energy_jump:
