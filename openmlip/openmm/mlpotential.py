@@ -158,7 +158,7 @@ class OpenMLIPPotentialImpl(MLPotentialImpl):
             warnings.warn(
                 "openmlip: interpolated ML terms run through openmm.PythonForce: openmm-torch 1.5 cannot "
                 "deserialise a TorchForce (segfault), which openmm-ml's interpolation needs. Energies are "
-                "identical; MD is slower. Use embedding='electrostatic' for TorchForce-based interpolation.",
+                "identical; MD is slower. (openmlip's electrostatic embedding interpolates inside a TorchForce.)",
                 RuntimeWarning, stacklevel=2,
             )
             backend = "pythonforce"
