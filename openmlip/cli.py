@@ -1,4 +1,4 @@
-"""Command line: ``openmlip doctor | demo | data generate | train | deploy | analyze | plugin``."""
+"""Command line: ``openmlip doctor | demo | data generate | train | deploy | md | run | analyze | plugin``."""
 from __future__ import annotations
 
 import argparse
@@ -77,6 +77,49 @@ def _cmd_data_generate(args) -> int:
     return 0
 
 
+def _md_overrides(args) -> dict:
+    return {"steps": args.steps, "equilibrate_steps": args.equilibrate_steps, "report_interval": args.report_interval}
+
+
+def _print_run(info: dict) -> None:
+    print(f"{info['system']}: {info['steps']} steps ({'resumed' if info['resumed'] else 'new run'}) on {info['platform']}, "
+          f"{info['ms_per_step']:.2f} ms/step = {info['ns_per_day']:.3f} ns/day "
+          f"(torch {info['threads']['torch']} / OpenMM {info['threads']['openmm']} threads); {info['ml_atoms']} of "
+          f"{info['atoms']} atoms ML ({info['embedding'] if info['embedding'] != 'none' else 'whole system'})")
+
+
+def _cmd_md(args) -> int:
+    from .md.spec import load_spec
+    from .md.system import run_md
+
+    spec = load_spec(args.system)
+    info = run_md(spec, args.out or f"out/{spec.name}/md", args.smoke, args.potential, args.platform, args.threads,
+                  not args.quiet, **_md_overrides(args))
+    _print_run(info)
+    print(f"trajectory {info['trajectory']}, state {info['state']}")
+    return 0
+
+
+def _print_checks(checks) -> bool:
+    for c in checks:
+        v = "missing" if c["value"] is None else f"{c['value']:.4g}"
+        print(f"  {'PASS' if c['pass'] else 'FAIL'} {c['observable']} = {v} (expected {c['range'][0]:g}–{c['range'][1]:g})")
+    return all(c["pass"] for c in checks)
+
+
+def _cmd_run(args) -> int:
+    from .md.spec import load_spec
+    from .md.system import run_system
+
+    spec = load_spec(args.system)
+    out = Path(args.out or f"out/{spec.name}")
+    res = run_system(spec, out, args.smoke, args.potential, args.platform, args.threads, not args.quiet, **_md_overrides(args))
+    _print_run(res["run"])
+    ok = _print_checks(res["analysis"]["checks"])
+    print(f"report {res['report']}")
+    return 0 if ok or not args.strict else 1
+
+
 def _pair(text: str):
     parts = text.replace("–", "-").split("-")
     if len(parts) != 2 or not all(parts):
@@ -87,8 +130,19 @@ def _pair(text: str):
 def _cmd_analyze(args) -> int:
     from .analysis.report import analyze, load_trajectory
 
+    if args.system:
+        from .md.spec import load_spec
+        from .md.system import analyze_system
+
+        if args.bonds or args.rdf or args.msd:
+            raise ValueError("--system takes the analyses from system.yaml: drop --bonds/--rdf/--msd")
+        res = analyze_system(load_spec(args.system), args.trajectory, args.out, args.smoke)
+        ok = _print_checks(res["checks"])
+        print(f"analysed {res['frames']} production frames; report {Path(args.out) / 'report.md'}, "
+              f"checks {Path(args.out) / 'checks.json'}")
+        return 0 if ok or not args.strict else 1
     if not (args.bonds or args.rdf or args.msd):
-        raise ValueError("nothing to do: give at least one of --bonds, --rdf, --msd")
+        raise ValueError("nothing to do: give at least one of --bonds, --rdf, --msd (or --system SYSTEM)")
     rdfs = []
     for spec in args.rdf or []:
         if "/" not in spec:
@@ -142,7 +196,26 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--msd", nargs="*", help="selections for MSD and diffusion, e.g. 'name O'")
     an.add_argument("--r-max", type=float, default=1.0, help="RDF range in nm (default 1.0)")
     an.add_argument("--out", default="out/analysis", help="output folder (default out/analysis)")
+    an.add_argument("--system", help="take the analyses and expected observables from this system.yaml; skips equilibration frames")
+    an.add_argument("--smoke", action="store_true", help="with --system: the trajectory is from a --smoke run")
+    an.add_argument("--strict", action="store_true", help="with --system: exit 1 when an expected observable is out of range")
     an.set_defaults(func=_cmd_analyze)
+    for cmd, text in (("md", "MD of a system spec (systems/NAME/system.yaml): minimise, equilibrate, produce; resumable"),
+                      ("run", "MD of a system spec, then its analyses, expected-observable checks and report")):
+        r = sub.add_parser(cmd, help=text, description=text)
+        r.add_argument("system", help="system.yaml, or a folder holding one (e.g. systems/ammonium-water)")
+        r.add_argument("--out", help=f"output folder (default out/NAME{'/md' if cmd == 'md' else ''}); rerunning continues a killed run")
+        r.add_argument("--potential", help="installed potential name or model file (overrides ml.potential)")
+        r.add_argument("--platform", choices=["CUDA", "OpenCL", "CPU", "Reference"], help="force a platform (default: best available)")
+        r.add_argument("--threads", type=int, default=1, help="torch and OpenMM CPU threads (default 1)")
+        r.add_argument("--smoke", action="store_true", help="the spec's short smoke settings")
+        r.add_argument("--steps", type=int, help="total MD steps (overrides the spec)")
+        r.add_argument("--equilibrate-steps", type=int, help="equilibration steps (overrides the spec)")
+        r.add_argument("--report-interval", type=int, help="steps between frames (overrides the spec)")
+        r.add_argument("--quiet", action="store_true", help="no progress bar")
+        if cmd == "run":
+            r.add_argument("--strict", action="store_true", help="exit 1 when an expected observable is out of range")
+        r.set_defaults(func=_cmd_md if cmd == "md" else _cmd_run)
     g = sub.add_parser("plugin", help="package a model file as a pip-installable openmm-ml potential plugin")
     g.add_argument("name", help="potential name for MLPotential(NAME): lower-case letters, digits, '-'")
     g.add_argument("model", help="model file written by openmlip (deploy)")

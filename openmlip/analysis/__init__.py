@@ -16,32 +16,45 @@ def _boxes(traj) -> Optional[np.ndarray]:
     return None if traj.unitcell_vectors is None else np.asarray(traj.unitcell_vectors, dtype=float)
 
 
-def bonded_pairs(traj, elements: Tuple[str, str] = ("N", "H"), max_distance: float = 0.13) -> np.ndarray:
-    """Atom pairs of the two elements that are bonded in the topology, else within ``max_distance`` (nm) in frame 0."""
+def bonded_pairs(traj, elements: Tuple[str, str] = ("N", "H"), max_distance: float = 0.13,
+                 selection: Optional[str] = None) -> np.ndarray:
+    """Atom pairs of the two elements that are bonded in the topology, else within ``max_distance`` (nm) in frame 0.
+
+    With ``selection`` (mdtraj syntax) only pairs whose two atoms are both selected count.
+    """
     top = traj.topology
     a, b = elements
+    if selection is not None:
+        chosen = set(int(i) for i in top.select(selection))
+        if not chosen:
+            raise ValueError(f"selection {selection!r} matches no atoms")
+    else:
+        chosen = None
     pairs = [(x.index, y.index) for x, y in top.bonds
              if {x.element.symbol, y.element.symbol} == {a, b} or (a == b == x.element.symbol == y.element.symbol)]
     pairs = [(i, j) if top.atom(i).element.symbol == a else (j, i) for i, j in pairs]
+    if chosen is not None:
+        pairs = [(i, j) for i, j in pairs if i in chosen and j in chosen]
     if not pairs:
-        ia = [at.index for at in top.atoms if at.element.symbol == a]
-        ib = [at.index for at in top.atoms if at.element.symbol == b]
+        ia = [at.index for at in top.atoms if at.element.symbol == a and (chosen is None or at.index in chosen)]
+        ib = [at.index for at in top.atoms if at.element.symbol == b and (chosen is None or at.index in chosen)]
         xyz = traj.xyz[0]
         box = None if traj.unitcell_vectors is None else traj.unitcell_vectors[0]
         pairs = [(i, j) for i in ia for j in ib if i != j
                  and np.linalg.norm(minimum_image(xyz[j] - xyz[i], box)) < max_distance]
     if not pairs:
-        raise ValueError(f"no {a}–{b} pairs found (bonded or within {max_distance} nm); check the elements or pass pairs")
+        raise ValueError(f"no {a}–{b} pairs found (bonded or within {max_distance} nm)"
+                         + (f" in {selection!r}" if selection else "") + "; check the elements or pass pairs")
     return np.array(pairs, dtype=int)
 
 
 def compute_bond_lengths(traj, pairs: Optional[Sequence[Tuple[int, int]]] = None, elements: Tuple[str, str] = ("N", "H"),
-                         n_blocks: int = 10) -> Dict[str, object]:
+                         n_blocks: int = 10, selection: Optional[str] = None) -> Dict[str, object]:
     """Bond lengths (nm) per frame and pair, with the mean and its block-averaged standard error.
 
     Returns a dict: ``pairs`` [P,2], ``time`` [F] ps, ``distances`` [F,P] nm, ``mean``, ``sem`` (nm).
     """
-    pairs = bonded_pairs(traj, elements) if pairs is None else np.asarray(pairs, dtype=int)
+    pairs = bonded_pairs(traj, elements, selection=selection) if pairs is None else np.asarray(pairs, dtype=int)
     boxes = _boxes(traj)
     d = np.linalg.norm(minimum_image(traj.xyz[:, pairs[:, 1]] - traj.xyz[:, pairs[:, 0]],
                                      None if boxes is None else boxes[0]), axis=-1) if boxes is None or np.allclose(boxes, boxes[0]) else \

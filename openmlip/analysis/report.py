@@ -31,17 +31,37 @@ def load_trajectory(path: str, topology: Optional[str] = None):
     return mdtraj.load(path, top=topology) if topology else mdtraj.load(path)
 
 
+def _coordination_at_first_min(r) -> Optional[float]:
+    """Coordination number at the first minimum of g after its main peak (None if g has no such minimum)."""
+    g, n = r["g"], r["coordination"]
+    k = int(np.argmax(g))
+    after = g[k:]
+    if len(after) < 3:
+        return None
+    j = k + int(np.argmin(after[: max(3, len(after) // 2)]))
+    return float(n[j]) if j > k else None
+
+
 def analyze(traj, out_dir, bonds: Sequence[Tuple[str, str]] = (), rdfs: Sequence[Tuple[str, str]] = (),
-            msds: Sequence[str] = (), r_max: float = 1.0) -> Dict[str, object]:
+            msds: Sequence[str] = (), r_max: float = 1.0, names: Optional[Dict[str, List[str]]] = None,
+            bond_selections: Optional[Sequence[Optional[str]]] = None, r_maxes: Optional[Sequence[float]] = None,
+            fit_windows: Optional[Sequence[Optional[Sequence[float]]]] = None) -> Dict[str, object]:
+    """Run the analyses, write CSV + PNG per analysis, ``results.json`` and ``report.md`` into ``out_dir``.
+
+    Result keys are ``names[kind][k]`` when given (system specs name them), else ``bonds_A-B``,
+    ``rdf_<n>``, ``msd_<n>``.  Lengths in the results are in Å, D in 1e-5 cm²/s.
+    """
     plt = _plt()
+    names = names or {}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results: Dict[str, object] = {"frames": int(traj.n_frames), "atoms": int(traj.n_atoms)}
     lines: List[str] = ["# Analysis report", "", f"{traj.n_frames} frames, {traj.n_atoms} atoms, "
                         f"{float(traj.time[-1] - traj.time[0]) if traj.n_frames > 1 else 0:.3f} ps.", ""]
-    for a, b in bonds:
-        r = compute_bond_lengths(traj, elements=(a, b))
-        tag = f"bonds_{a}-{b}"
+    for k, (a, b) in enumerate(bonds):
+        sel = bond_selections[k] if bond_selections else None
+        r = compute_bond_lengths(traj, elements=(a, b), selection=sel)
+        tag = names["bonds"][k] if names.get("bonds") else f"bonds_{a}-{b}"
         np.savetxt(out / f"{tag}.csv", np.column_stack([r["time"], 10 * r["distances"]]), delimiter=",",
                    header="time_ps," + ",".join(f"{i}-{j}_A" for i, j in r["pairs"]), comments="")
         fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
@@ -52,12 +72,13 @@ def analyze(traj, out_dir, bonds: Sequence[Tuple[str, str]] = (), rdfs: Sequence
         fig.tight_layout()
         fig.savefig(out / f"{tag}.png", dpi=110)
         plt.close(fig)
-        results[tag] = {"mean_A": 10 * r["mean"], "sem_A": 10 * r["sem"], "pairs": r["pairs"].tolist()}
+        results[tag] = {"mean_A": 10 * r["mean"], "sem_A": 10 * r["sem"], "min_A": float(10 * r["distances"].min()),
+                        "max_A": float(10 * r["distances"].max()), "pairs": r["pairs"].tolist()}
         lines += [f"## {a}–{b} bond lengths", "", f"Mean {10 * r['mean']:.4f} ± {10 * r['sem']:.4f} Å "
                   f"(block-averaged standard error, {len(r['pairs'])} bonds).", "", f"![{tag}]({tag}.png)", ""]
-    for sa, sb in rdfs:
-        r = compute_rdf(traj, sa, sb, r_max=r_max)
-        tag = f"rdf_{len(results)}"
+    for n, (sa, sb) in enumerate(rdfs):
+        r = compute_rdf(traj, sa, sb, r_max=r_maxes[n] if r_maxes else r_max)
+        tag = names["rdf"][n] if names.get("rdf") else f"rdf_{len(results)}"
         np.savetxt(out / f"{tag}.csv", np.column_stack([10 * r["r"], r["g"], r["coordination"]]), delimiter=",",
                    header="r_A,g,coordination", comments="")
         k = int(np.argmax(r["g"]))
@@ -67,12 +88,14 @@ def analyze(traj, out_dir, bonds: Sequence[Tuple[str, str]] = (), rdfs: Sequence
         fig.tight_layout()
         fig.savefig(out / f"{tag}.png", dpi=110)
         plt.close(fig)
-        results[tag] = {"selections": [sa, sb], "first_peak_A": float(10 * r["r"][k]), "g_max": float(r["g"][k])}
+        results[tag] = {"selections": [sa, sb], "first_peak_A": float(10 * r["r"][k]), "g_max": float(r["g"][k]),
+                        "coordination_at_first_min": _coordination_at_first_min(r)}
         lines += [f"## RDF `{sa}` – `{sb}`", "", f"First peak at {10 * r['r'][k]:.2f} Å (g = {r['g'][k]:.2f}).", "",
                   f"![{tag}]({tag}.png)", ""]
-    for sel in msds:
-        r = compute_msd(traj, sel)
-        tag = f"msd_{len(results)}"
+    for k, sel in enumerate(msds):
+        fw = fit_windows[k] if fit_windows else None
+        r = compute_msd(traj, sel, tuple(fw) if fw else None)
+        tag = names["msd"][k] if names.get("msd") else f"msd_{len(results)}"
         np.savetxt(out / f"{tag}.csv", np.column_stack([r["lag_time"], 100 * r["msd"]]), delimiter=",",
                    header="lag_ps,msd_A2", comments="")
         fig, ax = plt.subplots(figsize=(5, 3.2))

@@ -2,9 +2,13 @@
 
 Each template (a molecule or ion–water cluster at its total charge) is optimised briefly with xTB,
 then sampled by Langevin MD on the xTB surface; every ``stride`` steps the geometry and its xTB
-energy, forces and partial charges are kept.  Templates are written one by one as shards
-(``<output>.parts/<name>.h5``, atomic writes); a killed run skips finished shards when rerun, and
-the output file is written (atomically) only once every shard exists.
+energy, forces and partial charges are kept.  ``stretch`` templates instead pull one X–H bond of the
+optimised structure out to 2.6× its length (with thermal noise on all atoms), so that the potential
+learns that bonds cost energy to break.  Templates are written one by one as shards
+(``<output>.parts/<name>.h5``, atomic writes); within a template, a checkpoint
+(``<name>.partial.pkl``: conformers so far, MD positions, momenta and random state) is written every
+``checkpoint_every`` conformers, so a killed run recomputes at most that many conformers and continues
+the same trajectory.  The output file is written (atomically) only once every shard exists.
 
 tblite is always given the template's total charge and multiplicity (without it NH4+ silently becomes
 the neutral radical), and runs with ``OMP_NUM_THREADS=1`` (2 threads stall under load).
@@ -32,6 +36,7 @@ class Template:
     waters: int = 0  # solvating waters placed around the solute
     temperature: float = 500.0  # K for the sampling MD
     subset: str = "molecules"
+    sampling: str = "md"  # "md": xTB Langevin MD; "stretch": one X–H bond pulled from 0.85× to 2.6×
 
 
 TEMPLATES: Dict[str, Template] = {t.name: t for t in [
@@ -57,7 +62,24 @@ TEMPLATES: Dict[str, Template] = {t.name: t for t in [
     Template("benzene", "c1ccccc1"),
     Template("toluene", "Cc1ccccc1"),
     Template("p-xylene", "Cc1ccc(C)cc1"),
+    Template("ethane", "CC"),
+    Template("propanol", "CCCO"),
+    Template("dimethyl-ether", "COC"),
+    Template("acetic-acid", "CC(=O)O"),
+    Template("methylamine", "CN"),
+    Template("ammonium-stretch", "[NH4+]", charge=1, temperature=300.0, subset="bond stretch", sampling="stretch"),
+    Template("ammonium-water1-stretch", "[NH4+]", charge=1, waters=1, temperature=300.0, subset="bond stretch",
+             sampling="stretch"),
+    Template("water-stretch", "O", temperature=300.0, subset="bond stretch", sampling="stretch"),
+    Template("methylammonium-stretch", "C[NH3+]", charge=1, temperature=300.0, subset="bond stretch", sampling="stretch"),
+    Template("methanol-stretch", "CO", temperature=300.0, subset="bond stretch", sampling="stretch"),
 ]}
+
+
+def _symbol(z) -> str:
+    from ase.data import chemical_symbols
+
+    return chemical_symbols[int(z)]
 
 
 def _embed(smiles: str, seed: int):
@@ -121,43 +143,126 @@ def _xtb(atoms, t: Template):
     return TBLite(method="GFN2-xTB", charge=float(t.charge), multiplicity=int(t.multiplicity), verbosity=0)
 
 
-def sample_template(t: Template, n_conformers: int, seed: int = 0, stride: int = 20, equilibration: int = 100,
-                    timestep_fs: float = 0.5, on_conformer: Optional[Callable[[], None]] = None) -> List[Structure]:
-    """xTB-optimise the template, then Langevin MD at ``t.temperature``; keep every ``stride``-th step."""
+GROUND_STATE_MULTIPLICITY = {"H": 2, "C": 3, "N": 4, "O": 3, "F": 2, "Na": 2, "P": 4, "S": 3, "Cl": 2, "K": 2, "Br": 2}
+
+
+def isolated_atom_energies(elements: Sequence[str]) -> Dict[str, float]:
+    """GFN2-xTB energies (eV) of neutral isolated atoms in their ground-state multiplicity.
+
+    Used as per-element reference energies, so that a trained model's dissociation limit is the
+    sum of the atoms' energies instead of least-squares offsets (which can put separated atoms
+    *below* the bound molecule).
+    """
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from ase import Atoms
+    from tblite.ase import TBLite
+
+    out = {}
+    for el in elements:
+        if el not in GROUND_STATE_MULTIPLICITY:
+            raise ValueError(f"no ground-state multiplicity known for {el!r}; known: {sorted(GROUND_STATE_MULTIPLICITY)}")
+        atoms = Atoms(el, positions=[[0.0, 0.0, 0.0]])
+        atoms.calc = TBLite(method="GFN2-xTB", charge=0.0, multiplicity=GROUND_STATE_MULTIPLICITY[el], verbosity=0)
+        out[el] = float(atoms.get_potential_energy())
+    return out
+
+
+def _structure(atoms, t: Template) -> Structure:
+    return Structure(numbers=atoms.numbers.copy(), positions=atoms.positions.copy(), total_charge=float(t.charge),
+                     spin_multiplicity=float(t.multiplicity), energy=float(atoms.get_potential_energy()),
+                     forces=atoms.get_forces().copy(), charges=np.asarray(atoms.get_charges(), dtype=float).copy(),
+                     name=t.name, subset=t.subset)
+
+
+def _xh_bonds(atoms) -> List[tuple]:
+    """(heavy atom, hydrogen) index pairs closer than 1.25 Å."""
+    pos, z = atoms.positions, atoms.numbers
+    return [(i, j) for i in range(len(z)) if z[i] > 1 for j in range(len(z))
+            if z[j] == 1 and np.linalg.norm(pos[i] - pos[j]) < 1.25]
+
+
+def sample_template(t: Template, n_conformers: int, seed: int = 0, stride: int = 20, equilibration: int = 100,
+                    timestep_fs: float = 0.5, on_conformer: Optional[Callable[[], None]] = None,
+                    checkpoint: Optional[Path] = None, checkpoint_every: int = 10,
+                    stop_after: Optional[int] = None) -> List[Structure]:
+    """xTB-optimise the template, then sample it (Langevin MD, or bond stretches); returns the conformers.
+
+    With ``checkpoint``, progress is saved there every ``checkpoint_every`` conformers and picked up
+    from there when it exists.  ``stop_after`` (tests) returns early after that many new conformers.
+    """
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import pickle
+
     from ase import Atoms, units as aunits
     from ase.md.langevin import Langevin
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
     from ase.optimize import BFGS
 
+    from .._io import atomic_path
+
+    if t.sampling not in ("md", "stretch"):
+        raise ValueError(f"template {t.name!r}: sampling must be 'md' or 'stretch', got {t.sampling!r}")
+    rng = np.random.default_rng(seed)
+    out: List[Structure] = []
     z, pos = build_template(t, seed)
     atoms = Atoms(numbers=z, positions=pos)
     atoms.calc = _xtb(atoms, t)
-    if len(atoms) > 1:
-        BFGS(atoms, logfile=None).run(fmax=0.1, steps=60)
-    rng = np.random.default_rng(seed)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=t.temperature, rng=rng)
+    if checkpoint is not None and Path(checkpoint).exists():
+        state = pickle.loads(Path(checkpoint).read_bytes())
+        out = state["conformers"]
+        atoms.positions = state["positions"]
+        atoms.set_momenta(state["momenta"])
+        rng.bit_generator.state = state["rng"]
+        reference = state["reference"]
+        for _ in out:
+            if on_conformer is not None:
+                on_conformer()
+    else:
+        if len(atoms) > 1:
+            BFGS(atoms, logfile=None).run(fmax=0.1 if t.sampling == "md" else 0.02, steps=60 if t.sampling == "md" else 200)
+        reference = atoms.positions.copy()
+        MaxwellBoltzmannDistribution(atoms, temperature_K=t.temperature, rng=rng)
     dyn = Langevin(atoms, timestep_fs * aunits.fs, temperature_K=t.temperature, friction=0.02 / aunits.fs, rng=rng,
                    fixcm=False)
-    if len(atoms) > 1:
+    if not out and len(atoms) > 1 and t.sampling == "md":
         dyn.run(equilibration)
-    out: List[Structure] = []
+    bonds = _xh_bonds(Atoms(numbers=z, positions=reference)) if t.sampling == "stretch" else []
+    if t.sampling == "stretch" and not bonds:
+        raise ValueError(f"template {t.name!r} has no X–H bond to stretch")
+    new = 0
     while len(out) < n_conformers:
-        if len(atoms) > 1:
-            dyn.run(stride)
-        out.append(Structure(
-            numbers=atoms.numbers.copy(), positions=atoms.positions.copy(), total_charge=float(t.charge),
-            spin_multiplicity=float(t.multiplicity), energy=float(atoms.get_potential_energy()),
-            forces=atoms.get_forces().copy(), charges=np.asarray(atoms.get_charges(), dtype=float).copy(),
-            name=t.name, subset=t.subset,
-        ))
+        if t.sampling == "md":
+            if len(atoms) > 1:
+                dyn.run(stride)
+        else:
+            k = len(out)
+            factor = 0.85 + (2.6 - 0.85) * (k + 0.5) / n_conformers  # evenly over the whole curve
+            while True:  # reject a pulled H that lands on another atom (e.g. into a neighbouring water)
+                heavy, h = bonds[int(rng.integers(len(bonds)))]
+                noisy = reference + rng.normal(scale=0.04, size=reference.shape)
+                bond = noisy[h] - noisy[heavy]
+                noisy[h] = noisy[heavy] + bond / np.linalg.norm(bond) * factor * np.linalg.norm(reference[h] - reference[heavy])
+                others = [i for i in range(len(noisy)) if i not in (h, heavy)]
+                if not others or np.linalg.norm(noisy[others] - noisy[h], axis=1).min() > 1.0:
+                    break
+            atoms.positions = noisy
+        out.append(_structure(atoms, t))
+        new += 1
         if on_conformer is not None:
             on_conformer()
+        if checkpoint is not None and (len(out) % checkpoint_every == 0 or (stop_after is not None and new >= stop_after)):
+            with atomic_path(Path(checkpoint)) as tmp:
+                Path(tmp).write_bytes(pickle.dumps({"conformers": out, "positions": atoms.positions.copy(),
+                                                    "momenta": atoms.get_momenta().copy(), "rng": rng.bit_generator.state,
+                                                    "reference": reference}))
+        if stop_after is not None and new >= stop_after:
+            return out
     return out
 
 
 def generate(output, templates: Optional[Sequence[str]] = None, conformers: int = 150, seed: int = 0, stride: int = 20,
-             progress: bool = True, stop_after_templates: Optional[int] = None) -> Dict[str, object]:
+             progress: bool = True, stop_after_templates: Optional[int] = None,
+             stop_after_conformers: Optional[int] = None, checkpoint_every: int = 10) -> Dict[str, object]:
     """Generate (or finish generating) a dataset; returns a manifest (also written as ``<output>.json``)."""
     from tqdm.auto import tqdm
 
@@ -175,10 +280,20 @@ def generate(output, templates: Optional[Sequence[str]] = None, conformers: int 
         for k, name in enumerate(n for n in names if n not in done):
             if stop_after_templates is not None and k >= stop_after_templates:
                 return {"status": "interrupted", "computed": computed}
-            structs = sample_template(TEMPLATES[name], conformers, seed=seed, stride=stride, on_conformer=lambda: bar.update(1))
+            partial = parts / f"{name}.partial.pkl"
+            had = 0
+            if partial.exists():
+                import pickle
+
+                had = len(pickle.loads(partial.read_bytes())["conformers"])
+            structs = sample_template(TEMPLATES[name], conformers, seed=seed, stride=stride, on_conformer=lambda: bar.update(1),
+                                      checkpoint=partial, checkpoint_every=checkpoint_every, stop_after=stop_after_conformers)
+            computed += len(structs) - had
+            if len(structs) < conformers:
+                return {"status": "interrupted", "computed": computed}
             write_spice(parts / f"{name}.h5", structs, energy_key="xtb_total_energy", gradient_key="xtb_total_gradient",
                         charges_key="xtb_charges", smiles={name: TEMPLATES[name].smiles})
-            computed += len(structs)
+            partial.unlink(missing_ok=True)
     merged: List[Structure] = []
     smiles = {}
     for name in names:
@@ -190,11 +305,15 @@ def generate(output, templates: Optional[Sequence[str]] = None, conformers: int 
     manifest = {
         "status": "finished", "computed_this_run": computed, "conformers": sum(counts.values()),
         "method": "GFN2-xTB (tblite), total charge and multiplicity given explicitly; OMP_NUM_THREADS=1",
-        "sampling": {"optimisation": "ASE BFGS on xTB, fmax 0.1 eV/Å, <= 60 steps", "md": "ASE Langevin, 0.5 fs, friction 0.02/fs",
+        "sampling": {"optimisation": "ASE BFGS on xTB, fmax 0.1 eV/Å, <= 60 steps (stretch templates: 0.02, <= 200)",
+                     "md": "ASE Langevin, 0.5 fs, friction 0.02/fs",
+                     "stretch": "one random X–H bond of the optimised structure set to 0.85–2.6× its length (evenly), "
+                                "all atoms displaced by N(0, 0.04 Å)",
                      "equilibration_steps": 100, "stride_steps": stride, "seed": seed},
         "units_in_file": {"positions": "bohr", "energy": "hartree", "gradient": "hartree/bohr", "charges": "e"},
         "label_keys": {"energy": "xtb_total_energy", "gradient": "xtb_total_gradient", "charges": "xtb_charges"},
         "templates": {n: {**asdict(TEMPLATES[n]), "conformers": counts[n]} for n in names},
+        "isolated_atom_energies_eV": isolated_atom_energies(sorted({_symbol(z) for s in merged for z in s.numbers})),
     }
     output.with_suffix(".json").write_text(json.dumps(manifest, indent=1))
     return manifest

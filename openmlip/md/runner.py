@@ -68,7 +68,8 @@ class MDRunner:
     def __init__(self, system: openmm.System, topology, positions, out_dir, temperature: float = 300.0,
                  friction_per_ps: float = 1.0, timestep_fs: float = 0.5, pressure_bar: Optional[float] = None,
                  report_interval: int = 100, checkpoint_interval: int = 1000, platform: Optional[str] = None,
-                 threads: int = 1, seed: int = 0, max_energy_jump: float = 1e4, box_vectors=None):
+                 threads: int = 1, seed: int = 0, max_energy_jump: float = 1e4, box_vectors=None,
+                 minimize_iterations: int = 500):
         if checkpoint_interval % report_interval:
             raise ValueError("checkpoint_interval must be a multiple of report_interval")
         self.out = Path(out_dir)
@@ -80,6 +81,7 @@ class MDRunner:
         self.checkpoint_interval = int(checkpoint_interval)
         self.max_energy_jump = float(max_energy_jump)
         self.seed = seed
+        self.minimize_iterations = int(minimize_iterations)
         self.timestep_fs = timestep_fs
         if pressure_bar is not None:
             system.addForce(openmm.MonteCarloBarostat(pressure_bar * u.bar, temperature * u.kelvin))
@@ -180,7 +182,7 @@ class MDRunner:
                 self.context.setPeriodicBoxVectors(*self.box_vectors)
             self.context.setPositions(self.positions)
             if minimize:
-                openmm.LocalEnergyMinimizer.minimize(self.context, 10.0, 500)
+                openmm.LocalEnergyMinimizer.minimize(self.context, 10.0, self.minimize_iterations)
             self.context.setVelocitiesToTemperature(self.temperature * u.kelvin, self.seed)
             self._write_csv([])
             step = 0

@@ -80,6 +80,13 @@ def infer_charge(topology: app.Topology, system: openmm.System, atoms: List[int]
     return integral_charge(sum(charges[i] for i in atoms), "Amber14 template charges of the ML atoms")
 
 
+def _copy_model(model):
+    """A deep copy of a scripted model, without torch's warning about reading ``.grad`` of its buffers."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The .grad attribute of a Tensor that is not a leaf")
+        return copy.deepcopy(model)
+
+
 class OpenMLIPPotentialImpl(MLPotentialImpl):
     def __init__(self, name: str, modelPath: Optional[str] = None):
         self.name = name
@@ -149,7 +156,7 @@ class OpenMLIPPotentialImpl(MLPotentialImpl):
         # forces computed in-graph (setOutputsForces): measured 9.2 vs 10.3 ms/step for alanine dipeptide
         # on the CPU platform (docs/openmm.md); `outputForces=False` lets openmm-torch differentiate instead
         kwargs["output_forces"] = bool(args.get("outputForces", backend == "torchforce"))
-        pot = OpenMMPotential(copy.deepcopy(self.model), z, **kwargs)
+        pot = OpenMMPotential(_copy_model(self.model), z, **kwargs)
         self._check_box(pot, system, topology)
         if backend == "torchforce" and system.getNumParticles() == 0:
             # openmm-ml's interpolation (InterpolationHelper) builds ML terms in an empty System and then

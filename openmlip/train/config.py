@@ -39,6 +39,10 @@ class TrainConfig:
     dtype: str = "float32"
     threads: int = 1
     stop_after_steps: Optional[int] = None  # end this invocation early (simulates an interruption; resume continues)
+    # per-element reference energies subtracted before fitting: "least_squares" (fit to the training
+    # set), "gfn2-xtb-atoms" (isolated neutral atoms, GFN2-xTB: a model's dissociation limit is then the
+    # atoms' energy sum), or a mapping {element: eV}
+    reference_energies: Any = "least_squares"
 
     def __post_init__(self):
         if self.dtype not in ("float32", "float64"):
@@ -48,6 +52,10 @@ class TrainConfig:
         if not 0 <= self.valid_fraction < 1 or not 0 <= self.test_fraction < 1:
             raise ValueError("valid_fraction and test_fraction must be in [0, 1)")
         ModelConfig.from_dict(dict(self.model))  # validate early
+        ref = self.reference_energies
+        if not (ref in ("least_squares", "gfn2-xtb-atoms") or (isinstance(ref, dict) and all(
+                isinstance(v, (int, float)) for v in ref.values()))):
+            raise ValueError(f"reference_energies must be 'least_squares', 'gfn2-xtb-atoms' or a mapping element -> eV, got {ref!r}")
 
     @classmethod
     def from_yaml(cls, path: Union[str, Path]) -> "TrainConfig":

@@ -149,7 +149,18 @@ class Trainer:
     def _fresh_state(self, train, elements):
         torch.manual_seed(self.cfg.seed)
         model = build_model(dict(self.cfg.model), dtype=self.dtype)
-        e_ref = reference_energies(train, elements)
+        ref = self.cfg.reference_energies
+        if ref == "least_squares":
+            e_ref = reference_energies(train, elements)
+        else:
+            if ref == "gfn2-xtb-atoms":
+                from ..data.generate import isolated_atom_energies
+
+                ref = isolated_atom_energies(elements)
+            missing = [e for e in elements if e not in ref]
+            if missing:
+                raise ValueError(f"reference_energies lacks element(s) {missing}")
+            e_ref = np.array([float(ref[e]) for e in elements])
         f_rms = float(np.sqrt(np.mean(np.concatenate([s.forces.reshape(-1) for s in train]) ** 2)))
         with torch.no_grad():
             model.per_species_shift.copy_(torch.tensor(e_ref, dtype=self.dtype))

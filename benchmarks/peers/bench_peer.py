@@ -1,0 +1,233 @@
+"""Time a peer model in OpenMM: run with the peer's own venv (benchmarks/peers/setup.sh).
+
+    benchmarks/peers/.venv-mace/bin/python benchmarks/peers/bench_peer.py --model mace-off23-small \
+        --system ala2-vacuum --route openmm-ml --threads 1 --steps 100
+
+Models are randomly initialised with the published architectures (speed does not depend on the weights):
+
+- ``mace-off23-small``: ScaleShiftMACE, hidden 96x0e, max_ell 3, correlation 3, 2 interactions, r_max 4.5 Å,
+  8 Bessel functions, radial MLP [64, 64, 64], 10 elements (MACE-OFF23's);
+- ``mace-off23-medium``: the same with hidden 128x0e+128x1o and r_max 5.0 Å;
+- ``tensornet``: TorchMD-Net TensorNet, 2 layers, 128 channels, 32 RBFs, cutoff 5 Å, O(3).
+
+Routes: ``openmm-ml`` (``MLPotential('mace'|'torchmdnet', modelPath=...)``: openmm-ml 1.8 runs both through
+an ``openmm.PythonForce`` with a Python neighbour list each step) and ``torchforce`` (the model scripted
+inside a TorchForce with an all-pairs neighbour list in TorchScript, as openmm-ml ≤ 1.2 did for MACE).
+float32 throughout. Prints one ``BENCH {json}`` line.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402  (before openmm)
+import openmm  # noqa: E402,F401
+import openmm.unit as u  # noqa: E402
+
+from harness import benchmark_system, emit, machine, time_md  # noqa: E402
+
+MACE_Z = [1, 6, 7, 8, 9, 15, 16, 17, 35, 53]
+
+
+def build_mace(size: str):
+    from e3nn import o3
+    from mace import modules
+
+    hidden, r_max = ("96x0e", 4.5) if size == "small" else ("128x0e+128x1o", 5.0)
+    block = modules.interaction_classes["RealAgnosticResidualInteractionBlock"]
+    torch.manual_seed(0)
+    model = modules.ScaleShiftMACE(
+        r_max=r_max, num_bessel=8, num_polynomial_cutoff=5, max_ell=3, interaction_cls=block, interaction_cls_first=block,
+        num_interactions=2, num_elements=len(MACE_Z), hidden_irreps=o3.Irreps(hidden), MLP_irreps=o3.Irreps("16x0e"),
+        atomic_energies=np.zeros(len(MACE_Z)), avg_num_neighbors=10.0, atomic_numbers=MACE_Z, correlation=3,
+        gate=torch.nn.functional.silu, radial_MLP=[64, 64, 64], atomic_inter_scale=1.0, atomic_inter_shift=0.0)
+    return model.float().eval(), r_max
+
+
+TENSORNET_ARGS = dict(
+    model="tensornet", embedding_dimension=128, num_layers=2, num_rbf=32, rbf_type="expnorm", trainable_rbf=False,
+    activation="silu", cutoff_lower=0.0, cutoff_upper=5.0, max_z=128, max_num_neighbors=64,
+    equivariance_invariance_group="O(3)", box_vecs=None, static_shapes=True, check_errors=False, aggr="add", atom_filter=-1,
+    derivative=False, output_model="Scalar", precision=32, prior_model=None, reduce_op="add", neighbor_embedding=True,
+    attn_activation="silu", num_heads=8, distance_influence="both", vector_cutoff=False, remove_ref_energy=False,
+    charge=False, spin=False)
+
+
+def build_tensornet():
+    from torchmdnet.models.model import create_model
+
+    torch.manual_seed(0)
+    model = create_model(dict(TENSORNET_ARGS))
+    return model.eval(), TENSORNET_ARGS["cutoff_upper"]
+
+
+# ------------------------------------------------------------------------------------------- TorchForce
+class MACEForce(torch.nn.Module):
+    """MACE in a TorchForce: OpenMM positions (nm) -> energy (kJ/mol); all-pairs minimum-image neighbours."""
+
+    def __init__(self, model, z, indices, periodic: bool, cutoff: float):
+        super().__init__()
+        from e3nn.util import jit
+
+        self.model = jit.compile(model)
+        attrs = torch.zeros(len(z), len(MACE_Z))
+        for i, zi in enumerate(z):
+            attrs[i, MACE_Z.index(int(zi))] = 1.0
+        self.register_buffer("node_attrs", attrs)
+        self.register_buffer("indices", torch.tensor(indices, dtype=torch.long))
+        self.register_buffer("batch", torch.zeros(len(z), dtype=torch.long))
+        self.register_buffer("ptr", torch.tensor([0, len(z)], dtype=torch.long))
+        self.register_buffer("head", torch.zeros(1, dtype=torch.long))
+        self.periodic = periodic
+        self.cutoff = cutoff
+
+    def forward(self, positions, boxVectors: Optional[torch.Tensor] = None):
+        pos = positions[self.indices].to(torch.float32) * 10.0
+        d = pos[None, :, :] - pos[:, None, :]
+        cell = torch.zeros(3, 3, dtype=pos.dtype, device=pos.device)
+        shift_vec = torch.zeros_like(d)
+        if self.periodic and boxVectors is not None:
+            cell = boxVectors.to(torch.float32) * 10.0
+            L = torch.diagonal(cell)
+            shift_vec = -torch.round(d / L) * L
+        dist = torch.linalg.norm(d + shift_vec, dim=-1)
+        n = pos.shape[0]
+        mask = (dist < self.cutoff) & ~torch.eye(n, dtype=torch.bool, device=pos.device)
+        ij = mask.nonzero()
+        edge_index = torch.stack([ij[:, 0], ij[:, 1]])
+        shifts = shift_vec[ij[:, 0], ij[:, 1]]
+        data = {"positions": pos, "node_attrs": self.node_attrs, "edge_index": edge_index, "shifts": shifts,
+                "unit_shifts": torch.zeros_like(shifts), "cell": cell, "batch": self.batch, "ptr": self.ptr, "head": self.head}
+        out = self.model(data, compute_force=False)
+        e = out["interaction_energy"]
+        assert e is not None
+        return e.sum() * 96.48533212331002
+
+
+class TensorNetForce(torch.nn.Module):
+    def __init__(self, model, z, indices, periodic: bool, cutoff: float):
+        super().__init__()
+        self.model = model
+        self.register_buffer("z", torch.tensor(z, dtype=torch.long))
+        self.register_buffer("indices", torch.tensor(indices, dtype=torch.long))
+        self.register_buffer("batch", torch.zeros(len(z), dtype=torch.long))
+        self.periodic = periodic
+
+    def forward(self, positions, boxVectors: Optional[torch.Tensor] = None):
+        pos = positions[self.indices].to(torch.float32) * 10.0
+        box: Optional[torch.Tensor] = None
+        if self.periodic and boxVectors is not None:
+            box = boxVectors.to(torch.float32) * 10.0
+        y, _ = self.model(self.z, pos, self.batch, box=box)
+        return y.sum() * 96.48533212331002
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True, choices=["mace-off23-small", "mace-off23-medium", "tensornet"])
+    ap.add_argument("--system", required=True)
+    ap.add_argument("--route", required=True, choices=["openmm-ml", "torchforce"])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--budget", type=float, default=None, help="seconds: measure fewer steps (>= 3) for slow models")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    from openmmml import MLPotential
+
+    if args.model.startswith("mace"):
+        model, cutoff = build_mace(args.model.rsplit("-", 1)[1])
+    else:
+        model, cutoff = build_tensornet()
+    tmp = Path(tempfile.mkdtemp())
+
+    def add_ml(top, mm, atoms):
+        z = [a.element.atomic_number for a in top.atoms()]
+        z = [z[i] for i in atoms]
+        periodic = top.getPeriodicBoxVectors() is not None
+        if args.route == "openmm-ml":
+            if args.model.startswith("mace"):
+                path = tmp / "mace.model"
+                torch.save(model, path)
+                pot = MLPotential("mace", modelPath=str(path))
+            else:
+                path = tmp / "tensornet.ckpt"
+                torch.save({"hyper_parameters": dict(TENSORNET_ARGS),
+                            "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, path)
+                pot = MLPotential("torchmdnet", modelPath=str(path))
+            if mm is None:
+                return pot.createSystem(top)
+            return pot.createMixedSystem(top, mm, atoms)
+        import openmmtorch
+
+        cls = MACEForce if args.model.startswith("mace") else TensorNetForce
+        module = torch.jit.script(cls(model, z, atoms, periodic, cutoff))
+        force = openmmtorch.TorchForce(module)
+        force.setUsesPeriodicBoundaryConditions(periodic)
+        if mm is None:
+            system = openmm.System()
+            for a in top.atoms():
+                system.addParticle(a.element.mass)
+        else:
+            system = mm
+            # mechanical embedding: drop MM terms within the ML region (as openmm-ml does)
+            from openmmml.mlpotential import MLPotential as _P  # noqa: F401
+
+            system = _strip_ml(mm, atoms)
+        system.addForce(force)
+        return system
+
+    built = benchmark_system(args.system, add_ml)
+    res = time_md(built, warmup=args.warmup, steps=args.steps, threads=args.threads, budget_s=args.budget)
+    emit({"model": args.model, "route": args.route, "system": args.system, "atoms": built["atoms"],
+          "threads": {"torch": args.threads, "openmm": args.threads}, **res, "machine": machine()})
+
+
+def _strip_ml(mm, atoms):
+    """Remove bonded MM terms among ML atoms and exclude ML–ML nonbonded pairs (mechanical embedding)."""
+    import openmm as mmo
+
+    ml = set(atoms)
+    system = mmo.XmlSerializer.deserialize(mmo.XmlSerializer.serialize(mm))
+    for f in system.getForces():
+        if isinstance(f, mmo.HarmonicBondForce):
+            for k in range(f.getNumBonds()):
+                i, j, r, kk = f.getBondParameters(k)
+                if i in ml and j in ml:
+                    f.setBondParameters(k, i, j, r, 0.0)
+        elif isinstance(f, mmo.HarmonicAngleForce):
+            for k in range(f.getNumAngles()):
+                i, j, l_, a, kk = f.getAngleParameters(k)
+                if {i, j, l_} <= ml:
+                    f.setAngleParameters(k, i, j, l_, a, 0.0)
+        elif isinstance(f, mmo.PeriodicTorsionForce):
+            for k in range(f.getNumTorsions()):
+                i, j, l_, m, per, ph, kk = f.getTorsionParameters(k)
+                if {i, j, l_, m} <= ml:
+                    f.setTorsionParameters(k, i, j, l_, m, per, ph, 0.0)
+        elif isinstance(f, mmo.NonbondedForce):
+            lst = sorted(ml)
+            existing = {tuple(sorted(f.getExceptionParameters(k)[:2])) for k in range(f.getNumExceptions())}
+            for a_ in range(len(lst)):
+                for b_ in range(a_ + 1, len(lst)):
+                    if (lst[a_], lst[b_]) not in existing:
+                        f.addException(lst[a_], lst[b_], 0.0, 1.0, 0.0)
+            for k in range(f.getNumExceptions()):
+                i, j, q, s, e = f.getExceptionParameters(k)
+                if i in ml and j in ml:
+                    f.setExceptionParameters(k, i, j, 0.0, s, 0.0)
+    for k in reversed(range(system.getNumConstraints())):
+        i, j, _ = system.getConstraintParameters(k)
+        if i in ml and j in ml:
+            system.removeConstraint(k)
+    return system
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,241 @@
+"""``systems/<name>/system.yaml``: what to simulate, how, what to measure and what to expect.
+
+A spec is validated completely on load; every problem is a :class:`SpecError` naming the file, the key
+and the fix.  Paths in a spec are relative to the folder holding ``system.yaml``.  Format::
+
+    name: ammonium-water
+    description: NH4+ and Cl- in TIP3P water; ML on NH4+ (a charged ML region)
+    structure: ammonium-water.pdb            # .pdb | .xyz/.extxyz | {prmtop: x.prmtop, inpcrd: x.crd}
+    forcefield: [amber14/tip3p.xml, ammonium.xml]   # PDB only: OpenMM built-ins or files here
+    nonbonded: {method: PME, cutoff_nm: 0.9, constraints: HBonds, implicit_solvent: null}
+    box_nm: null                             # xyz only: cubic box edge (else open boundaries)
+    ml:
+      selection: resname NH4                 # mdtraj selection, a list of indices, or "all"
+      potential: openmlip-xtb-v1             # installed potential name or model file
+      embedding: mechanical                  # mechanical | electrostatic | none (whole system ML)
+      charge: 1                              # total charge of the ML region (default: from MM charges)
+      formal_charges: [{selection: resname NH4 and element N, charge: 1}]   # optional
+      precision: single                      # single | double
+    md: {temperature_K: 300, pressure_bar: null, timestep_fs: 0.5, friction_per_ps: 1,
+         minimize_iterations: 500, equilibrate_steps: 2000, steps: 10000, report_interval: 100,
+         checkpoint_interval: 1000, seed: 0}
+    smoke: {steps: 400, equilibrate_steps: 100, report_interval: 20, minimize_iterations: 50}
+    analysis:
+      bonds: [{name: nh, elements: N-H, selection: resname NH4}]
+      rdf:   [{name: n_ow, a: resname NH4 and element N, b: water and element O, r_max_nm: 0.8}]
+      msd:   [{name: nh4, selection: resname NH4 and element N}]
+    expected:
+      - {observable: nh.mean_A, range: [0.98, 1.10], note: GFN2-xTB minimum 1.0296 Å}
+      - {observable: nh4.D_1e-5_cm2_per_s, range: [0.2, 6], smoke: false}
+
+``steps`` counts all MD steps including ``equilibrate_steps``; analyses use only the frames after
+equilibration.  ``smoke`` overrides ``md`` for a short check run (``--smoke``); an expectation with
+``smoke: false`` is checked only in full runs.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+from ..errors import OpenMLIPError
+
+EMBEDDINGS = ("mechanical", "electrostatic", "none")
+NONBONDED = ("PME", "NoCutoff", "CutoffPeriodic", "CutoffNonPeriodic", "Ewald")
+CONSTRAINTS = (None, "HBonds", "AllBonds", "HAngles")
+IMPLICIT = (None, "OBC1", "OBC2", "GBn", "GBn2", "HCT")
+MD_DEFAULTS: Dict[str, Any] = dict(temperature_K=300.0, pressure_bar=None, timestep_fs=0.5, friction_per_ps=1.0,
+                                   minimize_iterations=500, equilibrate_steps=0, steps=1000, report_interval=100,
+                                   checkpoint_interval=1000, seed=0, max_energy_jump_kJmol=1e4)
+
+
+class SpecError(OpenMLIPError, ValueError):
+    """A system.yaml is missing a key, has a bad value, names a missing file or an empty selection."""
+
+
+@dataclass
+class SystemSpec:
+    path: Path
+    name: str
+    description: str
+    structure: Union[str, Dict[str, str]]
+    forcefield: List[str]
+    nonbonded: Dict[str, Any]
+    box_nm: Optional[float]
+    ml: Dict[str, Any]
+    md: Dict[str, Any]
+    smoke: Dict[str, Any]
+    analysis: Dict[str, List[Dict[str, Any]]]
+    expected: List[Dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+    def md_settings(self, smoke: bool = False, **overrides) -> Dict[str, Any]:
+        md = dict(self.md)
+        if smoke:
+            md.update(self.smoke)
+        md.update({k: v for k, v in overrides.items() if v is not None})
+        _check_md(md, f"{self.path}", "md" if not smoke else "md/smoke")
+        return md
+
+    def resolve(self, name: str) -> str:
+        """A file named in the spec: relative to the spec's folder when it exists there, else as given."""
+        p = self.root / name
+        return str(p) if p.exists() else name
+
+
+def _err(where: str, msg: str) -> SpecError:
+    return SpecError(f"{where}: {msg}")
+
+
+def _check_keys(d: Any, allowed: Sequence[str], where: str) -> Dict[str, Any]:
+    if d is None:
+        return {}
+    if not isinstance(d, dict):
+        raise _err(where, f"must be a mapping of keys ({', '.join(allowed)}), got {type(d).__name__}")
+    unknown = sorted(set(d) - set(allowed))
+    if unknown:
+        raise _err(where, f"unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(allowed)}")
+    return dict(d)
+
+
+def _check_md(md: Dict[str, Any], file: str, where: str) -> None:
+    for k in ("steps", "equilibrate_steps", "report_interval", "checkpoint_interval", "minimize_iterations", "seed"):
+        v = md[k]
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise _err(f"{file}: {where}.{k}", f"must be a non-negative integer, got {v!r}")
+    for k in ("temperature_K", "timestep_fs", "friction_per_ps", "max_energy_jump_kJmol"):
+        v = md[k]
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v <= 0:
+            raise _err(f"{file}: {where}.{k}", f"must be a positive number, got {v!r}")
+    if md["pressure_bar"] is not None and (not isinstance(md["pressure_bar"], (int, float)) or md["pressure_bar"] <= 0):
+        raise _err(f"{file}: {where}.pressure_bar", f"must be a positive number or null, got {md['pressure_bar']!r}")
+    if md["report_interval"] == 0 or md["checkpoint_interval"] % md["report_interval"]:
+        raise _err(f"{file}: {where}", "checkpoint_interval must be a positive multiple of report_interval")
+    if md["equilibrate_steps"] >= md["steps"] or (md["steps"] - md["equilibrate_steps"]) // md["report_interval"] < 2:
+        raise _err(f"{file}: {where}", f"steps ({md['steps']}) must exceed equilibrate_steps ({md['equilibrate_steps']}) "
+                   f"by at least two report intervals ({md['report_interval']}) so that something is analysed")
+
+
+def load_spec(path: Union[str, Path]) -> SystemSpec:
+    """Load and validate a system spec: a ``system.yaml`` file or a folder that holds one."""
+    import yaml
+
+    p = Path(path)
+    if p.is_dir():
+        p = p / "system.yaml"
+    if not p.is_file():
+        hint = ""
+        systems = Path(__file__).resolve().parents[2] / "systems"
+        if systems.is_dir():
+            names = sorted(d.name for d in systems.iterdir() if (d / "system.yaml").is_file())
+            hint = f"; shipped systems: {', '.join('systems/' + n for n in names)}" if names else ""
+        raise SpecError(f"system spec {str(path)!r} not found (give a system.yaml or a folder holding one{hint})")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    f = str(p)
+    raw = _check_keys(raw, ("name", "description", "structure", "forcefield", "nonbonded", "box_nm", "ml", "md",
+                            "smoke", "analysis", "expected"), f)
+    for key in ("name", "structure", "ml"):
+        if key not in raw:
+            raise _err(f, f"missing required key {key!r}")
+    root = p.parent
+
+    structure = raw["structure"]
+    if isinstance(structure, str):
+        files = [structure]
+        if not structure.lower().endswith((".pdb", ".xyz", ".extxyz")):
+            raise _err(f"{f}: structure", f"{structure!r}: use a .pdb, .xyz/.extxyz file or {{prmtop: ..., inpcrd: ...}}")
+    else:
+        structure = _check_keys(structure, ("prmtop", "inpcrd"), f"{f}: structure")
+        if set(structure) != {"prmtop", "inpcrd"}:
+            raise _err(f"{f}: structure", "an Amber structure needs both prmtop and inpcrd")
+        files = list(structure.values())
+    for name in files:
+        if not (root / name).is_file():
+            raise _err(f"{f}: structure", f"file {name!r} not found in {root}")
+
+    forcefield = raw.get("forcefield") or []
+    if isinstance(forcefield, str):
+        forcefield = [forcefield]
+    nonbonded = {"method": "PME", "cutoff_nm": 0.9, "constraints": "HBonds", "rigid_water": True, "implicit_solvent": None}
+    nonbonded.update(_check_keys(raw.get("nonbonded"), tuple(nonbonded), f"{f}: nonbonded"))
+    for key, allowed in (("method", NONBONDED), ("constraints", CONSTRAINTS), ("implicit_solvent", IMPLICIT)):
+        if nonbonded[key] not in allowed:
+            raise _err(f"{f}: nonbonded.{key}", f"{nonbonded[key]!r} is not one of {', '.join(map(str, allowed))}")
+
+    ml = {"selection": "all", "potential": "openmlip-xtb-v1", "embedding": "mechanical", "charge": None,
+          "formal_charges": None, "precision": "single", "spin_multiplicity": 1}
+    ml.update(_check_keys(raw["ml"], tuple(ml), f"{f}: ml"))
+    if ml["embedding"] not in EMBEDDINGS:
+        raise _err(f"{f}: ml.embedding", f"{ml['embedding']!r} is not one of {', '.join(EMBEDDINGS)}")
+    if ml["precision"] not in ("single", "double"):
+        raise _err(f"{f}: ml.precision", f"must be 'single' or 'double', got {ml['precision']!r}")
+    if ml["charge"] is not None and (not isinstance(ml["charge"], (int, float)) or float(ml["charge"]) != round(float(ml["charge"]))):
+        raise _err(f"{f}: ml.charge", f"must be an integer, got {ml['charge']!r}")
+    if ml["embedding"] == "none" and ml["selection"] != "all":
+        raise _err(f"{f}: ml", "embedding 'none' means the whole system is ML: set selection: all (or choose an embedding)")
+    if ml["embedding"] != "none" and not forcefield and isinstance(structure, str) and structure.lower().endswith(".pdb"):
+        raise _err(f"{f}: forcefield", "an ML/MM system from a PDB needs the MM force field files for the rest")
+    for k, fc in enumerate(ml["formal_charges"] or []):
+        _check_keys(fc, ("selection", "charge"), f"{f}: ml.formal_charges[{k}]")
+        if "selection" not in fc or "charge" not in fc:
+            raise _err(f"{f}: ml.formal_charges[{k}]", "needs selection and charge")
+
+    md = dict(MD_DEFAULTS)
+    md.update(_check_keys(raw.get("md"), tuple(MD_DEFAULTS), f"{f}: md"))
+    smoke = _check_keys(raw.get("smoke"), tuple(MD_DEFAULTS), f"{f}: smoke")
+    _check_md(md, f, "md")
+    _check_md({**md, **smoke}, f, "smoke")
+
+    analysis = _check_keys(raw.get("analysis"), ("bonds", "rdf", "msd"), f"{f}: analysis")
+    required = {"bonds": ("name", "elements"), "rdf": ("name", "a", "b"), "msd": ("name", "selection")}
+    optional = {"bonds": ("selection",), "rdf": ("r_max_nm", "bin_width_nm"), "msd": ("fit_window_ps",)}
+    names = set()
+    for kind in ("bonds", "rdf", "msd"):
+        items = analysis.get(kind) or []
+        if not isinstance(items, list):
+            raise _err(f"{f}: analysis.{kind}", "must be a list")
+        for k, item in enumerate(items):
+            where = f"{f}: analysis.{kind}[{k}]"
+            _check_keys(item, required[kind] + optional[kind], where)
+            missing = [r for r in required[kind] if r not in item]
+            if missing:
+                raise _err(where, f"missing key(s) {', '.join(missing)}")
+            if item["name"] in names:
+                raise _err(where, f"duplicate analysis name {item['name']!r}")
+            names.add(item["name"])
+            if kind == "bonds":
+                parts = str(item["elements"]).replace("–", "-").split("-")
+                if len(parts) != 2 or not all(parts):
+                    raise _err(where, f"elements must look like N-H, got {item['elements']!r}")
+                item["elements"] = tuple(parts)
+        analysis[kind] = items
+    for kind in ("bonds", "rdf", "msd"):
+        analysis.setdefault(kind, [])
+
+    expected = raw.get("expected") or []
+    if not isinstance(expected, list):
+        raise _err(f"{f}: expected", "must be a list of {observable, range, note, smoke}")
+    for k, e in enumerate(expected):
+        where = f"{f}: expected[{k}]"
+        _check_keys(e, ("observable", "range", "note", "smoke"), where)
+        if "observable" not in e or "range" not in e:
+            raise _err(where, "needs observable (analysis-name.key) and range [low, high]")
+        if str(e["observable"]).split(".", 1)[0] not in names:
+            raise _err(where, f"observable {e['observable']!r} names no analysis; analyses: {', '.join(sorted(names)) or 'none'}")
+        r = e["range"]
+        if not (isinstance(r, list) and len(r) == 2 and all(isinstance(x, (int, float)) for x in r) and r[0] < r[1]):
+            raise _err(where, f"range must be [low, high] with low < high, got {r!r}")
+
+    box = raw.get("box_nm")
+    if box is not None and (not isinstance(box, (int, float)) or box <= 0):
+        raise _err(f"{f}: box_nm", f"must be a positive number (nm) or null, got {box!r}")
+    return SystemSpec(path=p.resolve(), name=str(raw["name"]), description=str(raw.get("description", "")),
+                      structure=structure, forcefield=list(forcefield), nonbonded=nonbonded, box_nm=box, ml=ml, md=md,
+                      smoke=smoke, analysis=analysis, expected=expected)

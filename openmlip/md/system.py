@@ -1,0 +1,282 @@
+"""Build, simulate and analyse a system spec (``openmlip md`` / ``openmlip run``).
+
+Outputs of ``run_system(spec, out)``::
+
+    out/md/        trajectory.h5, state.csv, checkpoint.chk/.json   (MDRunner; resumable)
+    out/md/run.json   platform and why, thread counts, ms/step, ns/day, ML atoms and charge
+    out/analysis/  results.json, CSV + PNG per analysis, report.md
+    out/checks.json   each expectation of the spec: value, range, pass
+    out/report.md     the run, the checks and the analyses in one page
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+import torch  # noqa: F401  (before openmm: openmm-torch's plugins need torch's libraries loaded)
+import openmm
+import openmm.app as app
+import openmm.unit as u
+
+from .._io import atomic_path
+from ..errors import SelectionError
+from .runner import MDRunner
+from .spec import SpecError, SystemSpec, load_spec
+
+
+def _select(spec: SystemSpec, md_top, selection, where: str) -> List[int]:
+    if selection == "all":
+        return list(range(md_top.n_atoms))
+    if isinstance(selection, list):
+        bad = [i for i in selection if not isinstance(i, int) or not 0 <= i < md_top.n_atoms]
+        if bad:
+            raise SpecError(f"{spec.path}: {where}: indices {bad[:5]} are not atoms of this {md_top.n_atoms}-atom structure")
+        return list(selection)
+    try:
+        idx = md_top.select(str(selection))
+    except Exception as exc:  # mdtraj raises several types for a bad expression
+        raise SpecError(f"{spec.path}: {where}: cannot parse selection {selection!r} ({str(exc).splitlines()[0]})") from None
+    if len(idx) == 0:
+        raise SpecError(f"{spec.path}: {where}: selection {selection!r} matches no atom "
+                        f"(residues here: {', '.join(sorted({r.name for r in md_top.residues})[:12])})")
+    return [int(i) for i in idx]
+
+
+def _add_bonds(top, atoms) -> None:
+    """Bonds of an xyz structure from covalent radii (1.2× their sum), so trajectories carry them."""
+    from ase.data import covalent_radii
+
+    r = covalent_radii[atoms.numbers]
+    d = atoms.get_all_distances()
+    all_atoms = list(top.atoms())
+    for i in range(len(atoms)):
+        for j in range(i + 1, len(atoms)):
+            if d[i, j] < 1.2 * (r[i] + r[j]):
+                top.addBond(all_atoms[i], all_atoms[j])
+
+
+def _structure(spec: SystemSpec):
+    """(topology, positions in nm [N,3], box vectors or None, mm_system or None)."""
+    nb = spec.nonbonded
+    method = getattr(app, nb["method"])
+    constraints = None if nb["constraints"] is None else getattr(app, nb["constraints"])
+    kw = dict(nonbondedMethod=method, constraints=constraints, rigidWater=bool(nb["rigid_water"]))
+    if method is not app.NoCutoff:
+        kw["nonbondedCutoff"] = float(nb["cutoff_nm"]) * u.nanometer
+    if isinstance(spec.structure, dict):
+        prmtop = app.AmberPrmtopFile(str(spec.root / spec.structure["prmtop"]))
+        inpcrd = app.AmberInpcrdFile(str(spec.root / spec.structure["inpcrd"]))
+        if nb["implicit_solvent"]:
+            kw["implicitSolvent"] = getattr(app, nb["implicit_solvent"])
+        system = prmtop.createSystem(**kw) if spec.ml["embedding"] != "none" else None
+        box = inpcrd.boxVectors
+        if box is not None:
+            prmtop.topology.setPeriodicBoxVectors(box)
+        pos = np.asarray(inpcrd.getPositions(asNumpy=True).value_in_unit(u.nanometer))
+        return prmtop.topology, pos, box, system
+    path = spec.root / spec.structure
+    if path.suffix.lower() == ".pdb":
+        pdb = app.PDBFile(str(path))
+        top = pdb.topology
+        pos = np.asarray(pdb.getPositions(asNumpy=True).value_in_unit(u.nanometer))
+        box = top.getPeriodicBoxVectors()
+        system = None
+        if spec.forcefield:
+            try:
+                ff = app.ForceField(*[spec.resolve(x) for x in spec.forcefield])
+            except Exception as exc:  # noqa: BLE001
+                raise SpecError(f"{spec.path}: forcefield: cannot load {spec.forcefield} ({str(exc).splitlines()[0]})") from None
+            if spec.ml["embedding"] != "none":
+                if box is None and method in (app.PME, app.Ewald, app.CutoffPeriodic):
+                    raise SpecError(f"{spec.path}: nonbonded.method {nb['method']} needs a box: add a CRYST1 record to the PDB")
+                try:
+                    system = ff.createSystem(top, **kw)
+                except ValueError as exc:
+                    raise SpecError(f"{spec.path}: forcefield: {str(exc).splitlines()[0]}") from None
+        return top, pos, box, system
+    from ase.io import read
+
+    from ..demo import _topology
+
+    atoms = read(str(path))
+    top = _topology(atoms.get_chemical_symbols())
+    _add_bonds(top, atoms)
+    pos = atoms.positions * 0.1
+    box = None
+    if spec.box_nm is not None:
+        box = tuple(openmm.Vec3(*(spec.box_nm if i == j else 0.0 for j in range(3))) for i in range(3)) * u.nanometer
+        top.setPeriodicBoxVectors(box)
+    return top, pos, box, None
+
+
+def build_system(spec: SystemSpec, potential: Optional[str] = None, backend: str = "torchforce") -> Dict[str, Any]:
+    """An OpenMM System for the spec: whole-system ML or ML/MM through openmm-ml's ``MLPotential``.
+
+    ``potential`` overrides ``ml.potential`` (an installed potential name or a model file).
+    """
+    import mdtraj
+    from openmmml import MLPotential
+
+    from ..openmm.registry import shipped_models
+
+    top, pos, box, mm_system = _structure(spec)
+    md_top = mdtraj.Topology.from_openmm(top)
+    ml = spec.ml
+    atoms = _select(spec, md_top, ml["selection"], "ml.selection")
+    name = potential or ml["potential"]
+    installed = shipped_models()
+    if name in installed:
+        mlp = MLPotential(name)
+    elif Path(name).is_file() or (spec.root / name).is_file():
+        path = name if Path(name).is_file() else str(spec.root / name)
+        mlp = MLPotential("openmlip", modelPath=path)
+    else:
+        raise SpecError(f"{spec.path}: ml.potential: {name!r} is neither an installed potential "
+                        f"({', '.join(sorted(installed)) or 'none installed'}) nor a model file")
+    args: Dict[str, Any] = {"precision": ml["precision"], "backend": backend}
+    if ml["charge"] is not None:
+        args["charge"] = int(round(float(ml["charge"])))
+    if ml["spin_multiplicity"] != 1:
+        args["spinMultiplicity"] = ml["spin_multiplicity"]
+    if ml["formal_charges"]:
+        pos_in_region = {a: k for k, a in enumerate(atoms)}
+        fc = [0.0] * len(atoms)
+        for k, item in enumerate(ml["formal_charges"]):
+            for i in _select(spec, md_top, item["selection"], f"ml.formal_charges[{k}].selection"):
+                if i not in pos_in_region:
+                    raise SpecError(f"{spec.path}: ml.formal_charges[{k}]: atom {i} is not in the ML region")
+                fc[pos_in_region[i]] = float(item["charge"])
+        args["formalCharges"] = fc
+        if ml["charge"] is None:
+            args["charge"] = int(round(sum(fc)))
+        elif abs(sum(fc) - float(ml["charge"])) > 1e-9:
+            raise SpecError(f"{spec.path}: ml.formal_charges sum to {sum(fc):g} but ml.charge is {ml['charge']}")
+    if ml["embedding"] == "none":
+        system = mlp.createSystem(top, **args)
+        if box is not None:
+            system.setDefaultPeriodicBoxVectors(*box)
+    else:
+        if mm_system is None:
+            raise SpecError(f"{spec.path}: embedding {ml['embedding']!r} needs an MM force field for the rest "
+                            "(forcefield: for a PDB, a prmtop otherwise)")
+        system = mlp.createMixedSystem(top, mm_system, atoms, embedding=ml["embedding"], **args)
+    return {"topology": top, "positions": pos * u.nanometer, "box": box, "system": system, "ml_atoms": atoms,
+            "mdtraj_topology": md_top, "potential": name}
+
+
+def run_md(spec: SystemSpec, out, smoke: bool = False, potential: Optional[str] = None, platform: Optional[str] = None,
+           threads: int = 1, progress: bool = True, **md_overrides) -> Dict[str, Any]:
+    """Minimise, equilibrate and run the spec's MD into ``out`` (resumes from ``out/checkpoint.chk``)."""
+    md = spec.md_settings(smoke, **md_overrides)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(threads)
+    built = build_system(spec, potential)
+    runner = MDRunner(built["system"], built["topology"], built["positions"], out, temperature=md["temperature_K"],
+                      friction_per_ps=md["friction_per_ps"], timestep_fs=md["timestep_fs"], pressure_bar=md["pressure_bar"],
+                      report_interval=md["report_interval"], checkpoint_interval=md["checkpoint_interval"],
+                      platform=platform, threads=threads, seed=md["seed"], max_energy_jump=md["max_energy_jump_kJmol"],
+                      box_vectors=built["box"], minimize_iterations=md["minimize_iterations"])
+    for line in runner.platform_reasons:
+        print(f"platform {line}")
+    res = runner.run(md["steps"], minimize=md["minimize_iterations"] > 0, progress=progress)
+    ns_day = md["timestep_fs"] * 1e-6 / (res["ms_per_step"] * 1e-3) * 86400
+    info = {"system": spec.name, "spec": str(spec.path), "smoke": smoke, "md": md, "potential": built["potential"],
+            "ml_atoms": len(built["ml_atoms"]), "atoms": built["topology"].getNumAtoms(), "embedding": spec.ml["embedding"],
+            "platform": res["platform"], "platform_reasons": res["platform_reasons"],
+            "threads": {"torch": threads, "openmm": threads}, "steps": res["steps"], "resumed": res["resumed"],
+            "ms_per_step": res["ms_per_step"], "ns_per_day": ns_day, "trajectory": res["trajectory"], "state": res["state"]}
+    with atomic_path(out / "run.json") as tmp:
+        Path(tmp).write_text(json.dumps(info, indent=1))
+    return info
+
+
+def _lookup(results: Dict[str, Any], observable: str) -> Optional[float]:
+    name, _, key = observable.partition(".")
+    entry = results.get(name)
+    if not isinstance(entry, dict) or key not in entry:
+        return None
+    v = entry[key]
+    return float(v) if isinstance(v, (int, float)) else None
+
+
+def analyze_system(spec: SystemSpec, trajectory, out, smoke: bool = False, **md_overrides) -> Dict[str, Any]:
+    """The spec's analyses on the production part of ``trajectory``, and its expectations checked."""
+    from ..analysis.report import analyze, load_trajectory
+
+    md = spec.md_settings(smoke, **md_overrides)
+    traj = load_trajectory(str(trajectory))
+    t_eq = md["equilibrate_steps"] * md["timestep_fs"] / 1000.0
+    keep = np.where(np.asarray(traj.time) >= t_eq - 1e-9)[0]
+    if len(keep) < 2:
+        raise SpecError(f"{trajectory}: only {len(keep)} frame(s) after equilibration ({t_eq:g} ps); "
+                        "run the MD to completion first")
+    traj = traj[keep]
+    a = spec.analysis
+    results = analyze(traj, out, bonds=[(b["elements"][0], b["elements"][1]) for b in a["bonds"]],
+                      rdfs=[(r["a"], r["b"]) for r in a["rdf"]], msds=[m["selection"] for m in a["msd"]],
+                      r_max=float(a["rdf"][0].get("r_max_nm", 1.0)) if a["rdf"] else 1.0,
+                      names={"bonds": [b["name"] for b in a["bonds"]], "rdf": [r["name"] for r in a["rdf"]],
+                             "msd": [m["name"] for m in a["msd"]]},
+                      bond_selections=[b.get("selection") for b in a["bonds"]],
+                      r_maxes=[float(r.get("r_max_nm", 1.0)) for r in a["rdf"]],
+                      fit_windows=[m.get("fit_window_ps") for m in a["msd"]])
+    checks = []
+    for e in spec.expected:
+        if smoke and e.get("smoke", True) is False:
+            continue
+        value = _lookup(results, e["observable"])
+        lo, hi = e["range"]
+        ok = value is not None and math.isfinite(value) and lo <= value <= hi
+        checks.append({"observable": e["observable"], "value": value, "range": [lo, hi], "pass": bool(ok),
+                       "note": e.get("note", "")})
+    with atomic_path(Path(out) / "checks.json") as tmp:
+        Path(tmp).write_text(json.dumps(checks, indent=1))
+    return {"results": results, "checks": checks, "frames": int(traj.n_frames)}
+
+
+def write_report(spec: SystemSpec, run_info: Dict[str, Any], analysis: Dict[str, Any], out) -> Path:
+    out = Path(out)
+    lines = [f"# {spec.name}", "", spec.description, "",
+             "| | |", "| --- | --- |",
+             f"| atoms (ML) | {run_info['atoms']} ({run_info['ml_atoms']}, embedding {run_info['embedding']}) |",
+             f"| potential | {run_info['potential']} |",
+             f"| MD | {run_info['steps']} steps of {run_info['md']['timestep_fs']} fs, {run_info['md']['temperature_K']} K"
+             + (f", {run_info['md']['pressure_bar']} bar (NPT)" if run_info["md"]["pressure_bar"] else " (NVT)")
+             + f", first {run_info['md']['equilibrate_steps']} steps equilibration |",
+             f"| platform | {run_info['platform']} ({'; '.join(run_info['platform_reasons'])}) |",
+             f"| threads | torch {run_info['threads']['torch']}, OpenMM {run_info['threads']['openmm']} |",
+             f"| speed | {run_info['ms_per_step']:.2f} ms/step, {run_info['ns_per_day']:.3f} ns/day |",
+             "", "## Expected observables", ""]
+    if analysis["checks"]:
+        lines += ["| observable | value | expected | pass | note |", "| --- | --- | --- | --- | --- |"]
+        for c in analysis["checks"]:
+            v = "missing" if c["value"] is None else f"{c['value']:.4g}"
+            lines.append(f"| {c['observable']} | {v} | {c['range'][0]:g}–{c['range'][1]:g} | {'yes' if c['pass'] else '**NO**'} | {c['note']} |")
+    else:
+        lines.append("None listed in the spec.")
+    body = (out / "analysis" / "report.md").read_text().split("\n", 1)[1]
+    body = body.replace("](", "](analysis/")
+    lines += ["", "## Analyses (production frames)", body]
+    with atomic_path(out / "report.md") as tmp:
+        Path(tmp).write_text("\n".join(lines))
+    return out / "report.md"
+
+
+def run_system(spec, out, smoke: bool = False, potential: Optional[str] = None, platform: Optional[str] = None,
+               threads: int = 1, progress: bool = True, **md_overrides) -> Dict[str, Any]:
+    """MD then analyses then report: ``openmlip run SYSTEM``."""
+    if not isinstance(spec, SystemSpec):
+        spec = load_spec(spec)
+    out = Path(out)
+    info = run_md(spec, out / "md", smoke, potential, platform, threads, progress, **md_overrides)
+    ana = analyze_system(spec, out / "md" / "trajectory.h5", out / "analysis", smoke, **md_overrides)
+    report = write_report(spec, info, ana, out)
+    with atomic_path(out / "checks.json") as tmp:
+        Path(tmp).write_text(json.dumps(ana["checks"], indent=1))
+    return {"run": info, "analysis": ana, "report": str(report), "passed": all(c["pass"] for c in ana["checks"])}

@@ -1,0 +1,130 @@
+"""Shipped system specs: each validates, runs end to end on the shipped potential (smoke settings) and
+meets its expected observables; bad specs give one-line errors with exit code 2; killed runs resume."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import mdtraj
+import numpy as np
+import pytest
+
+from openmlip.md.spec import SpecError, load_spec
+from openmlip.md.system import build_system, run_system
+
+ROOT = Path(__file__).resolve().parents[1]
+SPECS = sorted(ROOT.glob("systems/*/system*.yaml"))
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "openmlip.cli", *args], capture_output=True, text=True, timeout=600, cwd=cwd)
+
+
+def test_every_shipped_system_has_a_spec():
+    names = {p.parent.name for p in SPECS}
+    assert {"ammonium-water", "water-box", "alanine-dipeptide", "t4l99a-pxylene"} <= names
+    assert ROOT / "systems/ammonium-water/system-full-ml.yaml" in SPECS
+
+
+@pytest.mark.parametrize("spec_path", SPECS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_spec_end_to_end_meets_expected_observables(spec_path, tmp_path):
+    spec = load_spec(spec_path)
+    assert spec.expected, "a shipped system must state expected observables"
+    res = run_system(spec, tmp_path / "run", smoke=True, progress=False)
+    md = spec.md_settings(smoke=True)
+    traj = mdtraj.load(str(tmp_path / "run/md/trajectory.h5"))
+    assert traj.n_frames == md["steps"] // md["report_interval"]
+    np.testing.assert_allclose(np.diff(traj.time), md["report_interval"] * md["timestep_fs"] / 1000, rtol=1e-4)
+    failed = [c for c in res["analysis"]["checks"] if not c["pass"]]
+    assert not failed, f"{spec.name}: {failed}"
+    report = (tmp_path / "run/report.md").read_text()
+    assert spec.name in report and "Expected observables" in report
+    for c in res["analysis"]["checks"]:
+        assert c["observable"] in report
+    run = json.loads((tmp_path / "run/md/run.json").read_text())
+    assert run["threads"] == {"torch": 1, "openmm": 1} and run["ns_per_day"] > 0
+
+
+def test_ml_region_and_charge_of_the_charged_system():
+    spec = load_spec(ROOT / "systems/ammonium-water")
+    built = build_system(spec)
+    top = built["mdtraj_topology"]
+    assert [top.atom(i).residue.name for i in built["ml_atoms"]] == ["NH4"] * 5
+    import openmm
+
+    # mechanical embedding: the ML atoms' intramolecular MM terms are gone, their LJ/charges to water stay
+    nb = [f for f in built["system"].getForces() if isinstance(f, openmm.NonbondedForce)][0]
+    q = sum(nb.getParticleParameters(i)[0]._value for i in built["ml_atoms"])
+    assert q == pytest.approx(1.0, abs=1e-6)
+
+
+BAD = {
+    "missing key": ("name: x\nml: {selection: all}\n", "missing required key 'structure'"),
+    "missing file": ("name: x\nstructure: nothere.pdb\nml: {selection: all, embedding: none}\n", "file 'nothere.pdb' not found"),
+    "unknown key": ("name: x\nstructure: s.xyz\nml: {selection: all, embedding: none, charge: 1}\nmd: {stepz: 3}\n",
+                    "unknown key(s) 'stepz'"),
+    "empty selection": ("name: x\nstructure: s.xyz\nml: {selection: resname XYZ, embedding: mechanical}\n"
+                        "forcefield: [amber14/tip3p.xml]\n", "matches no atom"),
+    "bad embedding": ("name: x\nstructure: s.xyz\nml: {selection: all, embedding: magnetic}\n", "'magnetic' is not one of"),
+    "bad range": ("name: x\nstructure: s.xyz\nml: {selection: all, embedding: none}\n"
+                  "analysis: {bonds: [{name: oh, elements: O-H}]}\nexpected: [{observable: oh.mean_A, range: [2, 1]}]\n",
+                  "range must be [low, high]"),
+    "unknown observable": ("name: x\nstructure: s.xyz\nml: {selection: all, embedding: none}\n"
+                           "expected: [{observable: nh.mean_A, range: [1, 2]}]\n", "names no analysis"),
+    "not yaml": ("name: [x\n", "not valid YAML"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_spec_is_one_line_exit_2(case, tmp_path):
+    text, message = BAD[case]
+    (tmp_path / "s.xyz").write_text("3\nwater\nO 0 0 0\nH 0.96 0 0\nH -0.24 0.93 0\n")
+    (tmp_path / "system.yaml").write_text(text)
+    if case != "empty selection":
+        with pytest.raises(SpecError) as err:
+            load_spec(tmp_path)
+        assert message in str(err.value)
+    proc = _cli("md", str(tmp_path), "--out", str(tmp_path / "out"), "--quiet")
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("openmlip: error:")]
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_md_then_analyze_cli_and_resume_after_kill(tmp_path):
+    """openmlip md killed mid-run resumes with continuous unique frames; analyze --system checks them."""
+    import os
+    import signal
+    import time
+
+    spec = ROOT / "systems/ammonium-cluster"
+    out = tmp_path / "md"
+    args = [sys.executable, "-m", "openmlip.cli", "md", str(spec), "--smoke", "--out", str(out), "--quiet"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline:  # wait until a checkpoint after step 0 exists, then kill hard
+        meta = out / "checkpoint.json"
+        if meta.exists() and json.loads(meta.read_text())["step"] >= 100:
+            break
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = _cli("md", str(spec), "--smoke", "--out", str(out), "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert "resumed" in done.stdout
+    traj = mdtraj.load(str(out / "trajectory.h5"))
+    md = load_spec(spec).md_settings(smoke=True)
+    expected = np.arange(1, md["steps"] // md["report_interval"] + 1) * md["report_interval"] * md["timestep_fs"] / 1000
+    np.testing.assert_allclose(traj.time, expected, rtol=1e-5)
+    an = _cli("analyze", str(out / "trajectory.h5"), "--system", str(spec), "--smoke", "--strict", "--out", str(tmp_path / "an"))
+    assert an.returncode == 0, an.stdout + an.stderr
+    checks = json.loads((tmp_path / "an/checks.json").read_text())
+    assert {c["observable"] for c in checks} == {"nh.mean_A", "nh.max_A", "oh.mean_A"}
+
+
+@pytest.mark.parametrize("cmd", ["md", "run"])
+def test_md_and_run_help(cmd):
+    proc = _cli(cmd, "--help")
+    assert proc.returncode == 0 and "system.yaml" in proc.stdout and "--smoke" in proc.stdout

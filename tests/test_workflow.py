@@ -1,0 +1,92 @@
+"""Snakemake: the smoke workflow end to end, reruns limited to what depends on a touched file, a dry run
+of the full workflow, and lint."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+
+
+def _snake(*args, timeout=600):
+    return subprocess.run([SNAKEMAKE, "-s", "workflows/Snakefile", "--nolock", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _jobs(output: str) -> dict:
+    """Job counts from snakemake's 'Job stats' table."""
+    block = output.split("Job stats:", 1)[1]
+    counts = {}
+    for line in block.splitlines()[3:]:
+        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if not m:
+            break
+        counts[m.group(1)] = int(m.group(2))
+    return counts
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("wf") / "results"
+    t0 = time.perf_counter()
+    proc = _snake("--cores", "2", "--configfile", "workflows/config/smoke.yaml", "--config", f"output={out}")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out, time.perf_counter() - t0
+
+
+def test_smoke_workflow_end_to_end(smoke):
+    out, seconds = smoke
+    assert seconds < 300
+    report = (out / "report.md").read_text()
+    for name in ("ammonium-cluster", "ammonium-water"):
+        assert f"[{name}]" in report
+        run = json.loads((out / "md" / name / "run.json").read_text())
+        assert run["smoke"] is True and Path(run["potential"]).resolve() == (out / "model.pt").resolve()
+        checks = json.loads((out / "analysis" / name / "checks.json").read_text())
+        assert checks and all(set(c) >= {"observable", "value", "range", "pass"} for c in checks)
+    from openmlip.deploy import load_model
+
+    _, meta = load_model(out / "model.pt")
+    assert meta["elements"] == ["H", "N", "O"]
+    assert "Training" in report
+
+
+def test_touching_an_upstream_file_reruns_only_its_dependents(smoke):
+    out, _ = smoke
+    args = ("-n", "--cores", "2", "--configfile", "workflows/config/smoke.yaml", "--config", f"output={out}")
+    assert "Nothing to be done" in (lambda p: p.stdout + p.stderr)(_snake(*args))
+    later = time.time() + 10
+    os.utime(out / "model.pt", (later, later))
+    assert _jobs(_snake(*args).stdout) == {"md": 2, "analyze": 2, "report": 1, "all": 1, "total": 6}
+    later += 10
+    os.utime(out / "data" / "dataset.h5", (later, later))
+    assert _jobs(_snake(*args).stdout) == {"train_config": 1, "train": 1, "deploy": 1, "md": 2, "analyze": 2, "report": 1,
+                                           "all": 1, "total": 9}
+
+
+def test_full_workflow_dry_run():
+    proc = _snake("-n", "--cores", "2", "--configfile", "workflows/config/default.yaml", "--config", "output=/tmp/openmlip-dry")
+    assert proc.returncode == 0, proc.stderr
+    jobs = _jobs(proc.stdout)
+    assert jobs == {"generate_data": 1, "train_config": 1, "train": 1, "deploy": 1, "md": 6, "analyze": 6, "report": 1,
+                    "all": 1, "total": 18}
+
+
+def test_lint_is_clean():
+    proc = _snake("--lint", "--configfile", "workflows/config/smoke.yaml")
+    assert proc.returncode == 0
+    assert "Congratulations, your workflow is in a good condition!" in proc.stdout + proc.stderr
+
+
+def test_config_is_schema_validated():
+    proc = _snake("-n", "--configfile", "workflows/config/smoke.yaml", "--config", "output=/tmp/x", "bogus=1")
+    assert proc.returncode != 0
+    assert "bogus" in proc.stdout + proc.stderr
