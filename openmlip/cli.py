@@ -120,6 +120,16 @@ def _cmd_run(args) -> int:
     return 0 if ok or not args.strict else 1
 
 
+def _cmd_data_relabel(args) -> int:
+    from .data.dft import relabel
+
+    man = relabel(args.input, args.out, args.conformers, args.xc, args.basis, args.seed, args.molecules or None,
+                  progress=not args.quiet)
+    print(f"{man['conformers']} conformers relabelled with {man['method']} ({man['computed_this_run']} computed in this run) "
+          f"in {args.out}; keys dft_total_energy, dft_total_gradient, dft_charges (meta-Löwdin)")
+    return 0
+
+
 def _pair(text: str):
     parts = text.replace("–", "-").split("-")
     if len(parts) != 2 or not all(parts):
@@ -180,6 +190,16 @@ def build_parser() -> argparse.ArgumentParser:
     dg.add_argument("--seed", type=int, default=0)
     dg.add_argument("--quiet", action="store_true")
     dg.set_defaults(func=_cmd_data_generate)
+    dr = dsub.add_parser("relabel", help="recompute a subset of conformers with DFT (PySCF; resumable)")
+    dr.add_argument("input", help="SPICE-layout HDF5 with xTB labels (from data generate)")
+    dr.add_argument("--out", required=True, help="output SPICE-layout HDF5 (keys dft_total_energy, dft_total_gradient, dft_charges)")
+    dr.add_argument("--conformers", type=int, default=20, help="how many, spread evenly over molecules (default 20)")
+    dr.add_argument("--xc", default="wb97x", help="exchange-correlation functional (PySCF/libxc name; default wb97x)")
+    dr.add_argument("--basis", default="def2-svp", help="basis set (default def2-svp)")
+    dr.add_argument("--molecules", nargs="*", help="only these molecules (group names)")
+    dr.add_argument("--seed", type=int, default=0)
+    dr.add_argument("--quiet", action="store_true")
+    dr.set_defaults(func=_cmd_data_relabel)
     t = sub.add_parser("train", help="train a potential from a YAML config (resumes if its output folder has a checkpoint)")
     t.add_argument("config", help="training YAML (see docs/training.md)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -1,6 +1,7 @@
 """GFN2-xTB reference generation (real tblite): labels at the right charge, resume without recomputation."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from openmlip import units
@@ -50,3 +51,72 @@ def test_unknown_template_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"unknown template\(s\) \['ammonium-ice'\]; available: "):
         generate(tmp_path / "x.h5", ["ammonium-ice"], conformers=1, progress=False)
     assert "p-xylene" in TEMPLATES and TEMPLATES["acetate"].charge == -1
+
+
+def test_killed_template_resumes_mid_trajectory_identically(tmp_path):
+    """A run stopped inside a template continues its MD from the checkpoint: same conformers as uninterrupted."""
+    names = ["ammonium-water1"]
+    kw = dict(conformers=6, stride=4, progress=False, checkpoint_every=2)
+    whole = generate(tmp_path / "whole.h5", names, **kw)
+    assert whole["computed_this_run"] == 6
+    first = generate(tmp_path / "cut.h5", names, stop_after_conformers=3, **kw)
+    assert first == {"status": "interrupted", "computed": 3}
+    assert (tmp_path / "cut.h5.parts" / "ammonium-water1.partial.pkl").exists()
+    assert not (tmp_path / "cut.h5").exists()
+    second = generate(tmp_path / "cut.h5", names, **kw)
+    assert second["computed_this_run"] == 3  # the 3 saved conformers were not recomputed
+    assert not (tmp_path / "cut.h5.parts" / "ammonium-water1.partial.pkl").exists()
+    keys = dict(energy_key="xtb_total_energy", gradient_key="xtb_total_gradient", charges_key="xtb_charges")
+    a = list(read_spice(tmp_path / "whole.h5", **keys))
+    b = list(read_spice(tmp_path / "cut.h5", **keys))
+    assert len(a) == len(b) == 6
+    for x, y in zip(a, b):  # same trajectory; xTB's threaded SCC leaves ~1e-8 Å of noise between processes
+        np.testing.assert_allclose(x.positions, y.positions, atol=1e-6)
+        assert x.energy == pytest.approx(y.energy, abs=1e-6)
+
+
+def test_stretch_template_spans_the_bond_breaking_curve(tmp_path):
+    from openmlip.data.generate import sample_template
+
+    confs = sample_template(TEMPLATES["ammonium-stretch"], 8, seed=0)
+    r = np.array([np.linalg.norm(s.positions[1:] - s.positions[0], axis=1).max() for s in confs])
+    assert r.min() < 1.1 and r.max() > 2.3  # 0.85x .. 2.6x of 1.03 Å
+    e = np.array([s.energy for s in confs])
+    assert e[-1] - e.min() > 2.0  # eV: pulling an H off NH4+ costs energy (xTB), which the model must learn
+    for s in confs:
+        assert abs(s.charges.sum() - 1.0) < 1e-6
+
+
+def test_isolated_atom_energies_are_ground_state_atoms():
+    from openmlip.data.generate import isolated_atom_energies
+
+    e = isolated_atom_energies(["H", "O"])
+    assert e["H"] == pytest.approx(-10.707, abs=0.01)  # GFN2-xTB H atom, doublet
+    with pytest.raises(ValueError, match="no ground-state multiplicity known for 'Xe'"):
+        isolated_atom_energies(["Xe"])
+
+
+def test_dft_relabel_charged_species_resumes_and_is_consistent(tmp_path):
+    """PySCF relabelling: charge +1 is used (not the radical), forces = -dE/dx, charges sum to Q, resume."""
+    from openmlip.data.dft import KEYS, dft_label, relabel
+
+    src = tmp_path / "xtb.h5"
+    generate(src, ["ammonium"], conformers=3, stride=5, progress=False)
+    out = tmp_path / "dft.h5"
+    first = relabel(src, out, 2, xc="b3lyp", basis="sto-3g", progress=False, stop_after=1)
+    assert first == {"status": "interrupted", "computed": 1} and not out.exists()
+    man = relabel(src, out, 2, xc="b3lyp", basis="sto-3g", progress=False)
+    assert man["computed_this_run"] == 1 and man["conformers"] == 2
+    data = list(read_spice(out, **KEYS))
+    s = data[0]
+    assert s.total_charge == 1.0 and abs(s.charges.sum() - 1.0) < 1e-6
+    # forces equal -dE/dx (central finite difference on one coordinate)
+    h = 1e-3
+    plus, minus = s.positions.copy(), s.positions.copy()
+    plus[1, 0] += h
+    minus[1, 0] -= h
+    from dataclasses import replace
+
+    ep = dft_label(replace(s, positions=plus), "b3lyp", "sto-3g").energy
+    em = dft_label(replace(s, positions=minus), "b3lyp", "sto-3g").energy
+    assert s.forces[1, 0] == pytest.approx(-(ep - em) / (2 * h), abs=2e-3)

@@ -216,3 +216,16 @@ def test_locality(arch, agg):
             coulomb = COULOMB_EV_ANGSTROM * np.sum(qa[:, None] * qb[None] * erf(r / 1.0) / r)
             assert abs(coulomb) > 1e-4  # a real interaction is being checked
             assert abs(diff - coulomb) <= 1e-10
+
+
+def test_atoms_without_neighbours_are_valid_input(arch, agg):
+    """A lone ion or a fragment beyond the cutoff (zero edges) gives finite energy, zero force, exact charge."""
+    model = make_model(arch, agg)
+    pos = torch.tensor([[0.0, 0.0, 0.0], [20.0, 0.0, 0.0]], dtype=torch.float64, requires_grad=True)
+    out = model({"pos": pos, "atomic_numbers": torch.tensor([11, 17]), "total_charge": torch.tensor([0.0]),
+                 "formal_charges": torch.tensor([1.0, -1.0], dtype=torch.float64)}, False)
+    e = out["energy"].sum()
+    assert torch.isfinite(e)
+    (g,) = torch.autograd.grad(e, pos)
+    assert torch.allclose(g, torch.zeros_like(g), atol=1e-12)
+    assert torch.allclose(out["charges"], torch.tensor([1.0, -1.0], dtype=torch.float64), atol=1e-12)

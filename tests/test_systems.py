@@ -37,6 +37,9 @@ def test_spec_end_to_end_meets_expected_observables(spec_path, tmp_path):
     traj = mdtraj.load(str(tmp_path / "run/md/trajectory.h5"))
     assert traj.n_frames == md["steps"] // md["report_interval"]
     np.testing.assert_allclose(np.diff(traj.time), md["report_interval"] * md["timestep_fs"] / 1000, rtol=1e-4)
+    if md["pressure_bar"]:  # NPT: the Monte Carlo barostat changed the box, and density stays liquid-like
+        vols = traj.unitcell_volumes
+        assert np.ptp(vols) > 0 and np.all(np.abs(vols / vols[0] - 1) < 0.1)
     failed = [c for c in res["analysis"]["checks"] if not c["pass"]]
     assert not failed, f"{spec.name}: {failed}"
     report = (tmp_path / "run/report.md").read_text()

@@ -113,3 +113,24 @@ def test_config_errors(tmp_path):
 
     with pytest.raises(UnsupportedElementError, match="element\\(s\\) N not supported"):
         Trainer(cfg, progress=False).run()
+
+
+def test_reference_energy_options_set_the_isolated_atom_limit(tmp_path):
+    """Given per-element references, an isolated atom's energy is exactly its reference (Allegro: no pairs)."""
+    import torch
+
+    data = tmp_path / "d.h5"
+    _dataset(data, per_molecule=2)
+    ref = {"H": -1.5, "C": -7.0, "N": -8.25, "O": -9.75}
+    cfg = _config(tmp_path, data, max_epochs=1, reference_energies=ref)
+    Trainer(cfg, progress=False).run()
+    state = torch.load(tmp_path / "run" / "best.pt", weights_only=False)
+    from openmlip.models import build_model
+
+    model = build_model(dict(cfg.model), dtype=torch.float32)
+    model.load_state_dict(state["model"])
+    for z, sym in ((1, "H"), (8, "O")):
+        out = model({"pos": torch.zeros(1, 3), "atomic_numbers": torch.tensor([z]), "total_charge": torch.tensor([0.0])}, False)
+        assert float(out["energy"].sum()) == pytest.approx(ref[sym], abs=1e-5)
+    with pytest.raises(ValueError, match="reference_energies must be 'least_squares', 'gfn2-xtb-atoms' or a mapping"):
+        _config(tmp_path, data, reference_energies="magic")

@@ -78,7 +78,8 @@ class _AllegroLayer(torch.nn.Module):
         env_atom = torch.zeros((num_atoms, env_edge.shape[1], env_edge.shape[2]), dtype=x.dtype, device=x.device)
         env_atom = env_atom.index_add(0, center, env_edge) * self.inv_sqrt_nn
         out = self.tp(v, env_atom.index_select(0, center))
-        scalars = out.index_select(2, self.scalar_cols).reshape(out.shape[0], -1)
+        sel = out.index_select(2, self.scalar_cols)
+        scalars = sel.reshape(out.shape[0], sel.shape[1] * sel.shape[2])  # explicit: valid with zero edges too
         x = (x + self.latent_mlp(torch.cat([x, scalars], dim=1)) * u.unsqueeze(-1)) * 0.7071067811865476
         if not self.last:
             v = self.linear(out)

@@ -109,7 +109,7 @@ class _Mix(torch.nn.Module):
         e = block.shape[0]
         if self.n_paths == 0:
             return torch.zeros((e, self.channels, self.dim), dtype=block.dtype, device=block.device)
-        b = block.reshape(e, -1, self.n_paths, self.dim).reshape(e, -1, self.dim)
+        b = block.reshape(e, self.channels, self.n_paths, self.dim).reshape(e, self.channels * self.n_paths, self.dim)
         return torch.einsum("eam,ab->ebm", b, self.weight)
 
 

@@ -146,6 +146,12 @@ class Trainer:
             raise ValueError(f"{len(missing)} structures lack energy or forces labels (e.g. {missing[0]!r})")
         return split_by_molecule(structures, self.cfg.valid_fraction, self.cfg.test_fraction, self.cfg.seed), elements
 
+    def _trainable(self, model):
+        """Parameters to optimise: with given (non-least-squares) reference energies the per-element
+        shifts stay fixed, so an isolated atom's energy is exactly its reference."""
+        fixed = self.cfg.reference_energies != "least_squares"
+        return [p for n, p in model.named_parameters() if not (fixed and n == "per_species_shift")]
+
     def _fresh_state(self, train, elements):
         torch.manual_seed(self.cfg.seed)
         model = build_model(dict(self.cfg.model), dtype=self.dtype)
@@ -165,7 +171,7 @@ class Trainer:
         with torch.no_grad():
             model.per_species_shift.copy_(torch.tensor(e_ref, dtype=self.dtype))
             model.per_species_scale.fill_(max(f_rms, 1e-3))
-        opt = torch.optim.AdamW(model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        opt = torch.optim.AdamW(self._trainable(model), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
         return {
             "model": model.state_dict(), "optimizer": opt.state_dict(),
             "ema": {k: v.detach().clone() for k, v in model.state_dict().items()},
@@ -211,7 +217,7 @@ class Trainer:
             state = self._fresh_state(train, elements)
         model = build_model(dict(cfg.model), dtype=self.dtype)
         model.load_state_dict(state["model"])
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        opt = torch.optim.AdamW(self._trainable(model), lr=cfg.lr, weight_decay=cfg.weight_decay)
         opt.load_state_dict(state["optimizer"])
         ema = state["ema"]
         steps_per_epoch = math.ceil(len(train) / cfg.batch_size)

@@ -1,0 +1,91 @@
+"""DFT relabelling of a subset of conformers with PySCF (``openmlip data relabel``).
+
+Each chosen conformer is recomputed at the given functional/basis at its own total charge and spin
+multiplicity (restricted Kohn–Sham for singlets, unrestricted otherwise): energy, analytic gradient and
+meta-Löwdin partial charges (basis-set stable, unlike Mulliken).  Written in the SPICE layout with keys
+``dft_total_energy``, ``dft_total_gradient``, ``dft_charges`` (hartree, hartree/bohr, e), so the same
+reader and trainer take it.  A checkpoint (``<output>.partial.pkl``) is written after every conformer:
+a killed run recomputes nothing it finished; the output file is written atomically at the end.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from .structure import Structure
+
+KEYS = dict(energy_key="dft_total_energy", gradient_key="dft_total_gradient", charges_key="dft_charges")
+
+
+def dft_label(s: Structure, xc: str = "wb97x", basis: str = "def2-svp", threads: int = 1) -> Structure:
+    """A copy of ``s`` with PySCF energy (eV), forces (eV/Å) and meta-Löwdin charges (e)."""
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    from pyscf import dft, gto, lib
+
+    from .. import units
+
+    lib.num_threads(threads)
+    charge = int(round(s.total_charge))
+    spin = int(round(s.spin_multiplicity)) - 1
+    mol = gto.M(atom=[(int(z), tuple(p)) for z, p in zip(s.numbers, s.positions)], unit="Angstrom", basis=basis,
+                charge=charge, spin=spin, verbose=0)
+    mf = dft.RKS(mol) if spin == 0 else dft.UKS(mol)
+    mf.xc = xc
+    mf.conv_tol = 1e-9
+    e = mf.kernel()
+    if not mf.converged:
+        raise RuntimeError(f"SCF did not converge for a conformer of {s.name!r} ({xc}/{basis})")
+    grad = mf.nuc_grad_method().kernel()
+    _, q = mf.mulliken_meta(verbose=0)
+    out = Structure(numbers=s.numbers.copy(), positions=s.positions.copy(), total_charge=s.total_charge,
+                    spin_multiplicity=s.spin_multiplicity, energy=float(e) * units.HARTREE_TO_EV,
+                    forces=-np.asarray(grad) * units.HARTREE_TO_EV / units.BOHR_TO_ANGSTROM, charges=np.asarray(q, dtype=float),
+                    formal_charges=s.formal_charges, name=s.name, subset=s.subset)
+    return out
+
+
+def relabel(input_path, output, n: int, xc: str = "wb97x", basis: str = "def2-svp", seed: int = 0,
+            molecules: Optional[List[str]] = None, source_keys: Optional[Dict[str, str]] = None, progress: bool = True,
+            stop_after: Optional[int] = None) -> Dict[str, object]:
+    """Relabel ``n`` conformers of ``input_path`` (spread evenly over molecules, random within each)."""
+    from tqdm.auto import tqdm
+
+    from .spice import read_spice, write_spice
+
+    keys = source_keys or dict(energy_key="xtb_total_energy", gradient_key="xtb_total_gradient", charges_key="xtb_charges")
+    structs = [s for s in read_spice(input_path, **keys) if molecules is None or s.name in molecules]
+    if not structs:
+        raise ValueError(f"no conformers in {input_path}" + (f" for molecules {molecules}" if molecules else ""))
+    rng = np.random.default_rng(seed)
+    by: Dict[str, List[int]] = {}
+    for i, s in enumerate(structs):
+        by.setdefault(s.name, []).append(i)
+    order = {k: list(rng.permutation(v)) for k, v in sorted(by.items())}
+    chosen: List[int] = []
+    while len(chosen) < min(n, len(structs)):  # round robin over molecules
+        for k in order:
+            if order[k] and len(chosen) < n:
+                chosen.append(int(order[k].pop(0)))
+    output = Path(output)
+    partial = output.parent / (output.name + ".partial.pkl")
+    done: List[Structure] = pickle.loads(partial.read_bytes())["done"] if partial.exists() else []
+    from .._io import atomic_path
+
+    computed = 0
+    with tqdm(total=len(chosen), initial=len(done), desc=f"{xc}/{basis}", unit="conf", disable=not progress) as bar:
+        for i in chosen[len(done):]:
+            if stop_after is not None and computed >= stop_after:
+                return {"status": "interrupted", "computed": computed}
+            done.append(dft_label(structs[i], xc, basis))
+            computed += 1
+            with atomic_path(partial) as tmp:
+                Path(tmp).write_bytes(pickle.dumps({"done": done, "chosen": chosen}))
+            bar.update(1)
+    counts = write_spice(output, done, **KEYS)
+    partial.unlink(missing_ok=True)
+    return {"status": "finished", "computed_this_run": computed, "conformers": sum(counts.values()), "method": f"{xc}/{basis} (PySCF)",
+            "charges": "meta-Löwdin", "keys": KEYS}
