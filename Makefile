@@ -8,20 +8,20 @@ STAMP := $(VENV)/.openmlip-installed
 # each test process pins torch to 1 thread (tests/conftest.py).
 PYTEST_ARGS ?= -n 2
 
-.PHONY: venv run test doctor bench clean
+.PHONY: venv run test doctor demo bench clean
 
-$(STAMP): pyproject.toml plugins/openmlip-xtb-v1/pyproject.toml
+$(STAMP): pyproject.toml plugins/openmlip-xtb-v2/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test,data]'
-	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e plugins/openmlip-xtb-v1
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e plugins/openmlip-xtb-v2
 	touch $(STAMP)
 
 venv: $(STAMP)
 
 run: $(STAMP)
 	$(VENV)/bin/openmlip doctor
-	$(VENV)/bin/openmlip demo --out out/demo
+	$(VENV)/bin/openmlip run systems/ammonium-water --out out/ammonium-water
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -34,3 +34,6 @@ bench: $(STAMP)
 
 clean:
 	rm -rf out .pytest_cache
+
+demo: $(STAMP)
+	$(VENV)/bin/openmlip demo --out out/demo

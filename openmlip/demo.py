@@ -1,6 +1,6 @@
 """The vertical slice as a runnable job: model file -> TorchForce -> OpenMM MD of NH4+(H2O)4.
 
-The model is the shipped potential (``plugins/openmlip-xtb-v1``, found through its entry point) when
+The model is the shipped potential (``plugins/openmlip-xtb-v2``, found through its entry point) when
 it is installed; ``model="random"`` builds a randomly initialised default model instead (wiring only).
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ def _topology(symbols):
     return top
 
 
-DEFAULT_POTENTIAL = "openmlip-xtb-v1"
+DEFAULT_POTENTIAL = "openmlip-xtb-v2"
 
 
 def _model_file(model: str, out: Path, seed: int) -> Path:

@@ -11,7 +11,7 @@ from openmlip.deploy import load_model
 from openmlip.openmm.registry import shipped_models
 
 ROOT = Path(__file__).resolve().parent.parent
-NAME = "openmlip-xtb-v1"
+NAME = "openmlip-xtb-v2"
 
 
 def test_shipped_plugin_is_installed_and_valid():
@@ -26,7 +26,7 @@ def test_shipped_plugin_is_installed_and_valid():
 def test_card_metrics_reproduce_on_the_shipped_test_molecules():
     model, meta = load_model(shipped_models()[NAME])
     test_names = set(meta["provenance"]["split"]["test_molecules"])
-    data = [s for s in read_spice(ROOT / "openmlip" / "datasets" / "openmlip-xtb-v1.h5", energy_key="xtb_total_energy",
+    data = [s for s in read_spice(ROOT / "openmlip" / "datasets" / "openmlip-xtb-v2.h5", energy_key="xtb_total_energy",
                                   gradient_key="xtb_total_gradient", charges_key="xtb_charges") if s.name in test_names]
     de, df = [], []
     for s in data:
@@ -40,3 +40,21 @@ def test_card_metrics_reproduce_on_the_shipped_test_molecules():
     card = meta["metrics"]["test"]
     assert abs(f_mae - card["forces_mae_meV_per_A"]) <= 0.01 * card["forces_mae_meV_per_A"]
     assert abs(e_mae - card["energy_mae_meV_per_atom"]) <= 0.01 * card["energy_mae_meV_per_atom"] + 0.01
+
+
+def test_shipped_dataset_covers_the_required_species_and_its_readme_is_current():
+    from openmlip.data.card import dataset_readme
+
+    h5 = ROOT / "openmlip" / "datasets" / "openmlip-xtb-v2.h5"
+    assert h5.stat().st_size <= 25e6
+    data = list(read_spice(h5, energy_key="xtb_total_energy", gradient_key="xtb_total_gradient", charges_key="xtb_charges"))
+    assert len(data) >= 3000
+    assert {int(z) for s in data for z in s.numbers} == {1, 6, 7, 8, 11, 17}
+    names = {s.name for s in data}
+    assert {"water-dimer", "ammonium", "ammonium-water4", "ammonia", "methylammonium", "acetate", "sodium-water5",
+            "chloride-water5", "methanol", "ethanol", "n-methylacetamide", "alanine-dipeptide", "benzene", "toluene",
+            "p-xylene"} <= names
+    assert {s.total_charge for s in data} == {-1.0, 0.0, 1.0}
+    for s in data:
+        assert abs(s.charges.sum() - s.total_charge) < 1e-5
+    assert (ROOT / "openmlip" / "datasets" / "README.md").read_text() == dataset_readme(h5)

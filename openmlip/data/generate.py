@@ -62,6 +62,8 @@ TEMPLATES: Dict[str, Template] = {t.name: t for t in [
     Template("benzene", "c1ccccc1"),
     Template("toluene", "Cc1ccccc1"),
     Template("p-xylene", "Cc1ccc(C)cc1"),
+    Template("water-octamer", "O", waters=7, temperature=300.0, subset="water"),
+    Template("ammonium-water8", "[NH4+]", charge=1, waters=8, temperature=300.0, subset="ion clusters"),
     Template("ethane", "CC"),
     Template("propanol", "CCCO"),
     Template("dimethyl-ether", "COC"),

@@ -225,7 +225,8 @@ def analyze_system(spec: SystemSpec, trajectory, out, smoke: bool = False, **md_
                              "msd": [m["name"] for m in a["msd"]]},
                       bond_selections=[b.get("selection") for b in a["bonds"]],
                       r_maxes=[float(r.get("r_max_nm", 1.0)) for r in a["rdf"]],
-                      fit_windows=[m.get("fit_window_ps") for m in a["msd"]])
+                      fit_windows=[m.get("fit_window_ps") for m in a["msd"]],
+                      bin_widths=[float(r.get("bin_width_nm", 0.005)) for r in a["rdf"]])
     checks = []
     for e in spec.expected:
         if smoke and e.get("smoke", True) is False:

@@ -43,6 +43,9 @@ class TrainConfig:
     # set), "gfn2-xtb-atoms" (isolated neutral atoms, GFN2-xTB: a model's dissociation limit is then the
     # atoms' energy sum), or a mapping {element: eV}
     reference_energies: Any = "least_squares"
+    # held-out molecules by name (instead of drawing valid_fraction/test_fraction of them at random)
+    valid_molecules: Optional[List[str]] = None
+    test_molecules: Optional[List[str]] = None
 
     def __post_init__(self):
         if self.dtype not in ("float32", "float64"):

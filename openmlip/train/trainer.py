@@ -51,9 +51,27 @@ def load_structures(cfg: TrainConfig) -> List[Structure]:
     return out
 
 
-def split_by_molecule(structures: Sequence[Structure], valid_fraction: float, test_fraction: float, seed: int):
-    """Split so that all conformers of one molecule (``Structure.name``) land in the same part."""
+def split_by_molecule(structures: Sequence[Structure], valid_fraction: float, test_fraction: float, seed: int,
+                      valid_molecules: Optional[Sequence[str]] = None, test_molecules: Optional[Sequence[str]] = None):
+    """Split so that all conformers of one molecule (``Structure.name``) land in the same part.
+
+    Held-out molecules are drawn at random (``seed``, fractions of the molecules), or named explicitly
+    with ``valid_molecules`` / ``test_molecules`` (then the fractions are ignored).
+    """
     names = sorted({s.name for s in structures})
+    if valid_molecules is not None or test_molecules is not None:
+        test_names, val_names = set(test_molecules or ()), set(valid_molecules or ())
+        unknown = sorted((test_names | val_names) - set(names))
+        if unknown:
+            raise ValueError(f"held-out molecule(s) {unknown} not in the data; molecules: {names}")
+        if test_names & val_names:
+            raise ValueError(f"molecule(s) {sorted(test_names & val_names)} are both validation and test")
+        if not set(names) - test_names - val_names:
+            raise ValueError("no molecule left for training")
+        parts_: Tuple[List[Structure], List[Structure], List[Structure]] = ([], [], [])
+        for s in structures:
+            parts_[2 if s.name in test_names else 1 if s.name in val_names else 0].append(s)
+        return parts_
     order = np.random.default_rng(seed).permutation(len(names))
     n = len(names)
     n_test = int(round(test_fraction * n)) if test_fraction > 0 else 0
@@ -144,7 +162,8 @@ class Trainer:
         missing = [s.name for s in structures if s.energy is None or s.forces is None]
         if missing:
             raise ValueError(f"{len(missing)} structures lack energy or forces labels (e.g. {missing[0]!r})")
-        return split_by_molecule(structures, self.cfg.valid_fraction, self.cfg.test_fraction, self.cfg.seed), elements
+        return split_by_molecule(structures, self.cfg.valid_fraction, self.cfg.test_fraction, self.cfg.seed,
+                                 self.cfg.valid_molecules, self.cfg.test_molecules), elements
 
     def _trainable(self, model):
         """Parameters to optimise: with given (non-least-squares) reference energies the per-element

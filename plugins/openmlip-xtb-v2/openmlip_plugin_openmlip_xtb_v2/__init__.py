@@ -1,7 +1,7 @@
-"""openmlip potential plugin 'openmlip-xtb-v1'."""
+"""openmlip potential plugin 'openmlip-xtb-v2'."""
 from pathlib import Path
 
-NAME = 'openmlip-xtb-v1'
+NAME = 'openmlip-xtb-v2'
 
 
 def model_path() -> Path:

@@ -1,0 +1,51 @@
+"""Write a dataset's README (method, sampling, counts per template and per charge) from its manifest."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def dataset_readme(h5_path) -> str:
+    from .spice import read_spice
+
+    h5 = Path(h5_path)
+    man = json.loads(h5.with_suffix(".json").read_text())
+    keys = man["label_keys"]
+    data = list(read_spice(h5, energy_key=keys["energy"], gradient_key=keys["gradient"], charges_key=keys["charges"]))
+    f = np.concatenate([s.forces.ravel() for s in data])
+    elements = sorted({int(z) for s in data for z in s.numbers})
+    from ase.data import chemical_symbols
+
+    tpl = man["templates"]
+    lines = [f"# Shipped dataset `{h5.name}`", "",
+             f"{man['conformers']} conformers of {len(tpl)} templates (molecules, ion–water clusters and X–H bond-stretch scans) "
+             f"covering {', '.join(chemical_symbols[z] for z in elements)}, labelled with GFN2-xTB energies, forces and partial "
+             f"charges at each template's total charge. SPICE HDF5 layout (`openmlip.data.read_spice` with "
+             f"`energy_key='{keys['energy']}', gradient_key='{keys['gradient']}', charges_key='{keys['charges']}'`), "
+             f"1 file of {h5.stat().st_size / 1e6:.1f} MB. Manifest: `{h5.with_suffix('.json').name}`.", "",
+             "Regenerate (about 10 minutes on one core; resumes per conformer after a kill):", "", "```bash",
+             f"openmlip data generate --out openmlip/datasets/{h5.name} --conformers 150 --seed {man['sampling']['seed']}",
+             "python -c \"from openmlip.data.card import dataset_readme as r; "
+             f"open('openmlip/datasets/README.md','w').write(r('openmlip/datasets/{h5.name}'))\"", "```", "",
+             "## Method", "", f"- Labels: {man['method']}. Units in the file: bohr, hartree, hartree/bohr (gradient), e.",
+             "- Templates: 3D structures from SMILES with RDKit (ETKDG + MMFF); clusters get waters placed on a sphere around "
+             "the solute (O towards cations, H towards anions).",
+             f"- Sampling (`md`): {man['sampling']['optimisation']}; then {man['sampling']['md']} at the template temperature, "
+             f"{man['sampling']['equilibration_steps']} equilibration steps, one conformer every {man['sampling']['stride_steps']} "
+             f"steps (seed {man['sampling']['seed']}).",
+             f"- Sampling (`stretch`): {man['sampling'].get('stretch', '')}.",
+             f"- Isolated GFN2-xTB atoms (eV): " + ", ".join(f"{k} {v:.4f}" for k, v in man.get("isolated_atom_energies_eV", {}).items()) + ".",
+             f"- Force components: RMS {1000 * np.sqrt(np.mean(f**2)):.0f} meV/Å, max |F| {np.abs(f).max():.2f} eV/Å.", "",
+             "## Counts", "", "| template | SMILES | total charge | waters | sampling | T (K) | atoms | conformers |",
+             "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: |"]
+    atoms = {s.name: len(s.numbers) for s in data}
+    for name, t in tpl.items():
+        lines.append(f"| {name} | `{t['smiles']}` | {t['charge']:+d} | {t['waters']} | {t.get('sampling', 'md')} | "
+                     f"{t['temperature']:g} | {atoms[name]} | {t['conformers']} |")
+    by_q = {}
+    for t in tpl.values():
+        by_q[t["charge"]] = by_q.get(t["charge"], 0) + t["conformers"]
+    lines += ["", "| total charge | conformers |", "| ---: | ---: |"] + [f"| {q:+d} | {n} |" for q, n in sorted(by_q.items())]
+    return "\n".join(lines) + "\n"
