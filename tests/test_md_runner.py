@@ -102,4 +102,6 @@ def test_runner_with_shipped_potential_full_ml_cluster(tmp_path):
     assert out["steps"] == 200 and out["platform"] == "CPU"
     traj = mdtraj.load(str(tmp_path / "trajectory.h5"))
     bonds = compute_bond_lengths(traj, pairs=[(0, k) for k in range(1, 5)])
-    assert traj.n_frames == 10 and 0.098 < bonds["mean"] < 0.110  # nm: NH4+ intact
+    # nm: NH4+ intact and frames not scrambled by wrapping (a wrapped frame gives N–H of nanometres);
+    # how close the bond is to xTB's 1.03 Å is the ammonium-cluster spec's check (tests/test_systems.py)
+    assert traj.n_frames == 10 and 0.095 < bonds["mean"] < 0.125 and bonds["distances"].max() < 0.14
