@@ -33,7 +33,10 @@ def model_file(name: str) -> tuple:
     arch, _, size = name.partition("-")
     torch.manual_seed(0)
     path = Path(tempfile.mkdtemp()) / "model.pt"
-    save_model(build_model(architecture=arch, **SIZES.get(size, {})), path, provenance={"training": "none (benchmark)"})
+    model = build_model(architecture=arch, **SIZES.get(size, {}))
+    with torch.no_grad():  # random weights: keep forces physical-sized so that MD stays finite (speed is unaffected)
+        model.per_species_scale.fill_(0.05)
+    save_model(model, path, provenance={"training": "none (benchmark)"})
     return "openmlip", str(path)
 
 

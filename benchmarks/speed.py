@@ -108,9 +108,17 @@ def main(argv=None):
     ap.add_argument("--only", nargs="*", help="labels to run (default all)")
     ap.add_argument("--out", default=str(HERE / "results" / "speed.jsonl"))
     ap.add_argument("--report", default=str(ROOT / "docs" / "benchmarks_speed.md"))
+    ap.add_argument("--report-only", action="store_true", help="rewrite the report from --out's records, measure nothing")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if args.report_only:
+        latest = {}
+        for line in out.read_text().splitlines():
+            r = json.loads(line)
+            latest[(r["label"], r["system"], r["threads"]["torch"])] = r
+        write_report(list(latest.values()), args)
+        return
     records = []
     for threads in args.threads:
         for system in args.systems:

@@ -23,25 +23,10 @@ def alanine_dipeptide_vacuum():
 def water_box(n_side: int, seed: int = 0):
     """n_side³ rigid-geometry waters on a jittered lattice, random orientations, 1.0 g/cm³.
 
-    Returns (atomic_numbers, positions Å, box [3,3] Å).
+    Returns (atomic_numbers, positions Å, box [3,3] Å); the same boxes as ``harness.water_box``.
     """
-    rng = np.random.default_rng(seed)
-    n = n_side**3
-    volume = n * 18.01528 / (0.60221408 * 1.0)  # Å^3 at 1 g/cm³
-    L = volume ** (1.0 / 3.0)
-    a = L / n_side
-    geom = np.array([[0.0, 0.0, 0.0], [0.9572, 0.0, 0.0], [-0.2400, 0.9266, 0.0]])
-    z, pos = [], []
-    for i in range(n_side):
-        for j in range(n_side):
-            for k in range(n_side):
-                q = rng.normal(size=4)
-                q /= np.linalg.norm(q)
-                w, x, y, zq = q
-                R = np.array([[1 - 2 * (y * y + zq * zq), 2 * (x * y - zq * w), 2 * (x * zq + y * w)],
-                              [2 * (x * y + zq * w), 1 - 2 * (x * x + zq * zq), 2 * (y * zq - x * w)],
-                              [2 * (x * zq - y * w), 2 * (y * zq + x * w), 1 - 2 * (x * x + y * y)]])
-                o = (np.array([i, j, k]) + 0.5) * a + rng.normal(scale=0.1, size=3)
-                pos += list(o + geom @ R.T)
-                z += [8, 1, 1]
-    return np.array(z), np.array(pos), np.diag([L, L, L])
+    from harness import water_box as _water_box
+
+    top, pos_nm, L = _water_box(n_side, seed)
+    z = np.array([a.element.atomic_number for a in top.atoms()])
+    return z, np.asarray(pos_nm) * 10.0, np.diag([10.0 * L] * 3)

@@ -17,8 +17,10 @@ SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 
 
 def _snake(*args, timeout=600):
+    # the rules call `openmlip`: put this environment's scripts first on PATH, as an activated venv would
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     return subprocess.run([SNAKEMAKE, "-s", "workflows/Snakefile", "--nolock", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, env=env)
 
 
 def _jobs(output: str) -> dict:

@@ -163,7 +163,7 @@ def main():
                 pot = MLPotential("torchmdnet", modelPath=str(path))
             if mm is None:
                 return pot.createSystem(top)
-            return pot.createMixedSystem(top, mm, atoms)
+            return pot.createMixedSystem(top, mm, atoms, mlLongRange=False)  # both peers are short-ranged
         import openmmtorch
 
         cls = MACEForce if args.model.startswith("mace") else TensorNetForce
