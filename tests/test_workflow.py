@@ -23,6 +23,10 @@ def _snake(*args, timeout=600):
                           text=True, timeout=timeout, env=env)
 
 
+def _out(proc) -> str:
+    return proc.stdout + proc.stderr  # snakemake writes its job table to either, depending on version and logger
+
+
 def _jobs(output: str) -> dict:
     """Job counts from snakemake's 'Job stats' table."""
     block = output.split("Job stats:", 1)[1]
@@ -67,17 +71,17 @@ def test_touching_an_upstream_file_reruns_only_its_dependents(smoke):
     assert "Nothing to be done" in (lambda p: p.stdout + p.stderr)(_snake(*args))
     later = time.time() + 10
     os.utime(out / "model.pt", (later, later))
-    assert _jobs(_snake(*args).stdout) == {"md": 2, "analyze": 2, "report": 1, "all": 1, "total": 6}
+    assert _jobs(_out(_snake(*args))) == {"md": 2, "analyze": 2, "report": 1, "all": 1, "total": 6}
     later += 10
     os.utime(out / "data" / "dataset.h5", (later, later))
-    assert _jobs(_snake(*args).stdout) == {"train_config": 1, "train": 1, "deploy": 1, "md": 2, "analyze": 2, "report": 1,
+    assert _jobs(_out(_snake(*args))) == {"train_config": 1, "train": 1, "deploy": 1, "md": 2, "analyze": 2, "report": 1,
                                            "all": 1, "total": 9}
 
 
 def test_full_workflow_dry_run():
     proc = _snake("-n", "--cores", "2", "--configfile", "workflows/config/default.yaml", "--config", "output=/tmp/openmlip-dry")
     assert proc.returncode == 0, proc.stderr
-    jobs = _jobs(proc.stdout)
+    jobs = _jobs(_out(proc))
     assert jobs == {"generate_data": 1, "train_config": 1, "train": 1, "deploy": 1, "md": 6, "analyze": 6, "report": 1,
                     "all": 1, "total": 18}
 
@@ -86,6 +90,11 @@ def test_lint_is_clean():
     proc = _snake("--lint", "--configfile", "workflows/config/smoke.yaml")
     assert proc.returncode == 0
     assert "Congratulations, your workflow is in a good condition!" in proc.stdout + proc.stderr
+
+
+def test_missing_config_is_a_clear_error():
+    proc = _snake("-n")
+    assert proc.returncode != 0 and "no configuration: run with --configfile" in _out(proc)
 
 
 def test_config_is_schema_validated():
