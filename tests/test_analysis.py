@@ -95,3 +95,10 @@ def test_msd_with_box_crossings_equals_unwrapped():
     b = compute_msd(t_free, "all")
     np.testing.assert_allclose(a["msd"], b["msd"], rtol=1e-4, atol=1e-6)
     assert a["D_nm2_per_ps"] == pytest.approx(0.05**2 / (2 * 0.5), rel=0.25)  # σ² = 2 D dt per component
+
+
+def test_diffusion_unit_conversion_is_exact():
+    from openmlip.analysis import NM2_PER_PS_IN_1E5_CM2_PER_S
+
+    # 1 nm²/ps in cm²/s, from the definitions, expressed in units of 1e-5 cm²/s
+    assert NM2_PER_PS_IN_1E5_CM2_PER_S == pytest.approx((1e-7**2 / 1e-12) / 1e-5, rel=1e-12)

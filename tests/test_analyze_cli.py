@@ -43,8 +43,8 @@ def test_analyze_writes_report_plots_and_numbers(water_traj, tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert results["bonds_O-H"]["mean_A"] == pytest.approx(1.0, abs=1e-3)  # rigid geometry, across box wraps
     msd = next(v for k, v in results.items() if k.startswith("msd"))
-    # σ = 0.02 nm per 0.1 ps per component: D = σ²/(2 Δt) = 0.002 nm²/ps = 0.2e-5 cm²/s
-    assert msd["D_1e-5_cm2_per_s"] == pytest.approx(0.2, rel=0.3)
+    # σ = 0.02 nm per 0.1 ps per component: D = σ²/(2 Δt) = 0.002 nm²/ps = 2e-5 cm²/s (1 nm²/ps = 1e-2 cm²/s)
+    assert msd["D_1e-5_cm2_per_s"] == pytest.approx(2.0, rel=0.3)
     for name in ("report.md", "bonds_O-H.png", "bonds_O-H.csv"):
         assert (out / name).stat().st_size > 0
     assert "## RDF `name O` – `name O`" in (out / "report.md").read_text()

@@ -88,6 +88,10 @@ def compute_rdf(traj, selection_a: str, selection_b: str, r_max: float = 1.0, bi
     return {"r": r, "g": g, "coordination": n}
 
 
+# 1 nm²/ps = 1e-14 cm² / 1e-12 s = 1e-2 cm²/s = 1000 × (1e-5 cm²/s)
+NM2_PER_PS_IN_1E5_CM2_PER_S = 1000.0
+
+
 def compute_msd(traj, selection: str, fit_window: Optional[Tuple[float, float]] = None) -> Dict[str, object]:
     """MSD (nm²) of a selection vs lag time (ps), PBC-unwrapped, FFT algorithm; D in nm²/ps and 1e-5 cm²/s."""
     idx = traj.topology.select(selection)
@@ -101,10 +105,11 @@ def compute_msd(traj, selection: str, fit_window: Optional[Tuple[float, float]] 
     if fit_window is None:
         fit_window = (0.1 * lags[-1], 0.5 * lags[-1])
     D, err = diffusion_coefficient(lags, msd, fit_window)
-    out.update({"D_nm2_per_ps": D, "D_err_nm2_per_ps": err, "D_1e-5_cm2_per_s": D * 100.0, "D_err_1e-5_cm2_per_s": err * 100.0,
+    out.update({"D_nm2_per_ps": D, "D_err_nm2_per_ps": err, "D_1e-5_cm2_per_s": D * NM2_PER_PS_IN_1E5_CM2_PER_S,
+                "D_err_1e-5_cm2_per_s": err * NM2_PER_PS_IN_1E5_CM2_PER_S,
                 "fit_window_ps": fit_window})
     return out
 
 
-__all__ = ["bonded_pairs", "block_average", "compute_bond_lengths", "compute_msd", "compute_rdf", "diffusion_coefficient",
+__all__ = ["NM2_PER_PS_IN_1E5_CM2_PER_S", "bonded_pairs", "block_average", "compute_bond_lengths", "compute_msd", "compute_rdf", "diffusion_coefficient",
            "msd_fft", "rdf", "unwrap"]
