@@ -134,3 +134,14 @@ def test_reference_energy_options_set_the_isolated_atom_limit(tmp_path):
         assert float(out["energy"].sum()) == pytest.approx(ref[sym], abs=1e-5)
     with pytest.raises(ValueError, match="reference_energies must be 'least_squares', 'gfn2-xtb-atoms' or a mapping"):
         _config(tmp_path, data, reference_energies="magic")
+
+
+def test_named_held_out_molecules(tmp_path):
+    data = _dataset(tmp_path / "d.h5", per_molecule=2)
+    train, valid, test = split_by_molecule(data, 0.3, 0.3, seed=0, valid_molecules=["NH3"], test_molecules=["H2O", "CH4"])
+    assert {s.name for s in valid} == {"NH3"} and {s.name for s in test} == {"H2O", "CH4"}
+    assert len(train) == len(data) - 6
+    with pytest.raises(ValueError, match=r"held-out molecule\(s\) \['Xe2'\] not in the data"):
+        split_by_molecule(data, 0.1, 0.1, 0, test_molecules=["Xe2"])
+    with pytest.raises(ValueError, match="both validation and test"):
+        split_by_molecule(data, 0.1, 0.1, 0, valid_molecules=["H2O"], test_molecules=["H2O"])

@@ -175,11 +175,7 @@ def main():
             for a in top.atoms():
                 system.addParticle(a.element.mass)
         else:
-            system = mm
-            # mechanical embedding: drop MM terms within the ML region (as openmm-ml does)
-            from openmmml.mlpotential import MLPotential as _P  # noqa: F401
-
-            system = _strip_ml(mm, atoms)
+            system = _strip_ml(mm, atoms)  # mechanical embedding: drop MM terms within the ML region
         system.addForce(force)
         return system
 

@@ -110,6 +110,9 @@ def analyze(traj, out_dir, bonds: Sequence[Tuple[str, str]] = (), rdfs: Sequence
                         "fit_window_ps": list(r["fit_window_ps"])}
         lines += [f"## MSD `{sel}`", "", f"D = {r['D_1e-5_cm2_per_s']:.3g} ± {r['D_err_1e-5_cm2_per_s']:.2g} × 10⁻⁵ cm²/s "
                   f"(fit {r['fit_window_ps'][0]:.3g}–{r['fit_window_ps'][1]:.3g} ps).", "", f"![{tag}]({tag}.png)", ""]
-    (out / "results.json").write_text(json.dumps(results, indent=1))
-    (out / "report.md").write_text("\n".join(lines))
+    from .._io import atomic_path
+
+    for name, text in (("results.json", json.dumps(results, indent=1)), ("report.md", "\n".join(lines))):
+        with atomic_path(out / name) as tmp:  # a crash never leaves a half-written result
+            Path(tmp).write_text(text)
     return results

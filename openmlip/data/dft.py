@@ -56,6 +56,8 @@ def relabel(input_path, output, n: int, xc: str = "wb97x", basis: str = "def2-sv
 
     from .spice import read_spice, write_spice
 
+    if not Path(input_path).is_file():
+        raise FileNotFoundError(f"input {str(input_path)!r} not found: give the HDF5 written by `openmlip data generate`")
     keys = source_keys or dict(energy_key="xtb_total_energy", gradient_key="xtb_total_gradient", charges_key="xtb_charges")
     structs = [s for s in read_spice(input_path, **keys) if molecules is None or s.name in molecules]
     if not structs:

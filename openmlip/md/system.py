@@ -4,8 +4,7 @@ Outputs of ``run_system(spec, out)``::
 
     out/md/        trajectory.h5, state.csv, checkpoint.chk/.json   (MDRunner; resumable)
     out/md/run.json   platform and why, thread counts, ms/step, ns/day, ML atoms and charge
-    out/analysis/  results.json, CSV + PNG per analysis, report.md
-    out/checks.json   each expectation of the spec: value, range, pass
+    out/analysis/  results.json, checks.json (each expectation: value, range, pass), CSV + PNG per analysis, report.md
     out/report.md     the run, the checks and the analyses in one page
 """
 from __future__ import annotations
@@ -278,6 +277,4 @@ def run_system(spec, out, smoke: bool = False, potential: Optional[str] = None, 
     info = run_md(spec, out / "md", smoke, potential, platform, threads, progress, **md_overrides)
     ana = analyze_system(spec, out / "md" / "trajectory.h5", out / "analysis", smoke, **md_overrides)
     report = write_report(spec, info, ana, out)
-    with atomic_path(out / "checks.json") as tmp:
-        Path(tmp).write_text(json.dumps(ana["checks"], indent=1))
     return {"run": info, "analysis": ana, "report": str(report), "passed": all(c["pass"] for c in ana["checks"])}

@@ -68,22 +68,19 @@ def split_by_molecule(structures: Sequence[Structure], valid_fraction: float, te
             raise ValueError(f"molecule(s) {sorted(test_names & val_names)} are both validation and test")
         if not set(names) - test_names - val_names:
             raise ValueError("no molecule left for training")
-        parts_: Tuple[List[Structure], List[Structure], List[Structure]] = ([], [], [])
-        for s in structures:
-            parts_[2 if s.name in test_names else 1 if s.name in val_names else 0].append(s)
-        return parts_
-    order = np.random.default_rng(seed).permutation(len(names))
-    n = len(names)
-    n_test = int(round(test_fraction * n)) if test_fraction > 0 else 0
-    n_val = int(round(valid_fraction * n)) if valid_fraction > 0 else 0
-    if test_fraction > 0 and n >= 3:
-        n_test = max(n_test, 1)
-    if valid_fraction > 0 and n >= 3:
-        n_val = max(n_val, 1)
-    if n - n_test - n_val < 1:
-        raise ValueError(f"only {n} molecules: too few to split into train/valid/test; add data or lower the fractions")
-    test_names = {names[i] for i in order[:n_test]}
-    val_names = {names[i] for i in order[n_test:n_test + n_val]}
+    else:
+        order = np.random.default_rng(seed).permutation(len(names))
+        n = len(names)
+        n_test = int(round(test_fraction * n)) if test_fraction > 0 else 0
+        n_val = int(round(valid_fraction * n)) if valid_fraction > 0 else 0
+        if test_fraction > 0 and n >= 3:
+            n_test = max(n_test, 1)
+        if valid_fraction > 0 and n >= 3:
+            n_val = max(n_val, 1)
+        if n - n_test - n_val < 1:
+            raise ValueError(f"only {n} molecules: too few to split into train/valid/test; add data or lower the fractions")
+        test_names = {names[i] for i in order[:n_test]}
+        val_names = {names[i] for i in order[n_test:n_test + n_val]}
     parts: Tuple[List[Structure], List[Structure], List[Structure]] = ([], [], [])
     for s in structures:
         parts[2 if s.name in test_names else 1 if s.name in val_names else 0].append(s)
