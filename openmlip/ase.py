@@ -1,7 +1,7 @@
 """ASE calculator for any deployed openmlip model.
 
 Total charge from ``atoms.info["charge"]`` (default 0), spin multiplicity from
-``atoms.info.get("spin", 1)``; periodic cells are honoured.  Results: ``energy`` (eV), ``forces``
+``atoms.info.get("spin", 1)``, optional per-atom formal charges from ``atoms.arrays["formal_charges"]``; periodic cells are honoured.  Results: ``energy`` (eV), ``forces``
 (eV/Å), ``charges`` (e), ``energies`` (per atom, eV).
 """
 from __future__ import annotations
@@ -41,6 +41,8 @@ class Calculator(_ASECalculator):
             "total_charge": torch.tensor([float(atoms.info.get("charge", 0.0))], **t),
             "spin_multiplicity": torch.tensor([float(atoms.info.get("spin", 1.0))], **t),
         }
+        if "formal_charges" in atoms.arrays:  # per-atom formal charges (e), as the model was trained with
+            data["formal_charges"] = torch.tensor(np.asarray(atoms.arrays["formal_charges"], dtype=float), **t)
         if np.any(atoms.pbc):
             data["cell"] = torch.tensor(np.asarray(atoms.cell[:]), **t).unsqueeze(0)
             data["pbc"] = torch.tensor(np.asarray(atoms.pbc), dtype=torch.bool, device=self.device).unsqueeze(0)

@@ -1,6 +1,6 @@
 """The vertical slice as a runnable job: model file -> TorchForce -> OpenMM MD of NH4+(H2O)4.
 
-The model is the shipped potential (``plugins/openmlip-xtb-v2``, found through its entry point) when
+The model is the shipped potential (``plugins/openmlip-xtb-v3``, found through its entry point) when
 it is installed; ``model="random"`` builds a randomly initialised default model instead (wiring only).
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ def _topology(symbols):
     return top
 
 
-DEFAULT_POTENTIAL = "openmlip-xtb-v2"
+DEFAULT_POTENTIAL = "openmlip-xtb-v3"
 
 
 def _model_file(model: str, out: Path, seed: int) -> Path:
@@ -73,8 +73,13 @@ def run_demo(out: Path, steps: int = 200, threads: int = 1, seed: int = 0, struc
     z = atoms.numbers.tolist()
     model_path = _model_file(model, out, seed)
     module, meta = load_model(model_path)
-    pot = OpenMMPotential(module, z, total_charge=charge, dtype=torch.float32, cutoff=meta["cutoff"])
     topology = _topology(atoms.get_chemical_symbols())
+    from .md.system import _add_bonds
+    from .openmm.mlpotential import infer_formal_charges
+
+    _add_bonds(topology, atoms)  # covalent bonds place the ion's charge on its atom (+1 on N of NH4+)
+    formal = infer_formal_charges(topology, list(range(len(z))), charge)
+    pot = OpenMMPotential(module, z, total_charge=charge, formal_charges=formal, dtype=torch.float32, cutoff=meta["cutoff"])
     system = openmm.System()
     for atom in topology.atoms():
         system.addParticle(atom.element.mass)
@@ -88,8 +93,11 @@ def run_demo(out: Path, steps: int = 200, threads: int = 1, seed: int = 0, struc
 
     # OpenMM's energy must equal the model's own
     e_openmm = sim.context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
-    own = module({"pos": torch.tensor(atoms.positions, dtype=torch.float32), "atomic_numbers": torch.tensor(z),
-                  "total_charge": torch.tensor([charge])}, False)
+    inputs = {"pos": torch.tensor(atoms.positions, dtype=torch.float32), "atomic_numbers": torch.tensor(z),
+              "total_charge": torch.tensor([charge])}
+    if formal is not None:
+        inputs["formal_charges"] = torch.tensor(formal, dtype=torch.float32)
+    own = module(inputs, False)
     e_model = float(own["energy"].detach().sum()) * units.EV_TO_KJ_PER_MOL
 
     traj_path, csv_path = out / "trajectory.h5", out / "energies.csv"

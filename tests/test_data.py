@@ -135,3 +135,31 @@ def test_ase_calculator_forces_and_charges(tmp_path):
     atoms.calc.reset()
     assert abs(atoms.get_charges().sum() + 1.0) <= 1e-10
     assert atoms.get_potential_energies().sum() == pytest.approx(atoms.get_potential_energy(), rel=1e-12)
+
+
+def test_ase_calculator_passes_formal_charges_like_the_model_input(tmp_path):
+    """atoms.arrays["formal_charges"] reaches the model: the same numbers as a direct call with them,
+    and different numbers from the default (total charge spread as Q/N), for a charge-gated model."""
+    from ase import Atoms
+
+    from openmlip.ase import Calculator
+    from openmlip.deploy import load_model, save_model
+
+    path = tmp_path / "m.pt"
+    save_model(make_model("allegro", "charge-gated", torch.float64), path)
+    z, pos = ammonium_water_cluster(seed=5)
+    fc = np.zeros(len(z))
+    fc[list(z).index(7)] = 1.0
+    atoms = Atoms(numbers=z, positions=pos)
+    atoms.info["charge"] = 1
+    atoms.calc = Calculator(path)
+    e_default = atoms.get_potential_energy()
+    atoms.arrays["formal_charges"] = fc
+    atoms.calc.reset()
+    e_formal = atoms.get_potential_energy()
+    model, _ = load_model(path)
+    out = model.to(torch.float64)({"pos": torch.tensor(pos), "atomic_numbers": torch.tensor(z), "total_charge": torch.tensor([1.0], dtype=torch.float64),
+                 "spin_multiplicity": torch.tensor([1.0], dtype=torch.float64), "formal_charges": torch.tensor(fc)}, True)
+    assert e_formal == pytest.approx(float(out["energy"].detach().sum()), rel=1e-12, abs=1e-12)
+    assert abs(e_formal - e_default) > 1e-6
+    assert abs(atoms.get_charges().sum() - 1.0) <= 1e-10

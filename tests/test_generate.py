@@ -29,6 +29,11 @@ def test_generate_resumes_and_labels_charged_species(tmp_path):
     assert by_name["ammonium"].total_charge == 1.0 and by_name["acetate"].total_charge == -1.0
     for s in data:
         assert abs(s.charges.sum() - s.total_charge) < 1e-6  # xTB charges at the requested total charge
+    # per-atom formal charges stored and read back, on the charged atom, as users give them at run time
+    np.testing.assert_array_equal(by_name["ammonium"].formal_charges, [1, 0, 0, 0, 0])
+    assert by_name["ammonium"].numbers[0] == 7
+    fc = by_name["acetate"].formal_charges
+    assert fc.sum() == -1 and by_name["acetate"].numbers[np.argmin(fc)] == 8
     # NH4+ computed as a cation: its energy differs from the neutral radical at the same geometry by the IP
     from ase import Atoms
     from tblite.ase import TBLite
@@ -45,6 +50,19 @@ def test_generate_resumes_and_labels_charged_species(tmp_path):
     with h5py.File(out) as fh:
         e_h = fh["ammonium"]["xtb_total_energy"][0]
     assert by_name["ammonium"].energy == pytest.approx(e_h * units.HARTREE_TO_EV, rel=1e-14)
+
+
+def test_template_formal_charges_follow_the_atom_order_and_waters():
+    from openmlip.data.generate import TEMPLATES, build_template, template_formal_charges
+
+    for name in ("ammonium-water4", "chloride-water5", "methylammonium", "water-16", "alanine-dipeptide"):
+        t = TEMPLATES[name]
+        z, _ = build_template(t)
+        fc = template_formal_charges(t, z)
+        assert len(fc) == len(z) and fc.sum() == t.charge
+        assert np.all(fc[len(z) - 3 * t.waters:] == 0)
+    with pytest.raises(ValueError, match="do not follow the template's order"):
+        template_formal_charges(TEMPLATES["ammonium"], [1, 7, 1, 1, 1])
 
 
 def test_unknown_template_is_named(tmp_path):

@@ -252,3 +252,41 @@ def test_mechanical_link_atoms_cut_covalent_bonds(model_file):
     ctx.computeVirtualSites()
     st = ctx.getState(getEnergy=True, getForces=True)
     assert np.isfinite(st.getPotentialEnergy()._value) and np.all(np.isfinite(st.getForces(asNumpy=True)._value))
+
+
+def test_formal_charges_inferred_from_bonds_match_the_explicit_ones(model_file):
+    """Without formalCharges the plugin puts NH4+'s charge on its N (as the training data do) and the
+    System equals one built with the explicit formal charges; an unplaceable charge warns and spreads."""
+    from openmlip.openmm.mlpotential import infer_formal_charges
+
+    pdb, system = _ammonium_water()
+    top = pdb.topology
+    nh4 = [a.index for a in top.atoms() if a.residue.name == "NH4"]
+    cl = [a.index for a in top.atoms() if a.element.symbol == "Cl"]
+    assert infer_formal_charges(top, nh4, 1.0) == [1.0, 0.0, 0.0, 0.0, 0.0]
+    assert infer_formal_charges(top, nh4 + cl, 0.0) == [1.0, 0.0, 0.0, 0.0, 0.0, -1.0]
+    assert infer_formal_charges(top, nh4, 0.0) is None  # the rules give +1, not 0: refuse to guess
+    mlp = MLPotential("openmlip", modelPath=model_file)
+    implicit = mlp.createMixedSystem(top, system, nh4, charge=1)
+    explicit = mlp.createMixedSystem(top, system, nh4, charge=1, formalCharges=[1, 0, 0, 0, 0])
+    e1, f1 = _energy(implicit, pdb.positions)
+    e2, f2 = _energy(explicit, pdb.positions)
+    assert e1 == pytest.approx(e2, rel=1e-12) and np.allclose(f1, f2, rtol=1e-12, atol=1e-9)
+    with pytest.warns(UserWarning, match="formalCharges"):
+        spread = mlp.createMixedSystem(top, system, nh4, charge=-1)  # no bond rule gives -1 here
+    assert abs(_energy(spread, pdb.positions)[0] - e1) > 1e-6
+
+
+def test_formal_charges_inferred_for_a_lysine_and_a_neutral_ligand():
+    """T4 lysozyme (Amber prmtop bonds): a lysine's +1 lands on NZ; the neutral p-xylene gets zeros."""
+    from openmlip.openmm.mlpotential import infer_formal_charges
+
+    prm, crd, system, ligand = _t4l()
+    top = prm.topology
+    assert infer_formal_charges(top, ligand, 0.0) == [0.0] * len(ligand)
+    lys = [a.index for a in top.atoms() if a.residue.name == "LYS" and a.residue.index == next(
+        r.index for r in top.residues() if r.name == "LYS")]
+    fc = infer_formal_charges(top, lys, 1.0)
+    assert fc is not None and sum(fc) == 1.0
+    nz = [a for a, q in zip(lys, fc) if q]
+    assert [list(top.atoms())[a].name for a in nz] == ["NZ"]

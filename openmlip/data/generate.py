@@ -69,6 +69,18 @@ TEMPLATES: Dict[str, Template] = {t.name: t for t in [
     Template("dimethyl-ether", "COC"),
     Template("acetic-acid", "CC(=O)O"),
     Template("methylamine", "CN"),
+    # v3: relatives of the held-out molecules (ethers, amines, acids, alcohols) and bigger water / ion clusters
+    Template("ethyl-methyl-ether", "CCOC"),
+    Template("diethyl-ether", "CCOCC"),
+    Template("ethylamine", "CCN"),
+    Template("dimethylamine", "CNC"),
+    Template("ethylammonium", "CC[NH3+]", charge=1, subset="ions"),
+    Template("formic-acid", "OC=O"),
+    Template("propanoic-acid", "CCC(=O)O"),
+    Template("isopropanol", "CC(C)O"),
+    Template("water-16", "O", waters=15, temperature=300.0, subset="water"),
+    Template("ammonium-water12", "[NH4+]", charge=1, waters=12, temperature=300.0, subset="ion clusters"),
+    Template("chloride-water8", "[Cl-]", charge=-1, waters=8, temperature=300.0, subset="ion clusters"),
     Template("ammonium-stretch", "[NH4+]", charge=1, temperature=300.0, subset="bond stretch", sampling="stretch"),
     Template("ammonium-water1-stretch", "[NH4+]", charge=1, waters=1, temperature=300.0, subset="bond stretch",
              sampling="stretch"),
@@ -169,11 +181,30 @@ def isolated_atom_energies(elements: Sequence[str]) -> Dict[str, float]:
     return out
 
 
+def template_formal_charges(t: Template, numbers=None) -> np.ndarray:
+    """Per-atom formal charges (e) of a template's structures, in their atom order: the solute's from
+    its SMILES (RDKit, hydrogens added as ``_embed`` adds them), then 0 for each water's O, H, H.
+
+    Models see these at training time exactly as OpenMM/ASE users give them at run time (e.g. +1 on
+    the N of NH4+), so the charge a user puts on an atom means what the model learnt it to mean.
+    """
+    from rdkit import Chem
+
+    mol = Chem.AddHs(Chem.MolFromSmiles(t.smiles))
+    fc = np.array([a.GetFormalCharge() for a in mol.GetAtoms()] + [0] * (3 * t.waters), dtype=float)
+    z = np.array([a.GetAtomicNum() for a in mol.GetAtoms()] + [8, 1, 1] * t.waters)
+    if numbers is not None and not np.array_equal(np.asarray(numbers), z):
+        raise ValueError(f"template {t.name!r}: structure atoms {list(numbers)} do not follow the template's order {list(z)}")
+    if round(fc.sum()) != t.charge:
+        raise ValueError(f"template {t.name!r}: SMILES formal charges sum to {fc.sum():g}, template charge {t.charge}")
+    return fc
+
+
 def _structure(atoms, t: Template) -> Structure:
     return Structure(numbers=atoms.numbers.copy(), positions=atoms.positions.copy(), total_charge=float(t.charge),
                      spin_multiplicity=float(t.multiplicity), energy=float(atoms.get_potential_energy()),
                      forces=atoms.get_forces().copy(), charges=np.asarray(atoms.get_charges(), dtype=float).copy(),
-                     name=t.name, subset=t.subset)
+                     formal_charges=template_formal_charges(t, atoms.numbers), name=t.name, subset=t.subset)
 
 
 def _xh_bonds(atoms) -> List[tuple]:
@@ -299,8 +330,13 @@ def generate(output, templates: Optional[Sequence[str]] = None, conformers: int 
     merged: List[Structure] = []
     smiles = {}
     for name in names:
-        merged += list(read_spice(parts / f"{name}.h5", energy_key="xtb_total_energy", gradient_key="xtb_total_gradient",
-                                  charges_key="xtb_charges"))
+        fc = None
+        for st in read_spice(parts / f"{name}.h5", energy_key="xtb_total_energy", gradient_key="xtb_total_gradient",
+                             charges_key="xtb_charges"):
+            if st.formal_charges is None:  # parts written before formal charges were stored
+                fc = template_formal_charges(TEMPLATES[name], st.numbers) if fc is None else fc
+                st.formal_charges = fc
+            merged.append(st)
         smiles[name] = TEMPLATES[name].smiles
     counts = write_spice(output, merged, energy_key="xtb_total_energy", gradient_key="xtb_total_gradient",
                          charges_key="xtb_charges", smiles=smiles)

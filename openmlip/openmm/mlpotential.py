@@ -17,7 +17,9 @@ Arguments accepted by ``createSystem`` / ``createMixedSystem``:
 ``device``
     torch device for the ``pythonforce`` backend (TorchForce follows the OpenMM platform).
 ``formalCharges``
-    optional per-ML-atom formal charges.
+    optional per-ML-atom formal charges; when omitted they are inferred from the Topology's bonds
+    (monatomic ions, 4-bonded N, carboxylates; see :func:`infer_formal_charges`), or spread evenly
+    with a warning when those rules do not add up to the total charge.
 ``outputForces``
     compute forces inside the TorchScript graph (``setOutputsForces``); default True for ``torchforce``.
 ``embedding="electrostatic"`` (createMixedSystem)
@@ -80,6 +82,47 @@ def infer_charge(topology: app.Topology, system: openmm.System, atoms: List[int]
     return integral_charge(sum(charges[i] for i in atoms), "Amber14 template charges of the ML atoms")
 
 
+_MONATOMIC_IONS = {3: 1, 11: 1, 19: 1, 9: -1, 17: -1, 35: -1, 53: -1, 12: 2, 20: 2}
+
+
+def infer_formal_charges(topology: app.Topology, atoms: List[int], total_charge: float) -> Optional[List[float]]:
+    """Per-atom formal charges of the ML atoms from the Topology's bonds, or ``None`` when the rules do
+    not account for ``total_charge``.
+
+    Rules (the charged groups of the shipped data and of proteins): an unbonded Li/Na/K/Mg/Ca or
+    F/Cl/Br/I is a monatomic ion; a nitrogen with four bonds carries +1 (NH4+, R-NH3+, Lys, N-terminus);
+    a carboxylate (C bonded to two oxygens that have no other bond) carries -1 on its last oxygen, as
+    its SMILES ``C(=O)[O-]`` in the training data does. Anything else is 0.
+    """
+    index = {a: k for k, a in enumerate(atoms)}
+    all_atoms = list(topology.atoms())
+    neighbours: Dict[int, List[int]] = {a: [] for a in atoms}
+    degree = [0] * len(all_atoms)
+    for b in topology.bonds():
+        i, j = b[0].index, b[1].index
+        degree[i] += 1
+        degree[j] += 1
+        if i in neighbours:
+            neighbours[i].append(j)
+        if j in neighbours:
+            neighbours[j].append(i)
+    fc = [0.0] * len(atoms)
+    for a in atoms:
+        el = all_atoms[a].element
+        z = el.atomic_number if el is not None else 0
+        nb = neighbours[a]
+        if not nb and z in _MONATOMIC_IONS:
+            fc[index[a]] = float(_MONATOMIC_IONS[z])
+        elif z == 7 and len(nb) == 4:
+            fc[index[a]] = 1.0
+        elif z == 6:
+            terminal_o = [o for o in nb if all_atoms[o].element is not None and all_atoms[o].element.atomic_number == 8
+                          and degree[o] == 1]
+            if len(terminal_o) == 2 and max(terminal_o) in index:
+                fc[index[max(terminal_o)]] = -1.0
+    return fc if abs(sum(fc) - float(total_charge)) < 1e-6 else None
+
+
 def _copy_model(model):
     """A deep copy of a scripted model, without torch's warning about reading ``.grad`` of its buffers."""
     with warnings.catch_warnings():
@@ -134,8 +177,17 @@ class OpenMLIPPotentialImpl(MLPotentialImpl):
         else:
             raise ValueError(f"precision must be 'single' or 'double', got {precision!r}")
         periodic = topology.getPeriodicBoxVectors() is not None or system.usesPeriodicBoundaryConditions()
+        formal = args.get("formalCharges")
+        if formal is None:
+            # models are trained with per-atom formal charges (+1 on the N of NH4+, ...): infer them from the
+            # bonds rather than spreading the charge evenly, which the model never saw for an ion
+            formal = infer_formal_charges(topology, atom_list, float(charge))
+            if formal is None and abs(float(charge)) > 0:
+                warnings.warn(f"could not place the ML region's charge {charge:g} on atoms from the Topology's bonds; "
+                              "spreading it evenly (charge/N per atom). Pass formalCharges=[...] (one per ML atom) "
+                              "for the charges the model was trained with", stacklevel=3)
         kwargs = dict(indices=atom_list, num_particles=topology.getNumAtoms(), total_charge=float(charge),
-                      spin_multiplicity=float(args.get("spinMultiplicity", 1)), formal_charges=args.get("formalCharges"),
+                      spin_multiplicity=float(args.get("spinMultiplicity", 1)), formal_charges=formal,
                       periodic=periodic, dtype=dtype, cutoff=float(self.metadata["cutoff"]),
                       neighbor_method=args.get("neighborMethod", "auto"))
         return z, kwargs
