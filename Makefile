@@ -10,11 +10,11 @@ PYTEST_ARGS ?= -n 2
 
 .PHONY: venv run test doctor demo bench clean
 
-$(STAMP): pyproject.toml plugins/openmlip-xtb-v2/pyproject.toml
+$(STAMP): pyproject.toml plugins/openmlip-xtb-v3/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test,data]'
-	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e plugins/openmlip-xtb-v2
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e plugins/openmlip-xtb-v3
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -3,7 +3,7 @@
     python benchmarks/bench_openmlip.py --model allegro --system ala2-vacuum --backend torchforce --threads 1
 
 Models: ``allegro`` / ``nequip`` at the default size (openmlip.models.ModelConfig), ``allegro-small`` /
-``nequip-small`` (latent 16, 4 channels, 1 layer), randomly initialised; ``openmlip-xtb-v2`` the shipped
+``nequip-small`` (latent 16, 4 channels, 1 layer), randomly initialised; ``openmlip-xtb-v3`` the shipped
 (trained) potential, which has the default Allegro architecture. Through ``MLPotential`` exactly as a
 user would (openmm-ml entry point), float32.
 """

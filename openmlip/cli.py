@@ -177,8 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--threads", type=int, default=1, help="torch and OpenMM CPU threads (default 1)")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--quiet", action="store_true", help="no progress bar")
-    m.add_argument("--model", default="openmlip-xtb-v2",
-                   help="installed potential name, model file, or 'random' (default: the shipped openmlip-xtb-v2)")
+    m.add_argument("--model", default="openmlip-xtb-v3",
+                   help="installed potential name, model file, or 'random' (default: the shipped openmlip-xtb-v3)")
     m.set_defaults(func=_cmd_demo)
     da = sub.add_parser("data", help="reference data")
     dsub = da.add_subparsers(dest="data_command", required=True)

@@ -95,7 +95,7 @@ def test_runner_with_shipped_potential_full_ml_cluster(tmp_path):
 
     atoms = read(str(SYSTEMS / "ammonium-cluster" / "structure.xyz"))
     top = _topology(atoms.get_chemical_symbols())
-    system = MLPotential("openmlip-xtb-v2").createSystem(top, charge=1)
+    system = MLPotential("openmlip-xtb-v3").createSystem(top, charge=1)
     runner = MDRunner(system, top, atoms.positions / 10.0, tmp_path, timestep_fs=0.5, report_interval=20,
                       checkpoint_interval=100, platform="CPU")
     out = runner.run(200, progress=False)

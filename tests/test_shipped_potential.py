@@ -11,7 +11,7 @@ from openmlip.deploy import load_model
 from openmlip.openmm.registry import shipped_models
 
 ROOT = Path(__file__).resolve().parent.parent
-NAME = "openmlip-xtb-v2"
+NAME = "openmlip-xtb-v3"
 
 
 def test_shipped_plugin_is_installed_and_valid():
@@ -26,7 +26,7 @@ def test_shipped_plugin_is_installed_and_valid():
 def test_card_metrics_reproduce_on_the_shipped_test_molecules():
     model, meta = load_model(shipped_models()[NAME])
     test_names = set(meta["provenance"]["split"]["test_molecules"])
-    data = [s for s in read_spice(ROOT / "openmlip" / "datasets" / "openmlip-xtb-v2.h5", energy_key="xtb_total_energy",
+    data = [s for s in read_spice(ROOT / "openmlip" / "datasets" / "openmlip-xtb-v3.h5", energy_key="xtb_total_energy",
                                   gradient_key="xtb_total_gradient", charges_key="xtb_charges") if s.name in test_names]
     de, df = [], []
     for s in data:
@@ -45,7 +45,7 @@ def test_card_metrics_reproduce_on_the_shipped_test_molecules():
 def test_shipped_dataset_covers_the_required_species_and_its_readme_is_current():
     from openmlip.data.card import dataset_readme
 
-    h5 = ROOT / "openmlip" / "datasets" / "openmlip-xtb-v2.h5"
+    h5 = ROOT / "openmlip" / "datasets" / "openmlip-xtb-v3.h5"
     assert h5.stat().st_size <= 25e6
     data = list(read_spice(h5, energy_key="xtb_total_energy", gradient_key="xtb_total_gradient", charges_key="xtb_charges"))
     assert len(data) >= 3000

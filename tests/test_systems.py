@@ -28,17 +28,15 @@ def test_every_shipped_system_has_a_spec():
     assert ROOT / "systems/ammonium-water/system-full-ml.yaml" in SPECS
 
 
-# Measured failures of the shipped potential openmlip-xtb-v2 (see its model card). The specs keep
+# Measured failures of the shipped potential openmlip-xtb-v3 (see its model card). The specs keep
 # physical windows; these entries record what the model does to them, as measured in clean-clone CI.
 # strict: fails every time (the test fails loudly the day a better model passes);
 # not strict: fails in some runs and passes in others (chaotic MD on a marginal potential), so the
 # physics check of that spec is NOT enforced until the model is fixed (issue "Data and training").
-KNOWN_MODEL_FAILURES = {
-    "ammonium-cluster/system": (True, "N–H equilibrium too long: NH4+(H2O)4 averages ~1.16 Å (xTB 1.03)"),
-    "ammonium-water/system-full-ml": (True, "blows up within 20 fs for NH4+/Cl- in bulk ML water"),
-    "water-box/system": (False, "bulk ML water: O–H mean 1.016–1.026 Å, and one CI run lost a proton (O–H 9 Å)"),
-    "ammonium-water/system": (False, "passed twice locally; one CI run had N–H max 1.44 Å and no N–O first shell"),
-}
+# Specs the shipped potential is known to fail, {"dir/stem": (strict, reason)}: none with openmlip-xtb-v3
+# (v2 failed ammonium-cluster and the full-ML variant every time and two others now and then; v3's
+# formal-charge inputs, larger clusters and the MM-relaxed starting structures fixed them)
+KNOWN_MODEL_FAILURES: dict = {}
 
 
 def _spec_param(p):
@@ -46,7 +44,7 @@ def _spec_param(p):
     marks = []
     if key in KNOWN_MODEL_FAILURES:
         strict, reason = KNOWN_MODEL_FAILURES[key]
-        marks = [pytest.mark.xfail(strict=strict, reason=f"openmlip-xtb-v2: {reason}")]
+        marks = [pytest.mark.xfail(strict=strict, reason=f"openmlip-xtb-v3: {reason}")]
     return pytest.param(p, id=key, marks=marks)
 
 

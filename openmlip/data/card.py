@@ -32,6 +32,9 @@ def dataset_readme(h5_path) -> str:
              "## Method", "", f"- Labels: {man['method']}. Units in the file: bohr, hartree, hartree/bohr (gradient), e.",
              "- Templates: 3D structures from SMILES with RDKit (ETKDG + MMFF); clusters get waters placed on a sphere around "
              "the solute (O towards cations, H towards anions).",
+             "- Per-atom formal charges (`formal_charges` dataset per group): the solute's from its SMILES (RDKit), 0 on "
+             "waters — e.g. +1 on the N of NH4+. Models train with them and get them at run time (openmm-ml "
+             "`formalCharges=`, inferred from the Topology's bonds when omitted).",
              f"- Sampling (`md`): {man['sampling']['optimisation']}; then {man['sampling']['md']} at the template temperature, "
              f"{man['sampling']['equilibration_steps']} equilibration steps, one conformer every {man['sampling']['stride_steps']} "
              f"steps (seed {man['sampling']['seed']}).",

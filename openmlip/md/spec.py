@@ -11,7 +11,7 @@ and the fix.  Paths in a spec are relative to the folder holding ``system.yaml``
     box_nm: null                             # xyz only: cubic box edge (else open boundaries)
     ml:
       selection: resname NH4                 # mdtraj selection, a list of indices, or "all"
-      potential: openmlip-xtb-v2             # installed potential name or model file
+      potential: openmlip-xtb-v3             # installed potential name or model file
       embedding: mechanical                  # mechanical | electrostatic | none (whole system ML)
       charge: 1                              # total charge of the ML region (default: from MM charges)
       formal_charges: [{selection: resname NH4 and element N, charge: 1}]   # optional
@@ -169,7 +169,7 @@ def load_spec(path: Union[str, Path]) -> SystemSpec:
         if nonbonded[key] not in allowed:
             raise _err(f"{f}: nonbonded.{key}", f"{nonbonded[key]!r} is not one of {', '.join(map(str, allowed))}")
 
-    ml = {"selection": "all", "potential": "openmlip-xtb-v2", "embedding": "mechanical", "charge": None,
+    ml = {"selection": "all", "potential": "openmlip-xtb-v3", "embedding": "mechanical", "charge": None,
           "formal_charges": None, "precision": "single", "spin_multiplicity": 1}
     ml.update(_check_keys(raw["ml"], tuple(ml), f"{f}: ml"))
     if ml["embedding"] not in EMBEDDINGS:

@@ -59,6 +59,27 @@ def _add_bonds(top, atoms) -> None:
                 top.addBond(all_atoms[i], all_atoms[j])
 
 
+def relax_with_mm(topology, positions, forcefield, steps: int = 1000, seed: int = 0, cutoff_nm: float = 0.7):
+    """Minimise and briefly equilibrate a solvated structure with its MM force field (rigid TIP3P,
+    X–H constraints, 300 K, 2 fs steps, PME), returning positions in nm.
+
+    Modeller's ``addSolvent`` can leave clashes across the periodic boundary (an H–H pair at 0.52 Å in
+    the first water box) that rigid MM water shrugs off but that a flexible ML water turns into a
+    broken bond; shipped structures are relaxed this way before they are written.
+    """
+    system = forcefield.createSystem(topology, nonbondedMethod=app.PME, nonbondedCutoff=cutoff_nm * u.nanometer,
+                                     constraints=app.HBonds, rigidWater=True)
+    integrator = openmm.LangevinMiddleIntegrator(300 * u.kelvin, 1 / u.picosecond, 2 * u.femtosecond)
+    integrator.setRandomNumberSeed(seed)
+    ctx = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("CPU"), {"Threads": "1"})
+    ctx.setPositions(positions)
+    openmm.LocalEnergyMinimizer.minimize(ctx, 10.0, 1000)
+    ctx.setVelocitiesToTemperature(300 * u.kelvin, seed)
+    integrator.step(steps)
+    openmm.LocalEnergyMinimizer.minimize(ctx, 10.0, 1000)
+    return ctx.getState(getPositions=True).getPositions(asNumpy=True)
+
+
 def _structure(spec: SystemSpec):
     """(topology, positions in nm [N,3], box vectors or None, mm_system or None)."""
     nb = spec.nonbonded

@@ -1,4 +1,5 @@
-"""Regenerate ammonium-water.pdb: NH4+ and one Cl- in a cubic TIP3P box (OpenMM Modeller).
+"""Regenerate ammonium-water.pdb: NH4+ and one Cl- in a cubic TIP3P box (OpenMM Modeller), relaxed
+with the MM force field.
 
     python systems/ammonium-water/build.py
 """
@@ -9,6 +10,8 @@ import numpy as np
 import openmm
 import openmm.app as app
 import openmm.unit as u
+
+from openmlip.md.system import relax_with_mm
 
 HERE = Path(__file__).resolve().parent
 
@@ -27,6 +30,8 @@ def build(box_nm: float = 2.2, seed: int = 0):
     modeller = app.Modeller(top, pos * u.nanometer)
     modeller.addSolvent(ff, model="tip3p", boxSize=openmm.Vec3(box_nm, box_nm, box_nm) * u.nanometer,
                         neutralize=True, negativeIon="Cl-")
+    # MM relaxation (minimise, 2 ps at 300 K, minimise): no solvent clash survives into flexible ML water
+    modeller.positions = relax_with_mm(modeller.topology, modeller.positions, ff, cutoff_nm=min(0.9, box_nm / 2 - 0.05))
     return modeller, ff
 
 
