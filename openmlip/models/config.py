@@ -31,7 +31,9 @@ class ModelConfig:
     num_basis: int = 8
     envelope_p: int = 6
     avg_num_neighbors: float = 12.0
-    aggregation: str = "sum"
+    # charge-gated: sum on neutral atoms, smoothmax on charged ones; chosen by the NH4+ experiment
+    # (docs/ammonium.md: most accurate on an unseen solvation shell, smooth, NVE-conserving)
+    aggregation: str = "charge-gated"
     smoothmax_temperature: float = 0.1
     zbl: bool = True
     charges: bool = True  # partial-charge head (charge transfer along pairs, exactly conserving)
