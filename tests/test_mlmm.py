@@ -69,7 +69,9 @@ def test_entry_point_and_whole_system(model_file):
 
     model, _ = load_model(model_file)
     pos = torch.tensor(np.array(nh4.positions.value_in_unit(u.angstrom)))
-    ref = model({"pos": pos, "atomic_numbers": torch.tensor([7, 1, 1, 1, 1]), "total_charge": torch.tensor([1.0], dtype=torch.float64)})
+    # no formalCharges given: the plugin puts the +1 on N (4 bonds), as the training data do
+    ref = model({"pos": pos, "atomic_numbers": torch.tensor([7, 1, 1, 1, 1]), "total_charge": torch.tensor([1.0], dtype=torch.float64),
+                 "formal_charges": torch.tensor([1.0, 0, 0, 0, 0], dtype=torch.float64)})
     assert abs(e - ref["energy"].item() * units.EV_TO_KJ_PER_MOL) <= 1e-6 * abs(e)
     np.testing.assert_allclose(f, ref["forces"].detach().numpy() * units.EV_PER_ANGSTROM_TO_KJ_PER_MOL_NM, rtol=1e-6, atol=1e-6)
 
@@ -137,7 +139,8 @@ def test_electrostatic_embedding_hand_computation_and_forces(model_file):
 
     model, meta = load_model(model_file)
     out = model({"pos": torch.tensor(pos[ml] * 10.0), "atomic_numbers": torch.tensor([7, 1, 1, 1, 1]),
-                 "total_charge": torch.tensor([1.0], dtype=torch.float64)})
+                 "total_charge": torch.tensor([1.0], dtype=torch.float64),
+                 "formal_charges": torch.tensor([1.0, 0, 0, 0, 0], dtype=torch.float64)})  # inferred by the plugin
     q_ml = out["charges"].detach().numpy()
     nb = next(f for f in system.getForces() if isinstance(f, openmm.NonbondedForce))
     q_mm = np.array([nb.getParticleParameters(i)[0].value_in_unit(u.elementary_charge) for i in range(system.getNumParticles())])

@@ -30,8 +30,10 @@ def test_card_metrics_reproduce_on_the_shipped_test_molecules():
                                   gradient_key="xtb_total_gradient", charges_key="xtb_charges") if s.name in test_names]
     de, df = [], []
     for s in data:
+        assert s.formal_charges is not None and s.formal_charges.sum() == s.total_charge
         out = model({"pos": torch.tensor(s.positions, dtype=torch.float32), "atomic_numbers": torch.tensor(s.numbers),
-                     "total_charge": torch.tensor([s.total_charge], dtype=torch.float32)})
+                     "total_charge": torch.tensor([s.total_charge], dtype=torch.float32),
+                     "formal_charges": torch.tensor(s.formal_charges, dtype=torch.float32)})
         de.append((out["energy"].item() - s.energy) / s.num_atoms)
         df.append(out["forces"].detach().double().numpy() - s.forces)
         assert abs(out["charges"].sum().item() - s.total_charge) < 1e-5
