@@ -103,7 +103,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, nargs="+", default=[1])
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--budget", type=float, default=40.0, help="seconds of measured MD per case at most (>= 3 steps)")
-    ap.add_argument("--systems", nargs="+", default=SYSTEMS)
+    ap.add_argument("--systems", nargs="*", default=SYSTEMS)
     ap.add_argument("--scaling", action="store_true", help="also water boxes 192..20,577 atoms (openmlip allegro, MACE-OFF23-small)")
     ap.add_argument("--only", nargs="*", help="labels to run (default all)")
     ap.add_argument("--out", default=str(HERE / "results" / "speed.jsonl"))
@@ -131,6 +131,8 @@ def main(argv=None):
     if args.scaling:
         for system in SCALING:
             for label, venv, sargs in [CASES[1], CASES[0], CASES[6]]:
+                if args.only and label not in args.only:
+                    continue
                 r = run_case(label, venv, sargs, system, 1, args.steps, args.budget, out, warmup=3)
                 if r:
                     records.append(r)
