@@ -1,8 +1,9 @@
 """ASE calculator for any deployed openmlip model.
 
 Total charge from ``atoms.info["charge"]`` (default 0), spin multiplicity from
-``atoms.info.get("spin", 1)``, optional per-atom formal charges from ``atoms.arrays["formal_charges"]``; periodic cells are honoured.  Results: ``energy`` (eV), ``forces``
-(eV/Å), ``charges`` (e), ``energies`` (per atom, eV).
+``atoms.info.get("spin", 1)``, optional per-atom formal charges from ``atoms.arrays["formal_charges"]``
+(as the model was trained with, e.g. +1 on the N of NH4+); periodic cells are honoured.  Results:
+``energy`` (eV), ``forces`` (eV/Å), ``charges`` (e), ``energies`` (per atom, eV).
 """
 from __future__ import annotations
 

@@ -15,6 +15,7 @@ the neutral radical), and runs with ``OMP_NUM_THREADS=1`` (2 threads stall under
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -181,6 +182,19 @@ def isolated_atom_energies(elements: Sequence[str]) -> Dict[str, float]:
     return out
 
 
+@functools.lru_cache(maxsize=None)
+def _template_atoms(t: Template):
+    """(atomic numbers, formal charges) of a template's structures, parsed from its SMILES once."""
+    from rdkit import Chem
+
+    mol = Chem.AddHs(Chem.MolFromSmiles(t.smiles))
+    z = np.array([a.GetAtomicNum() for a in mol.GetAtoms()] + [8, 1, 1] * t.waters)
+    fc = np.array([a.GetFormalCharge() for a in mol.GetAtoms()] + [0] * (3 * t.waters), dtype=float)
+    if round(fc.sum()) != t.charge:
+        raise ValueError(f"template {t.name!r}: SMILES formal charges sum to {fc.sum():g}, template charge {t.charge}")
+    return z, fc
+
+
 def template_formal_charges(t: Template, numbers=None) -> np.ndarray:
     """Per-atom formal charges (e) of a template's structures, in their atom order: the solute's from
     its SMILES (RDKit, hydrogens added as ``_embed`` adds them), then 0 for each water's O, H, H.
@@ -188,16 +202,10 @@ def template_formal_charges(t: Template, numbers=None) -> np.ndarray:
     Models see these at training time exactly as OpenMM/ASE users give them at run time (e.g. +1 on
     the N of NH4+), so the charge a user puts on an atom means what the model learnt it to mean.
     """
-    from rdkit import Chem
-
-    mol = Chem.AddHs(Chem.MolFromSmiles(t.smiles))
-    fc = np.array([a.GetFormalCharge() for a in mol.GetAtoms()] + [0] * (3 * t.waters), dtype=float)
-    z = np.array([a.GetAtomicNum() for a in mol.GetAtoms()] + [8, 1, 1] * t.waters)
+    z, fc = _template_atoms(t)
     if numbers is not None and not np.array_equal(np.asarray(numbers), z):
         raise ValueError(f"template {t.name!r}: structure atoms {list(numbers)} do not follow the template's order {list(z)}")
-    if round(fc.sum()) != t.charge:
-        raise ValueError(f"template {t.name!r}: SMILES formal charges sum to {fc.sum():g}, template charge {t.charge}")
-    return fc
+    return fc.copy()
 
 
 def _structure(atoms, t: Template) -> Structure:
@@ -330,12 +338,10 @@ def generate(output, templates: Optional[Sequence[str]] = None, conformers: int 
     merged: List[Structure] = []
     smiles = {}
     for name in names:
-        fc = None
         for st in read_spice(parts / f"{name}.h5", energy_key="xtb_total_energy", gradient_key="xtb_total_gradient",
                              charges_key="xtb_charges"):
             if st.formal_charges is None:  # parts written before formal charges were stored
-                fc = template_formal_charges(TEMPLATES[name], st.numbers) if fc is None else fc
-                st.formal_charges = fc
+                st.formal_charges = template_formal_charges(TEMPLATES[name], st.numbers)
             merged.append(st)
         smiles[name] = TEMPLATES[name].smiles
     counts = write_spice(output, merged, energy_key="xtb_total_energy", gradient_key="xtb_total_gradient",
