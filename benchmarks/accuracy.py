@@ -129,6 +129,8 @@ def main(argv=None):
                 os.symlink(work / f"{f}.xyz", work / d / f"{f}.xyz")
     if args.openmlip_run:
         run = Path(args.openmlip_run)
+        if not (run / "report.json").is_file():
+            sys.exit(f"{run / 'report.json'} not found: --openmlip-run needs a finished `openmlip train` run folder")
         rep = json.loads((run / "report.json").read_text())
         budget = rep["wall_s_this_run"]
         t0 = time.perf_counter()
