@@ -293,3 +293,30 @@ def test_formal_charges_inferred_for_a_lysine_and_a_neutral_ligand():
     assert fc is not None and sum(fc) == 1.0
     nz = [a for a, q in zip(lys, fc) if q]
     assert [list(top.atoms())[a].name for a in nz] == ["NZ"]
+
+
+def test_formal_charges_inferred_residue_by_residue_match_amber():
+    """Every residue of T4 lysozyme gets its Amber net charge from the bond rules alone (Arg's
+    guanidinium, Lys, Asp/Glu carboxylates, both termini, His, neutral residues), and Arg's +1 sits
+    on NH2, as a ``[NH2+]=C`` SMILES puts it."""
+    from openmlip.openmm.mlpotential import infer_formal_charges
+
+    prm, crd, system, ligand = _t4l()
+    top = prm.topology
+    nb = next(f for f in system.getForces() if isinstance(f, openmm.NonbondedForce))
+    atoms = list(top.atoms())
+    protein = [a.index for a in atoms if a.residue.name != "TMP"]
+    mm_total = round(sum(nb.getParticleParameters(i)[0].value_in_unit(u.elementary_charge) for i in protein))
+    fc = infer_formal_charges(top, protein, float(mm_total))
+    assert fc is not None, "the rules do not add up to the protein's Amber charge"
+    by_atom = dict(zip(protein, fc))
+    seen = set()
+    for res in top.residues():
+        if res.name == "TMP":
+            continue
+        mm_q = sum(nb.getParticleParameters(a.index)[0].value_in_unit(u.elementary_charge) for a in res.atoms())
+        assert sum(by_atom[a.index] for a in res.atoms()) == round(mm_q), f"{res.name}{res.index}"
+        seen.add((res.name, round(mm_q)))
+    assert {("ARG", 1), ("LYS", 1), ("ASP", -1), ("GLU", -1), ("ALA", 0)} <= seen
+    arg = next(r for r in top.residues() if r.name == "ARG")
+    assert [a.name for a in arg.atoms() if by_atom[a.index]] == ["NH2"]

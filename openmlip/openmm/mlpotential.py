@@ -18,7 +18,8 @@ Arguments accepted by ``createSystem`` / ``createMixedSystem``:
     torch device for the ``pythonforce`` backend (TorchForce follows the OpenMM platform).
 ``formalCharges``
     optional per-ML-atom formal charges; when omitted they are inferred from the Topology's bonds
-    (monatomic ions, 4-bonded N, carboxylates; see :func:`infer_formal_charges`), or spread evenly
+    (monatomic ions, 4-bonded N, carboxylates, amidinium cations such as Arg and HIP; see
+    :func:`infer_formal_charges`), or spread evenly
     with a warning when those rules do not add up to the total charge.
 ``outputForces``
     compute forces inside the TorchScript graph (``setOutputsForces``); default True for ``torchforce``.
@@ -92,7 +93,12 @@ def infer_formal_charges(topology: app.Topology, atoms: List[int], total_charge:
     Rules (the charged groups of the shipped data and of proteins): an unbonded Li/Na/K/Mg/Ca or
     F/Cl/Br/I is a monatomic ion; a nitrogen with four bonds carries +1 (NH4+, R-NH3+, Lys, N-terminus);
     a carboxylate (C bonded to two oxygens that have no other bond) carries -1 on its last oxygen, as
-    its SMILES ``C(=O)[O-]`` in the training data does. Anything else is 0.
+    its SMILES ``C(=O)[O-]`` in the training data does; an amidinium cation (a three-bonded carbon
+    whose neighbours include two or more nitrogens, every one of them three-bonded, and no oxygen:
+    Arg's guanidinium, doubly protonated His (HIP), protonated imidazoles and amidines) carries +1 on
+    its last nitrogen, as ``C(N)=[NH2+]`` would.  Neutral look-alikes keep 0: an amide or urea carbon
+    has an oxygen, and a neutral amidine, His (HID/HIE) or guanine has a two-bonded nitrogen.
+    Anything else is 0.
     """
     index = {a: k for k, a in enumerate(atoms)}
     all_atoms = list(topology.atoms())
@@ -120,6 +126,11 @@ def infer_formal_charges(topology: app.Topology, atoms: List[int], total_charge:
                           and degree[o] == 1]
             if len(terminal_o) == 2 and max(terminal_o) in index:
                 fc[index[max(terminal_o)]] = -1.0
+            elements = [all_atoms[k].element.atomic_number if all_atoms[k].element is not None else 0 for k in nb]
+            n_nb = [k for k, ze in zip(nb, elements) if ze == 7]
+            if (len(nb) == 3 and len(n_nb) >= 2 and 8 not in elements and all(degree[k] == 3 for k in n_nb)
+                    and max(n_nb) in index):
+                fc[index[max(n_nb)]] += 1.0
     return fc if abs(sum(fc) - float(total_charge)) < 1e-6 else None
 
 
