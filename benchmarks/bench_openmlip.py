@@ -45,7 +45,8 @@ def main():
     ap.add_argument("--model", required=True)
     ap.add_argument("--system", required=True)
     ap.add_argument("--backend", default="torchforce", choices=["torchforce", "pythonforce"])
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads")
+    ap.add_argument("--openmm-threads", type=int, default=None, help="OpenMM CPU threads (default: --threads)")
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--budget", type=float, default=None, help="seconds: measure fewer steps (>= 3) for slow models")
@@ -67,10 +68,11 @@ def main():
             return pot.createSystem(top, **kw) if mm is None else pot.createMixedSystem(top, mm, atoms, **kw)
 
         built = benchmark_system(args.system, add_ml)
-    res = time_md(built, warmup=args.warmup, steps=args.steps, threads=args.threads, budget_s=args.budget)
+    res = time_md(built, warmup=args.warmup, steps=args.steps, threads=args.threads, budget_s=args.budget,
+                  openmm_threads=args.openmm_threads)
     emit({"model": "pure MM" if args.model == "mm" else f"openmlip {args.model}",
           "route": "MM" if args.model == "mm" else args.backend, "system": args.system, "atoms": built["atoms"],
-          "threads": {"torch": args.threads, "openmm": args.threads}, **res, "machine": machine()})
+          "threads": {"torch": args.threads, "openmm": args.openmm_threads or args.threads}, **res, "machine": machine()})
 
 
 if __name__ == "__main__":

@@ -112,16 +112,18 @@ def benchmark_system(name: str, add_ml: Optional[Callable] = None) -> Dict[str, 
 
 
 def time_md(built: Dict[str, object], warmup: int = 20, steps: int = 100, threads: int = 1,
-            platform: str = "CPU", budget_s: Optional[float] = None) -> Dict[str, float]:
+            platform: str = "CPU", budget_s: Optional[float] = None, openmm_threads: Optional[int] = None) -> Dict[str, float]:
     """ms/step of LangevinMiddle MD (0.5 fs, 300 K) after ``warmup`` steps, and peak RSS (MB).
 
     With ``budget_s``, slow models measure fewer steps (at least 3): as many as the warm-up's pace fits in
-    the budget; the steps actually measured are returned.
+    the budget; the steps actually measured are returned.  ``threads`` torch threads; ``openmm_threads``
+    CPU-platform threads (default: the same number).
     """
     torch.set_num_threads(threads)
+    omm_threads = threads if openmm_threads is None else openmm_threads
     integrator = openmm.LangevinMiddleIntegrator(300 * u.kelvin, 1.0 / u.picosecond, 0.5 * u.femtosecond)
     integrator.setRandomNumberSeed(1)
-    props = {"Threads": str(threads)} if platform == "CPU" else {}
+    props = {"Threads": str(omm_threads)} if platform == "CPU" else {}
     ctx = openmm.Context(built["system"], integrator, openmm.Platform.getPlatformByName(platform), props)
     ctx.setPositions(built["positions"] * u.nanometer)
     ctx.setVelocitiesToTemperature(300 * u.kelvin, 1)

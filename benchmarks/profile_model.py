@@ -2,8 +2,9 @@
 
     python benchmarks/profile_model.py --system water-648 --threads 1
 
-Scripted OpenMMPotential with in-graph forces (the TorchForce default), float32; prints the top ops by
-self CPU time and the neighbour-list share.
+Scripted and frozen OpenMMPotential (as openmm-torch runs it), float32 model, float64 positions in nm;
+prints energy+forces, energy alone without autograd, and the inputs/neighbour-list step (interleaved
+repeats, medians), then the top ops by self CPU time of one energy+forces call.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def main():
     ap.add_argument("--system", default="water-648")
     ap.add_argument("--arch", default="allegro")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=20)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.system.startswith("water-"):
@@ -39,26 +40,49 @@ def main():
         top, pos, box = built["topology"], built["positions"], None
     z = [a.element.atomic_number for a in top.atoms()]
     torch.manual_seed(0)
-    pot = torch.jit.script(OpenMMPotential(build_model(architecture=args.arch), z, periodic=box is not None,
-                                           dtype=torch.float32, output_forces=True))
-    x = torch.tensor(np.asarray(pos), dtype=torch.float32)
-    for _ in range(3):
-        pot(x, box)
-    t0 = time.perf_counter()
-    for _ in range(args.repeats):
-        pot(x, box)
-    ms = 1000 * (time.perf_counter() - t0) / args.repeats
-    nl = pot.ml_inputs
-    t0 = time.perf_counter()
-    for _ in range(args.repeats):
-        nl(x, box)
-    ms_nl = 1000 * (time.perf_counter() - t0) / args.repeats
-    print(f"{args.system} ({len(z)} atoms), {args.arch}, {args.threads} thread(s): {ms:.1f} ms per energy+forces call, "
-          f"of which inputs/neighbour list {ms_nl:.1f} ms ({100 * ms_nl / ms:.0f} %)")
+    model = build_model(architecture=args.arch)
+
+    def frozen(output_forces):
+        # what openmm-torch runs: its kernels call torch::jit::freeze on the module at initialisation
+        mod = OpenMMPotential(model, z, periodic=box is not None, dtype=torch.float32, output_forces=output_forces)
+        return torch.jit.script(mod), torch.jit.freeze(torch.jit.script(mod).eval())
+
+    scripted, pot = frozen(True)
+    _, pot_e = frozen(False)
+    x = torch.tensor(np.asarray(pos), dtype=torch.float64)  # OpenMM hands over float64 nm
+    box64 = None if box is None else box.to(torch.float64)
+
+    def forces():
+        return pot(x.clone().requires_grad_(True), box64)
+
+    def energy_only():
+        with torch.no_grad():
+            return pot_e(x, box64)
+
+    def inputs():
+        return scripted.ml_inputs(x, box64)
+
+    cases = {"energy + forces (autograd)": forces, "energy only, no autograd": energy_only,
+             "inputs + neighbour list": inputs}
+    times = {k: [] for k in cases}
+    for f in cases.values():
+        for _ in range(3):
+            f()
+    for _ in range(args.repeats):  # interleaved, so drifts of the machine hit every case alike
+        for k, f in cases.items():
+            t0 = time.perf_counter()
+            f()
+            times[k].append(1000 * (time.perf_counter() - t0))
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    print(f"{args.system} ({len(z)} atoms), {args.arch}, {args.threads} thread(s), frozen TorchScript as in "
+          f"openmm-torch, median of {args.repeats}:")
+    for k, v in med.items():
+        print(f"  {k:30s} {v:9.2f} ms  ({100 * v / med['energy + forces (autograd)']:.0f} %)")
+    print(f"  {'backward + autograd overhead':30s} {med['energy + forces (autograd)'] - med['energy only, no autograd']:9.2f} ms")
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        pot(x, box)
+        forces()
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
 
 

@@ -1,6 +1,6 @@
 """Speed in OpenMM, openmlip next to its peers, on the same machine in the same run.
 
-    bash benchmarks/peers/setup.sh          # once: the peers' own venvs (MACE, TorchMD-Net)
+    bash benchmarks/peers/setup.sh          # once: the peers' own venvs (MACE, TorchMD-Net, NequIP/Allegro)
     python benchmarks/speed.py              # ~25 min on 2 cores; writes benchmarks/results/speed.jsonl,
                                             # docs/benchmarks_speed.md and docs/img/scaling.png
 
@@ -41,18 +41,21 @@ CASES = [
     _peer("mace-off23-small", "openmm-ml", "mace"), _peer("mace-off23-small", "torchforce", "mace"),
     _peer("mace-off23-medium", "openmm-ml", "mace"), _peer("mace-off23-medium", "torchforce", "mace"),
     _peer("tensornet", "openmm-ml", "torchmdnet"), _peer("tensornet", "torchforce", "torchmdnet"),
+    _peer("nequip", "openmm-ml", "nequip"), _peer("nequip", "torchforce", "nequip"),
+    _peer("allegro", "openmm-ml", "nequip"), _peer("allegro", "torchforce", "nequip"),
 ]
 
 
-def run_case(label, venv, script_args, system, threads, steps, budget, out, warmup=20):
+def run_case(label, venv, script_args, system, threads, steps, budget, out, warmup=20, openmm_threads=None):
     py = sys.executable if venv is None else str(venv / "bin" / "python")
     if venv is not None and not (venv / ".ok").exists():
         print(f"skip {label}: {venv} missing (bash benchmarks/peers/setup.sh)", flush=True)
         return None
+    omm = threads if openmm_threads is None else openmm_threads
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
                TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1")  # e3nn 0.4.4 / openmm-ml's MACE loader use torch.load
     cmd = [py, *script_args, "--system", system, "--threads", str(threads), "--steps", str(steps), "--budget", str(budget),
-           "--warmup", str(warmup)]
+           "--warmup", str(warmup), "--openmm-threads", str(omm)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=max(600, 6 * budget))
     except subprocess.TimeoutExpired:
@@ -67,12 +70,12 @@ def run_case(label, venv, script_args, system, threads, steps, budget, out, warm
     rec["label"] = label
     with open(out, "a") as fh:
         fh.write(json.dumps(rec) + "\n")
-    print(f"{label:40s} {system:12s} {rec['ms_per_step']:10.2f} ms/step ({rec['steps']} steps, {threads} thr)", flush=True)
+    print(f"{label:40s} {system:12s} {rec['ms_per_step']:10.2f} ms/step ({rec['steps']} steps, {threads}+{omm} thr)", flush=True)
     return rec
 
 
 def table(records, systems, threads):
-    by = {(r["label"], r["system"]): r for r in records if r["threads"]["torch"] == threads}
+    by = {(r["label"], r["system"]): r for r in records if (r["threads"]["torch"], r["threads"]["openmm"]) == threads}
     labels = [c[0] for c in CASES]
     mm = {s: by.get(("pure MM", s)) for s in systems}
     mace = {s: min((r for (lab, sy), r in by.items() if sy == s and lab.startswith("mace-off23-small")),
@@ -80,6 +83,8 @@ def table(records, systems, threads):
     head = "| model (route) | " + " | ".join(f"{s} ({(mm[s] or {}).get('atoms', '?')} atoms)" for s in systems) + " |"
     lines = [head, "| --- |" + " --- |" * len(systems)]
     for lab in labels:
+        if not any((lab, s) in by for s in systems):
+            continue  # not measured with these thread settings
         cells = []
         for s in systems:
             r = by.get((lab, s))
@@ -95,12 +100,28 @@ def table(records, systems, threads):
                 txt += f"; MACE-s/this {mace[s]['ms_per_step'] / r['ms_per_step']:.2f}"
             cells.append(txt)
         lines.append(f"| {lab} | " + " | ".join(cells) + " |")
+    lines += ["", "Peak resident memory of the measuring process (MB):", "", head, "| --- |" + " --- |" * len(systems)]
+    for lab in labels:
+        rss = [by.get((lab, s)) for s in systems]
+        if any(rss):
+            lines.append(f"| {lab} | " + " | ".join(f"{r['peak_rss_MB']:.0f}" if r else "–" for r in rss) + " |")
+    return "\n".join(lines)
+
+
+def versions_table(records):
+    """One row per label: the package versions of the venv that measured it."""
+    seen = {}
+    for r in records:
+        seen.setdefault(r["label"], r.get("machine", {}).get("versions", {}))
+    lines = ["| label | versions (its venv) |", "| --- | --- |"]
+    lines += [f"| {lab} | {', '.join(f'{k} {v}' for k, v in vers.items())} |" for lab, vers in seen.items()]
     return "\n".join(lines)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--threads", type=int, nargs="+", default=[1])
+    ap.add_argument("--threads", type=int, nargs="+", default=[1], help="torch thread counts to measure")
+    ap.add_argument("--openmm-threads", type=int, default=None, help="OpenMM CPU threads (default: as many as torch)")
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--budget", type=float, default=40.0, help="seconds of measured MD per case at most (>= 3 steps)")
     ap.add_argument("--systems", nargs="*", default=SYSTEMS)
@@ -116,7 +137,7 @@ def main(argv=None):
         latest = {}
         for line in out.read_text().splitlines():
             r = json.loads(line)
-            latest[(r["label"], r["system"], r["threads"]["torch"])] = r
+            latest[(r["label"], r["system"], r["threads"]["torch"], r["threads"]["openmm"])] = r
         write_report(list(latest.values()), args)
         return
     records = []
@@ -125,7 +146,8 @@ def main(argv=None):
             for label, venv, sargs in CASES:
                 if args.only and label not in args.only:
                     continue
-                r = run_case(label, venv, sargs, system, threads, args.steps, args.budget, out)
+                r = run_case(label, venv, sargs, system, threads, args.steps, args.budget, out,
+                             openmm_threads=args.openmm_threads)
                 if r:
                     records.append(r)
     if args.scaling:
@@ -144,8 +166,9 @@ def write_report(records, args):
     parts = ["<!-- written by benchmarks/speed.py -->", "",
              f"Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, Python {m.get('python', '?')}; "
              f"openmlip venv: {', '.join(f'{k} {v}' for k, v in m.get('versions', {}).items())}.", ""]
-    for threads in args.threads:
-        parts += [f"### ms/step, {threads} torch + {threads} OpenMM thread(s)", "", table(records, args.systems, threads), ""]
+    for threads in sorted({(r["threads"]["torch"], r["threads"]["openmm"]) for r in records if r["system"] in args.systems}):
+        parts += [f"### ms/step, {threads[0]} torch + {threads[1]} OpenMM thread(s)", "", table(records, args.systems, threads), ""]
+    parts += ["### Versions", "", versions_table(records), ""]
     scal = [r for r in records if r["system"].startswith("water-") and r["threads"]["torch"] == 1]
     if args.scaling and scal:
         import matplotlib

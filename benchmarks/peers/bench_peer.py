@@ -8,10 +8,15 @@ Models are randomly initialised with the published architectures (speed does not
 - ``mace-off23-small``: ScaleShiftMACE, hidden 96x0e, max_ell 3, correlation 3, 2 interactions, r_max 4.5 Å,
   8 Bessel functions, radial MLP [64, 64, 64], 10 elements (MACE-OFF23's);
 - ``mace-off23-medium``: the same with hidden 128x0e+128x1o and r_max 5.0 Å;
-- ``tensornet``: TorchMD-Net TensorNet, 2 layers, 128 channels, 32 RBFs, cutoff 5 Å, O(3).
+- ``tensornet``: TorchMD-Net TensorNet, 2 layers, 128 channels, 32 RBFs, cutoff 5 Å, O(3);
+- ``nequip``: NequIP 0.19 ``NequIPGNNModel`` with the package defaults (4 layers, l_max 1, parity, 32 features,
+  radial MLP 1 x 128), r_max 4.5 Å (openmlip's and MACE-OFF23-small's cutoff);
+- ``allegro``: nequip-allegro 0.8 ``AllegroModel``, 2 layers, l_max 2, parity, package defaults otherwise
+  (64 scalar / 16 tensor features, MLP width 64), Bessel two-body embedding, r_max 4.5 Å.
 
-Routes: ``openmm-ml`` (``MLPotential('mace'|'torchmdnet', modelPath=...)``: openmm-ml 1.8 runs both through
-an ``openmm.PythonForce`` with a Python neighbour list each step) and ``torchforce`` (the model scripted
+Routes: ``openmm-ml`` (``MLPotential('mace'|'torchmdnet'|'nequip', modelPath=...)``: openmm-ml 1.8 runs all three
+through an ``openmm.PythonForce`` with a Python neighbour list each step; for NequIP/Allegro the benchmark hands
+openmm-ml the freshly built model in place of a trained checkpoint, since ``load_saved_model`` needs a training run) and ``torchforce`` (the model scripted
 inside a TorchForce with an all-pairs neighbour list in TorchScript, as openmm-ml ≤ 1.2 did for MACE).
 float32 throughout. Prints one ``BENCH {json}`` line.
 """
@@ -57,6 +62,28 @@ TENSORNET_ARGS = dict(
     derivative=False, output_model="Scalar", precision=32, prior_model=None, reduce_op="add", neighbor_embedding=True,
     attn_activation="silu", num_heads=8, distance_influence="both", vector_cutoff=False, remove_ref_energy=False,
     charge=False, spin=False)
+
+
+NEQUIP_TYPES = ["H", "C", "N", "O"]  # the elements of every benchmark system
+NEQUIP_R_MAX = 4.5
+
+
+def build_nequip(kind: str):
+    """A randomly initialised NequIP-framework model (eager ``GraphModel``; forces by autograd inside)."""
+    from nequip.utils.global_state import set_global_state
+
+    set_global_state()
+    common = dict(seed=0, model_dtype="float32", type_names=NEQUIP_TYPES, r_max=NEQUIP_R_MAX, avg_num_neighbors=20.0)
+    if kind == "nequip":
+        from nequip.model import NequIPGNNModel
+
+        model = NequIPGNNModel(**common)
+    else:
+        from allegro.model import AllegroModel
+
+        model = AllegroModel(l_max=2, num_layers=2, radial_chemical_embed={
+            "_target_": "allegro.nn.TwoBodyBesselScalarEmbed", "num_bessels": 8}, **common)
+    return model, NEQUIP_R_MAX
 
 
 def build_tensornet():
@@ -128,12 +155,51 @@ class TensorNetForce(torch.nn.Module):
         return y.sum() * 96.48533212331002
 
 
+class NequIPForce(torch.nn.Module):
+    """A NequIP-framework model in a TorchForce: all-pairs minimum-image neighbours in TorchScript, the model's
+    own autograd forces returned (``setOutputsForces(True)``)."""
+
+    def __init__(self, model, z, indices, num_particles: int, periodic: bool, cutoff: float):
+        super().__init__()
+        from e3nn.util.jit import script
+        from nequip.utils.compile import prepare_model_for_compile
+
+        self.model = script(prepare_model_for_compile(model, "cpu"))
+        symbols = {1: "H", 6: "C", 7: "N", 8: "O"}
+        self.register_buffer("types", torch.tensor([NEQUIP_TYPES.index(symbols[int(v)]) for v in z], dtype=torch.long))
+        self.register_buffer("indices", torch.tensor(indices, dtype=torch.long))
+        self.num_particles = num_particles
+        self.periodic = periodic
+        self.cutoff = cutoff
+
+    def forward(self, positions, boxVectors: Optional[torch.Tensor] = None):
+        pos = positions[self.indices].to(torch.float32) * 10.0
+        d = pos[None, :, :] - pos[:, None, :]
+        n = pos.shape[0]
+        cell = torch.eye(3, dtype=pos.dtype, device=pos.device) * 1000.0
+        images = torch.zeros_like(d)
+        if self.periodic and boxVectors is not None:
+            cell = boxVectors.to(torch.float32) * 10.0
+            images = -torch.round(d / torch.diagonal(cell))
+        dist = torch.linalg.norm(d + images * torch.diagonal(cell), dim=-1)
+        mask = (dist < self.cutoff) & ~torch.eye(n, dtype=torch.bool, device=pos.device)
+        ij = mask.nonzero()
+        data = {"pos": pos, "atom_types": self.types, "edge_index": torch.stack([ij[:, 0], ij[:, 1]]),
+                "edge_cell_shift": images[ij[:, 0], ij[:, 1]], "cell": cell,
+                "pbc": torch.full((3,), self.periodic, dtype=torch.bool, device=pos.device)}
+        out = self.model(data)
+        forces = torch.zeros((positions.shape[0], 3), dtype=torch.float32, device=pos.device)
+        forces = forces.index_copy(0, self.indices, out["forces"] * 964.8533212331002)
+        return (out["total_energy"].sum() * 96.48533212331002).to(positions.dtype), forces.to(positions.dtype)
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", required=True, choices=["mace-off23-small", "mace-off23-medium", "tensornet"])
+    ap.add_argument("--model", required=True, choices=["mace-off23-small", "mace-off23-medium", "tensornet", "nequip", "allegro"])
     ap.add_argument("--system", required=True)
     ap.add_argument("--route", required=True, choices=["openmm-ml", "torchforce"])
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads")
+    ap.add_argument("--openmm-threads", type=int, default=None, help="OpenMM CPU threads (default: --threads)")
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--budget", type=float, default=None, help="seconds: measure fewer steps (>= 3) for slow models")
@@ -143,6 +209,8 @@ def main():
 
     if args.model.startswith("mace"):
         model, cutoff = build_mace(args.model.rsplit("-", 1)[1])
+    elif args.model in ("nequip", "allegro"):
+        model, cutoff = build_nequip(args.model)
     else:
         model, cutoff = build_tensornet()
     tmp = Path(tempfile.mkdtemp())
@@ -156,6 +224,11 @@ def main():
                 path = tmp / "mace.model"
                 torch.save(model, path)
                 pot = MLPotential("mace", modelPath=str(path))
+            elif args.model in ("nequip", "allegro"):
+                import nequip.model.saved_models.load_utils as load_utils
+
+                load_utils.load_saved_model = lambda *a, **k: model  # untrained: no checkpoint to load
+                pot = MLPotential("nequip", modelPath="random-init", lengthScale=0.1, energyScale=96.48533212331002)
             else:
                 path = tmp / "tensornet.ckpt"
                 torch.save({"hyper_parameters": dict(TENSORNET_ARGS),
@@ -166,10 +239,14 @@ def main():
             return pot.createMixedSystem(top, mm, atoms, mlLongRange=False)  # both peers are short-ranged
         import openmmtorch
 
-        cls = MACEForce if args.model.startswith("mace") else TensorNetForce
-        module = torch.jit.script(cls(model, z, atoms, periodic, cutoff))
+        if args.model in ("nequip", "allegro"):
+            module = torch.jit.script(NequIPForce(model, z, atoms, top.getNumAtoms(), periodic, cutoff))
+        else:
+            cls = MACEForce if args.model.startswith("mace") else TensorNetForce
+            module = torch.jit.script(cls(model, z, atoms, periodic, cutoff))
         force = openmmtorch.TorchForce(module)
         force.setUsesPeriodicBoundaryConditions(periodic)
+        force.setOutputsForces(args.model in ("nequip", "allegro"))
         if mm is None:
             system = openmm.System()
             for a in top.atoms():
@@ -180,9 +257,10 @@ def main():
         return system
 
     built = benchmark_system(args.system, add_ml)
-    res = time_md(built, warmup=args.warmup, steps=args.steps, threads=args.threads, budget_s=args.budget)
+    res = time_md(built, warmup=args.warmup, steps=args.steps, threads=args.threads, budget_s=args.budget,
+                  openmm_threads=args.openmm_threads)
     emit({"model": args.model, "route": args.route, "system": args.system, "atoms": built["atoms"],
-          "threads": {"torch": args.threads, "openmm": args.threads}, **res, "machine": machine()})
+          "threads": {"torch": args.threads, "openmm": args.openmm_threads or args.threads}, **res, "machine": machine()})
 
 
 def _strip_ml(mm, atoms):

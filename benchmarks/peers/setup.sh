@@ -2,7 +2,7 @@
 # Create the peer environments for benchmarks/speed.py and benchmarks/accuracy.py, each in its own venv
 # (mace-torch pins e3nn 0.4.4, so it cannot share openmlip's venv). All pin torch 2.9.1 so that
 # openmm-torch 1.5 (compiled against torch 2.9) loads in every one of them.
-#   bash benchmarks/peers/setup.sh            # all peers
+#   bash benchmarks/peers/setup.sh            # all peers (MACE, TorchMD-Net, NequIP + Allegro)
 #   bash benchmarks/peers/setup.sh mace       # one of: mace torchmdnet nequip
 # Venvs go to benchmarks/peers/.venv-<peer> (ignored by git). Each records `pip freeze` in freeze.txt.
 set -euo pipefail
