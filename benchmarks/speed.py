@@ -125,7 +125,11 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--budget", type=float, default=40.0, help="seconds of measured MD per case at most (>= 3 steps)")
     ap.add_argument("--systems", nargs="*", default=SYSTEMS)
-    ap.add_argument("--scaling", action="store_true", help="also water boxes 192..20,577 atoms (openmlip allegro, MACE-OFF23-small)")
+    ap.add_argument("--scaling", action="store_true", help="also water boxes 192..20,577 atoms (see --scaling-labels)")
+    ap.add_argument("--scaling-labels", nargs="+", default=["openmlip allegro", "pure MM", "mace-off23-small (openmm-ml)"],
+                    help="labels measured on the scaling water boxes")
+    ap.add_argument("--scaling-systems", nargs="+", default=SCALING, help="water boxes for --scaling")
+    ap.add_argument("--merge", nargs="*", default=[], help="with --report-only: more JSONL files to report with --out's")
     ap.add_argument("--only", nargs="*", help="labels to run (default all)")
     ap.add_argument("--out", default=str(HERE / "results" / "speed.jsonl"))
     ap.add_argument("--report", default=str(ROOT / "docs" / "benchmarks_speed.md"))
@@ -135,7 +139,9 @@ def main(argv=None):
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.report_only:
         latest = {}
-        for line in out.read_text().splitlines():
+        # --out last: its records win over merged ones for the same (label, system, threads)
+        lines = [ln for f in args.merge for ln in Path(f).read_text().splitlines()] + out.read_text().splitlines()
+        for line in lines:
             r = json.loads(line)
             latest[(r["label"], r["system"], r["threads"]["torch"], r["threads"]["openmm"])] = r
         write_report(list(latest.values()), args)
@@ -151,8 +157,12 @@ def main(argv=None):
                 if r:
                     records.append(r)
     if args.scaling:
-        for system in SCALING:
-            for label, venv, sargs in [CASES[1], CASES[0], CASES[6]]:
+        cases = {c[0]: c for c in CASES}
+        unknown = [lab for lab in args.scaling_labels if lab not in cases]
+        if unknown:
+            raise SystemExit(f"unknown --scaling-labels {unknown}; known: {sorted(cases)}")
+        for system in args.scaling_systems:
+            for label, venv, sargs in [cases[lab] for lab in args.scaling_labels]:
                 if args.only and label not in args.only:
                     continue
                 r = run_case(label, venv, sargs, system, 1, args.steps, args.budget, out, warmup=3)
@@ -177,9 +187,14 @@ def write_report(records, args):
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(5.5, 4))
+        markers = iter("osD^vP*Xh<>" * 3)
         for label in sorted({r["label"] for r in scal}):
             pts = sorted((r["atoms"], r["ms_per_step"]) for r in scal if r["label"] == label)
-            ax.loglog(*zip(*pts), "o-", label=label)
+            if len(pts) < 2:
+                continue  # measured at one size only: no scaling to show
+            ours = label.startswith("openmlip")
+            ax.loglog(*zip(*pts), "-", marker=next(markers), lw=2.2 if ours else 1.2, ms=5, alpha=1 if ours else 0.8,
+                      label=label)
         xs = [192, 20577]
         ax.loglog(xs, [1e-1 * x / xs[0] * 10 for x in xs], "k:", lw=0.8, label="∝ N")
         ax.set(xlabel="atoms (water box)", ylabel="ms / MD step", title="OpenMM CPU, 1 thread, float32")
