@@ -1,4 +1,5 @@
-"""MD runner: platform choice, resume after SIGKILL with continuous unique frames, blow-up detection."""
+"""MD runner: platform choice, resume after SIGKILL/SIGTERM with continuous unique frames and trajectories never
+modified in place, blow-up detection."""
 from __future__ import annotations
 
 import os
@@ -45,28 +46,63 @@ def test_choose_platform_prefers_fastest_available_and_explains():
         choose_platform("CUDA")
 
 
-def test_resume_after_kill_gives_continuous_unique_frames(tmp_path):
-    out = tmp_path / "md"
-    script = _script(tmp_path)
-    proc = subprocess.Popen([sys.executable, str(script), str(out), "3000", "1.0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    meta = out / "checkpoint.json"
-    deadline = time.time() + 240
+def _wait_for_checkpoint(meta, at_least, proc, timeout=240):
     import json
 
-    while time.time() < deadline:  # kill once a checkpoint beyond step 0 exists
-        if meta.exists() and json.loads(meta.read_text())["step"] >= 200:
-            break
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if meta.exists() and json.loads(meta.read_text())["step"] >= at_least:
+            return
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
         time.sleep(0.2)
+    raise AssertionError(f"no checkpoint at step >= {at_least} within {timeout} s")
+
+
+def _frame_steps(path):
+    return np.round(mdtraj.load(str(path)).time / 0.001).astype(int).tolist()  # ps -> steps of 1 fs
+
+
+def test_resume_after_sigkill_and_sigterm_gives_continuous_unique_frames(tmp_path):
+    """SIGKILL: the frames already on disk wait as atomically written segments (no trajectory.h5 is
+    ever open for writing). SIGTERM (a batch system's time limit): the run stops cleanly and every frame
+    so far is in trajectory.h5. Each rerun continues from the checkpoint; the final trajectory is
+    continuous and unique, and the file the SIGTERM left was never modified in place (a hard link to it
+    keeps its bytes)."""
+    import hashlib
+    import json
+
+    out = tmp_path / "md"
+    script = _script(tmp_path)
+    meta = out / "checkpoint.json"
+    cmd = [sys.executable, str(script), str(out), "3000", "1.0"]
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _wait_for_checkpoint(meta, 200, proc)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     killed_at = json.loads(meta.read_text())["step"]
     assert 200 <= killed_at < 3000
-    res = subprocess.run([sys.executable, str(script), str(out), "3000", "1.0"], capture_output=True, text=True, timeout=600)
+    segments = sorted(int(p.stem) for p in (out / "trajectory.segments").glob("*.h5"))
+    assert segments and segments[0] == 100 and segments[-1] >= killed_at  # one per checkpoint, on disk
+    assert not (out / "trajectory.h5").exists()
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _wait_for_checkpoint(meta, killed_at + 400, proc)
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=120) == 128 + signal.SIGTERM
+    termed_at = json.loads(meta.read_text())["step"]
+    assert not (out / "trajectory.segments").exists()
+    steps = _frame_steps(out / "trajectory.h5")
+    assert steps == list(range(20, steps[-1] + 1, 20)) and steps[-1] >= termed_at  # nothing lost, nothing twice
+    os.link(out / "trajectory.h5", tmp_path / "kept.h5")
+    digest = hashlib.sha256((tmp_path / "kept.h5").read_bytes()).hexdigest()
+
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "RESULT True CPU 3000" in res.stdout
-    traj = mdtraj.load(str(out / "trajectory.h5"))
-    steps = np.round(traj.time / 0.001).astype(int)  # ps -> steps of 1 fs
-    assert steps.tolist() == list(range(20, 3001, 20))  # continuous, unique, nothing missing
+    assert _frame_steps(out / "trajectory.h5") == list(range(20, 3001, 20))  # continuous, unique, nothing missing
+    assert hashlib.sha256((tmp_path / "kept.h5").read_bytes()).hexdigest() == digest
+    assert not (out / "trajectory.segments").exists() and not list(out.glob(".*.tmp"))
     rows = (out / "state.csv").read_text().splitlines()[1:]
     assert [int(r.split(",")[0]) for r in rows] == list(range(20, 3001, 20))
 

@@ -4,6 +4,13 @@ Outputs in ``out_dir``: ``trajectory.h5`` (mdtraj HDF5; one frame every ``report
 ``state.csv`` (step, time, energies, temperature), ``checkpoint.chk`` + ``checkpoint.json`` (OpenMM
 checkpoint and the step it belongs to; written atomically every ``checkpoint_interval`` steps).
 
+No HDF5 file is ever modified in place, so no kill (even SIGKILL mid-write) can corrupt a trajectory:
+frames are kept in memory between checkpoints and written, just before each checkpoint, as one
+segment file (``trajectory.segments/<last step>.h5``, written to a temporary name and renamed).  When
+the run ends, stops with an error, Ctrl-C or SIGTERM, the segments are appended to a copy of
+``trajectory.h5`` that then replaces it.  After a SIGKILL the segments stay on disk and the next run
+of the same command adds them.
+
 Rerunning after a kill loads the checkpoint, drops trajectory frames and CSV rows written after it, and
 continues: frames stay continuous and unique.  A NaN or an energy jump larger than
 ``max_energy_jump`` between reports raises :class:`BlowUpError`; the bad frame is not written, so the
@@ -14,6 +21,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -96,6 +106,8 @@ class MDRunner:
         self.csv_path = self.out / "state.csv"
         self.chk_path = self.out / "checkpoint.chk"
         self.chk_meta = self.out / "checkpoint.json"
+        self.seg_dir = self.out / "trajectory.segments"
+        self._frames: List[Tuple[int, np.ndarray, float, Optional[np.ndarray], Optional[np.ndarray]]] = []
         self.n_dof = 3 * system.getNumParticles() - system.getNumConstraints() - (
             3 if any(isinstance(f, openmm.CMMotionRemover) for f in system.getForces()) else 0)
 
@@ -103,18 +115,32 @@ class MDRunner:
     def _truncate_outputs(self, step: int) -> None:
         """Drop trajectory frames and CSV rows written after ``step`` (they will be recomputed)."""
         keep = step // self.report_interval
+        if self.seg_dir.exists():
+            for seg in self.seg_dir.glob("*.h5"):
+                if int(seg.stem) > step:
+                    seg.unlink()  # written before a checkpoint that never came
         if self.traj_path.exists():
             import tables
 
-            with tables.open_file(str(self.traj_path), "a") as fh:
-                for name in ("coordinates", "time", "cell_lengths", "cell_angles"):
-                    if name in fh.root:
-                        node = fh.get_node("/", name)
-                        if node.nrows > keep:
-                            node.truncate(keep)
+            with tables.open_file(str(self.traj_path), "r") as fh:
+                longer = "time" in fh.root and fh.root.time.nrows > keep
+            if longer:  # frames past the checkpoint (kept after a blow-up): rewrite a copy, then swap
+                with atomic_path(self.traj_path) as tmp:
+                    shutil.copyfile(self.traj_path, tmp)
+                    with tables.open_file(tmp, "a") as fh:
+                        for name in ("coordinates", "time", "cell_lengths", "cell_angles"):
+                            if name in fh.root:
+                                node = fh.get_node("/", name)
+                                if node.nrows > keep:
+                                    node.truncate(keep)
         if self.csv_path.exists():
+            rows: List[Dict[str, object]] = []
             with open(self.csv_path) as fh:
-                rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= step]
+                for r in csv.DictReader(fh):
+                    if None in r or any(r.get(k) in (None, "") for k in CSV_FIELDS):
+                        continue  # a row cut short by a kill
+                    if int(r["step"]) <= step and (not rows or int(r["step"]) > int(rows[-1]["step"])):
+                        rows.append(r)
             self._write_csv(rows)
 
     def _write_csv(self, rows: List[Dict[str, object]]) -> None:
@@ -125,7 +151,7 @@ class MDRunner:
                 w.writerows(rows)
 
     def _append(self, step: int, state) -> None:
-        from mdtraj.formats import HDF5TrajectoryFile
+        """Buffer the frame (written by :meth:`_flush_frames`) and append the CSV row."""
         from mdtraj.utils import box_vectors_to_lengths_and_angles
 
         pos = state.getPositions(asNumpy=True).value_in_unit(u.nanometer)[None].astype(np.float32)
@@ -134,13 +160,7 @@ class MDRunner:
             a, b, c = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(u.nanometer)
             la, lb, lc, al, be, ga = box_vectors_to_lengths_and_angles(a, b, c)
             kwargs = dict(cell_lengths=np.array([[la, lb, lc]], dtype=np.float32), cell_angles=np.array([[al, be, ga]], dtype=np.float32))
-        new = not self.traj_path.exists()
-        with HDF5TrajectoryFile(str(self.traj_path), "w" if new else "a") as fh:
-            if new:
-                import mdtraj
-
-                fh.topology = mdtraj.Topology.from_openmm(self.topology)
-            fh.write(coordinates=pos, time=np.array([step * self.timestep_fs / 1000.0], dtype=np.float32), **kwargs)
+        self._frames.append((step, pos, step * self.timestep_fs / 1000.0, kwargs.get("cell_lengths"), kwargs.get("cell_angles")))
         pe = state.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
         ke = state.getKineticEnergy().value_in_unit(u.kilojoule_per_mole)
         temp = 2 * ke / (self.n_dof * 0.00831446261815324) if self.n_dof > 0 else 0.0
@@ -149,7 +169,66 @@ class MDRunner:
                 step=step, time_ps=step * self.timestep_fs / 1000.0, potential_kJmol=pe, kinetic_kJmol=ke,
                 total_kJmol=pe + ke, temperature_K=temp))
 
+    def _flush_frames(self) -> None:
+        """Write the buffered frames as one new segment file (atomically), named by its last step."""
+        if not self._frames:
+            return
+        from mdtraj.formats import HDF5TrajectoryFile
+
+        self.seg_dir.mkdir(exist_ok=True)
+        with atomic_path(self.seg_dir / f"{self._frames[-1][0]:012d}.h5") as tmp:
+            with HDF5TrajectoryFile(tmp, "w") as fh:
+                fh.topology = self._mdtraj_topology()
+                cells = self._frames[0][3] is not None
+                fh.write(coordinates=np.concatenate([f[1] for f in self._frames]),
+                         time=np.array([f[2] for f in self._frames], dtype=np.float32),
+                         cell_lengths=np.concatenate([f[3] for f in self._frames]) if cells else None,
+                         cell_angles=np.concatenate([f[4] for f in self._frames]) if cells else None)
+        self._frames = []
+
+    def _mdtraj_topology(self):
+        import mdtraj
+
+        return mdtraj.Topology.from_openmm(self.topology)
+
+    def _consolidate(self) -> None:
+        """Append the segment files to a copy of ``trajectory.h5`` and swap it in; then drop them.
+
+        Idempotent: segments whose frames the trajectory already holds (a kill between the swap and
+        the clean-up) are not added twice.
+        """
+        if not self.seg_dir.exists():
+            return
+        from mdtraj.formats import HDF5TrajectoryFile
+
+        segments = sorted(self.seg_dir.glob("*.h5"), key=lambda p: int(p.stem))
+        last = -1.0
+        if self.traj_path.exists():
+            import tables
+
+            with tables.open_file(str(self.traj_path), "r") as fh:
+                if "time" in fh.root and fh.root.time.nrows:
+                    last = float(fh.root.time[-1]) / (self.timestep_fs / 1000.0)
+        new = [p for p in segments if int(p.stem) > last + 0.5 * self.report_interval]
+        if new:
+            with atomic_path(self.traj_path) as tmp:
+                exists = self.traj_path.exists()
+                if exists:
+                    shutil.copyfile(self.traj_path, tmp)
+                with HDF5TrajectoryFile(tmp, "a" if exists else "w") as out:
+                    if not exists:
+                        out.topology = self._mdtraj_topology()
+                    for seg in new:
+                        with HDF5TrajectoryFile(str(seg), "r") as fh:
+                            fr = fh.read()
+                        out.write(coordinates=fr.coordinates, time=fr.time, cell_lengths=fr.cell_lengths,
+                                  cell_angles=fr.cell_angles)
+        for seg in segments:
+            seg.unlink()
+        shutil.rmtree(self.seg_dir, ignore_errors=True)
+
     def _checkpoint(self, step: int) -> None:
+        self._flush_frames()  # frames first: a checkpoint never refers to frames that are not on disk
         with atomic_path(self.chk_path) as tmp:
             with open(tmp, "wb") as fh:
                 fh.write(self.context.createCheckpoint())
@@ -158,6 +237,7 @@ class MDRunner:
                 json.dump({"step": step, "timestep_fs": self.timestep_fs}, fh)
 
     def _blow_up(self, step: int, pe: float, last: float, detail: str = "") -> BlowUpError:
+        self._flush_frames()  # the good frames since the last checkpoint stay in the trajectory
         kept = json.loads(self.chk_meta.read_text())["step"]
         return BlowUpError(
             f"simulation blew up at step {step} (potential energy {pe:.6g} kJ/mol, previous report {last:.6g}"
@@ -167,8 +247,8 @@ class MDRunner:
 
     # ------------------------------------------------------------------------------------ run
     def run(self, steps: int, minimize: bool = True, progress: bool = True) -> Dict[str, object]:
-        from tqdm.auto import tqdm
-
+        for stale in [*self.out.glob(f".{self.traj_path.name}.*.tmp"), *self.seg_dir.glob(".*.tmp")]:
+            stale.unlink()  # temporary files of a write that a SIGKILL interrupted: never the real ones
         if self.chk_meta.exists() and self.chk_path.exists():
             step = int(json.loads(self.chk_meta.read_text())["step"])
             self.context.loadCheckpoint(self.chk_path.read_bytes())
@@ -178,6 +258,7 @@ class MDRunner:
             for p in (self.traj_path, self.csv_path):
                 if p.exists():
                     p.unlink()  # outputs without a checkpoint cannot be continued consistently
+            shutil.rmtree(self.seg_dir, ignore_errors=True)
             if self.box_vectors is not None:
                 self.context.setPeriodicBoxVectors(*self.box_vectors)
             self.context.setPositions(self.positions)
@@ -190,6 +271,31 @@ class MDRunner:
             resumed = False
         last = self.context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
         t0, start = time.perf_counter(), step
+        previous_term = None
+        if threading.current_thread() is threading.main_thread():  # a batch system's time limit sends SIGTERM
+            previous_term = signal.signal(signal.SIGTERM, _raise_system_exit)
+        finished = False
+        try:
+            step = self._loop(step, steps, last, t0, start, progress)
+            self._checkpoint(step)
+            finished = True
+        finally:
+            if previous_term is not None:
+                signal.signal(signal.SIGTERM, previous_term)
+            try:  # whatever happened, every frame computed so far ends up in trajectory.h5
+                self._flush_frames()
+                self._consolidate()
+            except Exception:
+                if finished:
+                    raise
+                # the run already failed with its own error; the segments stay for the next run
+        elapsed = time.perf_counter() - t0
+        return {"steps": step, "resumed": resumed, "platform": self.platform.getName(), "platform_reasons": self.platform_reasons,
+                "ms_per_step": 1000 * elapsed / max(step - start, 1), "trajectory": str(self.traj_path), "state": str(self.csv_path)}
+
+    def _loop(self, step: int, steps: int, last: float, t0: float, start: int, progress: bool) -> int:
+        from tqdm.auto import tqdm
+
         with tqdm(total=steps, initial=step, desc="MD", unit="step", disable=not progress) as bar:
             while step < steps:
                 n = min(self.report_interval - step % self.report_interval, steps - step)
@@ -216,7 +322,8 @@ class MDRunner:
                 if elapsed > 0:
                     ns_day = (step - start) * self.timestep_fs * 1e-6 / elapsed * 86400
                     bar.set_postfix(ns_per_day=f"{ns_day:.2f}")
-        self._checkpoint(step)
-        elapsed = time.perf_counter() - t0
-        return {"steps": step, "resumed": resumed, "platform": self.platform.getName(), "platform_reasons": self.platform_reasons,
-                "ms_per_step": 1000 * elapsed / max(step - start, 1), "trajectory": str(self.traj_path), "state": str(self.csv_path)}
+        return step
+
+
+def _raise_system_exit(signum, frame):
+    raise SystemExit(128 + signum)
