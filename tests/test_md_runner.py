@@ -144,3 +144,33 @@ def test_runner_with_shipped_potential_full_ml_cluster(tmp_path):
     # nm: NH4+ intact and frames not scrambled by wrapping (a wrapped frame gives N–H of nanometres);
     # how close the bond is to xTB's 1.03 Å is the ammonium-cluster spec's check (tests/test_systems.py)
     assert traj.n_frames == 10 and 0.095 < bonds["mean"] < 0.125 and bonds["distances"].max() < 0.14
+
+
+def test_long_checkpoint_interval_bounds_buffered_frames(tmp_path, monkeypatch):
+    """With a checkpoint interval far longer than the report interval, buffered frames go to disk as
+    extra segments once they pass the memory bound; the trajectory still comes out whole and in order."""
+    import openmm.app as app
+    import openmm.unit as u
+
+    import openmlip.md.runner as runner_mod
+    from openmlip.md import MDRunner
+
+    pdb = app.PDBFile(str(SYSTEMS / "ammonium-water" / "ammonium-water.pdb"))
+    ff = app.ForceField("amber14/tip3p.xml", str(SYSTEMS / "ammonium-water" / "ammonium.xml"))
+    system = ff.createSystem(pdb.topology, nonbondedMethod=app.PME, nonbondedCutoff=0.9 * u.nanometer, constraints=app.HBonds)
+    frame_bytes = pdb.topology.getNumAtoms() * 3 * 4
+    monkeypatch.setattr(runner_mod, "FRAME_BUFFER_BYTES", 2 * frame_bytes)  # at most 2 frames in memory
+    written = []
+    flush = MDRunner._flush_frames
+
+    def spy(self):
+        written.append(len(self._frames))
+        flush(self)
+
+    monkeypatch.setattr(MDRunner, "_flush_frames", spy)
+    runner = MDRunner(system, pdb.topology, pdb.positions, tmp_path / "md", timestep_fs=1.0, report_interval=10,
+                      checkpoint_interval=1000, platform="CPU", box_vectors=pdb.topology.getPeriodicBoxVectors())
+    runner.run(100, minimize=False, progress=False)
+    assert max(written) <= 3 and sum(written) == 10  # 10 frames, never more than the bound (+1) held
+    assert _frame_steps(tmp_path / "md" / "trajectory.h5") == list(range(10, 101, 10))
+    assert not (tmp_path / "md" / "trajectory.segments").exists()

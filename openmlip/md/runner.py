@@ -38,6 +38,8 @@ from ..errors import OpenMLIPError
 
 PLATFORM_ORDER = ("CUDA", "OpenCL", "CPU", "Reference")
 CSV_FIELDS = ["step", "time_ps", "potential_kJmol", "kinetic_kJmol", "total_kJmol", "temperature_K"]
+#: frames held in memory between checkpoints are written as a segment once they exceed this size
+FRAME_BUFFER_BYTES = 64 * 2**20
 
 
 class BlowUpError(OpenMLIPError, RuntimeError):
@@ -161,6 +163,8 @@ class MDRunner:
             la, lb, lc, al, be, ga = box_vectors_to_lengths_and_angles(a, b, c)
             kwargs = dict(cell_lengths=np.array([[la, lb, lc]], dtype=np.float32), cell_angles=np.array([[al, be, ga]], dtype=np.float32))
         self._frames.append((step, pos, step * self.timestep_fs / 1000.0, kwargs.get("cell_lengths"), kwargs.get("cell_angles")))
+        if len(self._frames) * pos.nbytes > FRAME_BUFFER_BYTES:
+            self._flush_frames()  # long checkpoint intervals: bound the memory (segments past a checkpoint are dropped on resume)
         pe = state.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
         ke = state.getKineticEnergy().value_in_unit(u.kilojoule_per_mole)
         temp = 2 * ke / (self.n_dof * 0.00831446261815324) if self.n_dof > 0 else 0.0
