@@ -159,7 +159,7 @@ class NequIPForce(torch.nn.Module):
     """A NequIP-framework model in a TorchForce: all-pairs minimum-image neighbours in TorchScript, the model's
     own autograd forces returned (``setOutputsForces(True)``)."""
 
-    def __init__(self, model, z, indices, num_particles: int, periodic: bool, cutoff: float):
+    def __init__(self, model, z, indices, periodic: bool, cutoff: float):
         super().__init__()
         from e3nn.util.jit import script
         from nequip.utils.compile import prepare_model_for_compile
@@ -168,7 +168,6 @@ class NequIPForce(torch.nn.Module):
         symbols = {1: "H", 6: "C", 7: "N", 8: "O"}
         self.register_buffer("types", torch.tensor([NEQUIP_TYPES.index(symbols[int(v)]) for v in z], dtype=torch.long))
         self.register_buffer("indices", torch.tensor(indices, dtype=torch.long))
-        self.num_particles = num_particles
         self.periodic = periodic
         self.cutoff = cutoff
 
@@ -240,7 +239,7 @@ def main():
         import openmmtorch
 
         if args.model in ("nequip", "allegro"):
-            module = torch.jit.script(NequIPForce(model, z, atoms, top.getNumAtoms(), periodic, cutoff))
+            module = torch.jit.script(NequIPForce(model, z, atoms, periodic, cutoff))
         else:
             cls = MACEForce if args.model.startswith("mace") else TensorNetForce
             module = torch.jit.script(cls(model, z, atoms, periodic, cutoff))

@@ -5,7 +5,7 @@ Outputs in ``out_dir``: ``trajectory.h5`` (mdtraj HDF5; one frame every ``report
 checkpoint and the step it belongs to; written atomically every ``checkpoint_interval`` steps).
 
 No HDF5 file is ever modified in place, so no kill (even SIGKILL mid-write) can corrupt a trajectory:
-frames are kept in memory between checkpoints and written, just before each checkpoint, as one
+frames are kept in memory between checkpoints (at most ``FRAME_BUFFER_BYTES``) and written, just before each checkpoint, as one
 segment file (``trajectory.segments/<last step>.h5``, written to a temporary name and renamed).  When
 the run ends, stops with an error, Ctrl-C or SIGTERM, the segments are appended to a copy of
 ``trajectory.h5`` that then replaces it.  After a SIGKILL the segments stay on disk and the next run
@@ -25,6 +25,7 @@ import shutil
 import signal
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -110,6 +111,7 @@ class MDRunner:
         self.chk_meta = self.out / "checkpoint.json"
         self.seg_dir = self.out / "trajectory.segments"
         self._frames: List[Tuple[int, np.ndarray, float, Optional[np.ndarray], Optional[np.ndarray]]] = []
+        self._mdtraj_top = None
         self.n_dof = 3 * system.getNumParticles() - system.getNumConstraints() - (
             3 if any(isinstance(f, openmm.CMMotionRemover) for f in system.getForces()) else 0)
 
@@ -191,9 +193,11 @@ class MDRunner:
         self._frames = []
 
     def _mdtraj_topology(self):
-        import mdtraj
+        if self._mdtraj_top is None:  # built once per runner, not once per segment
+            import mdtraj
 
-        return mdtraj.Topology.from_openmm(self.topology)
+            self._mdtraj_top = mdtraj.Topology.from_openmm(self.topology)
+        return self._mdtraj_top
 
     def _consolidate(self) -> None:
         """Append the segment files to a copy of ``trajectory.h5`` and swap it in; then drop them.
@@ -241,7 +245,6 @@ class MDRunner:
                 json.dump({"step": step, "timestep_fs": self.timestep_fs}, fh)
 
     def _blow_up(self, step: int, pe: float, last: float, detail: str = "") -> BlowUpError:
-        self._flush_frames()  # the good frames since the last checkpoint stay in the trajectory
         kept = json.loads(self.chk_meta.read_text())["step"]
         return BlowUpError(
             f"simulation blew up at step {step} (potential energy {pe:.6g} kJ/mol, previous report {last:.6g}"
@@ -286,13 +289,14 @@ class MDRunner:
         finally:
             if previous_term is not None:
                 signal.signal(signal.SIGTERM, previous_term)
-            try:  # whatever happened, every frame computed so far ends up in trajectory.h5
+            try:  # whatever happened (blow-up, Ctrl-C, SIGTERM), every good frame so far ends up in trajectory.h5
                 self._flush_frames()
                 self._consolidate()
-            except Exception:
+            except Exception as exc:
                 if finished:
                     raise
-                # the run already failed with its own error; the segments stay for the next run
+                warnings.warn(f"could not merge the trajectory segments after the run failed ({exc}); they stay in "
+                              f"{self.seg_dir} and the next run of the same command merges them", RuntimeWarning)
         elapsed = time.perf_counter() - t0
         return {"steps": step, "resumed": resumed, "platform": self.platform.getName(), "platform_reasons": self.platform_reasons,
                 "ms_per_step": 1000 * elapsed / max(step - start, 1), "trajectory": str(self.traj_path), "state": str(self.csv_path)}
