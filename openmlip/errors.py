@@ -23,3 +23,23 @@ class BoxError(OpenMLIPError, ValueError):
 
 class SelectionError(OpenMLIPError, ValueError):
     """Atom indices or selections are invalid."""
+
+
+class GeometryError(OpenMLIPError, ValueError):
+    """Coordinates are not finite, or two atoms sit on top of each other."""
+
+
+class ConfigError(OpenMLIPError, ValueError):
+    """A setting (training config, CLI option, keyword argument) has a wrong type, range or name."""
+
+
+class DataFileError(OpenMLIPError, ValueError):
+    """A data, trajectory or checkpoint file is missing, truncated, empty or in an unsafe format."""
+
+
+class ResumeError(OpenMLIPError, RuntimeError):
+    """An output folder holds a run made with different settings; resuming it would mix two runs."""
+
+
+class OutputError(OpenMLIPError, OSError):
+    """An output location cannot be written, or writing it would destroy an input."""
