@@ -79,11 +79,11 @@ def test_killed_template_resumes_mid_trajectory_identically(tmp_path):
     assert whole["computed_this_run"] == 6
     first = generate(tmp_path / "cut.h5", names, stop_after_conformers=3, **kw)
     assert first == {"status": "interrupted", "computed": 3}
-    assert (tmp_path / "cut.h5.parts" / "ammonium-water1.partial.pkl").exists()
+    assert (tmp_path / "cut.h5.parts" / "ammonium-water1.partial.json").exists()
     assert not (tmp_path / "cut.h5").exists()
     second = generate(tmp_path / "cut.h5", names, **kw)
     assert second["computed_this_run"] == 3  # the 3 saved conformers were not recomputed
-    assert not (tmp_path / "cut.h5.parts" / "ammonium-water1.partial.pkl").exists()
+    assert not (tmp_path / "cut.h5.parts" / "ammonium-water1.partial.json").exists()
     keys = dict(energy_key="xtb_total_energy", gradient_key="xtb_total_gradient", charges_key="xtb_charges")
     a = list(read_spice(tmp_path / "whole.h5", **keys))
     b = list(read_spice(tmp_path / "cut.h5", **keys))

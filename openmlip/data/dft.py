@@ -4,19 +4,23 @@ Each chosen conformer is recomputed at the given functional/basis at its own tot
 multiplicity (restricted Kohn–Sham for singlets, unrestricted otherwise): energy, analytic gradient and
 meta-Löwdin partial charges (basis-set stable, unlike Mulliken).  Written in the SPICE layout with keys
 ``dft_total_energy``, ``dft_total_gradient``, ``dft_charges`` (hartree, hartree/bohr, e), so the same
-reader and trainer take it.  A checkpoint (``<output>.partial.pkl``) is written after every conformer:
-a killed run recomputes nothing it finished; the output file is written atomically at the end.
+reader and trainer take it.  A checkpoint (``<output>.partial.json``, JSON: reading it runs no code) is
+written after every conformer: a killed run recomputes nothing it finished; the output file is written
+atomically at the end.  A ``.partial.pkl`` left by an older openmlip is refused, never unpickled.
 """
 from __future__ import annotations
 
 import os
-import pickle
 from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
 
+from ..errors import ResumeError
+from .generate import read_progress, structure_from_json, structure_to_json, write_progress
 from .structure import Structure
+
+RELABEL_PROGRESS = "openmlip-relabel-progress"
 
 KEYS = dict(energy_key="dft_total_energy", gradient_key="dft_total_gradient", charges_key="dft_charges")
 
@@ -73,10 +77,12 @@ def relabel(input_path, output, n: int, xc: str = "wb97x", basis: str = "def2-sv
             if order[k] and len(chosen) < n:
                 chosen.append(int(order[k].pop(0)))
     output = Path(output)
-    partial = output.parent / (output.name + ".partial.pkl")
-    done: List[Structure] = pickle.loads(partial.read_bytes())["done"] if partial.exists() else []
-    from .._io import atomic_path
-
+    partial = output.parent / (output.name + ".partial.json")
+    state = read_progress(partial, RELABEL_PROGRESS)
+    done: List[Structure] = [structure_from_json(d) for d in state["done"]] if state is not None else []
+    if state is not None and state["chosen"][:len(done)] != chosen[:len(done)]:
+        raise ResumeError(f"{partial} was written for a different choice of conformers (input, n, seed or molecules "
+                          "changed); rerun with the original settings, or delete it to start again")
     computed = 0
     with tqdm(total=len(chosen), initial=len(done), desc=f"{xc}/{basis}", unit="conf", disable=not progress) as bar:
         for i in chosen[len(done):]:
@@ -84,8 +90,7 @@ def relabel(input_path, output, n: int, xc: str = "wb97x", basis: str = "def2-sv
                 return {"status": "interrupted", "computed": computed}
             done.append(dft_label(structs[i], xc, basis))
             computed += 1
-            with atomic_path(partial) as tmp:
-                Path(tmp).write_bytes(pickle.dumps({"done": done, "chosen": chosen}))
+            write_progress(partial, RELABEL_PROGRESS, {"done": [structure_to_json(d) for d in done], "chosen": chosen})
             bar.update(1)
     counts = write_spice(output, done, **KEYS)
     partial.unlink(missing_ok=True)

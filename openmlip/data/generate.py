@@ -6,9 +6,11 @@ energy, forces and partial charges are kept.  ``stretch`` templates instead pull
 optimised structure out to 2.6× its length (with thermal noise on all atoms), so that the potential
 learns that bonds cost energy to break.  Templates are written one by one as shards
 (``<output>.parts/<name>.h5``, atomic writes); within a template, a checkpoint
-(``<name>.partial.pkl``: conformers so far, MD positions, momenta and random state) is written every
-``checkpoint_every`` conformers, so a killed run recomputes at most that many conformers and continues
-the same trajectory.  The output file is written (atomically) only once every shard exists.
+(``<name>.partial.json``: conformers so far, MD positions, momenta and random state; JSON, so reading it
+runs no code and floats round-trip exactly) is written every ``checkpoint_every`` conformers, so a killed
+run recomputes at most that many conformers and continues the same trajectory.  A ``.partial.pkl`` left
+by an older openmlip is refused, never unpickled.  The output file is written (atomically) only once
+every shard exists.
 
 tblite is always given the template's total charge and multiplicity (without it NH4+ silently becomes
 the neutral radical), and runs with ``OMP_NUM_THREADS=1`` (2 threads stall under load).
@@ -20,12 +22,64 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from .._io import atomic_path
+from ..errors import DataFileError
 from .spice import read_spice, write_spice
 from .structure import Structure
+
+_ARRAY_FIELDS = ("positions", "forces", "charges", "formal_charges", "cell", "pbc")
+
+
+def structure_to_json(s: Structure) -> Dict[str, Any]:
+    """A JSON-able dict of ``s`` (``info`` is not kept); floats round-trip exactly through ``json``."""
+    out: Dict[str, Any] = {"numbers": np.asarray(s.numbers).tolist(), "total_charge": s.total_charge,
+                           "spin_multiplicity": s.spin_multiplicity, "energy": s.energy, "name": s.name, "subset": s.subset}
+    for key in _ARRAY_FIELDS:
+        value = getattr(s, key)
+        out[key] = None if value is None else np.asarray(value).tolist()
+    return out
+
+
+def structure_from_json(d: Dict[str, Any]) -> Structure:
+    arrays = {k: None if d[k] is None else np.asarray(d[k]) for k in _ARRAY_FIELDS}
+    if arrays["positions"] is not None:
+        arrays["positions"] = arrays["positions"].reshape(-1, 3).astype(float)
+    if arrays["forces"] is not None:
+        arrays["forces"] = arrays["forces"].reshape(-1, 3).astype(float)
+    return Structure(numbers=np.asarray(d["numbers"], dtype=int), total_charge=d["total_charge"],
+                     spin_multiplicity=d["spin_multiplicity"], energy=d["energy"], name=d["name"], subset=d["subset"], **arrays)
+
+
+def write_progress(path: Path, kind: str, payload: Dict[str, Any]) -> None:
+    """Write a progress (resume) file as JSON, atomically; ``kind`` is checked when it is read back."""
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps({"format": kind, **payload}))
+
+
+def read_progress(path: Path, kind: str) -> Optional[Dict[str, Any]]:
+    """The progress file written by :func:`write_progress`, or None when there is none.
+
+    Never unpickles: a ``.pkl`` beside it (older openmlip) or a file that is not this JSON is a DataFileError.
+    """
+    path = Path(path)
+    legacy = path.with_suffix(".pkl")
+    if legacy.exists():
+        raise DataFileError(f"{legacy} was written by an older openmlip in an unsafe format (pickle) and is not read; "
+                            "delete it and rerun (only the work it recorded is recomputed)")
+    if not path.exists():
+        return None
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        state = None
+    if not isinstance(state, dict) or state.get("format") != kind:
+        raise DataFileError(f"{path} is not an openmlip {kind} file (damaged, or an unsafe format such as a pickle) "
+                            "and is not read; delete it and rerun (only the work it recorded is recomputed)")
+    return state
 
 
 @dataclass(frozen=True)
@@ -222,6 +276,9 @@ def _xh_bonds(atoms) -> List[tuple]:
             if z[j] == 1 and np.linalg.norm(pos[i] - pos[j]) < 1.25]
 
 
+SAMPLING_PROGRESS = "openmlip-sampling-progress"
+
+
 def sample_template(t: Template, n_conformers: int, seed: int = 0, stride: int = 20, equilibration: int = 100,
                     timestep_fs: float = 0.5, on_conformer: Optional[Callable[[], None]] = None,
                     checkpoint: Optional[Path] = None, checkpoint_every: int = 10,
@@ -232,14 +289,10 @@ def sample_template(t: Template, n_conformers: int, seed: int = 0, stride: int =
     from there when it exists.  ``stop_after`` (tests) returns early after that many new conformers.
     """
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    import pickle
-
     from ase import Atoms, units as aunits
     from ase.md.langevin import Langevin
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
     from ase.optimize import BFGS
-
-    from .._io import atomic_path
 
     if t.sampling not in ("md", "stretch"):
         raise ValueError(f"template {t.name!r}: sampling must be 'md' or 'stretch', got {t.sampling!r}")
@@ -248,13 +301,13 @@ def sample_template(t: Template, n_conformers: int, seed: int = 0, stride: int =
     z, pos = build_template(t, seed)
     atoms = Atoms(numbers=z, positions=pos)
     atoms.calc = _xtb(atoms, t)
-    if checkpoint is not None and Path(checkpoint).exists():
-        state = pickle.loads(Path(checkpoint).read_bytes())
-        out = state["conformers"]
-        atoms.positions = state["positions"]
-        atoms.set_momenta(state["momenta"])
+    state = read_progress(checkpoint, SAMPLING_PROGRESS) if checkpoint is not None else None
+    if state is not None:
+        out = [structure_from_json(d) for d in state["conformers"]]
+        atoms.positions = np.asarray(state["positions"], dtype=float)
+        atoms.set_momenta(np.asarray(state["momenta"], dtype=float))
         rng.bit_generator.state = state["rng"]
-        reference = state["reference"]
+        reference = np.asarray(state["reference"], dtype=float)
         for _ in out:
             if on_conformer is not None:
                 on_conformer()
@@ -292,10 +345,9 @@ def sample_template(t: Template, n_conformers: int, seed: int = 0, stride: int =
         if on_conformer is not None:
             on_conformer()
         if checkpoint is not None and (len(out) % checkpoint_every == 0 or (stop_after is not None and new >= stop_after)):
-            with atomic_path(Path(checkpoint)) as tmp:
-                Path(tmp).write_bytes(pickle.dumps({"conformers": out, "positions": atoms.positions.copy(),
-                                                    "momenta": atoms.get_momenta().copy(), "rng": rng.bit_generator.state,
-                                                    "reference": reference}))
+            write_progress(Path(checkpoint), SAMPLING_PROGRESS, {
+                "conformers": [structure_to_json(c) for c in out], "positions": atoms.positions.tolist(),
+                "momenta": atoms.get_momenta().tolist(), "rng": rng.bit_generator.state, "reference": reference.tolist()})
         if stop_after is not None and new >= stop_after:
             return out
     return out
@@ -321,12 +373,9 @@ def generate(output, templates: Optional[Sequence[str]] = None, conformers: int 
         for k, name in enumerate(n for n in names if n not in done):
             if stop_after_templates is not None and k >= stop_after_templates:
                 return {"status": "interrupted", "computed": computed}
-            partial = parts / f"{name}.partial.pkl"
-            had = 0
-            if partial.exists():
-                import pickle
-
-                had = len(pickle.loads(partial.read_bytes())["conformers"])
+            partial = parts / f"{name}.partial.json"
+            state = read_progress(partial, SAMPLING_PROGRESS)
+            had = len(state["conformers"]) if state is not None else 0
             structs = sample_template(TEMPLATES[name], conformers, seed=seed, stride=stride, on_conformer=lambda: bar.update(1),
                                       checkpoint=partial, checkpoint_every=checkpoint_every, stop_after=stop_after_conformers)
             computed += len(structs) - had
