@@ -1,20 +1,144 @@
-"""Training configuration (YAML <-> dataclass)."""
+"""Training configuration (YAML <-> dataclass), validated when it is made.
+
+Every setting, including the embedded model section, is checked for its type and range when the config
+is built (:class:`TrainConfig` or :meth:`TrainConfig.from_yaml`); a bad one is a
+:class:`~openmlip.errors.ConfigError` naming the key, the value and what is allowed.
+"""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import yaml
 
+from ..errors import ConfigError
 from ..models.config import ModelConfig
+from ..nn.aggregation import AGGREGATIONS
+
+DATA_SUFFIXES = (".h5", ".hdf5", ".xyz", ".extxyz")
+
+# key -> (kind, allowed values in words, test); kinds: "int", "number" (finite int or float), "bool", "str"
+Rule = Tuple[str, str, Callable[[Any], bool]]
+
+
+def _ANY(value: Any) -> bool:
+    return True
+
+
+TRAIN_RULES: Dict[str, Rule] = {
+    "output": ("str", "a folder path", lambda v: v.strip() != ""),
+    "energy_key": ("str", "a dataset name", lambda v: v != ""),
+    "gradient_key": ("str", "a dataset name", lambda v: v != ""),
+    "charges_key": ("str", "a dataset name", lambda v: v != ""),
+    "valid_fraction": ("number", "in [0, 1)", lambda v: 0 <= v < 1),
+    "test_fraction": ("number", "in [0, 1)", lambda v: 0 <= v < 1),
+    "seed": ("int", ">= 0", lambda v: v >= 0),
+    "batch_size": ("int", ">= 1", lambda v: v >= 1),
+    "max_epochs": ("int", ">= 1", lambda v: v >= 1),
+    "max_steps": ("int", ">= 1 (or null: max_epochs decides)", lambda v: v >= 1),
+    "lr": ("number", "> 0", lambda v: v > 0),
+    "lr_min_factor": ("number", "in [0, 1]", lambda v: 0 <= v <= 1),
+    "weight_decay": ("number", ">= 0", lambda v: v >= 0),
+    "grad_clip": ("number", "> 0", lambda v: v > 0),
+    "ema_decay": ("number", "in [0, 1)", lambda v: 0 <= v < 1),
+    "energy_weight": ("number", ">= 0", lambda v: v >= 0),
+    "forces_weight": ("number", ">= 0", lambda v: v >= 0),
+    "charges_weight": ("number", ">= 0", lambda v: v >= 0),
+    "patience": ("int", ">= 1", lambda v: v >= 1),
+    "checkpoint_every": ("int", ">= 1", lambda v: v >= 1),
+    "dtype": ("str", "'float32' or 'float64'", lambda v: v in ("float32", "float64")),
+    "threads": ("int", ">= 1", lambda v: v >= 1),
+    "stop_after_steps": ("int", ">= 1 (or null)", lambda v: v >= 1),
+}
+OPTIONAL = {"max_steps", "stop_after_steps", "valid_molecules", "test_molecules"}
+MODEL_RULES: Dict[str, Rule] = {
+    "architecture": ("str", "'allegro' or 'nequip'", _ANY),  # ModelConfig names the choices
+    "cutoff": ("number", "> 0 (Å)", lambda v: v > 0),
+    "num_channels": ("int", ">= 1", lambda v: v >= 1),
+    "latent_dim": ("int", ">= 1", lambda v: v >= 1),
+    "l_max": ("int", "in 0..3", lambda v: 0 <= v <= 3),
+    "parity": ("bool", "true or false", _ANY),
+    "num_layers": ("int", ">= 1", lambda v: v >= 1),
+    "num_basis": ("int", ">= 1", lambda v: v >= 1),
+    "envelope_p": ("int", ">= 1", lambda v: v >= 1),
+    "avg_num_neighbors": ("number", "> 0", lambda v: v > 0),
+    "aggregation": ("str", " or ".join(repr(a) for a in AGGREGATIONS), lambda v: v in AGGREGATIONS),
+    "smoothmax_temperature": ("number", "> 0 (eV)", lambda v: v > 0),
+    "zbl": ("bool", "true or false", _ANY),
+    "charges": ("bool", "true or false", _ANY),
+    "electrostatics": ("bool", "true or false", _ANY),
+    "coulomb_cutoff": ("number", "a length in Å (<= 0: no cutoff)", _ANY),
+    "coulomb_damping": ("number", "> 0 (Å)", lambda v: v > 0),
+}
+_KIND_WORDS = {"int": "an integer", "number": "a finite number", "bool": "true or false", "str": "a string"}
+
+
+def _is_kind(value: Any, kind: str) -> bool:
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "number":
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, {"bool": bool, "str": str}[kind])
+
+
+def _check(key: str, value: Any, rule: Rule) -> Any:
+    """``value`` if it is of the rule's kind and in range (numbers as float), else a ConfigError."""
+    kind, allowed, ok = rule
+    if not _is_kind(value, kind):
+        hint = ""
+        if kind in ("int", "number") and isinstance(value, str):
+            try:
+                float(value)
+                hint = " (YAML reads a number like 5e-3 without a decimal point as text: write 5.0e-3)"
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}={value!r} is not {_KIND_WORDS[kind]}{hint}; set {key} to {_KIND_WORDS[kind]} {allowed}")
+    if not ok(value):
+        raise ConfigError(f"{key}={value!r} is out of range; set {key} to {_KIND_WORDS[kind]} {allowed}")
+    return float(value) if kind == "number" else value
+
+
+def _str_list(key: str, value: Any, what: str) -> List[str]:
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{key}={value!r} is not a list of {what}; write {key}: [first, second, ...]")
+    return list(value)
+
+
+def validate_model_section(model: Any) -> Dict[str, Any]:
+    """Type- and range-check the ``model:`` section (fields of :class:`~openmlip.models.config.ModelConfig`)."""
+    if not isinstance(model, dict):
+        raise ConfigError(f"model={model!r} is not a mapping; write model: {{architecture: allegro, elements: [H, O], ...}}")
+    known = {f.name for f in fields(ModelConfig)}
+    unknown = sorted(set(model) - known)
+    if unknown:
+        raise ConfigError(f"unknown model option(s) {unknown}; known options: {sorted(known)}")
+    out = dict(model)
+    for key, rule in MODEL_RULES.items():
+        if key in out:
+            out[key] = _check(f"model.{key}", out[key], rule)
+    if "elements" in out:
+        elements = out["elements"]
+        if not isinstance(elements, (list, tuple)) or not elements or not all(
+                isinstance(e, str) or (isinstance(e, int) and not isinstance(e, bool)) for e in elements):
+            raise ConfigError(f"model.elements={elements!r} is not a list of element symbols; write elements: [H, C, N, O]")
+    if "radial_mlp" in out:
+        mlp = out["radial_mlp"]
+        if not isinstance(mlp, (list, tuple)) or not all(_is_kind(w, "int") and w >= 1 for w in mlp):
+            raise ConfigError(f"model.radial_mlp={mlp!r} is not a list of integer widths >= 1; write radial_mlp: [32]")
+    try:
+        ModelConfig.from_dict(dict(out))
+    except ValueError as exc:
+        raise ConfigError(f"model section: {exc}") from None
+    return out
 
 
 @dataclass
 class TrainConfig:
     """Everything a training run needs.  Paths are relative to the YAML file's folder."""
 
-    data: List[str] = field(default_factory=list)  # SPICE .h5/.hdf5 or extxyz files
+    data: List[str] = field(default_factory=list)  # SPICE .h5/.hdf5 or extxyz files (one path: a string)
     output: str = "training"
     model: Dict[str, Any] = field(default_factory=dict)  # ModelConfig fields
     energy_key: str = "dft_total_energy"  # SPICE label datasets
@@ -48,32 +172,62 @@ class TrainConfig:
     test_molecules: Optional[List[str]] = None
 
     def __post_init__(self):
-        if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
+        if isinstance(self.data, (str, Path)):  # one file
+            self.data = [str(self.data)]
+        if isinstance(self.data, (list, tuple)):
+            self.data = [str(p) if isinstance(p, Path) else p for p in self.data]
+        if isinstance(self.output, Path):
+            self.output = str(self.output)
         if not self.data:
-            raise ValueError("training config needs data: [list of SPICE .h5 or extxyz files]")
-        if not 0 <= self.valid_fraction < 1 or not 0 <= self.test_fraction < 1:
-            raise ValueError("valid_fraction and test_fraction must be in [0, 1)")
-        ModelConfig.from_dict(dict(self.model))  # validate early
+            raise ConfigError("training config needs data: [list of SPICE .h5 or extxyz files] (or data: one-file.h5)")
+        self.data = _str_list("data", self.data, "data file paths")
+        for p in self.data:
+            if Path(p).suffix.lower() not in DATA_SUFFIXES:
+                raise ConfigError(f"data file {p!r} has an unknown format {Path(p).suffix!r}; use SPICE .h5/.hdf5 or extxyz .xyz/.extxyz")
+        for key, rule in TRAIN_RULES.items():
+            value = getattr(self, key)
+            if not (key in OPTIONAL and value is None):
+                setattr(self, key, _check(key, value, rule))
+        if self.valid_fraction + self.test_fraction >= 1:
+            raise ConfigError(f"valid_fraction + test_fraction = {self.valid_fraction + self.test_fraction:g} leaves no "
+                              "training data; make their sum < 1")
+        if self.energy_weight == 0 and self.forces_weight == 0:
+            raise ConfigError("energy_weight and forces_weight are both 0: nothing would be fitted; make one > 0")
+        for key in ("valid_molecules", "test_molecules"):
+            if getattr(self, key) is not None:
+                setattr(self, key, _str_list(key, getattr(self, key), "molecule names"))
+        self.model = validate_model_section(self.model)
         ref = self.reference_energies
         if not (ref in ("least_squares", "gfn2-xtb-atoms") or (isinstance(ref, dict) and all(
-                isinstance(v, (int, float)) for v in ref.values()))):
-            raise ValueError(f"reference_energies must be 'least_squares', 'gfn2-xtb-atoms' or a mapping element -> eV, got {ref!r}")
+                isinstance(k, str) and _is_kind(v, "number") for k, v in ref.items()))):
+            raise ConfigError(f"reference_energies must be 'least_squares', 'gfn2-xtb-atoms' or a mapping element -> eV "
+                              f"(finite numbers), got {ref!r}")
 
     @classmethod
     def from_yaml(cls, path: Union[str, Path]) -> "TrainConfig":
         path = Path(path)
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
+            raw = yaml.safe_load(path.read_text())
         except FileNotFoundError:
-            raise FileNotFoundError(f"training config {str(path)!r} not found") from None
+            raise ConfigError(f"training config {str(path)!r} not found; pass the path of a training YAML") from None
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"training config {str(path)!r} is not readable YAML ({first}); fix the file") from None
+        raw = {} if raw is None else raw
+        if not isinstance(raw, dict):
+            raise ConfigError(f"training config {str(path)!r} is not a mapping of options (it holds a "
+                              f"{type(raw).__name__}); write one 'option: value' per line")
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - known)
+        unknown = sorted(set(map(str, raw)) - known)
         if unknown:
-            raise ValueError(f"unknown training option(s) {unknown} in {path}; known: {sorted(known)}")
+            raise ConfigError(f"unknown training option(s) {unknown} in {path}; known: {sorted(known)}")
         base = path.parent
-        raw["data"] = [str((base / p).resolve()) if not Path(p).is_absolute() else p for p in raw.get("data", [])]
-        if "output" in raw and not Path(raw["output"]).is_absolute():
+        data = raw.get("data", [])
+        if isinstance(data, str):
+            data = [data]
+        if isinstance(data, list) and all(isinstance(p, str) for p in data):
+            raw["data"] = [p if Path(p).is_absolute() else str((base / p).resolve()) for p in data]
+        if isinstance(raw.get("output"), str) and not Path(raw["output"]).is_absolute():
             raw["output"] = str((base / raw["output"]).resolve())
         return cls(**raw)
 

@@ -5,12 +5,17 @@ Exact resume: the data order of epoch ``e`` is a pure function of ``(seed, e)``,
 the model, optimiser and EMA states, the step, the epoch and the position inside it, the
 early-stopping state and the metrics history.  Rerunning the same command after a kill continues
 from the last checkpoint and ends with the same parameters as an uninterrupted run (tested on CPU).
+
+Nothing is unpickled: checkpoints hold only tensors, numbers, strings, lists and dicts and are read with
+``torch.load(weights_only=True)``.  Labels must be finite; a non-finite loss or gradient stops the run
+before the update, and no checkpoint or ``best.pt`` is ever written from (or resumed from) non-finite weights.
 """
 from __future__ import annotations
 
 import csv
 import json
 import math
+import pickle
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -21,6 +26,7 @@ import torch
 from .._io import atomic_path
 from ..data import Structure, read_extxyz, read_spice
 from ..deploy import file_sha256
+from ..errors import ConfigError, DataFileError, OpenMLIPError, ResumeError
 from ..models import build_model
 from ..models.config import ModelConfig
 from ..nn.embedding import SpeciesIndex
@@ -33,21 +39,38 @@ METRICS = "metrics.csv"
 REPORT = "report.json"
 
 
+class TrainingDivergedError(OpenMLIPError, ArithmeticError):
+    """The loss or its gradient became non-finite during training (the labels are finite)."""
+
+
 # ---------------------------------------------------------------------------------------------- data
+def _check_finite(s: Structure, where: str) -> None:
+    """DataFileError if a coordinate or label of ``s`` is NaN or infinite."""
+    values = {"positions": s.positions, "total charge": s.total_charge, "energy label": s.energy,
+              "forces label": s.forces, "charges label": s.charges}
+    for what, value in values.items():
+        if value is not None and not np.all(np.isfinite(np.asarray(value, dtype=float))):
+            raise DataFileError(f"{where} ({s.name!r}) has a non-finite {what}; remove or relabel that structure "
+                                "(a NaN label would train NaN weights)")
+
+
 def load_structures(cfg: TrainConfig) -> List[Structure]:
+    """All structures of ``cfg.data``; each gets ``info["source"]`` = ``"file[index]"`` (its place in its file)."""
     out: List[Structure] = []
     for path in cfg.data:
         p = Path(path)
         if not p.is_file():
-            raise FileNotFoundError(f"training data file {path!r} not found")
+            raise DataFileError(f"training data file {path!r} not found; fix the data: entry of the training config")
         if p.suffix.lower() in (".h5", ".hdf5"):
-            out += list(read_spice(p, energy_key=cfg.energy_key, gradient_key=cfg.gradient_key, charges_key=cfg.charges_key))
-        elif p.suffix.lower() in (".xyz", ".extxyz"):
-            out += list(read_extxyz(p))
+            structs = list(read_spice(p, energy_key=cfg.energy_key, gradient_key=cfg.gradient_key, charges_key=cfg.charges_key))
         else:
-            raise ValueError(f"unknown data format {p.suffix!r} for {path!r}: use SPICE .h5/.hdf5 or extxyz .xyz")
+            structs = list(read_extxyz(p))
+        for k, s in enumerate(structs):
+            s.info["source"] = f"{p.name}[{k}]"
+            _check_finite(s, f"training data {str(p)!r}: structure {k}")
+        out += structs
     if not out:
-        raise ValueError(f"no structures read from {cfg.data}")
+        raise DataFileError(f"no structures read from {cfg.data}; check the files and energy_key/gradient_key")
     return out
 
 
@@ -63,11 +86,11 @@ def split_by_molecule(structures: Sequence[Structure], valid_fraction: float, te
         test_names, val_names = set(test_molecules or ()), set(valid_molecules or ())
         unknown = sorted((test_names | val_names) - set(names))
         if unknown:
-            raise ValueError(f"held-out molecule(s) {unknown} not in the data; molecules: {names}")
+            raise ConfigError(f"held-out molecule(s) {unknown} not in the data; molecules: {names}")
         if test_names & val_names:
-            raise ValueError(f"molecule(s) {sorted(test_names & val_names)} are both validation and test")
+            raise ConfigError(f"molecule(s) {sorted(test_names & val_names)} are both validation and test")
         if not set(names) - test_names - val_names:
-            raise ValueError("no molecule left for training")
+            raise ConfigError("no molecule left for training")
     else:
         order = np.random.default_rng(seed).permutation(len(names))
         n = len(names)
@@ -78,7 +101,7 @@ def split_by_molecule(structures: Sequence[Structure], valid_fraction: float, te
         if valid_fraction > 0 and n >= 3:
             n_val = max(n_val, 1)
         if n - n_test - n_val < 1:
-            raise ValueError(f"only {n} molecules: too few to split into train/valid/test; add data or lower the fractions")
+            raise ConfigError(f"only {n} molecules: too few to split into train/valid/test; add data or lower the fractions")
         test_names = {names[i] for i in order[:n_test]}
         val_names = {names[i] for i in order[n_test:n_test + n_val]}
     parts: Tuple[List[Structure], List[Structure], List[Structure]] = ([], [], [])
@@ -101,9 +124,48 @@ def reference_energies(structures: Sequence[Structure], elements: Sequence[str])
 
 
 # ------------------------------------------------------------------------------------------ helpers
+def _non_finite(tensors: Dict[str, torch.Tensor]) -> List[str]:
+    """Names of the floating-point tensors in ``tensors`` that hold a NaN or an infinity."""
+    return [k for k, v in tensors.items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+
+
 def _atomic_save(obj, path: Path) -> None:
+    """Write a checkpoint atomically, refusing non-finite weights (they would poison a resume or a deploy)."""
+    bad = _non_finite(obj["model"]) + _non_finite(obj.get("ema", {}))
+    if bad:
+        raise TrainingDivergedError(f"refusing to write {path}: non-finite weights in {bad[:3]}; lower lr or grad_clip "
+                                    "and train into a new output folder")
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
+
+
+def load_checkpoint(path: Path) -> Dict[str, object]:
+    """Read a trainer checkpoint (``checkpoint.pt`` or ``best.pt``) without unpickling code.
+
+    Raises
+    ------
+    DataFileError
+        unreadable or truncated file, a file that needs unpickling (an unsafe format, e.g. written by an
+        older openmlip), or non-finite weights.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise DataFileError(f"{path} needs unpickling to be read (an unsafe format, e.g. written by an older openmlip, "
+                            "or not an openmlip checkpoint) and was not loaded; delete it (or use a new output folder) "
+                            "and train again") from None
+    except Exception as exc:  # torch raises RuntimeError/EOFError/... for truncated or foreign files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataFileError(f"{path} is not a readable openmlip checkpoint ({first}); delete it and train again") from None
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict) or not isinstance(state.get("config"), dict):
+        raise DataFileError(f"{path} is not an openmlip training checkpoint; delete it or point at a training output folder")
+    bad = _non_finite(state["model"]) + _non_finite(state.get("ema", {}))
+    for group in state.get("optimizer", {}).get("state", {}).values():
+        bad += _non_finite(group)
+    if bad:
+        raise DataFileError(f"{path} holds non-finite weights ({bad[:3]}): the run it comes from diverged; it is not "
+                            "resumed or deployed - delete the folder and train again with a lower lr or grad_clip")
+    return state
 
 
 def _lr(cfg: TrainConfig, step: int, total: int) -> float:
@@ -156,9 +218,10 @@ class Trainer:
         index = SpeciesIndex(elements)
         for s in structures:
             index.check(s.numbers)
-        missing = [s.name for s in structures if s.energy is None or s.forces is None]
+        missing = [s.info["source"] for s in structures if s.energy is None or s.forces is None]
         if missing:
-            raise ValueError(f"{len(missing)} structures lack energy or forces labels (e.g. {missing[0]!r})")
+            raise DataFileError(f"{len(missing)} structures lack energy or forces labels (e.g. {missing[0]}); check "
+                                "energy_key/gradient_key or label them")
         return split_by_molecule(structures, self.cfg.valid_fraction, self.cfg.test_fraction, self.cfg.seed,
                                  self.cfg.valid_molecules, self.cfg.test_molecules), elements
 
@@ -181,7 +244,7 @@ class Trainer:
                 ref = isolated_atom_energies(elements)
             missing = [e for e in elements if e not in ref]
             if missing:
-                raise ValueError(f"reference_energies lacks element(s) {missing}")
+                raise ConfigError(f"reference_energies lacks element(s) {missing}; give an energy (eV) for every model element")
             e_ref = np.array([float(ref[e]) for e in elements])
         f_rms = float(np.sqrt(np.mean(np.concatenate([s.forces.reshape(-1) for s in train]) ** 2)))
         with torch.no_grad():
@@ -204,7 +267,7 @@ class Trainer:
             new.pop(key, None)
         if old != new:
             diff = sorted(k for k in new if old.get(k) != new.get(k))
-            raise ValueError(
+            raise ResumeError(
                 f"{self.out / CHECKPOINT} was written with different settings ({', '.join(diff)}); use a new output "
                 "folder, or restore the original config to resume"
             )
@@ -227,7 +290,7 @@ class Trainer:
         (train, valid, test), elements = self._data()
         ckpt = self.out / CHECKPOINT
         if ckpt.exists():
-            state = torch.load(ckpt, weights_only=False)
+            state = load_checkpoint(ckpt)
             self._check_resume(state)
         else:
             state = self._fresh_state(train, elements)
@@ -249,6 +312,15 @@ class Trainer:
             m.load_state_dict(ema)
             return m
 
+        def diverged(what: str, idx, n_batches: int):
+            where = ", ".join(f"{train[i].info.get('source', '?')} ({train[i].name})" for i in idx)
+            bar.close()
+            raise TrainingDivergedError(
+                f"training {what} at step {state['step'] + 1} (epoch {state['epoch']}, batch {state['batch_in_epoch'] + 1} "
+                f"of {n_batches}: structures {where}); stopped before the update, nothing saved from it. The labels are "
+                f"finite, so the model diverged: lower lr ({cfg.lr:g}) or grad_clip ({cfg.grad_clip:g}) and train into a "
+                "new output folder")
+
         bar = tqdm(total=total, initial=state["step"], desc="train", unit="step", disable=not self.progress)
         interrupted = False
         t0 = time.perf_counter()
@@ -268,8 +340,12 @@ class Trainer:
                 if "charges_ref" in batch and cfg.charges_weight > 0:
                     loss = loss + cfg.charges_weight * ((out["charges"] - batch["charges_ref"]) ** 2).mean()
                 opt.zero_grad(set_to_none=True)
+                if not torch.isfinite(loss):
+                    diverged(f"loss is {loss.item()}", idx, len(batches))
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                if not torch.isfinite(grad_norm):
+                    diverged(f"gradient norm is {grad_norm.item()}", idx, len(batches))
                 opt.step()
                 with torch.no_grad():
                     for k, v in model.state_dict().items():
@@ -292,6 +368,10 @@ class Trainer:
             # end of epoch: validate the EMA weights, early stopping, best model
             err = _errors(ema_model(), valid_set, cfg.batch_size, self.dtype)
             val = _loss_value(cfg, err)
+            if not math.isfinite(val):
+                raise TrainingDivergedError(
+                    f"validation loss of the EMA weights is {val} after epoch {state['epoch']} (step {state['step']}); "
+                    f"nothing saved from it: lower lr ({cfg.lr:g}) or grad_clip ({cfg.grad_clip:g}) and train into a new output folder")
             state["history"].append({"epoch": state["epoch"], "step": state["step"], "lr": _lr(cfg, state["step"], total),
                                      "train_loss": float(np.mean(losses)) if losses else float("nan"), "val_loss": val,
                                      **{f"val_{k}": v for k, v in err.items() if not k.endswith("mse")}})
@@ -312,7 +392,7 @@ class Trainer:
         save()
         if interrupted:
             return {"status": "interrupted", "step": state["step"]}
-        best = torch.load(self.out / BEST, weights_only=False)
+        best = load_checkpoint(self.out / BEST)
         final = build_model(dict(cfg.model), dtype=self.dtype)
         final.load_state_dict(best["model"])
         report = {
@@ -337,8 +417,8 @@ def deploy_run(run_dir, output, extra_provenance: Optional[dict] = None) -> Dict
     run_dir = Path(run_dir)
     best = run_dir / BEST
     if not best.is_file():
-        raise FileNotFoundError(f"{best} not found: train first (`openmlip train CONFIG.yaml`), or point at the run folder")
-    ckpt = torch.load(best, weights_only=False)
+        raise DataFileError(f"{best} not found: train first (`openmlip train CONFIG.yaml`), or point at the run folder")
+    ckpt = load_checkpoint(best)
     cfg = TrainConfig(**ckpt["config"])
     dtype = torch.float32 if cfg.dtype == "float32" else torch.float64
     model = build_model(dict(cfg.model), dtype=dtype)
