@@ -17,6 +17,7 @@ import json
 import math
 import pickle
 import time
+import warnings
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -149,7 +150,9 @@ def load_checkpoint(path: Path) -> Dict[str, object]:
         older openmlip), or non-finite weights.
     """
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of foreign files: the error says it all
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise DataFileError(f"{path} needs unpickling to be read (an unsafe format, e.g. written by an older openmlip, "
                             "or not an openmlip checkpoint) and was not loaded; delete it (or use a new output folder) "
