@@ -87,7 +87,7 @@ class _Bomb:
     ("forces_weight", -1.0, ["forces_weight=-1.0", ">= 0"]),
     ("valid_fraction", 1.0, ["valid_fraction=1.0", "[0, 1)"]),
     ("test_fraction", 0.95, ["valid_fraction + test_fraction", "< 1"]),
-    ("dtype", "float16", ["dtype='float16'", "'float32' or 'float64'"]),
+    ("dtype", "float16", ["dtype='float16' is not allowed", "'float32' or 'float64'"]),
     ("output", 3, ["output=3", "not a string"]),
     ("energy_key", None, ["energy_key=None", "not a string"]),
     ("valid_molecules", "H2O", ["valid_molecules='H2O'", "list of molecule names"]),
@@ -102,7 +102,7 @@ class _Bomb:
     ("model", {"elements": "HO"}, ["model.elements='HO'", "list of element symbols"]),
     ("model", {"radial_mlp": 16}, ["model.radial_mlp=16", "list of integer widths"]),
     ("model", {"aggregation": "mean"}, ["model.aggregation='mean'", "'smoothmax'"]),
-    ("model", {"architecture": "mace"}, ["unknown architecture 'mace'"]),
+    ("model", {"architecture": "mace"}, ["model.architecture='mace' is not allowed", "'allegro' or 'nequip'"]),
     ("model", {"cutof": 4.0}, ["unknown model option(s) ['cutof']"]),
     ("model", [1], ["model=[1]", "not a mapping"]),
 ])

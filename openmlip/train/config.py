@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 import yaml
 
 from ..errors import ConfigError
-from ..models.config import ModelConfig
+from ..models.config import ARCHITECTURES, ModelConfig
 from ..nn.aggregation import AGGREGATIONS
 
 DATA_SUFFIXES = (".h5", ".hdf5", ".xyz", ".extxyz")
@@ -54,7 +54,7 @@ TRAIN_RULES: Dict[str, Rule] = {
 }
 OPTIONAL = {"max_steps", "stop_after_steps", "valid_molecules", "test_molecules"}
 MODEL_RULES: Dict[str, Rule] = {
-    "architecture": ("str", "'allegro' or 'nequip'", _ANY),  # ModelConfig names the choices
+    "architecture": ("str", " or ".join(repr(a) for a in ARCHITECTURES), lambda v: v in ARCHITECTURES),
     "cutoff": ("number", "> 0 (Å)", lambda v: v > 0),
     "num_channels": ("int", ">= 1", lambda v: v >= 1),
     "latent_dim": ("int", ">= 1", lambda v: v >= 1),
@@ -96,7 +96,8 @@ def _check(key: str, value: Any, rule: Rule) -> Any:
                 pass
         raise ConfigError(f"{key}={value!r} is not {_KIND_WORDS[kind]}{hint}; set {key} to {_KIND_WORDS[kind]} {allowed}")
     if not ok(value):
-        raise ConfigError(f"{key}={value!r} is out of range; set {key} to {_KIND_WORDS[kind]} {allowed}")
+        problem = "is out of range" if kind in ("int", "number") else "is not allowed"
+        raise ConfigError(f"{key}={value!r} {problem}; set {key} to {_KIND_WORDS[kind]} {allowed}")
     return float(value) if kind == "number" else value
 
 
