@@ -23,6 +23,7 @@ class Report:
     platforms: Dict[str, Dict[str, object]] = field(default_factory=dict)
     torch_plugins: List[Dict[str, str]] = field(default_factory=list)
     cuda: Dict[str, object] = field(default_factory=dict)
+    serialization: Optional[bool] = None  # a TorchForce survives XmlSerializer (copy, pickle, CustomCVForce)
     problems: List[str] = field(default_factory=list)  # required things that are broken
     notes: List[str] = field(default_factory=list)  # optional things that are missing
 
@@ -57,6 +58,32 @@ def _torchforce_works(platform_name: str) -> Optional[str]:
         return str(exc).strip().splitlines()[0]
 
 
+_ROUND_TRIP = """
+import openmlip, openmm, torch
+from openmlip._plugins import import_openmmtorch
+from openmlip.doctor import _Square
+s = openmm.System(); s.addParticle(1.0)
+s.addForce(import_openmmtorch().TorchForce(torch.jit.script(_Square())))
+s = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(s))
+print(openmm.XmlSerializer.serialize(s).count('type="TorchForce"'))
+"""
+
+
+def torchforce_round_trip_works() -> Optional[str]:
+    """None if a System holding a TorchForce survives an XmlSerializer round trip, else why not.
+
+    Run in a child process: with an openmm whose ABI does not match openmm-torch's build (openmm >= 8.6 with
+    openmmtorch 1.5) deserialising segfaults, which would kill the caller."""
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-c", _ROUND_TRIP], capture_output=True, text=True, timeout=300)
+    if res.returncode == 0 and res.stdout.strip().endswith("1"):
+        return None
+    why = "a segmentation fault" if res.returncode == -11 else f"exit code {res.returncode}"
+    return f"XmlSerializer round trip of a TorchForce failed with {why}"
+
+
 def run_checks() -> Report:
     rep = Report()
     rep.versions["openmlip"] = __version__
@@ -84,7 +111,17 @@ def run_checks() -> Report:
                 rep.notes.append(msg)
     for name in REQUIRED_PLATFORMS:
         if name not in rep.platforms:
-            rep.problems.append(f"OpenMM's {name} platform is missing: reinstall openmm==8.6.1.")
+            rep.problems.append(f"OpenMM's {name} platform is missing: reinstall openmm==8.5.2.")
+    err = torchforce_round_trip_works()
+    rep.serialization = err is None
+    if err is not None:
+        rep.problems.append(f"{err}: Systems with openmlip forces cannot be copied, pickled or used in a CustomCVForce. "
+                            f"openmm {openmm.__version__} does not match openmmtorch's build: run `pip install openmm==8.5.2`.")
+    try:
+        import openmmml.embeddings  # noqa: F401  -- openmm-ml >= 1.8: createMixedSystem(embedding=...)
+    except ImportError:
+        rep.notes.append("openmm-ml has no embeddings module (< 1.8): only mechanical ML/MM embedding is available; "
+                         "run `pip install --no-deps openmmml==1.8` (it runs on openmm 8.5.2; docs/design.md).")
     rep.cuda = {
         "torch_cuda_available": torch.cuda.is_available(),
         "torch_cuda_version": torch.version.cuda,
@@ -112,6 +149,8 @@ def format_report(rep: Report) -> str:
     lines += ["", "openmm-torch plugin libraries:"]
     for st in rep.torch_plugins:
         lines.append(f"  {st['library']:<30} {st['state']}")
+    lines += ["", f"System serialisation with a TorchForce (XML, deepcopy, pickle, CustomCVForce): "
+              f"{'works' if rep.serialization else 'BROKEN'}"]
     c = rep.cuda
     lines += ["", f"CUDA: torch {'sees ' + ', '.join(c['devices']) if c['torch_cuda_available'] else 'sees no GPU'}"
               f" (built for CUDA {c['torch_cuda_version']}); OpenMM CUDA platform: {'yes' if c['openmm_cuda_platform'] else 'no'}"]
