@@ -10,6 +10,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator, Union
 
+from .errors import OutputError
+
 
 @contextlib.contextmanager
 def atomic_path(path: Union[str, Path]) -> Iterator[str]:
@@ -27,3 +29,21 @@ def atomic_path(path: Union[str, Path]) -> Iterator[str]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def writable_dir(path: Union[str, Path], what: str = "output") -> Path:
+    """Create the folder ``path`` (with parents) and prove it writable by creating a file in it.
+
+    Raises :class:`OutputError` naming the folder, so that a run fails before any compute rather
+    than after it.
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-test.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(f"cannot write the {what} folder {path} ({exc.strerror or exc}): choose another folder "
+                          "(--out) or make it writable") from None
+    return path

@@ -3,10 +3,20 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 from typing import List, Optional
 
-from .errors import OpenMLIPError
+from ._io import writable_dir
+from .errors import ConfigError, OpenMLIPError
+
+_PACKAGE_DIR = str(Path(__file__).resolve().parent)
+
+
+def _positive_int(value: int, option: str, meaning: str) -> int:
+    if value < 1:
+        raise ConfigError(f"{option} {value}: must be a positive integer ({meaning}), e.g. {option} 1")
+    return value
 
 
 def _cmd_doctor(args) -> int:
@@ -18,6 +28,9 @@ def _cmd_doctor(args) -> int:
 def _cmd_demo(args) -> int:
     from .demo import run_demo
 
+    _positive_int(args.threads, "--threads", "CPU threads for torch and OpenMM")
+    _positive_int(args.steps, "--steps", "MD steps")
+    writable_dir(args.out, "demo output")
     s = run_demo(Path(args.out), steps=args.steps, threads=args.threads, seed=args.seed, progress=not args.quiet,
                  model=args.model)
     print(
@@ -92,8 +105,11 @@ def _cmd_md(args) -> int:
     from .md.spec import load_spec
     from .md.system import run_md
 
+    _positive_int(args.threads, "--threads", "CPU threads for torch and OpenMM")
     spec = load_spec(args.system)
-    info = run_md(spec, args.out or f"out/{spec.name}/md", args.smoke, args.potential, args.platform, args.threads,
+    spec.md_settings(args.smoke, **_md_overrides(args))  # bad overrides fail before the system is built
+    out = writable_dir(args.out or f"out/{spec.name}/md", "MD output")
+    info = run_md(spec, out, args.smoke, args.potential, args.platform, args.threads,
                   not args.quiet, **_md_overrides(args))
     _print_run(info)
     print(f"trajectory {info['trajectory']}, state {info['state']}")
@@ -111,8 +127,10 @@ def _cmd_run(args) -> int:
     from .md.spec import load_spec
     from .md.system import run_system
 
+    _positive_int(args.threads, "--threads", "CPU threads for torch and OpenMM")
     spec = load_spec(args.system)
-    out = Path(args.out or f"out/{spec.name}")
+    spec.md_settings(args.smoke, **_md_overrides(args))  # bad overrides fail before the system is built
+    out = writable_dir(args.out or f"out/{spec.name}", "run output")
     res = run_system(spec, out, args.smoke, args.potential, args.platform, args.threads, not args.quiet, **_md_overrides(args))
     _print_run(res["run"])
     ok = _print_checks(res["analysis"]["checks"])
@@ -133,33 +151,47 @@ def _cmd_data_relabel(args) -> int:
 def _pair(text: str):
     parts = text.replace("–", "-").split("-")
     if len(parts) != 2 or not all(parts):
-        raise ValueError(f"--bonds takes element pairs like N-H, got {text!r}")
+        raise ConfigError(f"--bonds takes element pairs like N-H, got {text!r}")
     return parts[0], parts[1]
 
 
 def _cmd_analyze(args) -> int:
+    from .analysis import select
     from .analysis.report import analyze, load_trajectory
 
+    if args.r_max is not None and not args.r_max > 0:
+        raise ConfigError(f"--r-max {args.r_max:g}: must be a positive RDF range in nm (e.g. --r-max 0.8)")
     if args.system:
         from .md.spec import load_spec
         from .md.system import analyze_system
 
-        if args.bonds or args.rdf or args.msd:
-            raise ValueError("--system takes the analyses from system.yaml: drop --bonds/--rdf/--msd")
-        res = analyze_system(load_spec(args.system), args.trajectory, args.out, args.smoke)
+        if args.bonds or args.rdf or args.msd or args.r_max is not None:
+            raise ConfigError("--system takes the analyses from system.yaml: drop --bonds/--rdf/--msd/--r-max")
+        spec = load_spec(args.system)
+        writable_dir(args.out, "analysis output")
+        res = analyze_system(spec, args.trajectory, args.out, args.smoke)
         ok = _print_checks(res["checks"])
         print(f"analysed {res['frames']} production frames; report {Path(args.out) / 'report.md'}, "
               f"checks {Path(args.out) / 'checks.json'}")
         return 0 if ok or not args.strict else 1
     if not (args.bonds or args.rdf or args.msd):
-        raise ValueError("nothing to do: give at least one of --bonds, --rdf, --msd (or --system SYSTEM)")
+        raise ConfigError("nothing to do: give at least one of --bonds, --rdf, --msd (or --system SYSTEM)")
     rdfs = []
     for spec in args.rdf or []:
         if "/" not in spec:
-            raise ValueError(f"--rdf takes 'SELECTION_A/SELECTION_B', got {spec!r}")
+            raise ConfigError(f"--rdf takes 'SELECTION_A/SELECTION_B', got {spec!r}")
         rdfs.append(tuple(x.strip() for x in spec.split("/", 1)))
+    bonds = [_pair(b) for b in args.bonds or []]
+    writable_dir(args.out, "analysis output")
     traj = load_trajectory(args.trajectory, args.top)
-    res = analyze(traj, args.out, [_pair(b) for b in args.bonds or []], rdfs, args.msd or [], args.r_max)
+    for spec, (sa, sb) in zip(args.rdf or [], rdfs):  # name the option before any analysis runs
+        select(traj.topology, sa, f"--rdf {spec!r} (before the /)")
+        select(traj.topology, sb, f"--rdf {spec!r} (after the /)")
+    for sel in args.msd or []:
+        select(traj.topology, sel, "--msd")
+    if rdfs and traj.unitcell_vectors is None:
+        raise ConfigError(f"--rdf needs a periodic box and {args.trajectory} has no unit cell: drop --rdf")
+    res = analyze(traj, args.out, bonds, rdfs, args.msd or [], args.r_max)
     print(f"analysed {res['frames']} frames; report {Path(args.out) / 'report.md'}, numbers {Path(args.out) / 'results.json'}")
     return 0
 
@@ -214,7 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--bonds", nargs="*", help="element pairs, e.g. N-H O-H")
     an.add_argument("--rdf", nargs="*", help="selection pairs 'SEL_A/SEL_B' in mdtraj syntax, e.g. 'name N/name O'")
     an.add_argument("--msd", nargs="*", help="selections for MSD and diffusion, e.g. 'name O'")
-    an.add_argument("--r-max", type=float, default=1.0, help="RDF range in nm (default 1.0)")
+    an.add_argument("--r-max", type=float, default=None,
+                    help="RDF range in nm, at most half the smallest box width (default 1.0, lowered to fit the box)")
     an.add_argument("--out", default="out/analysis", help="output folder (default out/analysis)")
     an.add_argument("--system", help="take the analyses and expected observables from this system.yaml; skips equilibration frames")
     an.add_argument("--smoke", action="store_true", help="with --system: the trajectory is from a --smoke run")
@@ -246,16 +279,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None, _default=warnings.showwarning) -> None:
+    """openmlip's own warnings as one line each; everyone else's as Python prints them."""
+    if str(filename).startswith(_PACKAGE_DIR):
+        print(f"openmlip: warning: {message}", file=sys.stderr)
+    else:
+        _default(message, category, filename, lineno, file, line)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run a command.  openmlip's typed errors and missing files are one line on stderr and exit code 2;
+    anything else is a bug and keeps its traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return int(args.func(args))
-    except (OpenMLIPError, FileNotFoundError, ValueError) as exc:
-        if args.debug:
-            raise
-        print(f"openmlip: error: {exc}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            return int(args.func(args))
+        except (OpenMLIPError, FileNotFoundError) as exc:
+            if args.debug:
+                raise
+            print(f"openmlip: error: {exc}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -5,35 +5,96 @@ The distribution holds the model file, a model card and two entry points:
 * ``openmmml.potentials``: ``<name> = openmlip.openmm._factory:OpenMLIPPotentialImplFactory`` so that
   ``MLPotential('<name>')`` works in plain openmm-ml code once it is installed;
 * ``openmlip.models``: ``<name> = <package>:model_path`` so openmlip finds the file.
+
+The distribution is written into a temporary folder beside ``out_dir`` and swapped in, so a failure
+leaves the old one; the model is read before anything is replaced, and a folder that holds the working
+directory, the model (other than as the plugin's own ``model.pt``) or anything but a plugin is never replaced.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Union
 
-from .deploy import file_sha256, load_model
+from .deploy import load_model
+from .errors import ConfigError, OutputError
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]*$")
 
 
+class PluginExistsError(OutputError, FileExistsError):
+    """The output folder exists and replacing it was not asked for."""
+
+
+def _is_plugin(folder: Path) -> bool:
+    toml = folder / "pyproject.toml"
+    return toml.is_file() and 'name = "openmlip-plugin-' in toml.read_text(errors="replace")
+
+
+def _check_out(out: Path, model: Path, own_model: Path, overwrite: bool) -> None:
+    """Refuse an output folder whose replacement would delete the working folder, the input model or foreign files."""
+    target, cwd = out.resolve(), Path.cwd().resolve()
+    if target == cwd or target in cwd.parents:
+        raise OutputError(f"output folder {out} is the working folder or holds it; replacing it would delete it: "
+                          "choose a new folder (default plugins/NAME)")
+    if not out.exists():
+        return
+    if not overwrite:
+        raise PluginExistsError(f"{out} exists; pass overwrite=True (CLI: --overwrite) to replace it")
+    if not out.is_dir():
+        raise OutputError(f"output folder {out} is a file: choose another --out")
+    if any(out.iterdir()) and not _is_plugin(out):
+        raise OutputError(f"{out} is not an openmlip plugin folder (no pyproject.toml of an openmlip-plugin-*), so "
+                          "--overwrite will not replace it: choose another --out")
+    if target in model.resolve().parents and model.resolve() != own_model.resolve():
+        raise OutputError(f"the model {model} lies inside {out}, which --overwrite would replace: move the model out "
+                          "of it first, or choose another --out")
+
+
 def create_plugin(name: str, model_path: Union[str, Path], out_dir: Union[str, Path], description: str = "",
                   overwrite: bool = False) -> Path:
-    """Write the plugin distribution for ``model_path`` into ``out_dir``; returns ``out_dir``."""
+    """Write the plugin distribution for ``model_path`` into ``out_dir``; returns ``out_dir``.
+
+    ``model_path`` may be the ``model.pt`` of the plugin being replaced (re-packaging in place).
+    """
     if not _NAME_RE.match(name):
-        raise ValueError(f"plugin name {name!r} must be lower-case letters, digits and '-', starting with a letter")
+        raise ConfigError(f"plugin name {name!r} must be lower-case letters, digits and '-', starting with a letter")
     _, meta = load_model(model_path)  # validates the file
     out = Path(out_dir)
-    if out.exists():
-        if not overwrite:
-            raise FileExistsError(f"{out} exists; pass overwrite=True (CLI: --overwrite) to replace it")
-        shutil.rmtree(out)
     package = "openmlip_plugin_" + name.replace("-", "_")
+    _check_out(out, Path(model_path), out / package / "model.pt", overwrite)
+    data = Path(model_path).read_bytes()  # before anything is replaced
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700; the plugin folder gets normal permissions
+    except OSError as exc:
+        raise OutputError(f"cannot write the plugin folder {out} ({exc.strerror or exc}): choose another --out") from None
+    try:
+        _write_plugin(tmp, name, package, data, meta, description)
+        if out.exists():
+            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old."))
+            out.rename(old / out.name)
+            tmp.rename(out)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _write_plugin(out: Path, name: str, package: str, data: bytes, meta: dict, description: str) -> None:
     pkg_dir = out / package
     pkg_dir.mkdir(parents=True)
-    shutil.copy2(model_path, pkg_dir / "model.pt")
+    (pkg_dir / "model.pt").write_bytes(data)
     (pkg_dir / "__init__.py").write_text(
         f'"""openmlip potential plugin {name!r}."""\nfrom pathlib import Path\n\nNAME = {name!r}\n\n\n'
         "def model_path() -> Path:\n    \"\"\"Path of the shipped model file.\"\"\"\n"
@@ -66,14 +127,15 @@ packages = ["{package}"]
     )
     card = [f"# Model card: `{name}`", "", description or "(no description given)", "",
             "| field | value |", "| --- | --- |",
-            f"| architecture | {meta['architecture']} |", f"| elements | {', '.join(meta['elements'])} |",
+            f"| architecture | {meta['architecture']} |",
+            f"| aggregation | {meta.get('config', {}).get('aggregation', 'not recorded')} |",
+            f"| elements | {', '.join(meta['elements'])} |",
             f"| cutoff | {meta['cutoff']} Å |", f"| dtype | {meta['dtype']} |",
             f"| partial charges | {meta['charges']} |", f"| electrostatics | {meta['electrostatics']} |",
-            f"| model file sha256 | `{file_sha256(model_path)}` |", f"| openmlip format | {meta['format_version']} |", "",
+            f"| model file sha256 | `{hashlib.sha256(data).hexdigest()}` |", f"| openmlip format | {meta['format_version']} |", "",
             "## Provenance", "", "```json", json.dumps(meta.get("provenance", {}), indent=1), "```", "",
             "## Test metrics (from the run that produced the file)", "", "```json",
             json.dumps(meta.get("metrics", {}), indent=1), "```", "", "## Use", "", "```python",
             "import openmlip\nfrom openmmml import MLPotential\n"
             f"potential = MLPotential({name!r})\nsystem = potential.createSystem(topology, charge=0)", "```", ""]
     (out / "README.md").write_text("\n".join(card))
-    return out

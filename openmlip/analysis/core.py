@@ -8,6 +8,8 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from ..errors import ConfigError
+
 
 def minimum_image(vec: np.ndarray, box: Optional[np.ndarray]) -> np.ndarray:
     """Minimum-image vectors ``vec`` [..., 3] for a box [3, 3] (rows = vectors, OpenMM reduced form) or None."""
@@ -106,7 +108,8 @@ def diffusion_coefficient(lag_times: np.ndarray, msd: np.ndarray, fit_window: Tu
     """
     sel = (lag_times >= fit_window[0]) & (lag_times <= fit_window[1])
     if sel.sum() < 3:
-        raise ValueError(f"the fit window {fit_window} holds {int(sel.sum())} lag times; widen it (need >= 3)")
+        raise ConfigError(f"the MSD fit window {tuple(fit_window)} ps holds {int(sel.sum())} lag times; widen it or run "
+                          "longer (need >= 3)")
     t, y = lag_times[sel], msd[sel]
     a = np.vstack([t, np.ones_like(t)]).T
     coef, res, *_ = np.linalg.lstsq(a, y, rcond=None)

@@ -7,6 +7,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..errors import ConfigError, DataFileError
 from . import compute_bond_lengths, compute_msd, compute_rdf
 
 
@@ -20,15 +21,25 @@ def _plt():
 
 
 def load_trajectory(path: str, topology: Optional[str] = None):
+    """An ``mdtraj.Trajectory`` with at least one frame; :class:`DataFileError` for an empty, truncated or foreign file."""
     import mdtraj
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"trajectory {path!r} not found")
     if topology is None and not path.endswith(".h5"):
-        raise ValueError(f"{path!r} carries no topology: pass --top (PDB/prmtop) for DCD/XTC trajectories")
+        raise ConfigError(f"{path!r} carries no topology: pass --top (PDB/prmtop) for DCD/XTC trajectories")
     if topology is not None and not Path(topology).is_file():
         raise FileNotFoundError(f"topology {topology!r} not found")
-    return mdtraj.load(path, top=topology) if topology else mdtraj.load(path)
+    try:
+        traj = mdtraj.load(path, top=topology) if topology else mdtraj.load(path)
+    except Exception as exc:  # noqa: BLE001  -- HDF5/DCD readers raise many types for a damaged file
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        raise DataFileError(f"trajectory {path!r} ({Path(path).stat().st_size} bytes) cannot be read "
+                            f"({type(exc).__name__}: {lines[-1][:160] if lines else 'no detail'}): it is empty, truncated or "
+                            "not a trajectory; rerun the MD that writes it (openmlip md resumes) or check the path") from None
+    if traj.n_frames == 0:
+        raise DataFileError(f"trajectory {path!r} holds no frames: run the MD (further) before analysing it")
+    return traj
 
 
 def _coordination_at_first_min(r) -> Optional[float]:
@@ -43,19 +54,21 @@ def _coordination_at_first_min(r) -> Optional[float]:
 
 
 def analyze(traj, out_dir, bonds: Sequence[Tuple[str, str]] = (), rdfs: Sequence[Tuple[str, str]] = (),
-            msds: Sequence[str] = (), r_max: float = 1.0, names: Optional[Dict[str, List[str]]] = None,
-            bond_selections: Optional[Sequence[Optional[str]]] = None, r_maxes: Optional[Sequence[float]] = None,
+            msds: Sequence[str] = (), r_max: Optional[float] = None, names: Optional[Dict[str, List[str]]] = None,
+            bond_selections: Optional[Sequence[Optional[str]]] = None, r_maxes: Optional[Sequence[Optional[float]]] = None,
             fit_windows: Optional[Sequence[Optional[Sequence[float]]]] = None,
             bin_widths: Optional[Sequence[float]] = None) -> Dict[str, object]:
     """Run the analyses, write CSV + PNG per analysis, ``results.json`` and ``report.md`` into ``out_dir``.
 
     Result keys are ``names[kind][k]`` when given (system specs name them), else ``bonds_A-B``,
-    ``rdf_<n>``, ``msd_<n>``.  Lengths in the results are in Å, D in 1e-5 cm²/s.
+    ``rdf_<n>``, ``msd_<n>``.  Lengths in the results are in Å, D in 1e-5 cm²/s.  An RDF range (nm) of
+    None is the default, lowered to fit the box (see :func:`openmlip.analysis.compute_rdf`).
     """
+    from .._io import writable_dir
+
     plt = _plt()
     names = names or {}
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable_dir(out_dir, "analysis output")
     results: Dict[str, object] = {"frames": int(traj.n_frames), "atoms": int(traj.n_atoms)}
     lines: List[str] = ["# Analysis report", "", f"{traj.n_frames} frames, {traj.n_atoms} atoms, "
                         f"{float(traj.time[-1] - traj.time[0]) if traj.n_frames > 1 else 0:.3f} ps.", ""]
@@ -91,8 +104,9 @@ def analyze(traj, out_dir, bonds: Sequence[Tuple[str, str]] = (), rdfs: Sequence
         fig.savefig(out / f"{tag}.png", dpi=110)
         plt.close(fig)
         results[tag] = {"selections": [sa, sb], "first_peak_A": float(10 * r["r"][k]), "g_max": float(r["g"][k]),
-                        "coordination_at_first_min": _coordination_at_first_min(r)}
-        lines += [f"## RDF `{sa}` – `{sb}`", "", f"First peak at {10 * r['r'][k]:.2f} Å (g = {r['g'][k]:.2f}).", "",
+                        "coordination_at_first_min": _coordination_at_first_min(r), "r_max_A": 10 * r["r_max"]}
+        lines += [f"## RDF `{sa}` – `{sb}`", "", f"First peak at {10 * r['r'][k]:.2f} Å (g = {r['g'][k]:.2f}; "
+                  f"range 0–{10 * r['r_max']:.2f} Å).", "",
                   f"![{tag}]({tag}.png)", ""]
     for k, sel in enumerate(msds):
         fw = fit_windows[k] if fit_windows else None

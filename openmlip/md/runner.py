@@ -12,35 +12,51 @@ the run ends, stops with an error, Ctrl-C or SIGTERM, the segments are appended 
 of the same command adds them.
 
 Rerunning after a kill loads the checkpoint, drops trajectory frames and CSV rows written after it, and
-continues: frames stay continuous and unique.  A NaN or an energy jump larger than
-``max_energy_jump`` between reports raises :class:`BlowUpError`; the bad frame is not written, so the
-trajectory ends at the last good frame and the last checkpoint is kept.
+continues: frames stay continuous and unique.  ``checkpoint.json`` records the settings that define the
+Hamiltonian and the ensemble (timestep, temperature, friction, pressure, frame spacing, a digest of
+every force, the masses and the constraints, and whatever the caller adds); a rerun with other settings
+raises :class:`ResumeError` instead of continuing with a new Hamiltonian.  It also records the digest of
+``checkpoint.chk``, so a truncated or corrupt checkpoint raises :class:`DataFileError`.
+
+A NaN, an energy jump larger than ``max_energy_jump`` between reports, or an atom with a kinetic energy
+above ``MAX_ATOM_KINETIC_KT`` kT (atoms flying apart while the energy stays flat) raises
+:class:`BlowUpError`; the bad frame is not written, so the trajectory ends at the last good frame and
+the last checkpoint is kept.
 """
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
 import json
 import math
+import re
 import shutil
 import signal
 import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
+
+import zipfile
 
 import numpy as np
 
 import openmm
 import openmm.unit as u
 
-from .._io import atomic_path
-from ..errors import OpenMLIPError
+from .._io import atomic_path, writable_dir
+from ..errors import ConfigError, DataFileError, OpenMLIPError, ResumeError
 
 PLATFORM_ORDER = ("CUDA", "OpenCL", "CPU", "Reference")
 CSV_FIELDS = ["step", "time_ps", "potential_kJmol", "kinetic_kJmol", "total_kJmol", "temperature_K"]
 #: frames held in memory between checkpoints are written as a segment once they exceed this size
 FRAME_BUFFER_BYTES = 64 * 2**20
+#: molar gas constant R in kJ/(mol K)
+GAS_CONSTANT_KJ_PER_MOL_K = 0.00831446261815324
+#: an atom whose kinetic energy exceeds this many kT (probability below e^-100 in equilibrium) means the run blew up
+MAX_ATOM_KINETIC_KT = 100.0
 
 
 class BlowUpError(OpenMLIPError, RuntimeError):
@@ -54,11 +70,13 @@ def choose_platform(forced: Optional[str] = None, threads: int = 1) -> Tuple[ope
     """
     from ..doctor import _torchforce_works
 
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ConfigError(f"threads={threads!r}: the number of CPU threads must be a positive integer (e.g. 1)")
     names = [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
     reasons: List[str] = []
     order = (forced,) if forced else PLATFORM_ORDER
     if forced and forced not in names:
-        raise ValueError(f"platform {forced!r} is not available; available: {', '.join(names)}")
+        raise ConfigError(f"platform {forced!r} is not available; available: {', '.join(names)}")
     for name in order:
         if name not in names:
             reasons.append(f"{name}: not installed or no device")
@@ -67,12 +85,60 @@ def choose_platform(forced: Optional[str] = None, threads: int = 1) -> Tuple[ope
         if err is not None:
             reasons.append(f"{name}: present but openmm-torch does not run on it ({err})")
             if forced:
-                raise ValueError(f"platform {forced!r} cannot run openmlip's TorchForce: {err}")
+                raise ConfigError(f"platform {forced!r} cannot run openmlip's TorchForce: {err}; choose another platform "
+                                  "or none (best available)")
             continue
         props = {"Precision": "mixed"} if name in ("CUDA", "OpenCL") else ({"Threads": str(threads)} if name == "CPU" else {})
         reasons.append(f"{name}: chosen" + (" (forced)" if forced else ""))
         return openmm.Platform.getPlatformByName(name), props, reasons
-    raise RuntimeError("no OpenMM platform can run openmlip: " + "; ".join(reasons))
+    raise ConfigError("no OpenMM platform can run openmlip: " + "; ".join(reasons) + "; `openmlip doctor` explains")
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def _torch_archive_digest(hex_contents: str) -> str:
+    """Digest of a serialised TorchScript archive's weights, buffers and attributes.
+
+    The archive's folder name is random and its code files carry source positions, so neither is
+    hashed: the same model, atoms, charge and precision give the same digest in every process.
+    """
+    h = hashlib.sha256()
+    with zipfile.ZipFile(io.BytesIO(bytes.fromhex(hex_contents))) as z:
+        for name in sorted(z.namelist(), key=lambda n: n.split("/", 1)[-1]):
+            tail = name.split("/", 1)[-1]
+            if tail.startswith(("code/", ".data/")):
+                continue
+            h.update(tail.encode())
+            h.update(z.read(name))
+    return h.hexdigest()[:16]
+
+
+def system_fingerprint(system: openmm.System) -> Dict[str, str]:
+    """Short digests of what defines a System's Hamiltonian: the masses, the constraints and every force.
+
+    Deterministic across processes (a TorchForce's model is hashed by its weights, buffers and
+    attributes, which include the ML atoms, the total charge and the precision).  A force that cannot
+    be serialised (e.g. a PythonForce) is listed by name only.
+    """
+    n = system.getNumParticles()
+    masses = np.array([system.getParticleMass(i).value_in_unit(u.dalton) for i in range(n)])
+    cons = np.array([(*system.getConstraintParameters(i)[:2], system.getConstraintParameters(i)[2].value_in_unit(u.nanometer))
+                     for i in range(system.getNumConstraints())], dtype=float)
+    out = {"particles": f"{n} atoms, masses {_digest(masses.tobytes())}",
+           "constraints": f"{len(cons)}, {_digest(cons.tobytes())}"}
+    for k, force in enumerate(system.getForces()):
+        try:
+            xml = openmm.XmlSerializer.serialize(force)
+        except Exception:  # noqa: BLE001  -- not serialisable: compared by name only
+            out[f"force {k}"] = f"{type(force).__name__} (not compared)"
+            continue
+        kind = re.search(r'type="(\w+)"', xml)
+        xml = re.sub(r'encodedFileContents="([0-9a-fA-F]*)"', lambda m: f'model="{_torch_archive_digest(m.group(1))}"', xml)
+        xml = re.sub(r' file="[^"]*"', "", xml)  # where the model was read from is not physics
+        out[f"force {k}"] = f"{kind.group(1) if kind else type(force).__name__} {_digest(xml.encode())}"
+    return out
 
 
 class MDRunner:
@@ -82,11 +148,19 @@ class MDRunner:
                  friction_per_ps: float = 1.0, timestep_fs: float = 0.5, pressure_bar: Optional[float] = None,
                  report_interval: int = 100, checkpoint_interval: int = 1000, platform: Optional[str] = None,
                  threads: int = 1, seed: int = 0, max_energy_jump: float = 1e4, box_vectors=None,
-                 minimize_iterations: int = 500):
+                 minimize_iterations: int = 500, settings: Optional[Dict[str, Any]] = None):
+        """``settings``: named settings that define the Hamiltonian or ensemble beyond what the System
+        shows (e.g. the potential's name and model-file digest, the ML selection); like the runner's
+        own (timestep, temperature, friction, pressure, report interval, forces, masses, constraints)
+        they are stored with the checkpoint and a resume with other values raises :class:`ResumeError`.
+        """
+        for name, value in (("report_interval", report_interval), ("checkpoint_interval", checkpoint_interval)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name}={value!r}: must be a positive number of steps")
         if checkpoint_interval % report_interval:
-            raise ValueError("checkpoint_interval must be a multiple of report_interval")
-        self.out = Path(out_dir)
-        self.out.mkdir(parents=True, exist_ok=True)
+            raise ConfigError(f"checkpoint_interval ({checkpoint_interval}) must be a multiple of report_interval "
+                              f"({report_interval})")
+        self.out = writable_dir(out_dir, "MD output")
         self.topology = topology
         self.positions = positions
         self.temperature = temperature
@@ -96,6 +170,11 @@ class MDRunner:
         self.seed = seed
         self.minimize_iterations = int(minimize_iterations)
         self.timestep_fs = timestep_fs
+        self.settings: Dict[str, Any] = json.loads(json.dumps({
+            "timestep_fs": timestep_fs, "temperature_K": temperature, "friction_per_ps": friction_per_ps,
+            "pressure_bar": pressure_bar, "report_interval": self.report_interval, **system_fingerprint(system),
+            **(settings or {})}, default=str))
+        self._masses = np.array([system.getParticleMass(i).value_in_unit(u.dalton) for i in range(system.getNumParticles())])
         if pressure_bar is not None:
             system.addForce(openmm.MonteCarloBarostat(pressure_bar * u.bar, temperature * u.kelvin))
         self.platform, props, self.platform_reasons = choose_platform(platform, threads)
@@ -117,8 +196,10 @@ class MDRunner:
 
     # -------------------------------------------------------------------------------- outputs
     def _truncate_outputs(self, step: int) -> None:
-        """Drop trajectory frames and CSV rows written after ``step`` (they will be recomputed)."""
-        keep = step // self.report_interval
+        """Drop trajectory frames and CSV rows written after ``step`` (they will be recomputed).
+
+        Frames are matched by their time, not counted, so no frame at or before ``step`` is ever dropped.
+        """
         if self.seg_dir.exists():
             for seg in self.seg_dir.glob("*.h5"):
                 if int(seg.stem) > step:
@@ -127,8 +208,9 @@ class MDRunner:
             import tables
 
             with tables.open_file(str(self.traj_path), "r") as fh:
-                longer = "time" in fh.root and fh.root.time.nrows > keep
-            if longer:  # frames past the checkpoint (kept after a blow-up): rewrite a copy, then swap
+                times = np.asarray(fh.root.time[:], dtype=float) if "time" in fh.root else np.zeros(0)
+            keep = int(np.sum(times <= (step + 0.5 * self.report_interval) * self.timestep_fs / 1000.0))
+            if keep < len(times):  # frames past the checkpoint (kept after a blow-up): rewrite a copy, then swap
                 with atomic_path(self.traj_path) as tmp:
                     shutil.copyfile(self.traj_path, tmp)
                     with tables.open_file(tmp, "a") as fh:
@@ -169,7 +251,7 @@ class MDRunner:
             self._flush_frames()  # long checkpoint intervals: bound the memory (segments past a checkpoint are dropped on resume)
         pe = state.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
         ke = state.getKineticEnergy().value_in_unit(u.kilojoule_per_mole)
-        temp = 2 * ke / (self.n_dof * 0.00831446261815324) if self.n_dof > 0 else 0.0
+        temp = 2 * ke / (self.n_dof * GAS_CONSTANT_KJ_PER_MOL_K) if self.n_dof > 0 else 0.0
         with open(self.csv_path, "a", newline="") as fh:
             csv.DictWriter(fh, fieldnames=CSV_FIELDS).writerow(dict(
                 step=step, time_ps=step * self.timestep_fs / 1000.0, potential_kJmol=pe, kinetic_kJmol=ke,
@@ -236,19 +318,76 @@ class MDRunner:
         shutil.rmtree(self.seg_dir, ignore_errors=True)
 
     def _checkpoint(self, step: int) -> None:
+        """Write ``checkpoint.json`` (step, digest of the new checkpoint and of the one it replaces, settings),
+        then ``checkpoint.chk``: a kill between the two leaves the previous checkpoint, which still matches."""
         self._flush_frames()  # frames first: a checkpoint never refers to frames that are not on disk
-        with atomic_path(self.chk_path) as tmp:
-            with open(tmp, "wb") as fh:
-                fh.write(self.context.createCheckpoint())
+        data = self.context.createCheckpoint()
+        previous = None
+        if self.chk_meta.exists() and self.chk_path.exists():
+            old = self._read_meta()
+            previous = {"step": old["step"], "sha256": old.get("sha256")}
         with atomic_path(self.chk_meta) as tmp:
             with open(tmp, "w") as fh:
-                json.dump({"step": step, "timestep_fs": self.timestep_fs}, fh)
+                json.dump({"step": step, "timestep_fs": self.timestep_fs, "sha256": hashlib.sha256(data).hexdigest(),
+                           "bytes": len(data), "previous": previous, "settings": self.settings}, fh)
+        with atomic_path(self.chk_path) as tmp:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+
+    def _read_meta(self) -> Dict[str, Any]:
+        try:
+            meta = json.loads(self.chk_meta.read_text())
+            int(meta["step"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DataFileError(f"{self.chk_meta} is unreadable ({exc}): delete it and {self.chk_path.name} to restart "
+                                "this run from step 0 (its frames are then rewritten), or use a new output folder") from None
+        return meta
+
+    def _resume_point(self) -> Tuple[int, bytes]:
+        """The checkpoint to resume from: (step, bytes), after checking its settings and its digest."""
+        meta = self._read_meta()
+        old = meta.get("settings")
+        if old is None:
+            warnings.warn(f"{self.chk_meta} was written by an older openmlip: its settings and checkpoint digest cannot "
+                          "be checked; resuming as asked", RuntimeWarning)
+        else:
+            changed = [f"{k}: {old.get(k, 'absent')} -> {self.settings.get(k, 'absent')}"
+                       + (" (the ML potential: model, ML atoms, charge or precision)" if "TorchForce" in str(old.get(k)) else "")
+                       for k in dict.fromkeys([*old, *self.settings]) if old.get(k) != self.settings.get(k)]
+            if changed:
+                raise ResumeError(f"{self.out} holds a run made with other settings, and resuming it would mix two runs "
+                                  f"in one trajectory: {'; '.join(changed)}. Use a new output folder (--out), or restore "
+                                  f"the settings of the run in {self.out}")
+        data = self.chk_path.read_bytes()
+        if "sha256" not in meta:
+            return int(meta["step"]), data
+        digest = hashlib.sha256(data).hexdigest()
+        if digest == meta["sha256"]:
+            return int(meta["step"]), data
+        prev = meta.get("previous") or {}
+        if digest == prev.get("sha256"):  # killed between writing checkpoint.json and checkpoint.chk
+            return int(prev["step"]), data
+        raise DataFileError(f"{self.chk_path} is truncated or corrupt ({len(data)} bytes; {self.chk_meta.name} expects "
+                            f"{meta.get('bytes')} bytes of step {meta['step']} with another sha256): delete "
+                            f"{self.chk_path.name} and {self.chk_meta.name} to restart this run from step 0 (its frames "
+                            "are then rewritten), or put back an intact copy of the file")
+
+    def _hottest_atom(self, state) -> str:
+        """'' or a description of the fastest atom when its kinetic energy exceeds ``MAX_ATOM_KINETIC_KT`` kT."""
+        v = state.getVelocities(asNumpy=True).value_in_unit(u.nanometer / u.picosecond)
+        ke = 0.5 * self._masses * np.sum(np.square(v), axis=1)  # Da nm²/ps² = kJ/mol
+        i = int(np.argmax(ke))
+        kt = GAS_CONSTANT_KJ_PER_MOL_K * self.temperature
+        if np.isfinite(ke[i]) and ke[i] <= MAX_ATOM_KINETIC_KT * kt:
+            return ""
+        return (f"atom {i} moves at {np.linalg.norm(v[i]):.3g} nm/ps, a kinetic energy of {ke[i] / kt:.3g} kT "
+                f"(limit {MAX_ATOM_KINETIC_KT:g} kT): atoms are flying apart")
 
     def _blow_up(self, step: int, pe: float, last: float, detail: str = "") -> BlowUpError:
-        kept = json.loads(self.chk_meta.read_text())["step"]
+        kept = self._read_meta()["step"]
         return BlowUpError(
             f"simulation blew up at step {step} (potential energy {pe:.6g} kJ/mol, previous report {last:.6g}"
-            + (f"; OpenMM: {detail}" if detail else "") + f"); the trajectory ends at the last good frame and "
+            + (f"; {detail}" if detail else "") + f"); the trajectory ends at the last good frame and "
             f"{self.chk_path.name} holds step {kept}: lower the timestep, minimise longer, or check the model"
         )
 
@@ -257,8 +396,8 @@ class MDRunner:
         for stale in [*self.out.glob(f".{self.traj_path.name}.*.tmp"), *self.seg_dir.glob(".*.tmp")]:
             stale.unlink()  # temporary files of a write that a SIGKILL interrupted: never the real ones
         if self.chk_meta.exists() and self.chk_path.exists():
-            step = int(json.loads(self.chk_meta.read_text())["step"])
-            self.context.loadCheckpoint(self.chk_path.read_bytes())
+            step, data = self._resume_point()
+            self.context.loadCheckpoint(data)
             self._truncate_outputs(step)
             resumed = True
         else:
@@ -284,7 +423,8 @@ class MDRunner:
         finished = False
         try:
             step = self._loop(step, steps, last, t0, start, progress)
-            self._checkpoint(step)
+            if step != start and step % self.checkpoint_interval:  # else the loop wrote it, or nothing ran
+                self._checkpoint(step)
             finished = True
         finally:
             if previous_term is not None:
@@ -310,18 +450,21 @@ class MDRunner:
                 try:
                     self.integrator.step(n)
                 except openmm.OpenMMException as exc:  # OpenMM's own NaN check fires inside step()
-                    raise self._blow_up(step + n, float("nan"), last, str(exc).splitlines()[0]) from None
+                    raise self._blow_up(step + n, float("nan"), last, "OpenMM: " + str(exc).splitlines()[0]) from None
                 step += n
                 bar.update(n)
                 if step % self.report_interval and step != steps:
                     continue
                 # wrap only periodic systems: OpenMM would wrap atoms of an open system into its default box
-                state = self.context.getState(getPositions=True, getEnergy=True,
+                state = self.context.getState(getPositions=True, getVelocities=True, getEnergy=True,
                                               enforcePeriodicBox=self.context.getSystem().usesPeriodicBoundaryConditions())
                 pe = state.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
                 pos = state.getPositions(asNumpy=True).value_in_unit(u.nanometer)
                 if not (math.isfinite(pe) and np.all(np.isfinite(pos))) or abs(pe - last) > self.max_energy_jump:
                     raise self._blow_up(step, pe, last)
+                hot = self._hottest_atom(state)
+                if hot:
+                    raise self._blow_up(step, pe, last, hot)
                 last = pe
                 self._append(step, state)
                 if step % self.checkpoint_interval == 0:

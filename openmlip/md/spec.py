@@ -29,12 +29,15 @@ and the fix.  Paths in a spec are relative to the folder holding ``system.yaml``
       - {observable: nh4.D_1e-5_cm2_per_s, range: [0.2, 6], smoke: false}
 
 ``steps`` counts all MD steps including ``equilibrate_steps``; analyses use only the frames after
-equilibration.  ``smoke`` overrides ``md`` for a short check run (``--smoke``); an expectation with
+equilibration.  Selections are parsed on load (a syntax error names its key); an RDF's ``r_max_nm`` may
+not exceed half the smallest width of the structure's box (``box_nm`` or a PDB's CRYST1), and when it
+is omitted it is the analysis default lowered, with a warning, to fit that box.  ``smoke`` overrides ``md`` for a short check run (``--smoke``); an expectation with
 ``smoke: false`` is checked only in full runs.
 """
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
@@ -100,6 +103,44 @@ def _check_keys(d: Any, allowed: Sequence[str], where: str) -> Dict[str, Any]:
     if unknown:
         raise _err(where, f"unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(allowed)}")
     return dict(d)
+
+
+def _check_selection(selection: Any, file: str, where: str) -> None:
+    """SpecError naming the key when an mdtraj selection string does not parse (checked before any MD)."""
+    from ..analysis import selection_syntax_error
+
+    if not isinstance(selection, str):
+        raise _err(f"{file}: {where}", f"must be an mdtraj selection string, got {selection!r}")
+    complaint = selection_syntax_error(selection)
+    if complaint:
+        raise _err(f"{file}: {where}", f"cannot parse selection {selection!r} ({complaint}); see mdtraj's atom selection language")
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def _structure_box_half_width(root: Path, structure: Union[str, Dict[str, str]], box_nm: Optional[float]) -> Optional[float]:
+    """Half the smallest width (nm) of the starting box when the spec shows it (``box_nm`` or a PDB CRYST1), else None."""
+    if box_nm is not None:
+        return 0.5 * float(box_nm)
+    if not (isinstance(structure, str) and structure.lower().endswith(".pdb")):
+        return None
+    import numpy as np
+    from mdtraj.utils import lengths_and_angles_to_box_vectors
+
+    from ..analysis import half_smallest_box_width
+
+    with open(root / structure) as fh:
+        for line in fh:
+            if line.startswith("CRYST1"):
+                try:
+                    la, lb, lc, al, be, ga = (float(line[k:k + w]) for k, w in ((6, 9), (15, 9), (24, 9), (33, 7), (40, 7), (47, 7)))
+                except ValueError:
+                    return None
+                box = np.array(lengths_and_angles_to_box_vectors(la / 10, lb / 10, lc / 10, al, be, ga))
+                return half_smallest_box_width(box[None])
+    return None
 
 
 def _check_md(md: Dict[str, Any], file: str, where: str) -> None:
@@ -182,10 +223,14 @@ def load_spec(path: Union[str, Path]) -> SystemSpec:
         raise _err(f"{f}: ml", "embedding 'none' means the whole system is ML: set selection: all (or choose an embedding)")
     if ml["embedding"] != "none" and not forcefield and isinstance(structure, str) and structure.lower().endswith(".pdb"):
         raise _err(f"{f}: forcefield", "an ML/MM system from a PDB needs the MM force field files for the rest")
+    if isinstance(ml["selection"], str) and ml["selection"] != "all":
+        _check_selection(ml["selection"], f, "ml.selection")
     for k, fc in enumerate(ml["formal_charges"] or []):
         _check_keys(fc, ("selection", "charge"), f"{f}: ml.formal_charges[{k}]")
         if "selection" not in fc or "charge" not in fc:
             raise _err(f"{f}: ml.formal_charges[{k}]", "needs selection and charge")
+        if isinstance(fc["selection"], str) and fc["selection"] != "all":
+            _check_selection(fc["selection"], f, f"ml.formal_charges[{k}].selection")
 
     md = dict(MD_DEFAULTS)
     md.update(_check_keys(raw.get("md"), tuple(MD_DEFAULTS), f"{f}: md"))
@@ -210,6 +255,16 @@ def load_spec(path: Union[str, Path]) -> SystemSpec:
             if item["name"] in names:
                 raise _err(where, f"duplicate analysis name {item['name']!r}")
             names.add(item["name"])
+            for key in {"bonds": ("selection",), "rdf": ("a", "b"), "msd": ("selection",)}[kind]:
+                if item.get(key) is not None:
+                    _check_selection(item[key], f, f"analysis.{kind}[{k}].{key}")
+            for key in ("r_max_nm", "bin_width_nm"):
+                if key in item and not _positive(item[key]):
+                    raise _err(f"{where}.{key}", f"must be a positive number of nm, got {item[key]!r}")
+            fw = item.get("fit_window_ps")
+            if fw is not None and not (isinstance(fw, list) and len(fw) == 2 and all(_positive(x) or x == 0 for x in fw)
+                                       and fw[0] < fw[1]):
+                raise _err(f"{where}.fit_window_ps", f"must be [low, high] in ps with 0 <= low < high, got {fw!r}")
             if kind == "bonds":
                 parts = str(item["elements"]).replace("–", "-").split("-")
                 if len(parts) != 2 or not all(parts):
@@ -234,8 +289,22 @@ def load_spec(path: Union[str, Path]) -> SystemSpec:
             raise _err(where, f"range must be [low, high] with low < high, got {r!r}")
 
     box = raw.get("box_nm")
-    if box is not None and (not isinstance(box, (int, float)) or box <= 0):
+    if box is not None and not _positive(box):
         raise _err(f"{f}: box_nm", f"must be a positive number (nm) or null, got {box!r}")
+    if analysis["rdf"]:
+        from ..analysis import DEFAULT_R_MAX_NM
+
+        limit = _structure_box_half_width(root, structure, box)
+        for k, item in enumerate(analysis["rdf"] if limit is not None else []):
+            width = float(item.get("bin_width_nm", 0.005))
+            if "r_max_nm" not in item and DEFAULT_R_MAX_NM > limit:
+                item["r_max_nm"] = math.floor(limit / width) * width
+                warnings.warn(f"{f}: analysis.rdf[{k}]: r_max_nm lowered from the default {DEFAULT_R_MAX_NM:g} nm to "
+                              f"{item['r_max_nm']:.4g} nm, half the smallest box width", UserWarning, stacklevel=2)
+            elif float(item.get("r_max_nm", DEFAULT_R_MAX_NM)) > limit * (1 + 1e-6):
+                raise _err(f"{f}: analysis.rdf[{k}].r_max_nm", f"{item['r_max_nm']:g} nm exceeds half the smallest box width "
+                           f"({limit:.4g} nm), beyond which the minimum image misses pairs and g(r) is wrong: use at most "
+                           f"{limit:.4g} nm")
     return SystemSpec(path=p.resolve(), name=str(raw["name"]), description=str(raw.get("description", "")),
                       structure=structure, forcefield=list(forcefield), nonbonded=nonbonded, box_nm=box, ml=ml, md=md,
                       smoke=smoke, analysis=analysis, expected=expected)
