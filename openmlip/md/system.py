@@ -142,6 +142,7 @@ def build_system(spec: SystemSpec, potential: Optional[str] = None, backend: str
     import mdtraj
     from openmmml import MLPotential
 
+    from ..charges import total_charge
     from ..openmm.registry import shipped_models
 
     top, pos, box, mm_system = _structure(spec)
@@ -160,7 +161,7 @@ def build_system(spec: SystemSpec, potential: Optional[str] = None, backend: str
                         f"({', '.join(sorted(installed)) or 'none installed'}) nor a model file")
     args: Dict[str, Any] = {"precision": ml["precision"], "backend": backend}
     if ml["charge"] is not None:
-        args["charge"] = int(round(float(ml["charge"])))
+        args["charge"] = total_charge(ml["charge"], "ml.charge")
     if ml["spin_multiplicity"] != 1:
         args["spinMultiplicity"] = ml["spin_multiplicity"]
     if ml["formal_charges"]:
@@ -173,7 +174,7 @@ def build_system(spec: SystemSpec, potential: Optional[str] = None, backend: str
                 fc[pos_in_region[i]] = float(item["charge"])
         args["formalCharges"] = fc
         if ml["charge"] is None:
-            args["charge"] = int(round(sum(fc)))
+            args["charge"] = int(round(sum(fc)))  # a non-integer sum fails in the resolver (formal vs total)
         elif abs(sum(fc) - float(ml["charge"])) > 1e-9:
             raise SpecError(f"{spec.path}: ml.formal_charges sum to {sum(fc):g} but ml.charge is {ml['charge']}")
     if ml["embedding"] == "none":

@@ -57,7 +57,7 @@ def create_electrostatic_system(impl, topology, system, atoms: List[int], forceG
     pot = EmbeddedPotential(_copy_model(impl.model), z, mm_indices, mm_charges, embedding_cutoff=cutoff,
                             damping=float(args.get("embeddingDamping", 0.5)), **kwargs)
     impl._check_box(pot, system)  # the MM System's own box (the test of a too-small box relies on it)
-    backend = args.get("backend", "torchforce")
+    backend = args.get("backend") or "torchforce"
     if interpolate and backend != "torchforce":
         raise ValueError("interpolate=True with the electrostatic embedding needs backend='torchforce'")
     ml_force = create_force(pot, backend, bool(args.get("useCUDAGraphs", False)), str(args.get("device") or "cpu"),

@@ -4,74 +4,145 @@ Registered through the ``openmmml.potentials`` entry-point group (see ``pyprojec
 potentials register their model file under the ``openmlip.models`` group (name -> callable returning
 the path), so ``MLPotential('<plugin name>')`` works once the plugin is installed.
 
-Arguments accepted by ``createSystem`` / ``createMixedSystem``:
+Arguments accepted by ``createSystem`` / ``createMixedSystem``, and by the ``MLPotential`` constructor as
+defaults that the same name in a call overrides; any other name is a :class:`ConfigError` listing these.
+The charge state is resolved by :func:`openmlip.charges.resolve_charge_state`, as in the ASE calculator.
 
 ``charge``
-    total charge of the ML region (e).  Default: the sum of the MM partial charges of the ML atoms in
-    the System's ``NonbondedForce`` (must be within 0.01 e of an integer); for ``createSystem`` (no MM
-    force field) the Amber14/TIP3P templates of the Topology's residues; otherwise an error.
+    total charge of the ML region (an integer, e; ``"1"`` is read as 1).  Default: the sum of the MM
+    partial charges of the ML atoms in the System's ``NonbondedForce`` (must be within 0.01 e of an
+    integer; for the mechanical embedding, also when interpolating, the System passed to
+    ``createMixedSystem``); for ``createSystem`` (no MM force field) the Amber14/TIP3P templates of the
+    Topology's residues, else the sum of ``formalCharges``; otherwise an error.  An explicit charge that
+    differs from the MM charges of the ML atoms warns with both numbers.
+``multiplicity`` (or ``spinMultiplicity``)
+    spin multiplicity 2S+1 (default 1).
+``formalCharges``
+    optional per-ML-atom formal charges (e), one per ML atom in the order of the ML atom indices, summing
+    to the total charge.  Link-atom caps that openmm-ml's mechanical embedding adds for cut bonds get 0.
+    When omitted they are inferred from the Topology's bonds (monatomic ions, 4-bonded N, carboxylates,
+    amidinium cations such as Arg and HIP; see :func:`openmlip.charges.formal_charges_from_bonds`), or
+    spread evenly with a warning when those rules do not add up to the total charge.
 ``precision``
     ``"single"`` or ``"double"`` (default: the model file's dtype).
 ``backend``
     ``"torchforce"`` (default) or ``"pythonforce"``.
 ``device``
     torch device for the ``pythonforce`` backend (TorchForce follows the OpenMM platform).
-``formalCharges``
-    optional per-ML-atom formal charges; when omitted they are inferred from the Topology's bonds
-    (monatomic ions, 4-bonded N, carboxylates, amidinium cations such as Arg and HIP; see
-    :func:`infer_formal_charges`), or spread evenly
-    with a warning when those rules do not add up to the total charge.
 ``outputForces``
     compute forces inside the TorchScript graph (``setOutputsForces``); default True for ``torchforce``.
+``neighborMethod``
+    ``"auto"`` (default), ``"brute"`` or ``"cell"``.
+``useCUDAGraphs``
+    TorchForce's CUDA graphs (default False).
 ``embedding="electrostatic"`` (createMixedSystem)
     openmlip's electrostatic embedding (:mod:`openmlip.openmm.embedding`); ``embeddingCutoff`` (nm,
     default: the MM nonbonded cutoff) and ``embeddingDamping`` (Å, default 0.5).
+``embedding="mechanical"`` (createMixedSystem, the default)
+    openmm-ml's mechanical embedding; ``linkAtomDistances`` is passed on to it.
 """
 from __future__ import annotations
 
 import copy
+import difflib
+import operator
 import warnings
-from typing import Dict, Iterable, List, Optional
+from typing import Iterable, List, Optional, Tuple
 
 import numpy as np
 import torch
 
 import openmm
 import openmm.app as app
+from openmmml.embeddings import utilities
+from openmmml.embeddings.mechanicalembedding import MechanicalEmbedding
 from openmmml.mlpotential import MLPotentialImpl
 
+from ..charges import (check_formal, formal_charges_from_bonds, integral_sum, resolve_charge_state, spin_multiplicity,
+                       total_charge)
 from ..deploy import load_model
-from ..errors import ChargeError, ModelFileError, SelectionError, UnsupportedElementError
+from ..errors import ChargeError, ConfigError, ModelFileError, SelectionError, UnsupportedElementError
 from ..nn.embedding import SpeciesIndex
-from .forces import create_force
+from .forces import BACKENDS, create_force
 from ._factory import OpenMLIPPotentialImplFactory  # noqa: F401  (re-exported: the entry point's class)
 from .module import OpenMMPotential
-from .registry import ENTRY_POINT_GROUP, shipped_models  # noqa: F401
+from .registry import ENTRY_POINT_GROUP, model_path, shipped_models  # noqa: F401
+
+
+# Arguments of createSystem / createMixedSystem (and defaults for them in the MLPotential constructor).
+ARGUMENTS = ("charge", "multiplicity", "spinMultiplicity", "formalCharges", "precision", "backend", "device",
+             "outputForces", "neighborMethod", "useCUDAGraphs")
+ELECTROSTATIC_ARGUMENTS = ("embeddingCutoff", "embeddingDamping")
+# read by openmm-ml's mechanical embedding, which passes every createMixedSystem argument on to addForces
+MECHANICAL_ARGUMENTS = ("linkAtomDistances",)
+# private: openmlip's mechanical embedding hands addForces the MM charge of the ML atoms in the original
+# System (openmm-ml's interpolation builds the ML terms in an empty System, which has none)
+_MM_REFERENCE = "_openmlipMMCharge"
+
+
+def _check_names(args: dict, known: Iterable[str], where: str) -> None:
+    unknown = sorted(set(args) - set(known) - {_MM_REFERENCE})
+    if unknown:
+        hints = [f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name)
+                 for name in unknown for close in [difflib.get_close_matches(name, list(known), 1)]]
+        raise ConfigError(f"unknown argument(s) {', '.join(hints)} for {where}; known: {', '.join(known)}")
+
+
+def _check_values(args: dict) -> dict:
+    """``args`` with ``spinMultiplicity`` renamed ``multiplicity``; wrong values raise typed errors."""
+    args = dict(args)
+    if "spinMultiplicity" in args:
+        spin = args.pop("spinMultiplicity")
+        if "multiplicity" in args and spin_multiplicity(spin) != spin_multiplicity(args["multiplicity"]):
+            raise ConfigError(f"multiplicity={args['multiplicity']!r} and spinMultiplicity={spin!r} disagree; pass one")
+        args.setdefault("multiplicity", spin)
+    if args.get("charge") is not None:
+        total_charge(args["charge"])
+    if "multiplicity" in args:
+        spin_multiplicity(args["multiplicity"])
+    for name, allowed in (("precision", (None, "single", "double")), ("backend", (None,) + BACKENDS),
+                          ("neighborMethod", (None, "auto", "brute", "cell"))):
+        if args.get(name) not in allowed:
+            raise ConfigError(f"{name}={args[name]!r} is not one of {', '.join(map(repr, allowed[1:]))}")
+    return args
+
+
+def check_atoms(topology: app.Topology, atoms: Optional[Iterable[int]]) -> List[int]:
+    """The ML atom indices as a list of ints, or :class:`SelectionError` (type, range, duplicates, empty)."""
+    n = topology.getNumAtoms()
+    if atoms is None:
+        return list(range(n))
+    try:
+        atom_list = [operator.index(i) for i in atoms]
+    except TypeError:
+        raise SelectionError(f"ML atoms must be integer atom indices, got {atoms!r}") from None
+    bad = [i for i in atom_list if i < 0 or i >= n]
+    if bad:
+        raise SelectionError(f"ML atom indices {bad[:5]} out of range for a Topology of {n} atoms; use indices 0..{n - 1}")
+    if len(set(atom_list)) != len(atom_list):
+        raise SelectionError("ML atom indices contain duplicates; list each ML atom once")
+    if not atom_list:
+        raise SelectionError("the ML region is empty; select at least one atom")
+    return atom_list
 
 
 def _mm_charges(system: openmm.System) -> Optional[List[float]]:
     for force in system.getForces():
         if isinstance(force, openmm.NonbondedForce):
             return [force.getParticleParameters(i)[0].value_in_unit(openmm.unit.elementary_charge)
-                    for i in range(system.getNumParticles())]
+                    for i in range(force.getNumParticles())]
     return None
 
 
-def integral_charge(total: float, what: str) -> int:
-    q = round(total)
-    if abs(total - q) > 0.01:
-        raise ChargeError(
-            f"the {what} sum to {total:.4f} e, not an integer (±0.01 e); the ML region probably cuts through a "
-            "residue or bond — pass charge=<integer total charge of the ML region>"
-        )
-    return int(q)
-
-
-def infer_charge(topology: app.Topology, system: openmm.System, atoms: List[int]) -> int:
-    """Total charge of ``atoms`` from the System's MM charges, else from Amber14/TIP3P templates."""
+def mm_reference(system: openmm.System, atoms: List[int]) -> Optional[Tuple[float, str]]:
+    """The sum of the MM partial charges (e) of ``atoms`` in the System's NonbondedForce, or None without one."""
     charges = _mm_charges(system)
-    if charges is not None:
-        return integral_charge(sum(charges[i] for i in atoms if i < len(charges)), "MM partial charges of the ML atoms")
+    if charges is None:
+        return None
+    return sum(charges[i] for i in atoms if i < len(charges)), "MM partial charges of the ML atoms"
+
+
+def _amber_reference(topology: app.Topology, atoms: List[int]) -> Tuple[float, str]:
     try:
         ff = app.ForceField("amber14-all.xml", "amber14/tip3p.xml")
         charges = _mm_charges(ff.createSystem(topology))
@@ -80,58 +151,26 @@ def infer_charge(topology: app.Topology, system: openmm.System, atoms: List[int]
             f"cannot infer the total charge of the ML region: the System has no NonbondedForce and the Amber14 "
             f"templates do not match the Topology ({str(exc).splitlines()[0]}); pass charge=<integer>"
         ) from None
-    return integral_charge(sum(charges[i] for i in atoms), "Amber14 template charges of the ML atoms")
+    return sum(charges[i] for i in atoms), "Amber14 template charges of the ML atoms"
 
 
-_MONATOMIC_IONS = {3: 1, 11: 1, 19: 1, 9: -1, 17: -1, 35: -1, 53: -1, 12: 2, 20: 2}
+def infer_charge(topology: app.Topology, system: openmm.System, atoms: List[int]) -> int:
+    """Total charge of ``atoms`` from the System's MM charges, else from Amber14/TIP3P templates."""
+    reference = mm_reference(system, atoms) or _amber_reference(topology, atoms)
+    return integral_sum(*reference)
+
+
+def topology_bonds(topology: app.Topology) -> Tuple[List[int], List[Tuple[int, int]]]:
+    """Atomic numbers (0 without element) and bonds of a Topology, for :mod:`openmlip.charges`."""
+    z = [a.element.atomic_number if a.element is not None else 0 for a in topology.atoms()]
+    return z, [(b[0].index, b[1].index) for b in topology.bonds()]
 
 
 def infer_formal_charges(topology: app.Topology, atoms: List[int], total_charge: float) -> Optional[List[float]]:
     """Per-atom formal charges of the ML atoms from the Topology's bonds, or ``None`` when the rules do
-    not account for ``total_charge``.
-
-    Rules (the charged groups of the shipped data and of proteins): an unbonded Li/Na/K/Mg/Ca or
-    F/Cl/Br/I is a monatomic ion; a nitrogen with four bonds carries +1 (NH4+, R-NH3+, Lys, N-terminus);
-    a carboxylate (C bonded to two oxygens that have no other bond) carries -1 on its last oxygen, as
-    its SMILES ``C(=O)[O-]`` in the training data does; an amidinium cation (a three-bonded carbon
-    whose neighbours include two or more nitrogens, every one of them three-bonded, and no oxygen:
-    Arg's guanidinium, doubly protonated His (HIP), protonated imidazoles and amidines) carries +1 on
-    its last nitrogen, as ``C(N)=[NH2+]`` would.  Neutral look-alikes keep 0: an amide or urea carbon
-    has an oxygen, and a neutral amidine, His (HID/HIE) or guanine has a two-bonded nitrogen.
-    Anything else is 0.
-    """
-    index = {a: k for k, a in enumerate(atoms)}
-    all_atoms = list(topology.atoms())
-    neighbours: Dict[int, List[int]] = {a: [] for a in atoms}
-    degree = [0] * len(all_atoms)
-    for b in topology.bonds():
-        i, j = b[0].index, b[1].index
-        degree[i] += 1
-        degree[j] += 1
-        if i in neighbours:
-            neighbours[i].append(j)
-        if j in neighbours:
-            neighbours[j].append(i)
-    fc = [0.0] * len(atoms)
-    for a in atoms:
-        el = all_atoms[a].element
-        z = el.atomic_number if el is not None else 0
-        nb = neighbours[a]
-        if not nb and z in _MONATOMIC_IONS:
-            fc[index[a]] = float(_MONATOMIC_IONS[z])
-        elif z == 7 and len(nb) == 4:
-            fc[index[a]] = 1.0
-        elif z == 6:
-            terminal_o = [o for o in nb if all_atoms[o].element is not None and all_atoms[o].element.atomic_number == 8
-                          and degree[o] == 1]
-            if len(terminal_o) == 2 and max(terminal_o) in index:
-                fc[index[max(terminal_o)]] = -1.0
-            elements = [all_atoms[k].element.atomic_number if all_atoms[k].element is not None else 0 for k in nb]
-            n_nb = [k for k, ze in zip(nb, elements) if ze == 7]
-            if (len(nb) == 3 and len(n_nb) >= 2 and 8 not in elements and all(degree[k] == 3 for k in n_nb)
-                    and max(n_nb) in index):
-                fc[index[max(n_nb)]] += 1.0
-    return fc if abs(sum(fc) - float(total_charge)) < 1e-6 else None
+    not account for ``total_charge`` (see :func:`openmlip.charges.formal_charges_from_bonds`)."""
+    z, bonds = topology_bonds(topology)
+    return formal_charges_from_bonds(z, bonds, total_charge, atoms)
 
 
 def _copy_model(model):
@@ -142,15 +181,21 @@ def _copy_model(model):
 
 
 class OpenMLIPPotentialImpl(MLPotentialImpl):
-    def __init__(self, name: str, modelPath: Optional[str] = None):
+    """``MLPotential('openmlip', modelPath=...)`` or ``MLPotential('<installed potential>')``.
+
+    Constructor keyword arguments (any of :data:`ARGUMENTS`, :data:`ELECTROSTATIC_ARGUMENTS`,
+    :data:`MECHANICAL_ARGUMENTS`) are defaults that the same names in a call override.
+    """
+
+    def __init__(self, name: str, modelPath: Optional[str] = None, **defaults):
         self.name = name
+        _check_names(defaults, ("modelPath",) + ARGUMENTS + ELECTROSTATIC_ARGUMENTS + MECHANICAL_ARGUMENTS,
+                     f"MLPotential({name!r})")
+        self.defaults = _check_values(defaults)
         if modelPath is None:
             if name == "openmlip":
                 raise ModelFileError("MLPotential('openmlip') needs modelPath='<model file written by openmlip deploy>'")
-            models = shipped_models()
-            if name not in models:
-                raise ModelFileError(f"no installed openmlip potential named {name!r}; installed: {sorted(models) or 'none'}")
-            modelPath = models[name]
+            modelPath = model_path(name)
         self.model_path = str(modelPath)
         self.model, self.metadata = load_model(self.model_path)
         self.species = SpeciesIndex(self.metadata["elements"])
@@ -162,14 +207,20 @@ class OpenMLIPPotentialImpl(MLPotentialImpl):
         return False
 
     def getSupportedEmbeddings(self) -> List[str]:
-        return ["electrostatic"]
+        # "mechanical" is openmm-ml's, run through openmlip so that the ML region's charge comes from the
+        # original MM System (also when interpolating) and formalCharges cover the link-atom caps
+        return ["electrostatic", "mechanical"]
+
+    def _args(self, args: dict, known: Tuple[str, ...], where: str) -> dict:
+        """The call's arguments checked and merged over the constructor's defaults (the call wins)."""
+        _check_names(args, known, where)
+        merged = {k: v for k, v in self.defaults.items() if k in known}
+        merged.update(_check_values(args))
+        return merged
 
     def _potential_kwargs(self, topology, system, atoms, args, embedding=False):
-        atom_list = list(range(topology.getNumAtoms())) if atoms is None else list(atoms)
+        atom_list = check_atoms(topology, atoms)
         all_atoms = list(topology.atoms())
-        bad = [i for i in atom_list if i < 0 or i >= len(all_atoms)]
-        if bad:
-            raise SelectionError(f"ML atom indices {bad[:5]} out of range for a Topology of {len(all_atoms)} atoms")
         z = []
         for i in atom_list:
             el = all_atoms[i].element
@@ -177,30 +228,25 @@ class OpenMLIPPotentialImpl(MLPotentialImpl):
                 raise UnsupportedElementError(f"atom {i} ({all_atoms[i].name}) has no element; ML atoms need elements")
             z.append(el.atomic_number)
         self.species.check(z)
-        charge = args.get("charge")
-        if charge is None:
-            charge = infer_charge(topology, system, atom_list)
+        charge, formal = args.get("charge"), args.get("formalCharges")
+        reference = args.get(_MM_REFERENCE) or mm_reference(system, atom_list)
+        if reference is None and charge is None and formal is None:
+            reference = _amber_reference(topology, atom_list)
+        z_all, bonds = topology_bonds(topology)
+        # models are trained with per-atom formal charges (+1 on the N of NH4+, ...): inferred from the bonds
+        # unless given, spread evenly (with a warning) only when the bond rules cannot reach the total charge
+        state = resolve_charge_state(z_all, total=charge, formal=formal, multiplicity=args.get("multiplicity", 1),
+                                     bonds=bonds, atoms=atom_list, reference=reference)
         precision = args.get("precision")
         if precision is None:
             dtype = torch.float64 if self.metadata["dtype"] == "float64" else torch.float32
-        elif precision in ("single", "double"):
-            dtype = torch.float32 if precision == "single" else torch.float64
         else:
-            raise ValueError(f"precision must be 'single' or 'double', got {precision!r}")
+            dtype = torch.float32 if precision == "single" else torch.float64
         periodic = topology.getPeriodicBoxVectors() is not None or system.usesPeriodicBoundaryConditions()
-        formal = args.get("formalCharges")
-        if formal is None:
-            # models are trained with per-atom formal charges (+1 on the N of NH4+, ...): infer them from the
-            # bonds rather than spreading the charge evenly, which the model never saw for an ion
-            formal = infer_formal_charges(topology, atom_list, float(charge))
-            if formal is None and abs(float(charge)) > 0:
-                warnings.warn(f"could not place the ML region's charge {charge:g} on atoms from the Topology's bonds; "
-                              "spreading it evenly (charge/N per atom). Pass formalCharges=[...] (one per ML atom) "
-                              "for the charges the model was trained with", stacklevel=3)
-        kwargs = dict(indices=atom_list, num_particles=topology.getNumAtoms(), total_charge=float(charge),
-                      spin_multiplicity=float(args.get("spinMultiplicity", 1)), formal_charges=formal,
+        kwargs = dict(indices=atom_list, num_particles=topology.getNumAtoms(), total_charge=float(state.total),
+                      spin_multiplicity=float(state.multiplicity), formal_charges=list(state.formal),
                       periodic=periodic, dtype=dtype, cutoff=float(self.metadata["cutoff"]),
-                      neighbor_method=args.get("neighborMethod", "auto"))
+                      neighbor_method=args.get("neighborMethod") or "auto")
         return z, kwargs
 
     def _check_box(self, pot: OpenMMPotential, system: openmm.System, topology: Optional[app.Topology] = None):
@@ -214,8 +260,9 @@ class OpenMLIPPotentialImpl(MLPotentialImpl):
             pot.check_box(torch.tensor(box))
 
     def addForces(self, topology: app.Topology, system: openmm.System, atoms: Optional[Iterable[int]], forceGroup: int, **args):
+        args = self._args(args, ARGUMENTS + MECHANICAL_ARGUMENTS, "createSystem/addForces")
         z, kwargs = self._potential_kwargs(topology, system, atoms, args)
-        backend = args.get("backend", "torchforce")
+        backend = args.get("backend") or "torchforce"
         # forces computed in-graph (setOutputsForces): measured 9.2 vs 10.3 ms/step for alanine dipeptide
         # on the CPU platform (docs/openmm.md); `outputForces=False` lets openmm-torch differentiate instead
         kwargs["output_forces"] = bool(args.get("outputForces", backend == "torchforce"))
@@ -237,8 +284,26 @@ class OpenMLIPPotentialImpl(MLPotentialImpl):
         system.addForce(force)
 
     def createMixedSystem(self, topology, system, atoms, forceGroup, interpolate, embedding, returnInfo=False, **args):
+        if embedding == "mechanical":
+            args = self._args(args, ARGUMENTS + MECHANICAL_ARGUMENTS, "createMixedSystem(embedding='mechanical')")
+            return self._mechanical(topology, system, atoms, forceGroup, interpolate, returnInfo, args)
         if embedding != "electrostatic":
-            raise ValueError(f"unknown openmlip embedding {embedding!r}")
+            raise ConfigError(f"unknown openmlip embedding {embedding!r}; choose 'mechanical' or 'electrostatic'")
         from .electrostatic_system import create_electrostatic_system
 
+        args = self._args(args, ARGUMENTS + ELECTROSTATIC_ARGUMENTS, "createMixedSystem(embedding='electrostatic')")
         return create_electrostatic_system(self, topology, system, atoms, forceGroup, interpolate, returnInfo, **args)
+
+    def _mechanical(self, topology, system, atoms, forceGroup, interpolate, returnInfo, args):
+        """openmm-ml's mechanical embedding, given the ML region's MM charge from ``system`` (its interpolation
+        builds the ML terms in an empty System) and ``formalCharges`` extended by 0 for each link-atom cap
+        (openmm-ml appends one hydrogen cap per cut bond after the ML atoms)."""
+        atoms = check_atoms(topology, atoms)
+        reference = mm_reference(system, atoms)
+        if reference is not None:
+            args[_MM_REFERENCE] = reference
+        if args.get("formalCharges") is not None:
+            caps = len(utilities.findLinkBonds(topology, atoms))
+            args["formalCharges"] = check_formal(args["formalCharges"], len(atoms)) + [0.0] * caps
+        return MechanicalEmbedding().createMixedSystem(self, topology, system, atoms, forceGroup, interpolate,
+                                                       returnInfo=returnInfo, **args)
