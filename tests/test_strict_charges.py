@@ -1,0 +1,362 @@
+"""One charge-state resolver (openmlip.charges) for OpenMM, ASE and specs: issue #13 cases 2, 4 (ASE), 5-9."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import openmm
+import openmm.app as app
+import openmm.unit as u
+from ase import Atoms
+from conftest import ammonium, water
+from openmlip import units
+from openmlip.charges import bonds_from_positions, formal_charges_from_bonds, resolve_charge_state, total_charge
+from openmlip.errors import ChargeError, ConfigError, GeometryError, ModelFileError, SelectionError
+from openmmml import MLPotential
+
+SYSTEMS = Path(__file__).resolve().parent.parent / "systems"
+NAME = "openmlip-xtb-v3"
+pytestmark = pytest.mark.filterwarnings("ignore:The .grad attribute")
+
+
+@pytest.fixture(scope="module")
+def pot():
+    return MLPotential(NAME)
+
+
+def _calc(**kw):
+    from openmlip.ase import Calculator
+    from openmlip.openmm.registry import model_path
+
+    return Calculator(model_path(NAME), **kw)
+
+
+def _energy(system, positions, params=None):
+    ctx = openmm.Context(system, openmm.VerletIntegrator(0.0005), openmm.Platform.getPlatformByName("Reference"))
+    if system.usesPeriodicBoundaryConditions():
+        ctx.setPeriodicBoxVectors(*system.getDefaultPeriodicBoxVectors())
+    ctx.setPositions(positions)
+    ctx.computeVirtualSites()
+    for k, v in (params or {}).items():
+        ctx.setParameter(k, v)
+    st = ctx.getState(getEnergy=True, getForces=True)
+    return st.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole), st.getForces(asNumpy=True).value_in_unit(
+        u.kilojoule_per_mole / u.nanometer)
+
+
+def _nh4():
+    """NH4+ alone (Topology with bonds, positions in nm) from the shipped ammonium-water system."""
+    pdb = app.PDBFile(str(SYSTEMS / "ammonium-water" / "ammonium-water.pdb"))
+    m = app.Modeller(pdb.topology, pdb.positions)
+    m.delete([r for r in m.topology.residues() if r.name != "NH4"])
+    m.topology.setPeriodicBoxVectors(None)
+    return m.topology, m.positions
+
+
+def _water_topology():
+    top = app.Topology()
+    res = top.addResidue("HOH", top.addChain())
+    o = top.addAtom("O", app.element.oxygen, res)
+    for name in ("H1", "H2"):
+        top.addBond(o, top.addAtom(name, app.element.hydrogen, res))
+    return top, (water()[1] * 0.1).tolist() * u.nanometer
+
+
+def _ammonium_water():
+    pdb = app.PDBFile(str(SYSTEMS / "ammonium-water" / "ammonium-water.pdb"))
+    ff = app.ForceField("amber14/tip3p.xml", str(SYSTEMS / "ammonium-water" / "ammonium.xml"))
+    system = ff.createSystem(pdb.topology, nonbondedMethod=app.PME, nonbondedCutoff=0.9 * u.nanometer, constraints=None,
+                             rigidWater=True)
+    return pdb, system
+
+
+def _alanine_dipeptide():
+    base = SYSTEMS / "alanine-dipeptide" / "vacuum" / "alanine-dipeptide"
+    prm = app.AmberPrmtopFile(str(base) + ".prmtop")
+    crd = app.AmberInpcrdFile(str(base) + ".crd")
+    system = prm.createSystem(nonbondedMethod=app.NoCutoff, constraints=None)
+    ala = [a.index for a in prm.topology.atoms() if a.residue.name == "ALA"]
+    return prm.topology, list(crd.getPositions()), system, ala
+
+
+# -- the resolver itself -------------------------------------------------------------------------------
+
+def test_total_charge_one_rule():
+    assert [total_charge(v) for v in (1, 1.0, "1", " +1 ", "-2", "1.0", np.int64(3), np.float32(-1.0))] == [1, 1, 1, 1, -2, 1, 3, -1]
+    for bad, words in ((0.5, "not an integer"), (float("nan"), "not finite"), (float("inf"), "not finite"),
+                       ("1.5", "not an integer"), ("one", "not a number"), (None, "not a number"), (True, "not a number"),
+                       ([1], "not a number")):
+        with pytest.raises(ChargeError, match=words + r".*pass charge=<integer"):
+            total_charge(bad)
+
+
+def test_resolver_rules_on_plain_element_and_bond_lists():
+    z = [7, 1, 1, 1, 1, 8, 6, 8, 1]  # NH4+ and formate HC(=O)O-
+    bonds = [(0, 1), (0, 2), (0, 3), (0, 4), (6, 5), (6, 7), (6, 8)]
+    assert formal_charges_from_bonds(z, bonds, 0.0) == [1.0, 0, 0, 0, 0, 0, 0, -1.0, 0]
+    assert formal_charges_from_bonds(z, bonds, 1.0) is None
+    state = resolve_charge_state(z[:5], total=1, bonds=bonds[:4])
+    assert (state.total, state.formal, state.multiplicity, state.source) == (1, (1.0, 0, 0, 0, 0), 1, "bonds")
+    with pytest.raises(ChargeError, match=r"formalCharges sum to \+0 e but the total charge is \+1 e"):
+        resolve_charge_state(z[:5], total=1, formal=[0] * 5)
+    with pytest.raises(ChargeError, match="has 4 values but the ML region has 5 atoms"):
+        resolve_charge_state(z[:5], total=1, formal=[1, 0, 0, 0])
+    with pytest.raises(ConfigError, match="not a spin multiplicity"):
+        resolve_charge_state(z[:5], total=1, multiplicity=0.5)
+
+
+def test_bonds_from_positions_minimum_image_and_ions():
+    z, pos = water()
+    cell = np.eye(3) * 6.0
+    shifted = pos - pos[0] + [5.95, 3.0, 3.0]  # O at the +x face: H1 wraps to the -x face
+    assert bonds_from_positions(z, shifted % 6.0, cell, True) == [(0, 1), (0, 2)]
+    assert bonds_from_positions(z, shifted % 6.0) == [(0, 2)]  # not periodic: H1 is 5 Å away
+    zn = np.array([11, 8, 1, 1])
+    pn = np.concatenate([[[0.0, 0.0, 0.0]], water((2.35, 0.0, 0.0))[1]])  # Na+ 2.35 Å from a water O
+    assert bonds_from_positions(zn, pn) == [(1, 2), (1, 3)]
+    assert resolve_charge_state(zn, total=1, bonds=bonds_from_positions(zn, pn)).formal == (1.0, 0, 0, 0)
+    zh, ph = ammonium(1.03)
+    assert len(bonds_from_positions(zh, ph)) == 4
+
+
+# -- case 2: formal charges of the wrong length; link-atom caps ---------------------------------------------
+
+def test_formal_charges_length_and_caps_in_a_subprocess(tmp_path):
+    """Before: both calls segfaulted (the wrong-length buffer reached the TorchScript graph)."""
+    script = tmp_path / "case2.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        import warnings; warnings.simplefilter("ignore")
+        from test_strict_charges import _water_topology, _alanine_dipeptide, _energy, NAME
+        from openmmml import MLPotential
+        from openmlip.errors import ChargeError
+        pot = MLPotential(NAME)
+        top, pos = _water_topology()
+        try:
+            pot.createSystem(top, formalCharges=[0, 0])
+        except ChargeError as exc:
+            print("WATER", exc)
+        top, pos, system, ala = _alanine_dipeptide()
+        for formal in ([0.0] * (len(ala) + 2), [0.0] * len(ala)):
+            try:
+                info = pot.createMixedSystem(top, system, ala, returnInfo=True, formalCharges=formal)
+            except ChargeError as exc:
+                print("ALA", len(formal), exc)
+                continue
+            n = info["topology"].getNumAtoms() - len(pos)
+            implicit = pot.createMixedSystem(top, system, ala)
+            e1, e0 = _energy(info["system"], pos + [pos[0]] * n)[0], _energy(implicit, pos + [pos[0]] * n)[0]
+            print("ALAOK", len(formal), n, e1, e0)
+        """))
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = res.stdout
+    assert "WATER formalCharges has 2 values but the ML region has 3 atoms" in out
+    assert "ALA 12 formalCharges has 12 values but the ML region has 10 atoms" in out
+    line = next(x for x in out.splitlines() if x.startswith("ALAOK"))
+    _, n_formal, n_caps, e1, e0 = line.split()
+    assert (n_formal, n_caps) == ("10", "2")  # 10 values for 10 ML atoms; openmm-ml added 2 caps (formal charge 0)
+    assert float(e1) == pytest.approx(float(e0), rel=1e-12)  # the rules also give 0 everywhere
+
+
+def test_formal_charges_that_miss_the_total_are_an_error(pot):
+    top, _ = _nh4()
+    with pytest.raises(ChargeError, match=r"formalCharges sum to \+0 e but the total charge is \+1 e"):
+        pot.createSystem(top, charge=1, formalCharges=[0] * 5)
+    system = pot.createSystem(top, formalCharges=[1, 0, 0, 0, 0])  # the total is their sum: no Amber template needed
+    assert system.getNumForces() == 2
+
+
+# -- case 4 (ASE): non-finite and coincident coordinates --------------------------------------------------
+
+def test_ase_non_finite_and_coincident_positions():
+    z, pos = ammonium()
+    calc = _calc()
+    for value, atom in ((np.nan, 3), (np.inf, 0)):
+        bad = pos.copy()
+        bad[atom, 1] = value
+        a = Atoms(numbers=z, positions=bad, info={"charge": 1})
+        a.calc = calc
+        with pytest.raises(GeometryError, match=rf"not finite .*atom\(s\) \[{atom}\]"):
+            a.get_potential_energy()
+    bad = pos.copy()
+    bad[4] = bad[2] + [1e-4, 0.0, 0.0]
+    a = Atoms(numbers=z, positions=bad, info={"charge": 1})
+    a.calc = calc
+    with pytest.raises(GeometryError, match=r"atoms 2 and 4 are 0.0001 Å apart \(closer than 0.1 Å\)"):
+        a.get_potential_energy()
+
+
+# -- case 5: one rule for the total charge ----------------------------------------------------------------
+
+@pytest.mark.parametrize("bad", [0.5, float("nan"), "abc", "1.5"])
+def test_non_integer_total_charge_is_an_error_everywhere(pot, bad):
+    top, _ = _water_topology()
+    with pytest.raises(ChargeError, match=r"charge=.* is not (an integer|finite|a number)"):
+        pot.createSystem(top, charge=bad)
+    z, pos = water()
+    a = Atoms(numbers=z, positions=pos, info={"charge": bad})
+    a.calc = _calc()
+    with pytest.raises(ChargeError, match=r"atoms.info\['charge'\]=.* is not (an integer|finite|a number)"):
+        a.get_potential_energy()
+
+
+def test_string_charge_is_converted_and_both_routes_warn_alike(pot):
+    top, pos = _nh4()
+    e1, _ = _energy(pot.createSystem(top, charge=1), pos)
+    assert _energy(pot.createSystem(top, charge="1"), pos)[0] == e1
+    wtop, wpos = _water_topology()
+    with pytest.warns(UserWarning) as openmm_route:
+        pot.createSystem(wtop, charge=5)
+    z, p = water()
+    a = Atoms(numbers=z, positions=p, info={"charge": 5})
+    a.calc = _calc()
+    with pytest.warns(UserWarning) as ase_route:
+        a.get_potential_energy()
+    msgs = [[str(w.message) for w in rec if "formal-charge rules" in str(w.message)] for rec in (openmm_route, ase_route)]
+    assert msgs[0] == msgs[1] and len(msgs[0]) == 1
+    assert "place +0 e on the 3 atoms, but the total charge is +5 e" in msgs[0][0]
+
+
+def test_explicit_charge_that_disagrees_with_mm_charges_warns(pot):
+    pdb, system = _ammonium_water()
+    nh4 = [a.index for a in pdb.topology.atoms() if a.residue.name == "NH4"]
+    with pytest.warns(UserWarning, match=r"charge=-1 e was given, but the MM partial charges of the ML atoms sum to \+1\.0000 e"):
+        pot.createMixedSystem(pdb.topology, system, nh4, charge=-1, formalCharges=[-1, 0, 0, 0, 0])
+
+
+# -- case 6: constructor arguments, multiplicity, unknown names ----------------------------------------------
+
+def test_constructor_arguments_are_defaults_and_unknown_names_fail(pot):
+    top, pos = _nh4()
+    e1, _ = _energy(pot.createSystem(top, charge=1), pos)
+    assert _energy(MLPotential(NAME, charge=1, multiplicity=1).createSystem(top), pos)[0] == e1
+    assert _energy(MLPotential(NAME, charge=0).createSystem(top, charge=1), pos)[0] == e1  # the call wins
+    e3 = _energy(pot.createSystem(top, charge=1, multiplicity=3), pos)[0]
+    assert e3 != e1 and _energy(pot.createSystem(top, charge=1, spinMultiplicity=3), pos)[0] == e3
+    assert _energy(MLPotential(NAME, multiplicity=3).createSystem(top, charge=1), pos)[0] == e3
+    with pytest.raises(ConfigError, match=r"unknown argument\(s\) 'modelPth' \(did you mean 'modelPath'\?\).*known: modelPath, charge"):
+        MLPotential("openmlip", modelPth="model.pt")
+    with pytest.raises(ConfigError, match=r"'chrage' \(did you mean 'charge'\?\) for createSystem.*known: charge, multiplicity"):
+        pot.createSystem(top, chrage=1)
+    pdb, system = _ammonium_water()
+    with pytest.raises(ConfigError, match="'embeddingCutoff' for createMixedSystem\\(embedding='mechanical'\\)"):
+        pot.createMixedSystem(pdb.topology, system, [0, 1, 2, 3, 4], embeddingCutoff=1.0)  # electrostatic only
+    with pytest.raises(ConfigError, match="multiplicity=1 and spinMultiplicity=3 disagree"):
+        pot.createSystem(top, charge=1, multiplicity=1, spinMultiplicity=3)
+    with pytest.raises(ConfigError, match="precision='half' is not one of 'single', 'double'"):
+        MLPotential(NAME, precision="half")
+
+
+# -- case 7: mechanical interpolation gets the charge from the MM System -------------------------------------
+
+def test_mechanical_interpolation_without_template_or_with_link_atoms(pot):
+    """Before: ChargeError (openmm-ml builds the ML terms in an empty System without MM charges)."""
+    top, pos, system, ala = _alanine_dipeptide()  # cuts two peptide bonds: link-atom residues V0, V1
+    plain = pot.createMixedSystem(top, system, ala)
+    with pytest.warns(RuntimeWarning, match="PythonForce"):
+        interp = pot.createMixedSystem(top, system, ala, interpolate=True)
+    caps = [pos[0]] * (interp.getNumParticles() - len(pos))
+    e_mm, e_mixed = _energy(system, pos)[0], _energy(plain, pos + caps)[0]
+    assert _energy(interp, pos + caps, {"lambda_interpolate": 0.0})[0] == pytest.approx(e_mm, rel=1e-6)
+    assert _energy(interp, pos + caps, {"lambda_interpolate": 1.0})[0] == pytest.approx(e_mixed, rel=1e-6)
+    pdb, wsystem = _ammonium_water()  # NH4+ has no Amber14 template; its charge comes from the MM System (+1)
+    nh4 = [a.index for a in pdb.topology.atoms() if a.residue.name == "NH4"]
+    with pytest.warns(RuntimeWarning, match="PythonForce"):
+        interp = pot.createMixedSystem(pdb.topology, wsystem, nh4, interpolate=True)
+    plain = pot.createMixedSystem(pdb.topology, wsystem, nh4)
+    assert _energy(interp, pdb.positions, {"lambda_interpolate": 1.0})[0] == pytest.approx(
+        _energy(plain, pdb.positions)[0], rel=1e-6)
+
+
+# -- case 8: ASE infers formal charges like OpenMM ------------------------------------------------------------
+
+def test_ase_infers_formal_charges_like_the_openmm_route(pot):
+    top, pos_nm = _nh4()
+    pos = np.array(pos_nm.value_in_unit(u.angstrom))
+    z = [a.element.atomic_number for a in top.atoms()]
+    results = []
+    for setup in ({}, {"formal_charges": [1.0, 0, 0, 0, 0]}, {"initial_charges": [1.0, 0, 0, 0, 0]}):
+        a = Atoms(numbers=z, positions=pos, info={"charge": 1})
+        for k, v in setup.items():
+            a.arrays[k] = np.array(v)
+        a.calc = _calc()
+        results.append((a.get_potential_energy(), a.get_forces()))
+    for e, f in results[1:]:
+        assert e == results[0][0] and np.array_equal(f, results[0][1])
+    e_openmm, f_openmm = _energy(pot.createSystem(top, charge=1), pos_nm)
+    assert e_openmm == pytest.approx(results[0][0] * units.EV_TO_KJ_PER_MOL, rel=1e-6)  # float32 model
+    # double precision on both routes: equal to float64 rounding
+    e64, f64 = _energy(pot.createSystem(top, charge=1, precision="double"), pos_nm)
+    a = Atoms(numbers=z, positions=pos, info={"charge": 1})
+    import torch
+
+    a.calc = _calc(dtype=torch.float64)
+    assert e64 == pytest.approx(a.get_potential_energy() * units.EV_TO_KJ_PER_MOL, rel=1e-12)
+    np.testing.assert_allclose(f64, a.get_forces() * units.EV_PER_ANGSTROM_TO_KJ_PER_MOL_NM, rtol=1e-9, atol=1e-8)
+
+
+def test_ase_nh4_bond_length_with_only_the_total_charge():
+    """Before: 1.013 Å (charge spread evenly); the model's training method (GFN2-xTB) gives 1.0296 Å."""
+    from ase.optimize import BFGS
+
+    z, pos = ammonium(1.0)
+    a = Atoms(numbers=z, positions=pos, info={"charge": 1})
+    a.calc = _calc()
+    BFGS(a, logfile=None).run(fmax=1e-3, steps=200)
+    r = np.linalg.norm(a.positions[1:] - a.positions[0], axis=1)
+    assert np.all(np.abs(r - 1.0295) < 1e-3), r
+
+
+def test_ase_per_atom_charges_that_miss_the_total_are_an_error():
+    z, pos = ammonium()
+    a = Atoms(numbers=z, positions=pos, info={"charge": 1})
+    a.arrays["formal_charges"] = np.zeros(5)
+    a.calc = _calc()
+    with pytest.raises(ChargeError, match=r"formal_charges'\] sum to \+0 e but the total charge is \+1 e"):
+        a.get_potential_energy()
+    b = Atoms(numbers=z, positions=pos, charges=[-0.4, 0.35, 0.35, 0.35, 0.35], info={"charge": 1})
+    b.calc = _calc()
+    with pytest.raises(ChargeError, match=r"get_initial_charges\(\) are read as formal charges but atom 0 has -0.4"):
+        b.get_potential_energy()
+
+
+# -- case 9: the ASE cache follows the charge state -------------------------------------------------------
+
+def test_ase_cache_invalidated_by_charge_changes():
+    z, pos = ammonium()
+    a = Atoms(numbers=z, positions=pos, info={"charge": 1})
+    calc = _calc()
+    a.calc = calc
+    e1 = a.get_potential_energy()
+    a.info["charge"] = 0
+    a.arrays["formal_charges"] = np.zeros(5)
+    e0 = a.get_potential_energy()
+    fresh = Atoms(numbers=z, positions=pos, info={"charge": 0})
+    fresh.arrays["formal_charges"] = np.zeros(5)
+    fresh.calc = _calc()
+    assert e0 != e1 and e0 == fresh.get_potential_energy()
+    a.arrays["formal_charges"] = np.array([0.0, 0, 0, 0, 0.0]) + [0.5, -0.5, 0, 0, 0]
+    assert a.get_potential_energy() not in (e0, e1)
+
+
+# -- weak messages ---------------------------------------------------------------------------------------
+
+def test_unknown_potential_and_index_out_of_range(pot):
+    with pytest.raises(ModelFileError, match=rf"no installed openmlip potential named 'openmlip-xtb-v9'; installed: .*{NAME}"):
+        MLPotential("openmlip-xtb-v9")
+    with pytest.raises(KeyError):
+        MLPotential("not-an-openmlip-name")  # other names: openmm-ml's behaviour unchanged
+    top, pos, system, ala = _alanine_dipeptide()
+    for kw in ({}, {"interpolate": True}, {"embedding": "electrostatic", "charge": 0}):
+        with pytest.raises(SelectionError, match=r"indices \[99\] out of range for a Topology of 22 atoms"):
+            pot.createMixedSystem(top, system, [0, 99], **kw)
+    with pytest.raises(SelectionError, match="duplicates"):
+        pot.createMixedSystem(top, system, [0, 0])
