@@ -32,9 +32,9 @@ def pot():
 
 def _calc(**kw):
     from openmlip.ase import Calculator
-    from openmlip.openmm.registry import model_path
+    from openmlip.openmm.registry import shipped_models
 
-    return Calculator(model_path(NAME), **kw)
+    return Calculator(shipped_models()[NAME], **kw)
 
 
 def _energy(system, positions, params=None):
