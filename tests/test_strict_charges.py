@@ -257,20 +257,19 @@ def test_constructor_arguments_are_defaults_and_unknown_names_fail(pot):
 
 # -- case 7: mechanical interpolation gets the charge from the MM System -------------------------------------
 
+@pytest.mark.filterwarnings("ignore:openmlip. interpolated ML terms run through openmm.PythonForce")
 def test_mechanical_interpolation_without_template_or_with_link_atoms(pot):
     """Before: ChargeError (openmm-ml builds the ML terms in an empty System without MM charges)."""
     top, pos, system, ala = _alanine_dipeptide()  # cuts two peptide bonds: link-atom residues V0, V1
     plain = pot.createMixedSystem(top, system, ala)
-    with pytest.warns(RuntimeWarning, match="PythonForce"):
-        interp = pot.createMixedSystem(top, system, ala, interpolate=True)
+    interp = pot.createMixedSystem(top, system, ala, interpolate=True)
     caps = [pos[0]] * (interp.getNumParticles() - len(pos))
     e_mm, e_mixed = _energy(system, pos)[0], _energy(plain, pos + caps)[0]
     assert _energy(interp, pos + caps, {"lambda_interpolate": 0.0})[0] == pytest.approx(e_mm, rel=1e-6)
     assert _energy(interp, pos + caps, {"lambda_interpolate": 1.0})[0] == pytest.approx(e_mixed, rel=1e-6)
     pdb, wsystem = _ammonium_water()  # NH4+ has no Amber14 template; its charge comes from the MM System (+1)
     nh4 = [a.index for a in pdb.topology.atoms() if a.residue.name == "NH4"]
-    with pytest.warns(RuntimeWarning, match="PythonForce"):
-        interp = pot.createMixedSystem(pdb.topology, wsystem, nh4, interpolate=True)
+    interp = pot.createMixedSystem(pdb.topology, wsystem, nh4, interpolate=True)
     plain = pot.createMixedSystem(pdb.topology, wsystem, nh4)
     assert _energy(interp, pdb.positions, {"lambda_interpolate": 1.0})[0] == pytest.approx(
         _energy(plain, pdb.positions)[0], rel=1e-6)
