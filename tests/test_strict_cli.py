@@ -98,6 +98,24 @@ def test_resume_refuses_another_hamiltonian_or_ensemble_and_allows_the_rest(tmp_
     assert _steps(out / "trajectory.h5") == list(range(5, 41, 5))
 
 
+def test_spec_resume_settings_name_the_potential_and_ml_region(tmp_path):
+    """The spec's named settings (for MDRunner(settings=...)) make a changed potential or ML charge a named change."""
+    spec = load_spec(ROOT / "systems/ammonium-cluster")
+    other = tmp_path / "other.pt"
+    from openmlip.deploy import save_model
+
+    save_model(make_model("allegro", "sum", torch.float32), other)
+    out = tmp_path / "md"
+    _runner(out, settings=spec.resume_settings()).run(10, progress=False)
+    with pytest.raises(ResumeError) as err:
+        _runner(out, settings=spec.resume_settings(str(other))).run(20, progress=False)
+    sha = hashlib.sha256(SHIPPED_MODEL.read_bytes()).hexdigest()[:16]
+    assert f"potential: openmlip-xtb-v3 (model sha256 {sha}) -> other.pt (model sha256 " in str(err.value)
+    spec.ml["charge"] = 0
+    with pytest.raises(ResumeError, match="ml.charge: 1 -> 0"):
+        _runner(out, settings=spec.resume_settings()).run(20, progress=False)
+
+
 def test_changed_report_interval_never_deletes_frames(tmp_path):
     """Case 12: a resume with another --report-interval is refused with the trajectory untouched; a folder from
     an older openmlip (no recorded settings) keeps every frame up to its checkpoint (frames are matched by time,

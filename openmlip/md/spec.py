@@ -84,6 +84,26 @@ class SystemSpec:
         _check_md(md, f"{self.path}", "md" if not smoke else "md/smoke")
         return md
 
+    def resume_settings(self, potential: Optional[str] = None) -> Dict[str, Any]:
+        """Named settings of this spec that fix an MD run's Hamiltonian, for ``MDRunner(settings=...)``: the potential
+        (name and model-file sha256), the ML region, charges, embedding and precision, the MM treatment, the force
+        field and structure files (sha256).  A resume whose values differ is refused, each change named."""
+        import hashlib
+
+        from ..openmm.registry import shipped_models
+
+        def digest(path: Path) -> str:
+            return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+        name = potential or self.ml["potential"]
+        found = [p for p in (Path(name), self.root / name) if p.is_file()]
+        model = found[0] if found else (Path(shipped_models()[name]) if name in shipped_models() else None)
+        files = [self.structure] if isinstance(self.structure, str) else list(self.structure.values())
+        return {"potential": f"{Path(name).name if found else name} (model sha256 {digest(model) if model else 'unknown'})",
+                **{f"ml.{k}": v for k, v in self.ml.items() if k != "potential"}, "nonbonded": self.nonbonded,
+                "forcefield": [f"{f} ({digest(self.root / f)})" if (self.root / f).is_file() else f for f in self.forcefield],
+                "structure": [f"{f} ({digest(self.root / f)})" for f in files], "box_nm": self.box_nm}
+
     def resolve(self, name: str) -> str:
         """A file named in the spec: relative to the spec's folder when it exists there, else as given."""
         p = self.root / name
