@@ -82,8 +82,13 @@ def _cmd_deploy(args) -> int:
 
 
 def _cmd_data_generate(args) -> int:
-    from .data.generate import generate
+    from .data.generate import TEMPLATES, generate
 
+    unknown = [t for t in args.templates or [] if t not in TEMPLATES]
+    if unknown:
+        raise ConfigError(f"--templates: unknown template(s) {', '.join(unknown)}; available: {', '.join(sorted(TEMPLATES))}")
+    _positive_int(args.conformers, "--conformers", "conformers per template")
+    _positive_int(args.stride, "--stride", "MD steps between kept conformers")
     man = generate(args.out, args.templates or None, args.conformers, args.seed, args.stride, progress=not args.quiet)
     print(f"{man['conformers']} conformers ({man['computed_this_run']} computed in this run) in {args.out}; "
           f"manifest {Path(args.out).with_suffix('.json')}")
@@ -141,6 +146,7 @@ def _cmd_run(args) -> int:
 def _cmd_data_relabel(args) -> int:
     from .data.dft import relabel
 
+    _positive_int(args.conformers, "--conformers", "conformers to relabel")
     man = relabel(args.input, args.out, args.conformers, args.xc, args.basis, args.seed, args.molecules or None,
                   progress=not args.quiet)
     print(f"{man['conformers']} conformers relabelled with {man['method']} ({man['computed_this_run']} computed in this run) "

@@ -213,6 +213,16 @@ def test_threads_must_be_positive(capsys, tmp_path, args):
     _one_line_error(*_main(capsys, *args, "--out", tmp_path / "o"), "--threads", "positive integer")
 
 
+@pytest.mark.parametrize("args,words", [
+    (["data", "generate", "--out", "x.h5", "--templates", "nosuch"], ["--templates: unknown template(s) nosuch"]),
+    (["data", "generate", "--out", "x.h5", "--conformers", "0"], ["--conformers 0: must be a positive integer"]),
+    (["data", "relabel", "in.h5", "--out", "x.h5", "--conformers", "-1"], ["--conformers -1: must be a positive integer"]),
+])
+def test_data_options_are_checked_by_the_cli(capsys, args, words):
+    """Bare ValueErrors from deeper code now keep their traceback (they are bugs), so the CLI checks its own options."""
+    _one_line_error(*_main(capsys, *args), *words)
+
+
 def test_unwritable_output_folder_fails_before_any_compute(capsys, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
