@@ -36,10 +36,9 @@ import signal
 import threading
 import time
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
-
-import zipfile
 
 import numpy as np
 
@@ -124,8 +123,8 @@ def system_fingerprint(system: openmm.System) -> Dict[str, str]:
     """
     n = system.getNumParticles()
     masses = np.array([system.getParticleMass(i).value_in_unit(u.dalton) for i in range(n)])
-    cons = np.array([(*system.getConstraintParameters(i)[:2], system.getConstraintParameters(i)[2].value_in_unit(u.nanometer))
-                     for i in range(system.getNumConstraints())], dtype=float)
+    cons = [system.getConstraintParameters(i) for i in range(system.getNumConstraints())]
+    cons = np.array([(i, j, d.value_in_unit(u.nanometer)) for i, j, d in cons], dtype=float)
     out = {"particles": f"{n} atoms, masses {_digest(masses.tobytes())}",
            "constraints": f"{len(cons)}, {_digest(cons.tobytes())}"}
     for k, force in enumerate(system.getForces()):
