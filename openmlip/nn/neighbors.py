@@ -3,12 +3,48 @@
 Convention: ``edge_index[0] = i`` (centre), ``edge_index[1] = j`` (neighbour), and the edge vector is
 ``pos[j] - pos[i] + shift`` with ``shift`` [E, 3] in Cartesian Å (``n @ cell`` for periodic images).
 Both directions of every pair are listed.
+
+:func:`neighbor_list` (the models' in-graph list) refuses non-finite positions (such an atom would drop
+out of every pair and silently contribute a constant energy and zero force) and two atoms closer than
+:data:`COINCIDENT_DISTANCE` (their distance would give NaN), with a :class:`GeometryError`.  The MD lists
+(:func:`brute_force_pairs`, :func:`cell_list_pairs`) leave these checks to their caller
+(:class:`openmlip.openmm.OpenMMPotential`), which names OpenMM's particle indices.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
+
+from ..errors import GeometryError
+
+#: Two atoms closer than this (Å) sit "on one position" (a duplicated atom): refused, not evaluated.
+#: (TorchScript cannot read a global float: :func:`coincident` and :func:`coincident_error` repeat it.)
+COINCIDENT_DISTANCE = 1e-4
+
+
+def check_finite_positions(pos: torch.Tensor) -> None:
+    """Raise :class:`GeometryError` naming the atoms whose position [N,3] has a NaN or infinite entry."""
+    finite = torch.isfinite(pos.detach()).all(dim=-1)
+    if not bool(finite.all()):
+        bad: List[int] = (~finite).nonzero().reshape(-1).tolist()
+        raise GeometryError(
+            "positions of {} atom(s) are not finite (NaN or inf), atom indices {}: a blown-up simulation "
+            "or a bad input structure; check the coordinates (and the time step)".format(len(bad), bad[:5])
+        )
+
+
+def coincident(d2: torch.Tensor) -> torch.Tensor:
+    """Which squared distances ``d2`` (Å²) are below :data:`COINCIDENT_DISTANCE` squared."""
+    return d2 < 1e-8
+
+
+def coincident_error(what: str, a: int, b: int) -> str:
+    """Message for two atoms (``what``: "atoms", "ML particles") ``a``, ``b`` closer than :data:`COINCIDENT_DISTANCE`."""
+    return (
+        "{} {} and {} are closer than 1e-4 Å (two atoms on one position, e.g. a duplicated atom in the input); "
+        "remove or move one of them".format(what, a, b)
+    )
 
 
 def _pairs_open(pos: torch.Tensor, batch: torch.Tensor, cutoff: float) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -17,6 +53,10 @@ def _pairs_open(pos: torch.Tensor, batch: torch.Tensor, cutoff: float) -> Tuple[
     d2 = (p.unsqueeze(0) - p.unsqueeze(1)).pow(2).sum(-1)
     mask = (batch.unsqueeze(0) == batch.unsqueeze(1)) & (d2 < cutoff * cutoff)
     mask = mask & ~torch.eye(n, dtype=torch.bool, device=pos.device)
+    close = mask & coincident(d2)
+    if bool(close.any()):
+        k = close.nonzero()[0]
+        raise GeometryError(coincident_error("atoms", int(k[0]), int(k[1])))
     ij = mask.nonzero().t()
     return ij, torch.zeros((ij.shape[1], 3), dtype=pos.dtype, device=pos.device)
 
@@ -44,6 +84,10 @@ def _pairs_periodic(
     n = p.shape[0]
     self_pair = torch.eye(n, dtype=torch.bool, device=pos.device).unsqueeze(-1) & (grid.abs().sum(-1) == 0).unsqueeze(0).unsqueeze(0)
     mask = (d2 < cutoff * cutoff) & ~self_pair
+    close = mask & coincident(d2)
+    if bool(close.any()):
+        k = close.nonzero()[0]
+        raise GeometryError(coincident_error("atoms", int(idx[k[0]]), int(idx[k[1]])))
     nz = mask.nonzero()
     ij = torch.stack([idx[nz[:, 0]], idx[nz[:, 1]]], dim=0)
     images = grid[nz[:, 2]].to(pos.dtype) + offset[nz[:, 0]] - offset[nz[:, 1]]
@@ -80,7 +124,13 @@ def neighbor_list(
     edge_index : Tensor [2, E] int64
     shift : Tensor [E, 3]
         Cartesian image shift (Å); zero for open structures.
+
+    Raises
+    ------
+    GeometryError
+        a position is not finite, or two atoms are closer than :data:`COINCIDENT_DISTANCE`.
     """
+    check_finite_positions(pos)
     if cell is None or pbc is None or not bool(pbc.any()):
         return _pairs_open(pos, batch, cutoff)
     edges = []
@@ -156,7 +206,7 @@ def cell_list_pairs(pos: torch.Tensor, cutoff: float, box: Optional[torch.Tensor
         lo = p.min(dim=0).values
         vox = torch.floor((p - lo) / cutoff).to(torch.long)
         nbins = vox.max(dim=0).values + 1
-        if int(nbins.prod()) > 64 * n + 1000:  # very sparse: binning costs more than it saves
+        if float(nbins.to(torch.float64).prod()) > 64 * n + 1000:  # very sparse (float: no int64 overflow for far-flung atoms)
             return brute_force_pairs(pos, cutoff, box)
     nx, ny, nz = int(nbins[0]), int(nbins[1]), int(nbins[2])
     vid = (vox[:, 0] * ny + vox[:, 1]) * nz + vox[:, 2]

@@ -17,6 +17,7 @@ from typing import Optional, Sequence, Tuple
 import torch
 
 from .. import units
+from ..errors import SelectionError
 from ..nn.electrostatics import coulomb_kernel
 from ..nn.neighbors import minimum_image_reduced
 from .module import OpenMMPotential
@@ -35,15 +36,29 @@ class EmbeddedPotential(OpenMMPotential):
         Cutoff of the ML–MM Coulomb interaction in nm (shifted force; <= 0: none, open systems only).
     damping : float
         Gaussian damping length in Å.
+
+    A periodic box must be at least twice ``max(model cutoff, embedding_cutoff)`` wide (minimum image);
+    a narrower one raises :class:`~openmlip.errors.BoxError` at evaluation.
     """
 
     def __init__(self, model, atomic_numbers, mm_indices: Sequence[int], mm_charges: Sequence[float],
                  embedding_cutoff: float = 1.0, damping: float = 0.5, **kwargs):
         super().__init__(model, atomic_numbers, **kwargs)
         dtype = kwargs.get("dtype", torch.float32)
-        self.register_buffer("mm_indices", torch.tensor([int(i) for i in mm_indices], dtype=torch.long))
+        mm = [int(i) for i in mm_indices]
+        if len(mm) != len(mm_charges):
+            raise SelectionError(f"{len(mm)} MM indices but {len(mm_charges)} MM charges; give one charge per MM particle")
+        ml = set(self.indices.tolist())
+        bad = [i for i in mm if i < 0 or i >= self.num_particles or i in ml]
+        if bad:
+            raise SelectionError(f"MM particle indices {bad[:5]} are out of range (0..{self.num_particles - 1}) or ML atoms; "
+                                 "list the non-ML particles that carry charges")
+        self.register_buffer("mm_indices", torch.tensor(mm, dtype=torch.long))
         self.register_buffer("mm_charges", torch.tensor([float(q) for q in mm_charges], dtype=dtype))
         self.embedding_cutoff = float(embedding_cutoff) * units.NM_TO_ANGSTROM
+        if self.embedding_cutoff > self.box_cutoff:
+            self.box_cutoff = self.embedding_cutoff
+            self.box_cutoff_name = "electrostatic embedding cutoff"
         self.damping = float(damping)
         self.coulomb = units.COULOMB_EV_ANGSTROM
         if self.periodic and self.embedding_cutoff <= 0.0:

@@ -35,7 +35,13 @@ def create_torch_force(potential: OpenMMPotential, use_cuda_graphs: bool = False
         wrapper = ScaledPeriodicModule(potential) if potential.periodic else ScaledOpenModule(potential)
     else:
         wrapper = EnergyForcesModule(potential) if potential.output_forces else EnergyModule(potential)
-    force = openmmtorch.TorchForce(torch.jit.script(wrapper))
+    module = torch.jit.script(wrapper)
+    # openmm-torch freezes the module, and torch's freeze deletes the methods it inlined into forward; an error
+    # raised from inlined code (a typed check, or any op failing) then segfaults while TorchScript prints its
+    # traceback.  Inlined here, before saving, forward calls nothing, so every error reaches Python as an
+    # OpenMMException from getState/step.
+    torch._C._jit_pass_inline(module.graph)
+    force = openmmtorch.TorchForce(module)
     if scale_parameter is not None:
         force.addGlobalParameter(scale_parameter, 1.0)
     force.setUsesPeriodicBoundaryConditions(potential.periodic)

@@ -6,19 +6,46 @@
 cell list for large ones; minimum image in OpenMM's reduced triclinic box) and calls the model.
 The same module serves both backends: TorchScript in openmm-torch's ``TorchForce`` and
 ``openmm.PythonForce``.
+
+Every evaluation first checks what OpenMM passes and raises (in-graph; an ``openmm.OpenMMException`` from
+``getState``/``step`` in a ``TorchForce``) instead of computing a wrong number: the particle count, a
+periodic box narrower than twice the cutoff (:class:`BoxError`, e.g. shrunk by a barostat), non-finite
+ML coordinates and two ML atoms closer than :data:`~openmlip.nn.neighbors.COINCIDENT_DISTANCE`
+(:class:`GeometryError`).  The element check is done once, at construction.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple
+import math
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
 from .. import units
-from ..errors import BoxError, SelectionError
-from ..nn.neighbors import brute_force_pairs, cell_list_pairs
+from ..errors import BoxError, GeometryError, SelectionError
+from ..nn.embedding import check_elements
+from ..nn.neighbors import brute_force_pairs, cell_list_pairs, coincident, coincident_error
 
 #: ML regions up to this many atoms use the brute-force list in ``neighbor_method="auto"``.
 BRUTE_FORCE_MAX_ATOMS = 256
+
+
+def _format_number(x: float) -> str:
+    """``x`` rounded to 3 decimals as short text (TorchScript prints floats with 17 digits)."""
+    if not math.isfinite(x):
+        return str(x)
+    n = int(round(abs(x) * 1000.0))
+    text = str(n // 1000)
+    if n % 1000 != 0:
+        text += "." + str(n % 1000).zfill(3).rstrip("0")
+    return "-" + text if x < 0 and n != 0 else text
+
+
+def _model_elements(model: torch.nn.Module) -> Optional[List[str]]:
+    """Element symbols a model knows (``get_elements()`` or ``elements``), or None for a model without them."""
+    if hasattr(model, "get_elements"):
+        return list(model.get_elements())
+    elements = getattr(model, "elements", None)
+    return list(elements) if elements is not None else None
 
 
 class OpenMMPotential(torch.nn.Module):
@@ -49,6 +76,13 @@ class OpenMMPotential(torch.nn.Module):
         Precision of the model evaluation (the model is cast to it).
     cutoff : float, optional
         Model cutoff in Å (read from the model when it has ``cutoff``).
+
+    Raises
+    ------
+    UnsupportedElementError
+        an atomic number is not one of the model's elements (or not an integer).
+    SelectionError
+        bad ``indices`` / ``num_particles``.
     """
 
     def __init__(
@@ -67,6 +101,9 @@ class OpenMMPotential(torch.nn.Module):
         cutoff: Optional[float] = None,
     ):
         super().__init__()
+        elements = _model_elements(model)
+        if elements is not None:
+            check_elements(elements, list(atomic_numbers))
         z = [int(v) for v in atomic_numbers]
         if indices is None:
             indices = list(range(len(z)))
@@ -88,6 +125,9 @@ class OpenMMPotential(torch.nn.Module):
         self.model = model.to(dtype)
         self.dtype = dtype
         self.cutoff = float(cutoff if cutoff is not None else getattr(model, "cutoff"))
+        #: the periodic box must be at least twice this wide (Å); subclasses with a longer-ranged term raise it
+        self.box_cutoff = self.cutoff
+        self.box_cutoff_name = "model cutoff"
         self.periodic = bool(periodic)
         self.output_forces = bool(output_forces)
         self.use_cell_list = neighbor_method == "cell" or (neighbor_method == "auto" and len(idx) > BRUTE_FORCE_MAX_ATOMS)
@@ -109,29 +149,73 @@ class OpenMMPotential(torch.nn.Module):
     def check_box(self, box_nm: torch.Tensor) -> None:
         """Raise :class:`BoxError` if a box width is below twice the cutoff (Python-side check)."""
         widths = torch.diagonal(box_nm.to(torch.float64)) * self.length_scale
-        if bool((widths < 2.0 * self.cutoff).any()):
+        if not bool((widths >= 2.0 * self.box_cutoff).all()):
             raise BoxError(
-                f"periodic box widths {[round(float(w), 3) for w in widths]} Å are shorter than twice the model cutoff "
-                f"({2 * self.cutoff:g} Å); use a larger box (more solvent) or a model with a shorter cutoff"
+                f"periodic box widths {[round(float(w), 3) for w in widths]} Å are shorter than twice the "
+                f"{self.box_cutoff_name} ({2 * self.box_cutoff:g} Å); use a larger box (more solvent) or a model with a "
+                "shorter cutoff"
             )
 
     @torch.jit.export
+    def check_inputs(self, positions: torch.Tensor, boxvectors: Optional[torch.Tensor]) -> None:
+        """Raise unless OpenMM's positions [P,3] nm and box [3,3] nm (reduced form) can be evaluated.
+
+        :class:`SelectionError`: P differs from the System this force was built for; :class:`BoxError`:
+        no box, or a width (a_x, b_y, c_z) below twice the cutoff (the minimum image would miss pairs).
+        """
+        n = positions.shape[0]
+        if n < self.num_particles or (self.all_atoms and n != self.num_particles):
+            raise SelectionError(
+                "this openmlip force was built for a System of {} particles but OpenMM passed {}; build it with "
+                "num_particles=system.getNumParticles() and indices= the ML atoms".format(self.num_particles, n)
+            )
+        if self.periodic:
+            if boxvectors is None:
+                raise BoxError("this openmlip force is periodic but OpenMM passed no box vectors; "
+                               "call force.setUsesPeriodicBoundaryConditions(True) or build it with periodic=False")
+            widths = torch.diagonal(boxvectors.detach().to(torch.float64))
+            if not bool((widths * self.length_scale >= 2.0 * self.box_cutoff).all()):
+                cut = self.box_cutoff / self.length_scale
+                raise BoxError(
+                    "periodic box width {} nm is below twice the {} (2 x {} nm): the box shrank (barostat) or was "
+                    "built too small; enlarge the box (more solvent padding) or use a shorter cutoff".format(
+                        _format_number(float(widths.min())), self.box_cutoff_name, _format_number(cut))
+                )
+
+    @torch.jit.export
     def ml_inputs(self, positions: torch.Tensor, boxvectors: Optional[torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """The model's input dict (Å) with the in-graph neighbour list, after :meth:`check_inputs`.
+
+        Raises :class:`GeometryError` if an ML coordinate is NaN or infinite (the neighbour list would drop
+        the atom: a finite energy and zero force) or two ML atoms are closer than ``COINCIDENT_DISTANCE``
+        (their distance would give NaN).
+        """
+        self.check_inputs(positions, boxvectors)
         if self.all_atoms:
             pos = positions.to(self.dtype) * self.length_scale
         else:
             pos = positions.index_select(0, self.indices).to(self.dtype) * self.length_scale
+        finite = torch.isfinite(pos.detach()).all(dim=-1)
+        if not bool(finite.all()):
+            bad: List[int] = self.indices[~finite].tolist()
+            raise GeometryError(
+                "coordinates of {} ML particle(s) are not finite (NaN or inf), particles {}: the simulation blew up "
+                "(time step too long, bad starting structure) or the positions are corrupt; check the structure and "
+                "the time step".format(len(bad), bad[:5])
+            )
         box: Optional[torch.Tensor] = None
-        if self.periodic:
-            if boxvectors is None:
-                raise RuntimeError("this openmlip force is periodic but OpenMM passed no box vectors")
+        if self.periodic and boxvectors is not None:
             box = boxvectors.to(self.dtype) * self.length_scale
-            if bool((torch.diagonal(box) < 2.0 * self.cutoff).any()):
-                raise RuntimeError("openmlip: periodic box shorter than twice the model cutoff")
         if self.use_cell_list:
             edge_index, shift = cell_list_pairs(pos, self.cutoff, box)
         else:
             edge_index, shift = brute_force_pairs(pos, self.cutoff, box)
+        p = pos.detach()
+        close = coincident((p[edge_index[1]] - p[edge_index[0]] + shift).pow(2).sum(-1))
+        if bool(close.any()):
+            k = int(close.nonzero()[0, 0])
+            i, j = int(self.indices[edge_index[0, k]]), int(self.indices[edge_index[1, k]])
+            raise GeometryError(coincident_error("ML particles", i, j))
         data: Dict[str, torch.Tensor] = {
             "pos": pos,
             "atomic_numbers": self.atomic_numbers,
