@@ -120,8 +120,8 @@ def run_checks() -> Report:
     try:
         import openmmml.embeddings  # noqa: F401  -- openmm-ml >= 1.8: createMixedSystem(embedding=...)
     except ImportError:
-        rep.notes.append("openmm-ml has no embeddings module (< 1.8): only mechanical ML/MM embedding is available; "
-                         "run `pip install --no-deps openmmml==1.8` (it runs on openmm 8.5.2; docs/design.md).")
+        rep.problems.append("openmm-ml < 1.8 (no embeddings module): MLPotential('openmlip') needs 1.8; run "
+                            "`pip install --no-deps openmmml==1.8` (it runs on openmm 8.5.2; docs/design.md).")
     rep.cuda = {
         "torch_cuda_available": torch.cuda.is_available(),
         "torch_cuda_version": torch.version.cuda,

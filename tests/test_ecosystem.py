@@ -62,12 +62,16 @@ def _copies(system):
 
 
 def _assert_same(system, positions, platforms=("Reference", "CPU"), params=None):
+    """Energies and forces of the copies equal the original's: to rounding on Reference; to the CPU platform's
+    own run-to-run reproducibility there (single-precision forces summed in a thread-dependent order: energies
+    ~1e-10 relative, forces ~4e-6 relative)."""
     for platform in platforms:
         e0, f0 = _state(system, positions, platform, params)
+        rel_e, rel_f, atol_f = (1e-12, 1e-10, 1e-8) if platform == "Reference" else (1e-8, 2e-5, 1e-2)
         for how, clone in _copies(system).items():
             e, f = _state(clone, positions, platform, params)
-            assert e == pytest.approx(e0, rel=1e-12, abs=1e-9), (platform, how)
-            np.testing.assert_allclose(f, f0, rtol=1e-10, atol=1e-8, err_msg=f"{platform} {how}")
+            assert e == pytest.approx(e0, rel=rel_e, abs=1e-9), (platform, how)
+            np.testing.assert_allclose(f, f0, rtol=rel_f, atol=atol_f, err_msg=f"{platform} {how}")
 
 
 def test_torchforce_xml_round_trip_does_not_crash_the_interpreter(model_file):
@@ -107,7 +111,9 @@ def test_mixed_systems_survive_xml_deepcopy_and_pickle(model_file, water_box, em
     pdb, mm = water_box
     mixed = MLPotential("openmlip", modelPath=model_file).createMixedSystem(
         pdb.topology, mm, NH4, embedding=embedding, interpolate=interpolate)
-    _assert_same(mixed, pdb.positions, params={"lambda_interpolate": 0.3} if interpolate else None)
+    # CPU only: Reference PME on 1,000 atoms is slow, and the CPU platform is the one that once rejected the
+    # interpolated electrostatic System ("All Forces must have identical exclusions")
+    _assert_same(mixed, pdb.positions, platforms=("CPU",), params={"lambda_interpolate": 0.3} if interpolate else None)
 
 
 def test_mechanical_interpolation_runs_the_ml_terms_in_a_torchforce(model_file, water_box):

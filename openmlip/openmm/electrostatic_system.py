@@ -76,27 +76,32 @@ def create_electrostatic_system(impl, topology, system, atoms: List[int], forceG
 def _interpolated(mm_system: openmm.System, mixed: openmm.System, ml_force) -> openmm.System:
     """E(λ) = (1 − λ) E_MM + λ E_mixed, with λ = ``lambda_interpolate`` (default 1).
 
-    The MM terms go into one CustomCVForce; the ML force scales itself by λ inside its TorchScript
-    graph (a TorchForce global parameter), so no TorchForce is ever XML-cloned (openmm-torch 1.5
-    crashes deserialising one).
+    Forces that are the same in both Systems (XML-equal) stay outside unscaled; the others go into two
+    CustomCVForces, one per Hamiltonian: each evaluates its forces in its own inner Context, where
+    OpenMM's CPU platform requires every nonbonded force to carry the same exclusions, which the MM
+    and the mixed NonbondedForce do not.  The ML force scales itself by λ inside its TorchScript graph
+    (a TorchForce global parameter).
     """
     out = copy.deepcopy(mixed)
     while out.getNumForces():
         out.removeForce(0)
-    mm_terms, ml_terms = [], []
-    cv = openmm.CustomCVForce("")
-    k = 0
-    for source, terms in ((mm_system, mm_terms), (mixed, ml_terms)):
-        for f in source.getForces():
-            if isinstance(f, openmm.CMMotionRemover):
-                continue
-            name = f"e{k}"
-            k += 1
-            cv.addCollectiveVariable(name, copy.deepcopy(f))
-            terms.append(name)
-    cv.setEnergyFunction(f"(1-{LAMBDA})*({'+'.join(mm_terms) or '0'}) + {LAMBDA}*({'+'.join(ml_terms) or '0'})")
-    cv.addGlobalParameter(LAMBDA, 1.0)
-    out.addForce(cv)
+    serialize = openmm.XmlSerializer.serialize
+    mm_forces = [f for f in mm_system.getForces() if not isinstance(f, openmm.CMMotionRemover)]
+    mixed_forces = [f for f in mixed.getForces() if not isinstance(f, openmm.CMMotionRemover)]
+    mm_xml = [serialize(f) for f in mm_forces]
+    shared = [f for f in mixed_forces if serialize(f) in mm_xml]
+    shared_xml = {serialize(f) for f in shared}
+    for f in shared:
+        out.addForce(copy.deepcopy(f))
+    for weight, forces in ((f"(1-{LAMBDA})", mm_forces), (LAMBDA, mixed_forces)):
+        terms = [f for f in forces if serialize(f) not in shared_xml]
+        if not terms:
+            continue
+        cv = openmm.CustomCVForce(f"{weight}*({'+'.join(f'e{k}' for k in range(len(terms)))})")
+        for k, f in enumerate(terms):
+            cv.addCollectiveVariable(f"e{k}", copy.deepcopy(f))
+        cv.addGlobalParameter(LAMBDA, 1.0)
+        out.addForce(cv)
     out.addForce(ml_force)
     if any(isinstance(f, openmm.CMMotionRemover) for f in mixed.getForces()):
         out.addForce(openmm.CMMotionRemover())

@@ -54,8 +54,12 @@ import torch
 
 import openmm
 import openmm.app as app
-from openmmml.embeddings import utilities
-from openmmml.embeddings.mechanicalembedding import MechanicalEmbedding
+try:
+    from openmmml.embeddings import utilities
+    from openmmml.embeddings.mechanicalembedding import MechanicalEmbedding
+except ImportError:  # openmm-ml < 1.8: what pip resolves beside openmm 8.5.2 (docs/design.md, "The stack")
+    raise ImportError("openmlip's openmm-ml plugin needs openmm-ml 1.8 (embeddings): run `pip install --no-deps "
+                      "openmmml==1.8` (it declares openmm>=8.6.1 but runs on the pinned openmm 8.5.2)") from None
 from openmmml.mlpotential import MLPotentialImpl
 
 from ..charges import (check_formal, formal_charges_from_bonds, integral_sum, resolve_charge_state, spin_multiplicity,
@@ -173,6 +177,12 @@ def infer_formal_charges(topology: app.Topology, atoms: List[int], total_charge:
     return formal_charges_from_bonds(z, bonds, total_charge, atoms)
 
 
+def torchforce_clones_safely() -> bool:
+    """Whether a TorchForce survives XML cloning with this openmm: openmmtorch 1.5 is built against openmm
+    headers older than 8.6, and deserialising it under openmm >= 8.6 segfaults (docs/design.md)."""
+    return tuple(int(v) for v in openmm.__version__.split(".")[:2]) < (8, 6)
+
+
 def _copy_model(model):
     """A deep copy of a scripted model, without torch's warning about reading ``.grad`` of its buffers."""
     with warnings.catch_warnings():
@@ -268,14 +278,14 @@ class OpenMLIPPotentialImpl(MLPotentialImpl):
         kwargs["output_forces"] = bool(args.get("outputForces", backend == "torchforce"))
         pot = OpenMMPotential(_copy_model(self.model), z, **kwargs)
         self._check_box(pot, system, topology)
-        if backend == "torchforce" and system.getNumParticles() == 0:
+        if backend == "torchforce" and system.getNumParticles() == 0 and not torchforce_clones_safely():
             # openmm-ml's interpolation (InterpolationHelper) builds ML terms in an empty System and then
-            # XML-clones them into a CustomCVForce.  Deserialising a TorchForce crashes openmm-torch 1.5
-            # (segmentation fault), so these terms use the PythonForce backend instead.
+            # XML-clones them into a CustomCVForce, which segfaults when openmm and openmm-torch's build do
+            # not match (openmm >= 8.6 with openmmtorch 1.5): on such a stack only, use PythonForce
             warnings.warn(
-                "openmlip: interpolated ML terms run through openmm.PythonForce: openmm-torch 1.5 cannot "
-                "deserialise a TorchForce (segfault), which openmm-ml's interpolation needs. Energies are "
-                "identical; MD is slower. (openmlip's electrostatic embedding interpolates inside a TorchForce.)",
+                f"openmlip: interpolated ML terms run through openmm.PythonForce: openmm {openmm.__version__} cannot "
+                "deserialise openmm-torch 1.5's TorchForce (segfault), which openmm-ml's interpolation needs. Energies "
+                "are identical; MD is slower. Install openmm==8.5.2 (docs/design.md, 'The stack').",
                 RuntimeWarning, stacklevel=2,
             )
             backend = "pythonforce"
