@@ -31,7 +31,7 @@ from ase.neighborlist import neighbor_list
 
 from .charges import ChargeState, bonds_from_positions, check_formal, resolve_charge_state
 from .deploy import load_model
-from .errors import ChargeError, GeometryError
+from .errors import ChargeError, GeometryError, from_graph
 from .nn.embedding import SpeciesIndex
 
 # Two atoms closer than this (Å) are a broken geometry (the model gives NaN on top of each other).
@@ -122,7 +122,13 @@ class Calculator(_ASECalculator):
         if np.any(atoms.pbc):
             data["cell"] = torch.tensor(np.asarray(atoms.cell[:]), **t).unsqueeze(0)
             data["pbc"] = torch.tensor(np.asarray(atoms.pbc), dtype=torch.bool, device=self.device).unsqueeze(0)
-        out = self.model(data, True)
+        try:
+            out = self.model(data, True)
+        except torch.jit.Error as exc:  # a check inside the scripted model (models saved since the strict checks)
+            typed = from_graph(exc)
+            if typed is None:
+                raise
+            raise typed from None
         energy = float(out["energy"].detach().sum())
         self.results = {
             "energy": energy,

@@ -43,3 +43,20 @@ class ResumeError(OpenMLIPError, RuntimeError):
 
 class OutputError(OpenMLIPError, OSError):
     """An output location cannot be written, or writing it would destroy an input."""
+
+
+def from_graph(exc: BaseException) -> "OpenMLIPError | None":
+    """The typed openmlip error raised inside a TorchScript graph, or None when ``exc`` is something else.
+
+    A ``raise`` in a scripted model reaches Python as ``torch.jit.Error`` (called directly) or
+    ``openmm.OpenMMException`` (inside a TorchForce) whose text is a TorchScript traceback ending in
+    ``openmlip.errors.<Class>: <message>``; this turns that last line back into ``<Class>(<message>)``.
+    """
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines or not lines[-1].startswith("openmlip.errors."):
+        return None
+    name, _, message = lines[-1][len("openmlip.errors."):].partition(": ")
+    cls = globals().get(name)
+    if isinstance(cls, type) and issubclass(cls, OpenMLIPError):
+        return cls(message)
+    return None

@@ -46,7 +46,7 @@ import openmm
 import openmm.unit as u
 
 from .._io import atomic_path, writable_dir
-from ..errors import ConfigError, DataFileError, OpenMLIPError, ResumeError
+from ..errors import ConfigError, DataFileError, OpenMLIPError, ResumeError, from_graph
 
 PLATFORM_ORDER = ("CUDA", "OpenCL", "CPU", "Reference")
 CSV_FIELDS = ["step", "time_ps", "potential_kJmol", "kinetic_kJmol", "total_kJmol", "temperature_K"]
@@ -448,8 +448,10 @@ class MDRunner:
                 n = min(self.report_interval - step % self.report_interval, steps - step)
                 try:
                     self.integrator.step(n)
-                except openmm.OpenMMException as exc:  # OpenMM's own NaN check fires inside step()
-                    raise self._blow_up(step + n, float("nan"), last, "OpenMM: " + str(exc).splitlines()[0]) from None
+                except openmm.OpenMMException as exc:  # OpenMM's own NaN check, or an openmlip check in the graph
+                    typed = from_graph(exc)
+                    why = f"{type(typed).__name__}: {typed}" if typed is not None else "OpenMM: " + str(exc).splitlines()[0]
+                    raise self._blow_up(step + n, float("nan"), last, why) from None
                 step += n
                 bar.update(n)
                 if step % self.report_interval and step != steps:
