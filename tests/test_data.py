@@ -138,8 +138,8 @@ def test_ase_calculator_forces_and_charges(tmp_path):
 
 
 def test_ase_calculator_passes_formal_charges_like_the_model_input(tmp_path):
-    """atoms.arrays["formal_charges"] reaches the model: the same numbers as a direct call with them,
-    and different numbers from the default (total charge spread as Q/N), for a charge-gated model."""
+    """atoms.arrays["formal_charges"] reaches the model: the same numbers as a direct call with them; the
+    default (total charge only) infers the same +1 on N from the bonds; a charge spread as Q/N differs."""
     from ase import Atoms
 
     from openmlip.ase import Calculator
@@ -161,5 +161,10 @@ def test_ase_calculator_passes_formal_charges_like_the_model_input(tmp_path):
     out = model.to(torch.float64)({"pos": torch.tensor(pos), "atomic_numbers": torch.tensor(z), "total_charge": torch.tensor([1.0], dtype=torch.float64),
                  "spin_multiplicity": torch.tensor([1.0], dtype=torch.float64), "formal_charges": torch.tensor(fc)}, True)
     assert e_formal == pytest.approx(float(out["energy"].detach().sum()), rel=1e-12, abs=1e-12)
-    assert abs(e_formal - e_default) > 1e-6
+    assert e_default == pytest.approx(e_formal, rel=1e-12)
+    atoms.arrays["formal_charges"] = np.full(len(z), 1.0 / len(z))
+    atoms.calc.reset()
+    assert abs(atoms.get_potential_energy() - e_formal) > 1e-6
+    atoms.arrays["formal_charges"] = fc
+    atoms.calc.reset()
     assert abs(atoms.get_charges().sum() - 1.0) <= 1e-10

@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -27,6 +28,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from .._io import atomic_path
+from ..charges import formal_charges_from_bonds, resolve_charge_state
 from ..errors import DataFileError
 from .spice import read_spice, write_spice
 from .structure import Structure
@@ -244,9 +246,17 @@ def _template_atoms(t: Template):
     mol = Chem.AddHs(Chem.MolFromSmiles(t.smiles))
     z = np.array([a.GetAtomicNum() for a in mol.GetAtoms()] + [8, 1, 1] * t.waters)
     fc = np.array([a.GetFormalCharge() for a in mol.GetAtoms()] + [0] * (3 * t.waters), dtype=float)
-    if round(fc.sum()) != t.charge:
-        raise ValueError(f"template {t.name!r}: SMILES formal charges sum to {fc.sum():g}, template charge {t.charge}")
-    return z, fc
+    # the one charge-state rule (openmlip.charges): integer total, formal charges summing to it
+    state = resolve_charge_state(z, total=t.charge, formal=fc, multiplicity=t.multiplicity,
+                                 total_name=f"template {t.name!r} charge", formal_name="SMILES formal charges")
+    # OpenMM and ASE infer formal charges from bonds: warn when their rules would not give the SMILES charges,
+    # since a model trained on these data would then see other inputs in MD than in training
+    n = mol.GetNumAtoms()
+    bonds = [(b.GetBeginAtomIdx(), b.GetEndAtomIdx()) for b in mol.GetBonds()]
+    if formal_charges_from_bonds(z[:n], bonds, t.charge) != list(fc[:n]):
+        warnings.warn(f"template {t.name!r}: the bond rules of openmlip.charges do not give its SMILES formal charges; "
+                      "OpenMM and ASE users will need to pass them explicitly", stacklevel=2)
+    return z, np.asarray(state.formal, dtype=float)
 
 
 def template_formal_charges(t: Template, numbers=None) -> np.ndarray:

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
+from ..charges import spin_multiplicity, total_charge
 from ..errors import OpenMLIPError
 
 EMBEDDINGS = ("mechanical", "electrostatic", "none")
@@ -237,8 +238,12 @@ def load_spec(path: Union[str, Path]) -> SystemSpec:
         raise _err(f"{f}: ml.embedding", f"{ml['embedding']!r} is not one of {', '.join(EMBEDDINGS)}")
     if ml["precision"] not in ("single", "double"):
         raise _err(f"{f}: ml.precision", f"must be 'single' or 'double', got {ml['precision']!r}")
-    if ml["charge"] is not None and (not isinstance(ml["charge"], (int, float)) or float(ml["charge"]) != round(float(ml["charge"]))):
-        raise _err(f"{f}: ml.charge", f"must be an integer, got {ml['charge']!r}")
+    try:  # the one charge-state rule of openmlip.charges (as for OpenMM and ASE), reported as a spec error
+        if ml["charge"] is not None:
+            ml["charge"] = total_charge(ml["charge"], "ml.charge")
+        ml["spin_multiplicity"] = spin_multiplicity(ml["spin_multiplicity"], "ml.spin_multiplicity")
+    except OpenMLIPError as exc:
+        raise _err(f"{f}: ml", str(exc)) from None
     if ml["embedding"] == "none" and ml["selection"] != "all":
         raise _err(f"{f}: ml", "embedding 'none' means the whole system is ML: set selection: all (or choose an embedding)")
     if ml["embedding"] != "none" and not forcefield and isinstance(structure, str) and structure.lower().endswith(".pdb"):

@@ -202,7 +202,8 @@ def run_md(spec: SystemSpec, out, smoke: bool = False, potential: Optional[str] 
                       friction_per_ps=md["friction_per_ps"], timestep_fs=md["timestep_fs"], pressure_bar=md["pressure_bar"],
                       report_interval=md["report_interval"], checkpoint_interval=md["checkpoint_interval"],
                       platform=platform, threads=threads, seed=md["seed"], max_energy_jump=md["max_energy_jump_kJmol"],
-                      box_vectors=built["box"], minimize_iterations=md["minimize_iterations"])
+                      box_vectors=built["box"], minimize_iterations=md["minimize_iterations"],
+                      settings=spec.resume_settings(potential))
     for line in runner.platform_reasons:
         print(f"platform {line}")
     res = runner.run(md["steps"], minimize=md["minimize_iterations"] > 0, progress=progress)
@@ -241,11 +242,11 @@ def analyze_system(spec: SystemSpec, trajectory, out, smoke: bool = False, **md_
     a = spec.analysis
     results = analyze(traj, out, bonds=[(b["elements"][0], b["elements"][1]) for b in a["bonds"]],
                       rdfs=[(r["a"], r["b"]) for r in a["rdf"]], msds=[m["selection"] for m in a["msd"]],
-                      r_max=float(a["rdf"][0].get("r_max_nm", 1.0)) if a["rdf"] else 1.0,
+                      r_max=None,
                       names={"bonds": [b["name"] for b in a["bonds"]], "rdf": [r["name"] for r in a["rdf"]],
                              "msd": [m["name"] for m in a["msd"]]},
                       bond_selections=[b.get("selection") for b in a["bonds"]],
-                      r_maxes=[float(r.get("r_max_nm", 1.0)) for r in a["rdf"]],
+                      r_maxes=[r.get("r_max_nm") for r in a["rdf"]],
                       fit_windows=[m.get("fit_window_ps") for m in a["msd"]],
                       bin_widths=[float(r.get("bin_width_nm", 0.005)) for r in a["rdf"]])
     checks = []
