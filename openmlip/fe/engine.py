@@ -1,0 +1,466 @@
+"""λ windows and non-equilibrium switches between the two end states of a System.
+
+The engine is generic: it takes any OpenMM ``System`` with a global parameter ``lambda_interpolate``
+whose energy is linear in λ, E(λ) = (1 − λ) E_0 + λ E_1 (openmm-ml's ``createMixedSystem(...,
+interpolate=True)``: MM at λ = 0, ML/MM at λ = 1; openmlip's electrostatic embedding scales its ML
+term by λ inside the TorchForce).  Only the forces that carry the parameter are re-evaluated when λ
+changes (they are moved to a spare force group of the engine's own copy of the System): the other
+terms are the same at every λ, so they drop out of every reduced-potential difference and of MBAR.
+
+Units: energies in kJ/mol, reduced potentials u = E / kT (dimensionless), kT = R T with R from
+``openmm.unit``.
+
+One unit of work is one file, written atomically, so that units run as separate processes (or
+cluster jobs) and a killed unit resumes:
+
+``windows/window-KKK.npz``
+    λ window K: Langevin MD at λ_K, a sample every ``sample_interval`` steps, and for each sample
+    the reduced potential at every λ of the schedule (``u_kn`` [n_lambdas, n_samples]).  While it
+    runs, ``window-KKK.partial.npz`` holds the samples so far and the state of the chain (positions,
+    velocities, box); rerunning continues from it.
+``switches/{forward,reverse}-BBB.npz``
+    batch B of switches: equilibrium MD at λ = 0 (forward) or λ = 1 (reverse), then for each switch
+    ``switch_decorrelation_steps`` more equilibrium steps and a switch of λ to the other end in
+    ``switch_stages`` equal increments, each followed by ``switch_stage_steps`` MD steps; the
+    protocol work W = Σ [u(λ_{s+1}, x_s) − u(λ_s, x_s)] (in kT) of each switch is stored.
+    ``*.partial.npz`` holds the finished switches and the equilibrium chain's state.
+
+Every file carries the settings' fingerprint; resuming from a file made with other settings is a
+:class:`~openmlip.errors.ResumeError`.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+import torch  # noqa: F401  (before openmm: openmm-torch's plugin needs torch's libraries)
+import openmm
+import openmm.unit as u
+
+from .._io import atomic_path
+from ..errors import ConfigError, DataFileError, ResumeError
+
+LAMBDA = "lambda_interpolate"
+DIRECTIONS = ("forward", "reverse")
+GAS_CONSTANT_KJ_PER_MOL_K = u.MOLAR_GAS_CONSTANT_R.value_in_unit(u.kilojoule_per_mole / u.kelvin)
+KJ_PER_KCAL = u.kilocalorie.conversion_factor_to(u.kilojoule)  # 4.184
+
+
+def kt_kJmol(temperature_K: float) -> float:
+    """kT in kJ/mol."""
+    return GAS_CONSTANT_KJ_PER_MOL_K * float(temperature_K)
+
+
+@dataclass
+class FESettings:
+    """Settings of a λ-window / switching calculation (all fields are part of the resume fingerprint
+    except ``platform``, ``threads``, ``progress``)."""
+
+    lambdas: List[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
+    temperature_K: float = 300.0
+    timestep_fs: float = 1.0
+    friction_per_ps: float = 1.0
+    minimize_iterations: int = 100
+    equilibrate_steps: int = 1000
+    samples: int = 200
+    sample_interval: int = 50
+    checkpoint_samples: int = 50
+    switches: int = 20                 # per direction
+    switches_per_batch: int = 5
+    switch_stages: int = 50
+    switch_stage_steps: int = 10
+    switch_decorrelation_steps: int = 500
+    bootstrap: int = 200
+    seed: int = 0
+    platform: Optional[str] = None
+    threads: int = 1
+
+    _RUNTIME = ("platform", "threads")
+
+    def __post_init__(self):
+        lam = [float(x) for x in self.lambdas]
+        if len(lam) < 2 or lam[0] != 0.0 or lam[-1] != 1.0 or any(b <= a for a, b in zip(lam, lam[1:])):
+            raise ConfigError(f"lambdas must rise strictly from 0 to 1 with at least two values, got {self.lambdas!r}")
+        self.lambdas = lam
+        for name in ("minimize_iterations", "equilibrate_steps", "switch_decorrelation_steps"):
+            _check_int(name, getattr(self, name), 0)
+        for name in ("samples", "sample_interval", "checkpoint_samples", "switches", "switches_per_batch",
+                     "switch_stages", "switch_stage_steps", "bootstrap", "threads"):
+            _check_int(name, getattr(self, name), 1)
+        _check_int("seed", self.seed, 0)
+        for name in ("temperature_K", "timestep_fs", "friction_per_ps"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise ConfigError(f"{name} must be a positive number, got {v!r}")
+        if self.platform not in (None, "CUDA", "OpenCL", "CPU", "Reference"):
+            raise ConfigError(f"platform must be CUDA, OpenCL, CPU or Reference, got {self.platform!r}")
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any], where: str = "free_energy") -> "FESettings":
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            raise ConfigError(f"{where}: unknown setting(s) {', '.join(map(repr, unknown))}; known: {', '.join(known)}")
+        return cls(**d)
+
+    @property
+    def kT(self) -> float:
+        return kt_kJmol(self.temperature_K)
+
+    @property
+    def n_batches(self) -> int:
+        return -(-self.switches // self.switches_per_batch)
+
+    def fingerprint(self, kind: str) -> str:
+        """Hash of the settings that shape a unit of ``kind`` ('window' or 'switch')."""
+        d = {k: v for k, v in asdict(self).items() if k not in self._RUNTIME}
+        if kind == "window":
+            keep = ("lambdas", "temperature_K", "timestep_fs", "friction_per_ps", "minimize_iterations",
+                    "equilibrate_steps", "samples", "sample_interval", "seed")
+        else:
+            keep = ("temperature_K", "timestep_fs", "friction_per_ps", "minimize_iterations", "equilibrate_steps",
+                    "switches", "switches_per_batch", "switch_stages", "switch_stage_steps",
+                    "switch_decorrelation_steps", "seed")
+        return hashlib.sha256(json.dumps({k: d[k] for k in keep}, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _check_int(name, v, lo):
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+        raise ConfigError(f"{name} must be an integer >= {lo}, got {v!r}")
+
+
+def window_file(out, k: int) -> Path:
+    return Path(out) / "windows" / f"window-{k:03d}.npz"
+
+
+def switch_file(out, direction: str, batch: int) -> Path:
+    return Path(out) / "switches" / f"{direction}-{batch:03d}.npz"
+
+
+def _partial(path: Path) -> Path:
+    return path.with_name(path.stem + ".partial.npz")
+
+
+def _save_npz(path: Path, **arrays) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+
+def load_npz(path, fingerprint: Optional[str] = None) -> Dict[str, Any]:
+    """A unit file as a dict (``meta`` decoded from JSON); checks its settings fingerprint when given."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            d = {k: z[k] for k in z.files}
+        d["meta"] = json.loads(str(d["meta"]))
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataFileError(f"{path}: not a readable free-energy unit file ({exc}); delete it to recompute") from None
+    if fingerprint is not None and d["meta"].get("fingerprint") != fingerprint:
+        raise ResumeError(f"{path} was made with other settings (fingerprint {d['meta'].get('fingerprint')} vs "
+                          f"{fingerprint}); use another --out folder or delete the file to recompute it")
+    return d
+
+
+def lambda_forces(system: openmm.System) -> List[int]:
+    """Indices of the forces that have the global parameter ``lambda_interpolate``."""
+    found = []
+    for i, f in enumerate(system.getForces()):
+        n = getattr(f, "getNumGlobalParameters", None)
+        if n is not None and any(f.getGlobalParameterName(j) == LAMBDA for j in range(n())):
+            found.append(i)
+    return found
+
+
+class Engine:
+    """Runs λ windows and switches of one System (see the module docstring).
+
+    Parameters
+    ----------
+    system : openmm.System
+        With a global parameter ``lambda_interpolate`` and E(λ) linear in λ.  Not modified (copied).
+    positions : array [N, 3] float, nm (or an OpenMM Quantity)
+    settings : FESettings
+    box_vectors : three Vec3 (nm), optional
+        Periodic box; default: the System's default box.
+    meta : dict, optional
+        Written into every unit file (e.g. which spec and leg).
+    """
+
+    def __init__(self, system: openmm.System, positions, settings: FESettings, box_vectors=None,
+                 meta: Optional[Dict[str, Any]] = None, progress: bool = True):
+        self.settings = settings
+        self.system = copy.deepcopy(system)
+        lam = lambda_forces(self.system)
+        if not lam:
+            raise ConfigError(f"the System has no force with the global parameter {LAMBDA!r}: build it with "
+                              "createMixedSystem(..., interpolate=True)")
+        used = {f.getForceGroup() for f in self.system.getForces()}
+        free = [g for g in range(31, -1, -1) if g not in used]
+        if not free:
+            raise ConfigError("all 32 force groups are in use: the engine needs one for the λ-dependent forces")
+        self.group = free[0]
+        for i in lam:
+            self.system.getForce(i).setForceGroup(self.group)
+        if isinstance(positions, u.Quantity):
+            positions = positions.value_in_unit(u.nanometer)
+        self.positions = np.asarray(positions, dtype=float)
+        if self.positions.shape != (self.system.getNumParticles(), 3):
+            raise ConfigError(f"positions have shape {self.positions.shape}, the System has "
+                              f"{self.system.getNumParticles()} particles")
+        self.box = box_vectors
+        self.meta = dict(meta or {})
+        self.progress = progress
+        self.lambdas = np.asarray(settings.lambdas)
+        self.platform_name = None
+
+    # -- contexts -------------------------------------------------------------------------------
+    def _platform(self) -> Tuple[openmm.Platform, Dict[str, str]]:
+        names = [self.settings.platform] if self.settings.platform else ["CUDA", "OpenCL", "CPU", "Reference"]
+        for name in names:
+            try:
+                plat = openmm.Platform.getPlatformByName(name)
+            except Exception:  # noqa: BLE001  (not installed)
+                continue
+            props = {"Threads": str(self.settings.threads)} if name == "CPU" else {}
+            return plat, props
+        raise ConfigError(f"OpenMM platform {self.settings.platform!r} is not available")
+
+    def _context(self, lam: float, seed: int) -> openmm.Context:
+        s = self.settings
+        integ = openmm.LangevinMiddleIntegrator(s.temperature_K * u.kelvin, s.friction_per_ps / u.picosecond,
+                                                s.timestep_fs * u.femtosecond)
+        integ.setRandomNumberSeed(int(seed) % 2**31 or 1)
+        torch.set_num_threads(s.threads)
+        plat, props = self._platform()
+        try:
+            ctx = openmm.Context(self.system, integ, plat, props)
+        except Exception:  # noqa: BLE001  -- e.g. a force the fast platform cannot run: fall back
+            if self.settings.platform:
+                raise
+            plat, props = openmm.Platform.getPlatformByName("Reference"), {}
+            ctx = openmm.Context(self.system, integ, plat, props)
+        self.platform_name = plat.getName()
+        if self.box is not None:
+            ctx.setPeriodicBoxVectors(*self.box)
+        ctx.setPositions(self.positions)
+        ctx.setParameter(LAMBDA, float(lam))
+        return ctx
+
+    def _prepare(self, ctx: openmm.Context, seed: int) -> None:
+        s = self.settings
+        if s.minimize_iterations:
+            openmm.LocalEnergyMinimizer.minimize(ctx, 10.0, s.minimize_iterations)
+        ctx.setVelocitiesToTemperature(s.temperature_K * u.kelvin, int(seed) % 2**31 or 1)
+        if s.equilibrate_steps:
+            ctx.getIntegrator().step(s.equilibrate_steps)
+
+    def _lambda_energy(self, ctx: openmm.Context, lam: float) -> float:
+        """Energy (kJ/mol) of the λ-dependent forces at ``lam``; leaves λ at ``lam``."""
+        ctx.setParameter(LAMBDA, float(lam))
+        return ctx.getState(getEnergy=True, groups={self.group}).getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
+
+    def endpoint_energies(self, ctx: openmm.Context, lam_now: float) -> Tuple[float, float]:
+        """(E_0, E_1) of the λ-dependent forces in kJ/mol at the current configuration; λ restored."""
+        e0 = self._lambda_energy(ctx, 0.0)
+        e1 = self._lambda_energy(ctx, 1.0)
+        ctx.setParameter(LAMBDA, float(lam_now))
+        return e0, e1
+
+    def check_linear(self, ctx: openmm.Context, lam_now: float, rel: float = 1e-5) -> None:
+        e0, e1 = self.endpoint_energies(ctx, lam_now)
+        for lam in (0.5, 0.25):
+            e = self._lambda_energy(ctx, lam)
+            lin = (1 - lam) * e0 + lam * e1
+            if abs(e - lin) > rel * max(1.0, abs(e0), abs(e1)):
+                raise ConfigError(f"E(λ) is not linear in {LAMBDA}: E({lam}) = {e:.6f} kJ/mol but (1-λ)E0 + λE1 = "
+                                  f"{lin:.6f}; the engine assumes linear interpolation")
+        ctx.setParameter(LAMBDA, float(lam_now))
+
+    @staticmethod
+    def _state_arrays(ctx: openmm.Context) -> Dict[str, np.ndarray]:
+        st = ctx.getState(getPositions=True, getVelocities=True)
+        return {"positions": st.getPositions(asNumpy=True).value_in_unit(u.nanometer),
+                "velocities": st.getVelocities(asNumpy=True).value_in_unit(u.nanometer / u.picosecond),
+                "box": np.array(st.getPeriodicBoxVectors().value_in_unit(u.nanometer))}
+
+    def _restore(self, ctx: openmm.Context, arrays: Dict[str, np.ndarray]) -> None:
+        if self.system.usesPeriodicBoundaryConditions():
+            ctx.setPeriodicBoxVectors(*[openmm.Vec3(*row) for row in arrays["box"]])
+        ctx.setPositions(arrays["positions"])
+        ctx.setVelocities(arrays["velocities"])
+
+    def _meta(self, kind: str, **extra) -> str:
+        m = dict(self.meta)
+        m.update(kind=kind, fingerprint=self.settings.fingerprint(kind), settings=asdict(self.settings),
+                 platform=self.platform_name, kT_kJmol=self.settings.kT, **extra)
+        return json.dumps(m)
+
+    def _bar(self, total: int, desc: str):
+        if not self.progress:
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc=desc, unit="sample" if "window" in desc else "switch", leave=False)
+
+    # -- λ windows ------------------------------------------------------------------------------
+    def run_window(self, k: int, out) -> Path:
+        """Run (or finish, or skip when done) λ window ``k``; returns its file."""
+        s = self.settings
+        if not 0 <= k < len(self.lambdas):
+            raise ConfigError(f"window {k} does not exist: the schedule has {len(self.lambdas)} λ values (0..{len(self.lambdas) - 1})")
+        path = window_file(out, k)
+        fp = s.fingerprint("window")
+        if path.exists():
+            load_npz(path, fp)
+            return path
+        lam = float(self.lambdas[k])
+        part = _partial(path)
+        t0 = time.perf_counter()
+        e_end = np.zeros((0, 2))
+        wall_before = 0.0
+        if part.exists():
+            d = load_npz(part, fp)
+            e_end = d["e_end"]
+            wall_before = float(d["meta"].get("wall_s", 0.0))
+            ctx = self._context(lam, s.seed + 7919 * k + len(e_end) + 1)
+            self._restore(ctx, d)
+        else:
+            ctx = self._context(lam, s.seed + 7919 * k)
+            self._prepare(ctx, s.seed + 7919 * k)
+            self.check_linear(ctx, lam)
+        bar = self._bar(s.samples, f"window {k} (λ={lam:g})")
+        if bar is not None:
+            bar.update(len(e_end))
+        integ = ctx.getIntegrator()
+        rows = list(e_end)
+        t_md = 0.0
+        while len(rows) < s.samples:
+            t1 = time.perf_counter()
+            integ.step(s.sample_interval)
+            t_md += time.perf_counter() - t1
+            rows.append(self.endpoint_energies(ctx, lam))
+            if bar is not None:
+                bar.update(1)
+            if len(rows) % s.checkpoint_samples == 0 and len(rows) < s.samples:
+                _save_npz(part, e_end=np.array(rows), meta=self._meta(
+                    "window", wall_s=wall_before + time.perf_counter() - t0), **self._state_arrays(ctx))
+        if bar is not None:
+            bar.close()
+        e = np.array(rows)  # [n, 2] kJ/mol
+        u_kn = ((1 - self.lambdas)[:, None] * e[None, :, 0] + self.lambdas[:, None] * e[None, :, 1]) / s.kT
+        n_new = s.samples - len(e_end)
+        _save_npz(path, u_kn=u_kn, e_end=e, lambdas=self.lambdas, meta=self._meta(
+            "window", window=k, lambda_value=lam, wall_s=wall_before + time.perf_counter() - t0,
+            ms_per_step=1000 * t_md / max(1, n_new * s.sample_interval)), **self._state_arrays(ctx))
+        if part.exists():
+            part.unlink()
+        return path
+
+    # -- switches -------------------------------------------------------------------------------
+    def run_switch_batch(self, direction: str, batch: int, out) -> Path:
+        """Run (or finish, or skip when done) one batch of switches; returns its file."""
+        s = self.settings
+        if direction not in DIRECTIONS:
+            raise ConfigError(f"switch direction must be one of {DIRECTIONS}, got {direction!r}")
+        if not 0 <= batch < s.n_batches:
+            raise ConfigError(f"switch batch {batch} does not exist: {s.switches} switches in batches of "
+                              f"{s.switches_per_batch} make {s.n_batches} (0..{s.n_batches - 1})")
+        n = min(s.switches_per_batch, s.switches - batch * s.switches_per_batch)
+        path = switch_file(out, direction, batch)
+        fp = s.fingerprint("switch")
+        if path.exists():
+            load_npz(path, fp)
+            return path
+        start, end = (0.0, 1.0) if direction == "forward" else (1.0, 0.0)
+        base_seed = s.seed + 104729 * (batch + 1) + (0 if direction == "forward" else 52361)
+        part = _partial(path)
+        t0 = time.perf_counter()
+        works: List[float] = []
+        wall_before = 0.0
+        if part.exists():
+            d = load_npz(part, fp)
+            works = list(d["works"])
+            wall_before = float(d["meta"].get("wall_s", 0.0))
+            ctx = self._context(start, base_seed + len(works) + 1)
+            self._restore(ctx, d)
+        else:
+            ctx = self._context(start, base_seed)
+            self._prepare(ctx, base_seed)
+            self.check_linear(ctx, start)
+        integ = ctx.getIntegrator()
+        lams = np.linspace(start, end, s.switch_stages + 1)
+        bar = self._bar(n, f"{direction} switches, batch {batch}")
+        if bar is not None:
+            bar.update(len(works))
+        while len(works) < n:
+            integ.step(s.switch_decorrelation_steps)
+            eq = self._state_arrays(ctx)
+            w = 0.0
+            e_prev = self._lambda_energy(ctx, lams[0])
+            for i in range(1, len(lams)):
+                e_new = self._lambda_energy(ctx, lams[i])
+                w += e_new - e_prev
+                if i < len(lams) - 1:
+                    integ.step(s.switch_stage_steps)
+                    e_prev = self._lambda_energy(ctx, lams[i])
+            works.append(w / s.kT)
+            self._restore(ctx, eq)  # back to the equilibrium chain at the start state
+            ctx.setParameter(LAMBDA, start)
+            if bar is not None:
+                bar.update(1)
+            if len(works) < n:
+                _save_npz(part, works=np.array(works), meta=self._meta(
+                    "switch", wall_s=wall_before + time.perf_counter() - t0), **eq)
+        if bar is not None:
+            bar.close()
+        _save_npz(path, works=np.array(works), meta=self._meta(
+            "switch", direction=direction, batch=batch, wall_s=wall_before + time.perf_counter() - t0,
+            switch_steps=s.switch_stages * s.switch_stage_steps))
+        if part.exists():
+            part.unlink()
+        return path
+
+    # -- everything, one after another (tests, small systems) -----------------------------------
+    def run_all(self, out, windows: bool = True, switches: bool = True) -> None:
+        if windows:
+            for k in range(len(self.lambdas)):
+                self.run_window(k, out)
+        if switches:
+            for direction in DIRECTIONS:
+                for b in range(self.settings.n_batches):
+                    self.run_switch_batch(direction, b, out)
+
+
+def units(out) -> Dict[str, List[Path]]:
+    """The unit files present in ``out``."""
+    out = Path(out)
+    return {"windows": sorted((out / "windows").glob("window-[0-9][0-9][0-9].npz")),
+            "forward": sorted((out / "switches").glob("forward-[0-9][0-9][0-9].npz")),
+            "reverse": sorted((out / "switches").glob("reverse-[0-9][0-9][0-9].npz"))}
+
+
+def write_json(path, obj) -> None:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(obj, indent=1, default=float))
+
+
+def steps_summary(settings: FESettings) -> Dict[str, int]:
+    s = settings
+    per_window = s.equilibrate_steps + s.samples * s.sample_interval
+    per_batch = s.equilibrate_steps + s.switches_per_batch * (s.switch_decorrelation_steps
+                                                              + s.switch_stages * s.switch_stage_steps)
+    return {"per_window": per_window, "windows": per_window * len(s.lambdas),
+            "per_switch_batch": per_batch, "switches": 2 * per_batch * s.n_batches}
+
+
+__all__ = ["Engine", "FESettings", "LAMBDA", "DIRECTIONS", "kt_kJmol", "window_file", "switch_file", "load_npz",
+           "lambda_forces", "units", "KJ_PER_KCAL", "steps_summary", "write_json"]
