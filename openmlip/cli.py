@@ -1,4 +1,4 @@
-"""Command line: ``openmlip doctor | demo | data generate | train | deploy | md | run | analyze | plugin``."""
+"""Command line: ``openmlip doctor | demo | data generate | train | deploy | md | run | analyze | plugin | fe``."""
 from __future__ import annotations
 
 import argparse
@@ -282,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--description", default="", help="one paragraph for the model card")
     g.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     g.set_defaults(func=_cmd_plugin)
+    from .fe.cli import add_parser as add_fe_parser
+
+    add_fe_parser(sub)
     return p
 
 

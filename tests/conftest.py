@@ -83,3 +83,31 @@ def dtype(request):
 def tolerance(dtype):
     """Relative tolerance for equivariance-type comparisons in a given precision."""
     return 1e-10 if dtype == torch.float64 else 2e-5
+
+
+def ammonium_water_mm():
+    """systems/ammonium-water (NH4+ = atoms 0-4, Cl-, 338 TIP3P waters; 2.2 nm box) with its MM System (PME)."""
+    from pathlib import Path
+
+    import openmm.app as app
+    import openmm.unit as u
+
+    folder = Path(__file__).resolve().parent.parent / "systems" / "ammonium-water"
+    pdb = app.PDBFile(str(folder / "ammonium-water.pdb"))
+    ff = app.ForceField("amber14/tip3p.xml", str(folder / "ammonium.xml"))
+    system = ff.createSystem(pdb.topology, nonbondedMethod=app.PME, nonbondedCutoff=0.9 * u.nanometer, constraints=None,
+                             rigidWater=True)
+    return pdb, system
+
+
+def water_like_mdtraj_topology(n: int):
+    """An mdtraj Topology of ``n`` HOH residues (O bonded to H1, H2), for analysis tests on synthetic frames."""
+    import mdtraj
+
+    top = mdtraj.Topology()
+    for _ in range(n):
+        res = top.add_residue("HOH", top.add_chain())
+        o = top.add_atom("O", mdtraj.element.oxygen, res)
+        for h in ("H1", "H2"):
+            top.add_bond(o, top.add_atom(h, mdtraj.element.hydrogen, res))
+    return top

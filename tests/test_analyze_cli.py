@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import mdtraj
+from conftest import water_like_mdtraj_topology
 import numpy as np
 import pytest
 
@@ -19,14 +20,9 @@ def water_traj(tmp_path_factory):
     """A random walk of 'water' molecules (rigid O–H 0.1 nm) in a 2 nm box, saved as mdtraj HDF5."""
     rng = np.random.default_rng(0)
     n, frames, L = 40, 120, 2.0
-    top = mdtraj.Topology()
     centres = rng.uniform(0, L, size=(n, 3)) + np.cumsum(rng.normal(scale=0.02, size=(frames, n, 3)), axis=0)
     xyz = []
-    for _ in range(n):
-        res = top.add_residue("HOH", top.add_chain())
-        o = top.add_atom("O", mdtraj.element.oxygen, res)
-        for h in ("H1", "H2"):
-            top.add_bond(o, top.add_atom(h, mdtraj.element.hydrogen, res))
+    top = water_like_mdtraj_topology(n)
     geom = np.array([[0, 0, 0], [0.1, 0, 0], [-0.025, 0.097, 0]])
     xyz = (centres[:, :, None, :] + geom[None, None]).reshape(frames, 3 * n, 3) % L
     t = mdtraj.Trajectory(xyz.astype(np.float32), top, time=np.arange(frames) * 0.1)

@@ -20,7 +20,7 @@ import torch
 import openmm
 import openmm.app as app
 import openmm.unit as u
-from conftest import make_model
+from conftest import ammonium_water_mm, make_model
 from openmlip.deploy import load_model, save_model
 from openmlip.openmm import OpenMMPotential, create_force
 from openmmml import MLPotential
@@ -38,11 +38,7 @@ def model_file(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def water_box():
-    pdb = app.PDBFile(str(SYSTEMS / "ammonium-water" / "ammonium-water.pdb"))
-    ff = app.ForceField("amber14/tip3p.xml", str(SYSTEMS / "ammonium-water" / "ammonium.xml"))
-    system = ff.createSystem(pdb.topology, nonbondedMethod=app.PME, nonbondedCutoff=0.9 * u.nanometer,
-                             constraints=None, rigidWater=True)
-    return pdb, system
+    return ammonium_water_mm()
 
 
 def _state(system, positions, platform="Reference", params=None):

@@ -10,7 +10,7 @@ import torch
 import openmm
 import openmm.app as app
 import openmm.unit as u
-from conftest import make_model
+from conftest import make_model, ammonium_water_mm
 from openmlip import units
 from openmlip.deploy import save_model
 from openmlip.errors import ChargeError, ModelFileError, SelectionError, UnsupportedElementError
@@ -35,14 +35,6 @@ def _energy(system, positions, platform="Reference", groups=None, params=None):
         ctx.setParameter(k, v)
     st = ctx.getState(getEnergy=True, getForces=True, **({"groups": groups} if groups is not None else {}))
     return st.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole), st.getForces(asNumpy=True).value_in_unit(u.kilojoule_per_mole / u.nanometer)
-
-
-def _ammonium_water():
-    pdb = app.PDBFile(str(SYSTEMS / "ammonium-water" / "ammonium-water.pdb"))
-    ff = app.ForceField("amber14/tip3p.xml", str(SYSTEMS / "ammonium-water" / "ammonium.xml"))
-    system = ff.createSystem(pdb.topology, nonbondedMethod=app.PME, nonbondedCutoff=0.9 * u.nanometer, constraints=None,
-                             rigidWater=True)
-    return pdb, system
 
 
 def _t4l():
@@ -90,7 +82,7 @@ def test_errors_with_fixes(model_file, tmp_path):
         pot.createMixedSystem(prm.topology, system, ligand + sulfur, charge=0)
     with pytest.raises(SelectionError, match="out of range"):
         pot.createMixedSystem(prm.topology, system, [0, 999999], charge=0, embedding="electrostatic")
-    pdb, wsystem = _ammonium_water()
+    pdb, wsystem = ammonium_water_mm()
     wsystem.setDefaultPeriodicBoxVectors(*(np.eye(3) * 0.8))
     from openmlip.errors import BoxError
 
@@ -125,7 +117,7 @@ def _min_image(d, box):
 
 
 def test_electrostatic_embedding_hand_computation_and_forces(model_file):
-    pdb, system = _ammonium_water()
+    pdb, system = ammonium_water_mm()
     ml = [0, 1, 2, 3, 4]
     pot = MLPotential("openmlip", modelPath=model_file)
     mixed = pot.createMixedSystem(pdb.topology, system, ml, embedding="electrostatic", forceGroup=1)
@@ -174,7 +166,7 @@ def test_electrostatic_embedding_hand_computation_and_forces(model_file):
 
 
 def test_electrostatic_embedding_interpolation(model_file):
-    pdb, system = _ammonium_water()
+    pdb, system = ammonium_water_mm()
     pot = MLPotential("openmlip", modelPath=model_file)
     mixed = pot.createMixedSystem(pdb.topology, system, [0, 1, 2, 3, 4], embedding="electrostatic")
     interp = pot.createMixedSystem(pdb.topology, system, [0, 1, 2, 3, 4], embedding="electrostatic", interpolate=True)
@@ -191,7 +183,7 @@ def test_electrostatic_embedding_interpolation(model_file):
 
 @pytest.mark.parametrize("embedding", ["mechanical", "electrostatic"])
 def test_langevin_md_200_steps_finite(model_file, embedding):
-    pdb, system = _ammonium_water()
+    pdb, system = ammonium_water_mm()
     pot = MLPotential("openmlip", modelPath=model_file)
     mixed = pot.createMixedSystem(pdb.topology, system, [0, 1, 2, 3, 4], embedding=embedding, precision="single")
     integ = openmm.LangevinMiddleIntegrator(300 * u.kelvin, 5 / u.picosecond, 0.5 * u.femtosecond)
@@ -262,7 +254,7 @@ def test_formal_charges_inferred_from_bonds_match_the_explicit_ones(model_file):
     System equals one built with the explicit formal charges; an unplaceable charge warns and spreads."""
     from openmlip.openmm.mlpotential import infer_formal_charges
 
-    pdb, system = _ammonium_water()
+    pdb, system = ammonium_water_mm()
     top = pdb.topology
     nh4 = [a.index for a in top.atoms() if a.residue.name == "NH4"]
     cl = [a.index for a in top.atoms() if a.element.symbol == "Cl"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ import openmm
 import openmm.app as app
 import openmm.unit as u
 from ase import Atoms
-from conftest import ammonium, water
+from conftest import ammonium, water, ammonium_water_mm
 from openmlip import units
 from openmlip.charges import bonds_from_positions, formal_charges_from_bonds, resolve_charge_state, total_charge
 from openmlip.errors import ChargeError, ConfigError, GeometryError, ModelFileError, SelectionError
@@ -66,14 +65,6 @@ def _water_topology():
     for name in ("H1", "H2"):
         top.addBond(o, top.addAtom(name, app.element.hydrogen, res))
     return top, (water()[1] * 0.1).tolist() * u.nanometer
-
-
-def _ammonium_water():
-    pdb = app.PDBFile(str(SYSTEMS / "ammonium-water" / "ammonium-water.pdb"))
-    ff = app.ForceField("amber14/tip3p.xml", str(SYSTEMS / "ammonium-water" / "ammonium.xml"))
-    system = ff.createSystem(pdb.topology, nonbondedMethod=app.PME, nonbondedCutoff=0.9 * u.nanometer, constraints=None,
-                             rigidWater=True)
-    return pdb, system
 
 
 def _alanine_dipeptide():
@@ -226,7 +217,7 @@ def test_string_charge_is_converted_and_both_routes_warn_alike(pot):
 
 
 def test_explicit_charge_that_disagrees_with_mm_charges_warns(pot):
-    pdb, system = _ammonium_water()
+    pdb, system = ammonium_water_mm()
     nh4 = [a.index for a in pdb.topology.atoms() if a.residue.name == "NH4"]
     with pytest.warns(UserWarning, match=r"charge=-1 e was given, but the MM partial charges of the ML atoms sum to \+1\.0000 e"):
         pot.createMixedSystem(pdb.topology, system, nh4, charge=-1, formalCharges=[-1, 0, 0, 0, 0])
@@ -246,7 +237,7 @@ def test_constructor_arguments_are_defaults_and_unknown_names_fail(pot):
         MLPotential("openmlip", modelPth="model.pt")
     with pytest.raises(ConfigError, match=r"'chrage' \(did you mean 'charge'\?\) for createSystem.*known: charge, multiplicity"):
         pot.createSystem(top, chrage=1)
-    pdb, system = _ammonium_water()
+    pdb, system = ammonium_water_mm()
     with pytest.raises(ConfigError, match="'embeddingCutoff' for createMixedSystem\\(embedding='mechanical'\\)"):
         pot.createMixedSystem(pdb.topology, system, [0, 1, 2, 3, 4], embeddingCutoff=1.0)  # electrostatic only
     with pytest.raises(ConfigError, match="multiplicity=1 and spinMultiplicity=3 disagree"):
@@ -267,7 +258,7 @@ def test_mechanical_interpolation_without_template_or_with_link_atoms(pot):
     e_mm, e_mixed = _energy(system, pos)[0], _energy(plain, pos + caps)[0]
     assert _energy(interp, pos + caps, {"lambda_interpolate": 0.0})[0] == pytest.approx(e_mm, rel=1e-6)
     assert _energy(interp, pos + caps, {"lambda_interpolate": 1.0})[0] == pytest.approx(e_mixed, rel=1e-6)
-    pdb, wsystem = _ammonium_water()  # NH4+ has no Amber14 template; its charge comes from the MM System (+1)
+    pdb, wsystem = ammonium_water_mm()  # NH4+ has no Amber14 template; its charge comes from the MM System (+1)
     nh4 = [a.index for a in pdb.topology.atoms() if a.residue.name == "NH4"]
     interp = pot.createMixedSystem(pdb.topology, wsystem, nh4, interpolate=True)
     plain = pot.createMixedSystem(pdb.topology, wsystem, nh4)

@@ -18,7 +18,7 @@ import openmm
 import openmm.app as app
 import openmm.unit as u
 
-from conftest import make_model
+from conftest import make_model, water_like_mdtraj_topology
 from openmlip import cli
 from openmlip.errors import ConfigError, DataFileError, OutputError, ResumeError, SelectionError
 from openmlip.md import MDRunner
@@ -276,12 +276,7 @@ def gas_traj(tmp_path_factory):
     """Uncorrelated ideal-gas 'waters' (O with two H bonded) in a 1.6 nm box, like the shipped water box."""
     rng = np.random.default_rng(1)
     n, frames, L = 60, 40, 1.6
-    top = mdtraj.Topology()
-    for _ in range(n):
-        res = top.add_residue("HOH", top.add_chain())
-        o = top.add_atom("O", mdtraj.element.oxygen, res)
-        for h in ("H1", "H2"):
-            top.add_bond(o, top.add_atom(h, mdtraj.element.hydrogen, res))
+    top = water_like_mdtraj_topology(n)
     geom = np.array([[0, 0, 0], [0.1, 0, 0], [-0.025, 0.097, 0]])
     xyz = (rng.uniform(0, L, size=(frames, n, 1, 3)) + geom).reshape(frames, 3 * n, 3)
     t = mdtraj.Trajectory(xyz.astype(np.float32), top, time=np.arange(frames) * 0.1)

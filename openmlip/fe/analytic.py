@@ -18,7 +18,7 @@ from typing import Tuple
 
 import numpy as np
 
-import torch  # noqa: F401
+import torch  # noqa: F401  (before openmm: openmm-torch needs torch loaded)
 import openmm
 
 from .engine import LAMBDA, kt_kJmol

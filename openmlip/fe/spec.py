@@ -22,11 +22,7 @@ and is refused.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import inspect
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
@@ -114,32 +110,10 @@ def _keys(d: Any, allowed, where: str) -> Dict[str, Any]:
 
 
 def _load_system_spec(path: Path):
-    """The spec without its free_energy section, validated by :func:`openmlip.md.spec.load_spec`."""
-    import yaml
+    """The spec, validated by :func:`openmlip.md.spec.load_spec` (which allows the free_energy key)."""
+    from ..md.spec import load_spec
 
-    from ..md.spec import SpecError, load_spec
-
-    try:
-        return load_spec(path)
-    except SpecError as exc:
-        if "free_energy" not in str(exc):
-            raise
-    # load_spec does not know the section yet: validate the rest from a copy beside the spec (same folder,
-    # so that the spec's relative paths resolve), then point the result at the real file
-    raw = yaml.safe_load(path.read_text())
-    raw.pop("free_energy", None)
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".fe-", suffix=".yaml")
-    except OSError:
-        raise ConfigError(f"{path}: openmlip.md.spec.load_spec rejects the free_energy key; add 'free_energy' to "
-                          "its allowed top-level keys") from None
-    try:
-        with os.fdopen(fd, "w") as fh:
-            yaml.safe_dump(raw, fh, sort_keys=False)
-        spec = load_spec(tmp)
-    finally:
-        os.unlink(tmp)
-    return dataclasses.replace(spec, path=path.resolve())
+    return load_spec(path)
 
 
 def load_fe_spec(path: Union[str, Path]) -> FESpec:
@@ -207,24 +181,6 @@ def load_fe_spec(path: Union[str, Path]) -> FESpec:
     return spec
 
 
-@contextlib.contextmanager
-def _interpolating():
-    """openmm-ml's ``MLPotential.createMixedSystem`` with ``interpolate=True`` (until build_system takes it)."""
-    from openmmml import MLPotential
-
-    original = MLPotential.createMixedSystem
-
-    def create(self, topology, system, atoms, *args, **kwargs):
-        kwargs["interpolate"] = True
-        return original(self, topology, system, atoms, *args, **kwargs)
-
-    MLPotential.createMixedSystem = create
-    try:
-        yield
-    finally:
-        MLPotential.createMixedSystem = original
-
-
 def build_leg(spec: FESpec, leg: str, potential: Optional[str] = None) -> Dict[str, Any]:
     """The interpolating ML/MM System of a leg (``lambda_interpolate``: 0 = MM, 1 = ML/MM), built by the
     same route as ``openmlip md`` (:func:`openmlip.md.system.build_system`)."""
@@ -235,11 +191,7 @@ def build_leg(spec: FESpec, leg: str, potential: Optional[str] = None) -> Dict[s
     leg_spec = spec.leg_spec(leg)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The .grad attribute of a Tensor that is not a leaf")
-        if "interpolate" in inspect.signature(md_system.build_system).parameters:
-            built = md_system.build_system(leg_spec, potential, interpolate=True)
-        else:
-            with _interpolating():
-                built = md_system.build_system(leg_spec, potential)
+        built = md_system.build_system(leg_spec, potential, interpolate=True)
     built["spec"] = leg_spec
     return built
 

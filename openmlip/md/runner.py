@@ -37,7 +37,6 @@ import threading
 import time
 import warnings
 import zipfile
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np

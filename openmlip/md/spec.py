@@ -202,7 +202,7 @@ def load_spec(path: Union[str, Path]) -> SystemSpec:
         raise SpecError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
     f = str(p)
     raw = _check_keys(raw, ("name", "description", "structure", "forcefield", "nonbonded", "box_nm", "ml", "md",
-                            "smoke", "analysis", "expected"), f)
+                            "smoke", "analysis", "expected", "free_energy"), f)
     for key in ("name", "structure", "ml"):
         if key not in raw:
             raise _err(f, f"missing required key {key!r}")

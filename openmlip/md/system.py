@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -23,7 +22,6 @@ import openmm.app as app
 import openmm.unit as u
 
 from .._io import atomic_path
-from ..errors import SelectionError
 from .runner import MDRunner
 from .spec import SpecError, SystemSpec, load_spec
 
@@ -134,10 +132,12 @@ def _structure(spec: SystemSpec):
     return top, pos, box, None
 
 
-def build_system(spec: SystemSpec, potential: Optional[str] = None, backend: str = "torchforce") -> Dict[str, Any]:
+def build_system(spec: SystemSpec, potential: Optional[str] = None, backend: str = "torchforce",
+                 interpolate: bool = False) -> Dict[str, Any]:
     """An OpenMM System for the spec: whole-system ML or ML/MM through openmm-ml's ``MLPotential``.
 
-    ``potential`` overrides ``ml.potential`` (an installed potential name or a model file).
+    ``potential`` overrides ``ml.potential`` (an installed potential name or a model file); ``interpolate``
+    builds the ML/MM System with openmm-ml's ``lambda_interpolate`` (MM at 0, ML/MM at 1: :mod:`openmlip.fe`).
     """
     import mdtraj
     from openmmml import MLPotential
@@ -185,7 +185,7 @@ def build_system(spec: SystemSpec, potential: Optional[str] = None, backend: str
         if mm_system is None:
             raise SpecError(f"{spec.path}: embedding {ml['embedding']!r} needs an MM force field for the rest "
                             "(forcefield: for a PDB, a prmtop otherwise)")
-        system = mlp.createMixedSystem(top, mm_system, atoms, embedding=ml["embedding"], **args)
+        system = mlp.createMixedSystem(top, mm_system, atoms, embedding=ml["embedding"], interpolate=interpolate, **args)
     return {"topology": top, "positions": pos * u.nanometer, "box": box, "system": system, "ml_atoms": atoms,
             "mdtraj_topology": md_top, "potential": name}
 
