@@ -55,6 +55,9 @@ class FESpec:
     def fe_settings(self, smoke: bool = False, **overrides) -> FESettings:
         d = dict(self.settings)
         if smoke:
+            if {"windows", "lambdas"} & set(self.smoke):  # the smoke schedule replaces the full one
+                d.pop("windows", None)
+                d.pop("lambdas", None)
             d.update(self.smoke)
         d.update({k: v for k, v in overrides.items() if v is not None})
         return _settings(d, f"{self.path}: free_energy.{'smoke' if smoke else 'settings'}")
