@@ -185,6 +185,11 @@ def build_system(spec: SystemSpec, potential: Optional[str] = None, backend: str
         if mm_system is None:
             raise SpecError(f"{spec.path}: embedding {ml['embedding']!r} needs an MM force field for the rest "
                             "(forcefield: for a PDB, a prmtop otherwise)")
+        if interpolate:
+            # keep the MM System's constraints inside the ML region at both end states: the MM System has no bond
+            # terms for constrained bonds, so removing the constraints (openmm-ml's default) would leave λ = 0
+            # with unbound hydrogens (they fall onto their heavy atom during minimisation)
+            args["removeConstraints"] = False
         system = mlp.createMixedSystem(top, mm_system, atoms, embedding=ml["embedding"], interpolate=interpolate, **args)
     return {"topology": top, "positions": pos * u.nanometer, "box": box, "system": system, "ml_atoms": atoms,
             "mdtraj_topology": md_top, "potential": name}

@@ -17,8 +17,6 @@ every window and switch batch is its own job.
 """
 from pathlib import Path
 
-FE = config.get("fe") or {}
-FE_SYSTEMS = {system_id(s): s for s in FE.get("systems", [])}
 FE_SMOKE = "--smoke" if FE.get("smoke") else ""
 FE_OPTIONS = " ".join(
     x
@@ -28,26 +26,6 @@ FE_OPTIONS = " ".join(
     )
     if x
 )
-
-
-def fe_spec_file(wildcards):
-    path = FE_SYSTEMS[wildcards.system]
-    return path if path.endswith(".yaml") else f"{path}/system.yaml"
-
-
-def fe_unit_files(wildcards):
-    """Every unit file of one system (all legs): windows and switch batches."""
-    from openmlip.fe.engine import DIRECTIONS
-    from openmlip.fe.spec import load_fe_spec
-
-    spec = load_fe_spec(fe_spec_file(wildcards))
-    s = spec.fe_settings(bool(FE.get("smoke")))
-    root = f"{OUT}/fe/{wildcards.system}"
-    files = []
-    for leg in spec.legs:
-        files += [f"{root}/{leg}/windows/window-{k:03d}.npz" for k in range(len(s.lambdas))]
-        files += [f"{root}/{leg}/switches/{d}-{b:03d}.npz" for d in DIRECTIONS for b in range(s.n_batches)]
-    return files
 
 
 rule fe_window:
