@@ -24,15 +24,6 @@ from .openmm import OpenMMPotential, create_force
 DEFAULT_STRUCTURE = Path(__file__).resolve().parent.parent / "systems" / "ammonium-cluster" / "structure.xyz"
 
 
-def _topology(symbols):
-    top = app.Topology()
-    chain = top.addChain()
-    res = top.addResidue("MOL", chain)
-    for k, s in enumerate(symbols):
-        top.addAtom(f"{s}{k}", app.Element.getBySymbol(s), res)
-    return top
-
-
 DEFAULT_POTENTIAL = "openmlip-xtb-v3"
 
 
@@ -73,11 +64,10 @@ def run_demo(out: Path, steps: int = 200, threads: int = 1, seed: int = 0, struc
     z = atoms.numbers.tolist()
     model_path = _model_file(model, out, seed)
     module, meta = load_model(model_path)
-    topology = _topology(atoms.get_chemical_symbols())
-    from .md.system import _add_bonds
+    from .md.system import xyz_topology
     from .openmm.mlpotential import infer_formal_charges
 
-    _add_bonds(topology, atoms)  # covalent bonds place the ion's charge on its atom (+1 on N of NH4+)
+    topology = xyz_topology(atoms)  # covalent bonds place the ion's charge on its atom (+1 on N of NH4+)
     formal = infer_formal_charges(topology, list(range(len(z))), charge)
     pot = OpenMMPotential(module, z, total_charge=charge, formal_charges=formal, dtype=torch.float32, cutoff=meta["cutoff"])
     system = openmm.System()

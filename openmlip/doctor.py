@@ -37,7 +37,7 @@ class _Square(torch.nn.Module):
         return (positions**2).sum()
 
 
-def _torchforce_works(platform_name: str) -> Optional[str]:
+def torchforce_works(platform_name: str) -> Optional[str]:
     """None if a TorchForce evaluates E = Σx² correctly on the platform, else the error."""
     from ._plugins import import_openmmtorch
 
@@ -101,7 +101,7 @@ def run_checks() -> Report:
     rep.torch_plugins = [asdict(s) for s in torch_plugin_status()]
     names = [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
     for name in names:
-        err = _torchforce_works(name)
+        err = torchforce_works(name)
         rep.platforms[name] = {"available": True, "torch_plugin": err is None, "error": err}
         if err is not None:
             msg = f"TorchForce does not run on the {name} platform ({err})."

@@ -125,15 +125,12 @@ def test_runner_with_shipped_potential_full_ml_cluster(tmp_path):
 
     import openmlip  # noqa: F401
     from openmlip.analysis import compute_bond_lengths
-    from openmlip.demo import _topology
     from openmlip.md import MDRunner
+    from openmlip.md.system import xyz_topology
     from openmmml import MLPotential
 
     atoms = read(str(SYSTEMS / "ammonium-cluster" / "structure.xyz"))
-    top = _topology(atoms.get_chemical_symbols())
-    from openmlip.md.system import _add_bonds
-
-    _add_bonds(top, atoms)  # bonds let the plugin put the +1 on N, as in the training data
+    top = xyz_topology(atoms)  # bonds let the plugin put the +1 on N, as in the training data
     system = MLPotential("openmlip-xtb-v3").createSystem(top, charge=1)
     runner = MDRunner(system, top, atoms.positions / 10.0, tmp_path, timestep_fs=0.5, report_interval=20,
                       checkpoint_interval=100, platform="CPU")

@@ -68,7 +68,7 @@ def choose_platform(forced: Optional[str] = None, threads: int = 1) -> Tuple[ope
 
     Returns (platform, properties, reasons): one line per platform considered.
     """
-    from ..doctor import _torchforce_works
+    from ..doctor import torchforce_works
 
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ConfigError(f"threads={threads!r}: the number of CPU threads must be a positive integer (e.g. 1)")
@@ -81,7 +81,7 @@ def choose_platform(forced: Optional[str] = None, threads: int = 1) -> Tuple[ope
         if name not in names:
             reasons.append(f"{name}: not installed or no device")
             continue
-        err = _torchforce_works(name)
+        err = torchforce_works(name)
         if err is not None:
             reasons.append(f"{name}: present but openmm-torch does not run on it ({err})")
             if forced:

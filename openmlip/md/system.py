@@ -44,17 +44,18 @@ def _select(spec: SystemSpec, md_top, selection, where: str) -> List[int]:
     return [int(i) for i in idx]
 
 
-def _add_bonds(top, atoms) -> None:
-    """Bonds of an xyz structure from covalent radii (1.2× their sum), so trajectories carry them."""
-    from ase.data import covalent_radii
+def xyz_topology(atoms) -> app.Topology:
+    """A one-residue Topology of an ASE ``Atoms`` with its covalent bonds, found by the same rule as the ASE
+    calculator's formal charges (:func:`openmlip.charges.bonds_from_positions`), so trajectories carry them and
+    the OpenMM route infers the same formal charges (+1 on the N of NH4+)."""
+    from ..charges import bonds_from_positions
 
-    r = covalent_radii[atoms.numbers]
-    d = atoms.get_all_distances()
-    all_atoms = list(top.atoms())
-    for i in range(len(atoms)):
-        for j in range(i + 1, len(atoms)):
-            if d[i, j] < 1.2 * (r[i] + r[j]):
-                top.addBond(all_atoms[i], all_atoms[j])
+    top = app.Topology()
+    res = top.addResidue("MOL", top.addChain())
+    added = [top.addAtom(f"{s}{k}", app.Element.getBySymbol(s), res) for k, s in enumerate(atoms.get_chemical_symbols())]
+    for i, j in bonds_from_positions(atoms.numbers, atoms.positions):
+        top.addBond(added[i], added[j])
+    return top
 
 
 def relax_with_mm(topology, positions, forcefield, steps: int = 1000, seed: int = 0, cutoff_nm: float = 0.7):
@@ -119,11 +120,8 @@ def _structure(spec: SystemSpec):
         return top, pos, box, system
     from ase.io import read
 
-    from ..demo import _topology
-
     atoms = read(str(path))
-    top = _topology(atoms.get_chemical_symbols())
-    _add_bonds(top, atoms)
+    top = xyz_topology(atoms)
     pos = atoms.positions * 0.1
     box = None
     if spec.box_nm is not None:

@@ -10,7 +10,7 @@ from openmmml.embeddings import utilities
 
 from ..errors import SelectionError
 from .embedding import EmbeddedPotential
-from .forces import create_force
+from .forces import copy_model, create_force
 
 LAMBDA = "lambda_interpolate"
 
@@ -52,9 +52,7 @@ def create_electrostatic_system(impl, topology, system, atoms: List[int], forceG
         elif isinstance(force, openmm.CustomNonbondedForce):
             utilities.addCustomNonbondedExclusions(force, atoms)
     cutoff = float(args.get("embeddingCutoff", cutoff_nm))
-    from .mlpotential import _copy_model
-
-    pot = EmbeddedPotential(_copy_model(impl.model), z, mm_indices, mm_charges, embedding_cutoff=cutoff,
+    pot = EmbeddedPotential(copy_model(impl.model), z, mm_indices, mm_charges, embedding_cutoff=cutoff,
                             damping=float(args.get("embeddingDamping", 0.5)), **kwargs)
     impl._check_box(pot, system)  # the MM System's own box (the test of a too-small box relies on it)
     backend = args.get("backend") or "torchforce"

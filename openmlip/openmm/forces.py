@@ -7,6 +7,8 @@
 """
 from __future__ import annotations
 
+import copy
+import warnings
 from typing import Optional
 
 import numpy as np
@@ -108,3 +110,10 @@ def create_force(potential: OpenMMPotential, backend: str = "torchforce", use_cu
     if backend == "pythonforce":
         return create_python_force(potential, device)
     raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+
+
+def copy_model(model):
+    """A deep copy of a scripted model, without torch's warning about reading ``.grad`` of its buffers."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The .grad attribute of a Tensor that is not a leaf")
+        return copy.deepcopy(model)

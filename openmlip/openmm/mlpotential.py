@@ -43,7 +43,6 @@ The charge state is resolved by :func:`openmlip.charges.resolve_charge_state`, a
 """
 from __future__ import annotations
 
-import copy
 import difflib
 import operator
 import warnings
@@ -67,8 +66,7 @@ from ..charges import (check_formal, formal_charges_from_bonds, integral_sum, re
 from ..deploy import load_model
 from ..errors import ChargeError, ConfigError, ModelFileError, SelectionError, UnsupportedElementError
 from ..nn.embedding import SpeciesIndex
-from .forces import BACKENDS, create_force
-from ._factory import OpenMLIPPotentialImplFactory  # noqa: F401  (re-exported: the entry point's class)
+from .forces import BACKENDS, copy_model, create_force
 from .module import OpenMMPotential
 from .registry import ENTRY_POINT_GROUP, model_path, shipped_models  # noqa: F401
 
@@ -183,13 +181,6 @@ def torchforce_clones_safely() -> bool:
     return tuple(int(v) for v in openmm.__version__.split(".")[:2]) < (8, 6)
 
 
-def _copy_model(model):
-    """A deep copy of a scripted model, without torch's warning about reading ``.grad`` of its buffers."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The .grad attribute of a Tensor that is not a leaf")
-        return copy.deepcopy(model)
-
-
 class OpenMLIPPotentialImpl(MLPotentialImpl):
     """``MLPotential('openmlip', modelPath=...)`` or ``MLPotential('<installed potential>')``.
 
@@ -276,7 +267,7 @@ class OpenMLIPPotentialImpl(MLPotentialImpl):
         # forces computed in-graph (setOutputsForces): measured 9.2 vs 10.3 ms/step for alanine dipeptide
         # on the CPU platform (docs/openmm.md); `outputForces=False` lets openmm-torch differentiate instead
         kwargs["output_forces"] = bool(args.get("outputForces", backend == "torchforce"))
-        pot = OpenMMPotential(_copy_model(self.model), z, **kwargs)
+        pot = OpenMMPotential(copy_model(self.model), z, **kwargs)
         self._check_box(pot, system, topology)
         if backend == "torchforce" and system.getNumParticles() == 0 and not torchforce_clones_safely():
             # openmm-ml's interpolation (InterpolationHelper) builds ML terms in an empty System and then
