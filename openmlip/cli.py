@@ -1,4 +1,4 @@
-"""Command line: ``openmlip doctor | demo | data generate | train | deploy | md | run | analyze | plugin | fe``."""
+"""Command line: ``openmlip doctor | demo | data generate | train | deploy | import | md | run | analyze | plugin | fe``."""
 from __future__ import annotations
 
 import argparse
@@ -78,6 +78,29 @@ def _cmd_deploy(args) -> int:
 
     meta = deploy_run(args.run, args.output)
     print(f"model file {args.output}: {meta['architecture']}, elements {', '.join(meta['elements'])}, cutoff {meta['cutoff']} Å")
+    return 0
+
+
+def _type_map(items: Optional[List[str]]) -> dict:
+    out = {}
+    for item in items or []:
+        name, sep, sym = item.partition("=")
+        if not sep or not name or not sym:
+            raise ConfigError(f"--type-map {item!r}: write TYPE=ELEMENT, e.g. --type-map Cw=C")
+        out[name] = sym
+    return out
+
+
+def _cmd_import(args) -> int:
+    from .imports import import_model
+
+    meta = import_model(args.source, args.output, framework=args.framework, length_unit=args.length_unit,
+                        energy_unit=args.energy_unit, type_map=_type_map(args.type_map), head=args.head)
+    imp = meta["imported"]
+    version = imp.get("framework_version") or "version unknown"
+    print(f"model file {args.output}: {meta['architecture']} ({imp['framework']} {version}), elements "
+          f"{', '.join(meta['elements'])}, cutoff {meta['cutoff']:g} Å, {meta['dtype']}; no partial charges "
+          "(mechanical embedding only)")
     return 0
 
 
@@ -246,6 +269,18 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("run", help="training output folder (holds best.pt)")
     dp.add_argument("-o", "--output", default="model.pt", help="model file to write (default model.pt)")
     dp.set_defaults(func=_cmd_deploy)
+    im = sub.add_parser("import", help="turn a nequip/Allegro or MACE TorchScript model into an openmlip model file",
+                        description="turn a trained model of another framework into an openmlip model file (docs/import.md)")
+    im.add_argument("source", help="nequip-compile --mode torchscript output (*.nequip.pth) or a scripted MACE model (.pt)")
+    im.add_argument("output", help="openmlip model file to write (.pt)")
+    im.add_argument("--framework", choices=["nequip", "mace"], help="default: detected from the file")
+    im.add_argument("--length-unit", default="Angstrom", choices=["Angstrom", "nm", "bohr"],
+                    help="length unit the model was trained in (nequip; default Angstrom)")
+    im.add_argument("--energy-unit", default="eV", choices=["eV", "kJ/mol", "kcal/mol", "hartree"],
+                    help="energy unit the model was trained in (nequip; default eV)")
+    im.add_argument("--type-map", nargs="*", metavar="TYPE=ELEMENT", help="element of each custom nequip atom type")
+    im.add_argument("--head", help="MACE head (default: the model's last, as MACE's calculators)")
+    im.set_defaults(func=_cmd_import)
     an = sub.add_parser("analyze", help="bond lengths, RDFs and MSD of a trajectory: CSV/JSON, PNG plots, Markdown report")
     an.add_argument("trajectory", help="trajectory (mdtraj HDF5 .h5 carries its topology; DCD/XTC need --top)")
     an.add_argument("--top", help="topology file for DCD/XTC trajectories")

@@ -48,6 +48,15 @@ def model_metadata(model: torch.nn.Module, **extra: Any) -> Dict[str, Any]:
     return meta
 
 
+def cast_model(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """``model`` in ``dtype``: cast only when its parameters are in another dtype, so that a model that keeps
+    some buffers in float64 on purpose (nequip's per-type energy shifts, say) is left as it was built."""
+    for p in model.parameters():
+        if p.is_floating_point():
+            return model if p.dtype == dtype else model.to(dtype)
+    return model.to(dtype)
+
+
 def save_model(model: torch.nn.Module, path: Union[str, Path], **metadata: Any) -> Dict[str, Any]:
     """Script ``model`` and write it with its metadata to ``path`` (atomically).
 

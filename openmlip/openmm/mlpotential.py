@@ -290,6 +290,11 @@ class OpenMLIPPotentialImpl(MLPotentialImpl):
             return self._mechanical(topology, system, atoms, forceGroup, interpolate, returnInfo, args)
         if embedding != "electrostatic":
             raise ConfigError(f"unknown openmlip embedding {embedding!r}; choose 'mechanical' or 'electrostatic'")
+        if "imported" in self.metadata:
+            raise ConfigError(
+                f"{self.model_path}: a model imported from {self.metadata['imported'].get('framework')} predicts no "
+                "partial charges, so it has no electrostatic embedding; use embedding='mechanical' (the ML region "
+                "keeps its MM charges for ML-MM interactions)")
         from .electrostatic_system import create_electrostatic_system
 
         args = self._args(args, ARGUMENTS + ELECTROSTATIC_ARGUMENTS, "createMixedSystem(embedding='electrostatic')")

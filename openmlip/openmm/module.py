@@ -21,6 +21,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 
 from .. import units
+from ..deploy import cast_model
 from ..errors import BoxError, GeometryError, SelectionError
 from ..nn.embedding import check_elements
 from ..nn.neighbors import brute_force_pairs, cell_list_pairs, coincident, coincident_error
@@ -122,7 +123,7 @@ class OpenMMPotential(torch.nn.Module):
             raise SelectionError("the ML region is empty; select at least one atom")
         if neighbor_method not in ("auto", "brute", "cell"):
             raise ValueError(f"neighbor_method must be 'auto', 'brute' or 'cell', got {neighbor_method!r}")
-        self.model = model.to(dtype)
+        self.model = cast_model(model, dtype)
         self.dtype = dtype
         self.cutoff = float(cutoff if cutoff is not None else getattr(model, "cutoff"))
         #: the periodic box must be at least twice this wide (Å); subclasses with a longer-ranged term raise it
