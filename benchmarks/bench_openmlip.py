@@ -30,6 +30,12 @@ def model_file(name: str) -> tuple:
 
     if name.startswith("openmlip-"):
         return name, None
+    if name.startswith("imported:"):  # a foreign framework's deployment file, through `openmlip import`
+        from openmlip.imports import import_model
+
+        path = Path(tempfile.mkdtemp()) / "imported.pt"
+        import_model(name.split(":", 1)[1], path)
+        return "openmlip", str(path)
     arch, _, size = name.partition("-")
     torch.manual_seed(0)
     path = Path(tempfile.mkdtemp()) / "model.pt"
@@ -70,7 +76,8 @@ def main():
         built = benchmark_system(args.system, add_ml)
     res = time_md(built, warmup=args.warmup, steps=args.steps, threads=args.threads, budget_s=args.budget,
                   openmm_threads=args.openmm_threads)
-    emit({"model": "pure MM" if args.model == "mm" else f"openmlip {args.model}",
+    emit({"model": "pure MM" if args.model == "mm" else f"openmlip {args.model}" if not args.model.startswith("imported:")
+          else f"openmlip import of {Path(args.model.split(':', 1)[1]).name}",
           "route": "MM" if args.model == "mm" else args.backend, "system": args.system, "atoms": built["atoms"],
           "threads": {"torch": args.threads, "openmm": args.openmm_threads or args.threads}, **res, "machine": machine()})
 

@@ -89,9 +89,16 @@ def nequip_calculator(compiled):
 
 
 def nequip_reference(compiled, atoms):
+    """nequip's own calculator, in the global state nequip sets for itself (default dtype float64: its ``from_ase``
+    builds positions in the default dtype) and restores for the rest of the process afterwards."""
     a = atoms.copy()
     a.calc = nequip_calculator(str(compiled))
-    return float(a.get_potential_energy()), np.asarray(a.get_forces())
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        return float(a.get_potential_energy()), np.asarray(a.get_forces())
+    finally:
+        torch.set_default_dtype(default)
 
 
 def mace_reference(dtype):

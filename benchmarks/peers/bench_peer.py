@@ -202,6 +202,8 @@ def main():
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--budget", type=float, default=None, help="seconds: measure fewer steps (>= 3) for slow models")
+    ap.add_argument("--export", help="write the model in its framework's deployment format to this file and exit "
+                                     "(nequip/allegro: what nequip-compile --mode torchscript writes; MACE: scripted)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from openmmml import MLPotential
@@ -212,6 +214,9 @@ def main():
         model, cutoff = build_nequip(args.model)
     else:
         model, cutoff = build_tensornet()
+    if args.export:
+        export(model, args.model, args.export)
+        return
     tmp = Path(tempfile.mkdtemp())
 
     def add_ml(top, mm, atoms):
@@ -260,6 +265,24 @@ def main():
                   openmm_threads=args.openmm_threads)
     emit({"model": args.model, "route": args.route, "system": args.system, "atoms": built["atoms"],
           "threads": {"torch": args.threads, "openmm": args.openmm_threads or args.threads}, **res, "machine": machine()})
+
+
+def export(model, name: str, path: str) -> None:
+    """The framework's own deployment file of ``model`` (for ``openmlip import``)."""
+    if name in ("nequip", "allegro"):
+        from nequip.model.inference_models.torchscript import save_torchscript_model
+        from nequip.utils.global_state import get_latest_global_state
+
+        metadata = dict(model.metadata)
+        metadata.update(get_latest_global_state(only_metadata_related=True))
+        metadata = {k: str(int(v)) if isinstance(v, bool) else v for k, v in metadata.items()}
+        save_torchscript_model(model, metadata, path, "cpu")  # as nequip-compile --mode torchscript does
+    elif name.startswith("mace"):
+        from e3nn.util import jit
+
+        torch.jit.save(jit.compile(model), path)  # as MACE's LAMMPS/OpenMM exports script it
+    else:
+        raise SystemExit(f"--export supports nequip, allegro and mace models, not {name}")
 
 
 def _strip_ml(mm, atoms):
