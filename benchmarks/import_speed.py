@@ -29,7 +29,10 @@ sys.path.insert(0, str(HERE))
 from speed import PEERS, run_case  # noqa: E402
 
 SYSTEMS = ["ala2-vacuum", "water-648", "ala2-mlmm"]
-FRAMEWORKS = [("nequip", None), ("allegro", None), ("mace-off23-small", PEERS / ".venv-mace")]
+# (model, venv that exports it, venv of openmm-ml's route). openmm-ml 1.8's nequip route needs openmm >= 8.6 for
+# ML/MM (PythonForce.setParticles), so it runs in the nequip peer venv (openmm 8.6.1) when that exists.
+FRAMEWORKS = [("nequip", None, PEERS / ".venv-nequip"), ("allegro", None, PEERS / ".venv-nequip"),
+              ("mace-off23-small", PEERS / ".venv-mace", PEERS / ".venv-mace")]
 MARK = ("<!-- import-speed:start -->", "<!-- import-speed:end -->")
 
 
@@ -46,7 +49,7 @@ def export(model: str, venv, path: Path) -> bool:
 def table(records) -> str:
     by = {(r["label"], r["system"]): r for r in records}
     lines = ["| model | route | " + " | ".join(SYSTEMS) + " |", "| --- | --- |" + " --- |" * len(SYSTEMS)]
-    for model, _ in FRAMEWORKS:
+    for model, _, _ in FRAMEWORKS:
         for route in ("openmm-ml", "openmlip import"):
             cells = []
             for s in SYSTEMS:
@@ -96,27 +99,42 @@ def main(argv=None):
     ap.add_argument("--systems", nargs="*", default=SYSTEMS)
     ap.add_argument("--out", default=str(HERE / "results" / "import_speed.jsonl"))
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--append", action="store_true", help="keep --out's records (replacing re-measured cases)")
+    ap.add_argument("--models", nargs="*", help="only these models")
+    ap.add_argument("--routes", nargs="*", default=["openmm-ml", "openmlip import"])
     args = ap.parse_args(argv)
     out = Path(args.out)
     if not args.report_only:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text("")
+        if not args.append:
+            out.write_text("")
         tmp = Path(tempfile.mkdtemp())
-        for model, venv in FRAMEWORKS:
+        for model, venv, mlvenv in FRAMEWORKS:
+            if args.models and model not in args.models:
+                continue
             if venv is not None and not (venv / ".ok").exists():
                 print(f"skip {model}: {venv} missing (bash benchmarks/peers/setup.sh)")
                 continue
+            if not (mlvenv / ".ok").exists():
+                mlvenv = venv
             path = tmp / (f"{model}.nequip.pth" if venv is None else f"{model}.pt")
             if not export(model, venv, path):
                 continue
             for system in args.systems:
-                run_case(f"{model} (openmm-ml)", venv,
-                         [str(PEERS / "bench_peer.py"), "--model", model, "--route", "openmm-ml"],
-                         system, 1, args.steps, args.budget, out)
-                run_case(f"{model} (openmlip import)", None,
-                         [str(HERE / "bench_openmlip.py"), "--model", f"imported:{path}"],
-                         system, 1, args.steps, args.budget, out)
-    records = [json.loads(ln) for ln in out.read_text().splitlines() if ln.strip()]
+                if "openmm-ml" in args.routes:
+                    run_case(f"{model} (openmm-ml)", mlvenv,
+                             [str(PEERS / "bench_peer.py"), "--model", model, "--route", "openmm-ml"],
+                             system, 1, args.steps, args.budget, out)
+                if "openmlip import" in args.routes:
+                    run_case(f"{model} (openmlip import)", None,
+                             [str(HERE / "bench_openmlip.py"), "--model", f"imported:{path}"],
+                             system, 1, args.steps, args.budget, out)
+    records = {}
+    for ln in out.read_text().splitlines():  # the last record of each case wins
+        if ln.strip():
+            r = json.loads(ln)
+            records[(r["label"], r["system"])] = r
+    records = list(records.values())
     print(table(records))
     write_report(records, args.budget)
 

@@ -128,7 +128,11 @@ packages = ["{package}"]
     card = [f"# Model card: `{name}`", "", description or "(no description given)", "",
             "| field | value |", "| --- | --- |",
             f"| architecture | {meta['architecture']} |",
-            f"| aggregation | {meta.get('config', {}).get('aggregation', 'not recorded')} |",
+            *([f"| imported from | {' '.join(filter(None, [meta['imported']['framework'], meta['imported'].get('framework_version')]))}: "
+               f"`{Path(meta['imported']['source']).name}` (sha256 `{meta['imported']['source_sha256']}`), "
+               f"trained in {meta['imported']['length_unit']}/{meta['imported']['energy_unit']} |"]
+              if "imported" in meta else
+              [f"| aggregation | {meta.get('config', {}).get('aggregation', 'not recorded')} |"]),
             f"| elements | {', '.join(meta['elements'])} |",
             f"| cutoff | {meta['cutoff']} Å |", f"| dtype | {meta['dtype']} |",
             f"| partial charges | {meta['charges']} |", f"| electrostatics | {meta['electrostatics']} |",

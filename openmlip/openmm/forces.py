@@ -19,6 +19,8 @@ import openmm
 from .module import EnergyForcesModule, EnergyModule, OpenMMPotential, ScaledOpenModule, ScaledPeriodicModule
 
 BACKENDS = ("torchforce", "pythonforce")
+#: openmm-torch's ``CUDAGraphWarmupSteps`` when CUDA graphs are on
+CUDA_GRAPH_WARMUP_STEPS = 10
 
 
 def create_torch_force(potential: OpenMMPotential, use_cuda_graphs: bool = False, scale_parameter: Optional[str] = None):
@@ -50,6 +52,8 @@ def create_torch_force(potential: OpenMMPotential, use_cuda_graphs: bool = False
     force.setOutputsForces(potential.output_forces)
     if use_cuda_graphs:
         force.setProperty("useCUDAGraphs", "true")
+        # openmm-torch runs the module this many times before capturing (lazy allocations, autotuning)
+        force.setProperty("CUDAGraphWarmupSteps", str(CUDA_GRAPH_WARMUP_STEPS))
     return force
 
 
