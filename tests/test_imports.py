@@ -308,3 +308,30 @@ except openmm.OpenMMException as exc:
     res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "typed: ML particles 1 and 2 are closer than 1e-4" in res.stdout
+
+
+def test_energy_only_torchforce_equals_forces_output(mace_models):
+    """``outputForces=False`` (openmm-torch differentiates the energy after freezing the module) gives the
+    framework's forces too: the imported energy's gradient survives torch.jit.freeze (which drops detach)."""
+    atoms = structures()[2]
+    from openmmml import MLPotential
+
+    from openmlip.md.system import xyz_topology
+
+    top = xyz_topology(atoms)
+    top.setPeriodicBoxVectors(np.asarray(atoms.cell) * units.ANGSTROM_TO_NM)
+    pot = MLPotential("openmlip", modelPath=str(mace_models["float64"]))
+    got = []
+    for output_forces in (True, False):
+        system = pot.createSystem(top, charge=0, formalCharges=[0.0] * len(atoms), precision="double",
+                                  outputForces=output_forces)
+        ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("CPU"))
+        ctx.setPeriodicBoxVectors(*(np.asarray(atoms.cell) * units.ANGSTROM_TO_NM))
+        for _ in range(2):  # a second evaluation must not reuse a freed graph
+            ctx.setPositions(atoms.positions * units.ANGSTROM_TO_NM)
+            st = ctx.getState(getEnergy=True, getForces=True)
+        got.append((st.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole),
+                    np.asarray(st.getForces(asNumpy=True).value_in_unit(u.kilojoule_per_mole / u.nanometer))))
+    (e1, f1), (e2, f2) = got
+    assert abs(e1 - e2) < 1e-9 * abs(e1)
+    assert np.abs(f1 - f2).max() < 1e-9 * np.abs(f1).max()

@@ -42,18 +42,20 @@ class MACEModel(torch.nn.Module):
         pos, cell, edge_index, shift = single_structure_inputs(data, self.cutoff)
         n = pos.shape[0]
         dtype = self.dtype_probe.dtype
-        p = pos.detach().to(dtype)
-        if cell is not None:
-            unit_shifts = integer_shifts(shift, cell).to(dtype)
-            c = cell.detach().to(dtype)
-        else:
-            unit_shifts = torch.zeros((edge_index.shape[1], 3), dtype=dtype, device=pos.device)
-            c = torch.zeros((3, 3), dtype=dtype, device=pos.device)
+        with torch.no_grad():  # inputs without autograd history (not detach: see shell.energy_with_forces)
+            p = pos.to(dtype)
+            sh = shift.to(dtype)
+            if cell is not None:
+                unit_shifts = integer_shifts(shift, cell).to(dtype)
+                c = cell.to(dtype)
+            else:
+                unit_shifts = torch.zeros((edge_index.shape[1], 3), dtype=dtype, device=pos.device)
+                c = torch.zeros((3, 3), dtype=dtype, device=pos.device)
         inp: Dict[str, torch.Tensor] = {
             "positions": p,
             "node_attrs": torch.nn.functional.one_hot(self.species(data["atomic_numbers"]), self.num_elements).to(dtype),
             "edge_index": edge_index,
-            "shifts": shift.detach().to(dtype),
+            "shifts": sh,
             "unit_shifts": unit_shifts,
             "cell": c,
             "batch": torch.zeros(n, dtype=torch.long, device=pos.device),
@@ -65,9 +67,7 @@ class MACEModel(torch.nn.Module):
         f = out["forces"]
         a = out["node_energy"]
         assert e is not None and f is not None and a is not None
-        energy = e.reshape(-1).to(pos.dtype)
-        atomic = a.reshape(-1).to(pos.dtype)
-        return outputs(pos, energy, f.to(pos.dtype), atomic, input_charges(data, n, pos.dtype, pos.device), compute_forces)
+        return outputs(pos, e.reshape(-1), f, a.reshape(-1), input_charges(data, n, pos.dtype, pos.device), compute_forces)
 
 
 def build(path: str, head: str = None):

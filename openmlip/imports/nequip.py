@@ -45,21 +45,30 @@ class NequIPFrameworkModel(torch.nn.Module):
     def forward(self, data: Dict[str, torch.Tensor], compute_forces: bool = True) -> Dict[str, torch.Tensor]:
         pos, cell, edge_index, shift = single_structure_inputs(data, self.cutoff)
         n = pos.shape[0]
+        # inputs without autograd history (no_grad, not detach: see shell.energy_with_forces); nequip's own
+        # calculators pass float64 positions and the model casts to its dtype inside
+        with torch.no_grad():
+            p = pos.to(torch.float64) * self.length_scale
+            c = torch.zeros((1, 3, 3), dtype=torch.float64, device=pos.device)
+            s = torch.zeros((edge_index.shape[1], 3), dtype=torch.float64, device=pos.device)
+            if cell is not None:
+                c = (cell.to(torch.float64) * self.length_scale).reshape(1, 3, 3)
+                s = integer_shifts(shift, cell)
+        if cell is None and bool((shift != 0).any()):
+            raise ConfigError("edge shifts without a cell: pass 'cell' and 'pbc' for a periodic structure")
         inp: Dict[str, torch.Tensor] = {
-            # nequip's own calculators pass float64 positions; the model casts to its dtype inside
-            "pos": pos.detach().to(torch.float64) * self.length_scale,
+            "pos": p,
             "atom_types": self.types.index_select(0, self.species(data["atomic_numbers"])),
             "edge_index": edge_index,
         }
         if cell is not None:
-            inp["cell"] = (cell.detach().to(torch.float64) * self.length_scale).reshape(1, 3, 3)
-            inp["edge_cell_shift"] = integer_shifts(shift, cell)
-        elif bool((shift != 0).any()):
-            raise ConfigError("edge shifts without a cell: pass 'cell' and 'pbc' for a periodic structure")
+            inp["cell"] = c
+            inp["edge_cell_shift"] = s
         out = self.model(inp)
-        energy = out["total_energy"].reshape(-1).to(pos.dtype) * self.energy_scale
-        forces = out["forces"].to(pos.dtype) * (self.energy_scale * self.length_scale)
-        atomic = out["atomic_energy"].reshape(-1).to(pos.dtype) * self.energy_scale
+        with torch.no_grad():
+            energy = out["total_energy"].reshape(-1) * self.energy_scale
+            forces = out["forces"] * (self.energy_scale * self.length_scale)
+            atomic = out["atomic_energy"].reshape(-1) * self.energy_scale
         return outputs(pos, energy, forces, atomic, input_charges(data, n, pos.dtype, pos.device), compute_forces)
 
 
