@@ -41,6 +41,10 @@ class ResumeError(OpenMLIPError, RuntimeError):
     """An output folder holds a run made with different settings; resuming it would mix two runs."""
 
 
+class TrainingDivergedError(OpenMLIPError, ArithmeticError):
+    """The loss or its gradient became non-finite during training (the labels are finite)."""
+
+
 class OutputError(OpenMLIPError, OSError):
     """An output location cannot be written, or writing it would destroy an input."""
 

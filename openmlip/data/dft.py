@@ -16,7 +16,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from ..errors import ResumeError
+from ..errors import DataFileError, ResumeError
 from .generate import read_progress, structure_from_json, structure_to_json, write_progress
 from .structure import Structure
 
@@ -65,7 +65,7 @@ def relabel(input_path, output, n: int, xc: str = "wb97x", basis: str = "def2-sv
     keys = source_keys or dict(energy_key="xtb_total_energy", gradient_key="xtb_total_gradient", charges_key="xtb_charges")
     structs = [s for s in read_spice(input_path, **keys) if molecules is None or s.name in molecules]
     if not structs:
-        raise ValueError(f"no conformers in {input_path}" + (f" for molecules {molecules}" if molecules else ""))
+        raise DataFileError(f"no conformers in {input_path}" + (f" for molecules {molecules}" if molecules else ""))
     rng = np.random.default_rng(seed)
     by: Dict[str, List[int]] = {}
     for i, s in enumerate(structs):

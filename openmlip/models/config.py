@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Dict, List
 
+from ..errors import ConfigError
 from ..nn.aggregation import AGGREGATIONS
 from ..nn.embedding import normalize_elements
 
@@ -46,20 +47,20 @@ class ModelConfig:
 
     def validate(self) -> None:
         if self.architecture not in ARCHITECTURES:
-            raise ValueError(f"unknown architecture {self.architecture!r}; choose one of {ARCHITECTURES}")
+            raise ConfigError(f"unknown architecture {self.architecture!r}; choose one of {ARCHITECTURES}")
         if self.aggregation not in AGGREGATIONS:
-            raise ValueError(f"unknown aggregation {self.aggregation!r}; choose one of {AGGREGATIONS}")
+            raise ConfigError(f"unknown aggregation {self.aggregation!r}; choose one of {AGGREGATIONS}")
         self.elements = normalize_elements(self.elements)
         for name in ("cutoff", "coulomb_damping", "smoothmax_temperature", "avg_num_neighbors"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
         for name in ("num_channels", "latent_dim", "num_layers", "num_basis"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.l_max <= 3:
-            raise ValueError(f"l_max must be in 0..3, got {self.l_max}")
+            raise ConfigError(f"l_max must be in 0..3, got {self.l_max}")
         if self.electrostatics and not self.charges:
-            raise ValueError("electrostatics needs the charge head: set charges: true")
+            raise ConfigError("electrostatics needs the charge head: set charges: true")
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -69,5 +70,5 @@ class ModelConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"unknown model option(s) {unknown}; known options: {sorted(known)}")
+            raise ConfigError(f"unknown model option(s) {unknown}; known options: {sorted(known)}")
         return cls(**d)

@@ -27,7 +27,7 @@ import torch
 from .._io import atomic_path
 from ..data import Structure, read_extxyz, read_spice
 from ..deploy import file_sha256
-from ..errors import ConfigError, DataFileError, OpenMLIPError, ResumeError
+from ..errors import ConfigError, DataFileError, ResumeError, TrainingDivergedError  # noqa: F401 (re-exported)
 from ..models import build_model
 from ..models.config import ModelConfig
 from ..nn.embedding import SpeciesIndex
@@ -38,10 +38,6 @@ CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
 METRICS = "metrics.csv"
 REPORT = "report.json"
-
-
-class TrainingDivergedError(OpenMLIPError, ArithmeticError):
-    """The loss or its gradient became non-finite during training (the labels are finite)."""
 
 
 # ---------------------------------------------------------------------------------------------- data
