@@ -209,7 +209,9 @@ def write_report(out, res: Dict[str, Any]) -> Path:
                   f"{s['sample_interval']} steps of {s['timestep_fs']:g} fs Langevin MD (friction "
                   f"{s['friction_per_ps']:g}/ps); samples subsampled by each window's statistical inefficiency of "
                   f"ΔU = E_1 − E_0. pymbar's analytic error: {m['err_analytic_kJmol']:.3f} kJ/mol. "
-                  f"Smallest neighbour overlap: {m['min_neighbour_overlap']:.3g} (below ~0.03, add windows)."
+                  f"Smallest neighbour overlap: {m['min_neighbour_overlap']:.3g} "
+                  + ("(**below 0.03: add windows between those λ**)." if m["min_neighbour_overlap"] < 0.03
+                     else "(above 0.03: the windows overlap).")
                   + (" **Neighbouring windows do not overlap: this ΔG is not determined by the data (no error "
                      "bar); add windows or samples.**" if not math.isfinite(m["err_kT"]) else ""), "",
                   "| window | λ | samples (uncorrelated) | g | ⟨ΔU⟩ (kJ/mol) | σ(ΔU) (kJ/mol) | overlap with next |",
