@@ -212,6 +212,14 @@ def test_spec_section_builds_interpolating_mlmm_leg(small_spec):
         assert energy(built["system"], 0.0) == pytest.approx(e_mm, rel=1e-6)
         assert energy(built["system"], 1.0) == pytest.approx(e_ml, rel=1e-6)
         assert energy(built["system"], 0.5) == pytest.approx(0.5 * (e_mm + e_ml), rel=1e-6)
+        # the engine's ΔU (only the forces that carry λ; for the electrostatic embedding one is the TorchForce
+        # itself, λ inside the graph) is the whole System's E(1) - E(0)
+        eng = Engine(built["system"], built["positions"], FESettings(lambdas=[0.0, 1.0], temperature_K=300.0),
+                     box_vectors=built.get("box"), progress=False)
+        ctx = eng._context(0.0, 1)
+        eng.check_linear(ctx, 0.0)
+        e0, e1 = eng.endpoint_energies(ctx, 0.0)
+        assert e1 - e0 == pytest.approx(e_ml - e_mm, rel=1e-6, abs=1e-3)
 
 
 def test_spec_errors(tmp_path, small_spec):

@@ -19,7 +19,6 @@ import torch
 
 import openmlip  # noqa: F401  -- torch before openmm
 import openmm
-import openmm.app as app
 import openmm.unit as u
 
 from openmlip import units

@@ -170,14 +170,24 @@ def load_npz(path, fingerprint: Optional[str] = None) -> Dict[str, Any]:
     return d
 
 
+def _has_lambda(force: openmm.Force) -> bool:
+    n = getattr(force, "getNumGlobalParameters", None)
+    if n is not None:
+        return any(force.getGlobalParameterName(j) == LAMBDA for j in range(n()))
+    # a plugin force (openmm-torch's TorchForce, with λ inside the graph for the electrostatic embedding) reaches
+    # Python as a bare openmm.Force without the accessors: read its global parameters from its XML
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.fromstring(openmm.XmlSerializer.serialize(force))
+    except Exception:  # no serialisation proxy: it cannot carry a parameter we could set either
+        return False
+    return any(p.get("name") == LAMBDA for g in root.iter("GlobalParameters") for p in g)
+
+
 def lambda_forces(system: openmm.System) -> List[int]:
-    """Indices of the forces that have the global parameter ``lambda_interpolate``."""
-    found = []
-    for i, f in enumerate(system.getForces()):
-        n = getattr(f, "getNumGlobalParameters", None)
-        if n is not None and any(f.getGlobalParameterName(j) == LAMBDA for j in range(n())):
-            found.append(i)
-    return found
+    """Indices of the forces that have the global parameter ``lambda_interpolate`` (plugin forces included)."""
+    return [i for i, f in enumerate(system.getForces()) if _has_lambda(f)]
 
 
 class Engine:
@@ -276,7 +286,18 @@ class Engine:
         return e0, e1
 
     def check_linear(self, ctx: openmm.Context, lam_now: float, rel: float = 1e-5) -> None:
+        """Raise :class:`ConfigError` unless E(λ) is linear and the forces found to carry λ are all that
+        change with it (the whole System's E(1) − E(0) equals theirs)."""
         e0, e1 = self.endpoint_energies(ctx, lam_now)
+        full = []
+        for lam in (0.0, 1.0):
+            ctx.setParameter(LAMBDA, lam)
+            full.append(ctx.getState(getEnergy=True).getPotentialEnergy().value_in_unit(u.kilojoule_per_mole))
+        ctx.setParameter(LAMBDA, float(lam_now))
+        if abs((full[1] - full[0]) - (e1 - e0)) > rel * max(1.0, abs(full[0]), abs(full[1])):
+            raise ConfigError(f"the System's energy changes with {LAMBDA} by {full[1] - full[0]:.6f} kJ/mol but the "
+                              f"forces found to carry it change by {e1 - e0:.6f}: a force with the parameter was not "
+                              "found (report this with the System's force list)")
         for lam in (0.5, 0.25):
             e = self._lambda_energy(ctx, lam)
             lin = (1 - lam) * e0 + lam * e1
