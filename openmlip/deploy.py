@@ -15,7 +15,7 @@ import torch
 
 from . import MODEL_FORMAT_VERSION, __version__
 from ._io import atomic_path
-from .errors import ModelFileError
+from .errors import ModelFileError, first_line
 
 METADATA_NAME = "openmlip.json"
 UNITS = {"length": "Angstrom", "energy": "eV", "charge": "e", "forces": "eV/Angstrom"}
@@ -93,7 +93,7 @@ def load_model(path: Union[str, Path], device: Optional[Union[str, torch.device]
     try:
         module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
     except Exception as exc:  # torch raises RuntimeError / ValueError variants for bad archives
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ModelFileError(
             f"model file {str(path)!r} is corrupt or not a TorchScript archive ({first}); "
             "re-create it with `openmlip deploy` or re-install the potential"

@@ -41,6 +41,12 @@ class ResumeError(OpenMLIPError, RuntimeError):
     """An output folder holds a run made with different settings; resuming it would mix two runs."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when the message is empty), for one-line errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class TrainingDivergedError(OpenMLIPError, ArithmeticError):
     """The loss or its gradient became non-finite during training (the labels are finite)."""
 

@@ -23,28 +23,35 @@ import torch
 from .. import MODEL_FORMAT_VERSION, __version__
 from .._io import atomic_path
 from ..deploy import METADATA_NAME, UNITS, file_sha256, load_model
-from ..errors import ConfigError, ModelFileError
+from ..errors import ConfigError, ModelFileError, first_line
 from ..units import energy_to_ev, length_to_angstrom
 
 FRAMEWORKS = ("nequip", "mace")
 
 
-def detect_framework(path: Union[str, Path]) -> str:
-    """``"nequip"`` for a file with nequip's metadata (``r_max``, ``type_names``), ``"mace"`` for a scripted
-    module with MACE's ``atomic_numbers``/``r_max`` buffers; :class:`ModelFileError` otherwise."""
+def load_source(path: Union[str, Path]):
+    """``(module, nequip metadata)`` of a foreign TorchScript file, loaded once (CPU); the metadata dict holds
+    nequip's extra files (empty strings for other frameworks).  :class:`ModelFileError` if it is no such file."""
+    from .nequip import METADATA_KEYS
+
     path = str(path)
-    extra = {"r_max": "", "type_names": ""}
+    if not Path(path).is_file():
+        raise ModelFileError(f"{path}: no such file")
+    extra = {k: "" for k in METADATA_KEYS}
     try:
         module = torch.jit.load(path, map_location="cpu", _extra_files=extra)
     except Exception as exc:
-        if not Path(path).is_file():
-            raise ModelFileError(f"{path}: no such file") from None
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelFileError(
-            f"{path}: not a TorchScript archive ({first}); openmlip imports TorchScript files: nequip-compile --mode "
-            "torchscript output (*.nequip.pth) or a MACE model saved with torch.jit.save(torch.jit.script(model)). "
+            f"{path}: not a TorchScript archive ({first_line(exc)}); openmlip imports TorchScript files: nequip-compile "
+            "--mode torchscript output (*.nequip.pth) or a MACE model saved with torch.jit.save(torch.jit.script(model)). "
             "Checkpoints and pickled models are never loaded (unpickling runs arbitrary code)") from None
-    if extra["r_max"] and extra["type_names"]:
+    return module, {k: (v.decode() if isinstance(v, bytes) else v) for k, v in extra.items()}
+
+
+def detect_framework(module, meta: Dict[str, str], path: str) -> str:
+    """``"nequip"`` for a file with nequip's metadata (``r_max``, ``type_names``), ``"mace"`` for a scripted
+    module with MACE's ``atomic_numbers``/``r_max`` buffers; :class:`ModelFileError` otherwise."""
+    if meta["r_max"] and meta["type_names"]:
         return "nequip"
     buffers = dict(module.named_buffers())
     if "atomic_numbers" in buffers and "r_max" in buffers:
@@ -72,7 +79,8 @@ def import_model(source: Union[str, Path], output: Union[str, Path], framework: 
     works in Å and eV); ``type_map``: element of each custom nequip atom type; ``head``: MACE head.
     """
     source = Path(source)
-    framework = framework or detect_framework(source)
+    module, source_meta = load_source(source)
+    framework = framework or detect_framework(module, source_meta, str(source))
     if framework not in FRAMEWORKS:
         raise ConfigError(f"unknown framework {framework!r}; choose one of {', '.join(FRAMEWORKS)}")
     try:
@@ -82,7 +90,7 @@ def import_model(source: Union[str, Path], output: Union[str, Path], framework: 
     if framework == "nequip":
         from .nequip import build
 
-        wrapped, fields = build(str(source), type_map, l_scale, e_scale)
+        wrapped, fields = build(module, source_meta, str(source), type_map, l_scale, e_scale)
     else:
         from .mace import build
 
@@ -90,7 +98,7 @@ def import_model(source: Union[str, Path], output: Union[str, Path], framework: 
             raise ConfigError("MACE models work in Å and eV; drop --length-unit/--energy-unit")
         if type_map:
             raise ConfigError("--type-map is for nequip models; MACE types are atomic numbers")
-        wrapped, fields = build(str(source), head)
+        wrapped, fields = build(module, str(source), head)
     meta: Dict[str, Any] = {
         "format_version": MODEL_FORMAT_VERSION,
         "openmlip_version": __version__,

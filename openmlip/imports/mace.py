@@ -10,7 +10,7 @@ exports script it.  Its ``forward(data, training, compute_force, ...)`` takes ``
 """
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 
@@ -70,16 +70,11 @@ class MACEModel(torch.nn.Module):
         return outputs(pos, e.reshape(-1), f, a.reshape(-1), input_charges(data, n, pos.dtype, pos.device), compute_forces)
 
 
-def build(path: str, head: str = None):
-    """``(wrapped module, metadata fields)`` for a scripted MACE model file."""
+def build(module: torch.jit.ScriptModule, path: str, head: Optional[str] = None):
+    """``(wrapped module, metadata fields)`` for a scripted MACE model (``module`` as
+    :func:`openmlip.imports.load_source` read it from ``path``)."""
     from ase.data import chemical_symbols
 
-    try:
-        module = torch.jit.load(path, map_location="cpu")
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelFileError(f"{path}: not a TorchScript archive ({first}); script the MACE model with "
-                             "torch.jit.script (e3nn.util.jit.compile) and torch.jit.save it") from None
     names = dict(module.named_buffers())
     if "atomic_numbers" not in names or "r_max" not in names:
         raise ModelFileError(f"{path}: a TorchScript module without MACE's atomic_numbers/r_max buffers; give a "

@@ -72,26 +72,13 @@ class NequIPFrameworkModel(torch.nn.Module):
         return outputs(pos, energy, forces, atomic, input_charges(data, n, pos.dtype, pos.device), compute_forces)
 
 
-def read(path: str):
-    """``(module, metadata)`` of a ``.nequip.pth`` file; :class:`ModelFileError` if it is not one."""
-    extra = {k: "" for k in METADATA_KEYS}
-    try:
-        module = torch.jit.load(path, map_location="cpu", _extra_files=extra)
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelFileError(f"{path}: not a TorchScript archive ({first}); give the file `nequip-compile --mode "
-                             "torchscript` wrote (*.nequip.pth)") from None
-    meta = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in extra.items()}
+def build(module: torch.jit.ScriptModule, meta: Dict[str, str], path: str, type_map: Optional[Dict[str, str]] = None,
+          length_unit_to_angstrom: float = 1.0, energy_unit_to_ev: float = 1.0):
+    """``(wrapped module, metadata fields)`` for a compiled nequip/Allegro model (``module`` and its extra files
+    ``meta`` as :func:`openmlip.imports.load_source` read them)."""
     if not meta["r_max"] or not meta["type_names"]:
         raise ModelFileError(f"{path}: TorchScript without nequip metadata (r_max, type_names): compile the model "
                              "with `nequip-compile --mode torchscript` (a checkpoint or .nequip.zip needs that step)")
-    return module, meta
-
-
-def build(path: str, type_map: Optional[Dict[str, str]] = None, length_unit_to_angstrom: float = 1.0,
-          energy_unit_to_ev: float = 1.0):
-    """``(wrapped module, metadata fields)`` for a compiled nequip/Allegro model."""
-    module, meta = read(path)
     type_names = meta["type_names"].split()
     elements = symbols_for_types(type_names, type_map, path)
     order = sorted(range(len(elements)), key=lambda k: elements[k])

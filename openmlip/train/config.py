@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import yaml
 
-from ..errors import ConfigError
+from ..errors import ConfigError, first_line
 from ..models.config import ARCHITECTURES, ModelConfig
 from ..nn.aggregation import AGGREGATIONS
 
@@ -212,7 +212,7 @@ class TrainConfig:
         except FileNotFoundError:
             raise ConfigError(f"training config {str(path)!r} not found; pass the path of a training YAML") from None
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise ConfigError(f"training config {str(path)!r} is not readable YAML ({first}); fix the file") from None
         raw = {} if raw is None else raw
         if not isinstance(raw, dict):

@@ -27,7 +27,7 @@ import torch
 from .._io import atomic_path
 from ..data import Structure, read_extxyz, read_spice
 from ..deploy import file_sha256
-from ..errors import ConfigError, DataFileError, ResumeError, TrainingDivergedError  # noqa: F401 (re-exported)
+from ..errors import ConfigError, DataFileError, ResumeError, TrainingDivergedError, first_line  # noqa: F401 (re-exported)
 from ..models import build_model
 from ..models.config import ModelConfig
 from ..nn.embedding import SpeciesIndex
@@ -154,7 +154,7 @@ def load_checkpoint(path: Path) -> Dict[str, object]:
                             "or not an openmlip checkpoint) and was not loaded; delete it (or use a new output folder) "
                             "and train again") from None
     except Exception as exc:  # torch raises RuntimeError/EOFError/... for truncated or foreign files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise DataFileError(f"{path} is not a readable openmlip checkpoint ({first}); delete it and train again") from None
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict) or not isinstance(state.get("config"), dict):
         raise DataFileError(f"{path} is not an openmlip training checkpoint; delete it or point at a training output folder")
