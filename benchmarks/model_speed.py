@@ -54,8 +54,8 @@ def measure(arch, z, pos, box, warmup, repeats, dtype=torch.float32, overrides=N
     nl = torch.jit.script(pot).ml_inputs
     ms_nl = _time(lambda: nl(positions, boxv), warmup, repeats)
     with torch.no_grad():
-        data = pot.ml_inputs(positions, boxv)
-    edges = int(data["edge_index"].shape[1])
+        data, _ = pot.ml_inputs(positions, boxv)
+    edges = int(data["edge_index"].shape[1])  # the static list's capacity for regions up to BRUTE_FORCE_MAX_ATOMS
     return {"arch": arch, "atoms": len(z), "edges": edges, "ms_step": ms, "ms_neighbour_list": ms_nl,
             "cell_list": pot.use_cell_list, "dtype": str(dtype).replace("torch.", "")}
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
 
@@ -53,8 +54,12 @@ def cast_model(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
     some buffers in float64 on purpose (nequip's per-type energy shifts, say) is left as it was built."""
     for p in model.parameters():
         if p.is_floating_point():
-            return model if p.dtype == dtype else model.to(dtype)
-    return model.to(dtype)
+            if p.dtype == dtype:
+                return model
+            break
+    with warnings.catch_warnings():  # torch reads .grad of the buffers of e3nn's scripted submodules while casting
+        warnings.filterwarnings("ignore", message="The .grad attribute of a Tensor that is not a leaf")
+        return model.to(dtype)
 
 
 def save_model(model: torch.nn.Module, path: Union[str, Path], **metadata: Any) -> Dict[str, Any]:

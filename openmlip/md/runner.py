@@ -46,6 +46,7 @@ import openmm.unit as u
 
 from .._io import atomic_path, writable_dir
 from ..errors import ConfigError, DataFileError, OpenMLIPError, ResumeError, from_graph
+from ..openmm.forces import diagnose, uses_cuda_graphs
 
 PLATFORM_ORDER = ("CUDA", "OpenCL", "CPU", "Reference")
 CSV_FIELDS = ["step", "time_ps", "potential_kJmol", "kinetic_kJmol", "total_kJmol", "temperature_K"]
@@ -178,6 +179,9 @@ class MDRunner:
         if pressure_bar is not None:
             system.addForce(openmm.MonteCarloBarostat(pressure_bar * u.bar, temperature * u.kelvin))
         self.platform, props, self.platform_reasons = choose_platform(platform, threads)
+        self.platform_properties = dict(props)
+        # openmm-torch honours useCUDAGraphs on the CUDA platform only; elsewhere the capturable module runs as is
+        self.cuda_graphs = self.platform.getName() == "CUDA" and uses_cuda_graphs(system)
         integrator = openmm.LangevinMiddleIntegrator(temperature * u.kelvin, friction_per_ps / u.picosecond,
                                                       timestep_fs * u.femtosecond)
         integrator.setRandomNumberSeed(seed)
@@ -383,6 +387,25 @@ class MDRunner:
         return (f"atom {i} moves at {np.linalg.norm(v[i]):.3g} nm/ps, a kinetic energy of {ke[i] / kt:.3g} kT "
                 f"(limit {MAX_ATOM_KINETIC_KT:g} kT): atoms are flying apart")
 
+    def _check_start(self) -> None:
+        """Raise the typed openmlip error when the starting structure gives a NaN energy because a check of a
+        capturable force failed (box too small, coincident atoms, neighbour-list overflow)."""
+        state = self.context.getState(getEnergy=True, getPositions=True)
+        pe = state.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
+        if not math.isfinite(pe):
+            box = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(u.nanometer)
+            found = diagnose(self.context.getSystem(), state.getPositions(asNumpy=True).value_in_unit(u.nanometer), box)
+            if found is not None:
+                raise found
+
+    def _diagnosis(self, state, pe: float) -> str:
+        """Why a capturable openmlip force returned NaN (its checks cannot raise inside a CUDA graph), or ""."""
+        if math.isfinite(pe):
+            return ""
+        box = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(u.nanometer)
+        found = diagnose(self.context.getSystem(), state.getPositions(asNumpy=True).value_in_unit(u.nanometer), box)
+        return f"openmlip check: {type(found).__name__}: {found}" if found is not None else ""
+
     def _blow_up(self, step: int, pe: float, last: float, detail: str = "") -> BlowUpError:
         kept = self._read_meta()["step"]
         return BlowUpError(
@@ -408,6 +431,7 @@ class MDRunner:
             if self.box_vectors is not None:
                 self.context.setPeriodicBoxVectors(*self.box_vectors)
             self.context.setPositions(self.positions)
+            self._check_start()
             if minimize:
                 openmm.LocalEnergyMinimizer.minimize(self.context, 10.0, self.minimize_iterations)
             self.context.setVelocitiesToTemperature(self.temperature * u.kelvin, self.seed)
@@ -439,6 +463,7 @@ class MDRunner:
                               f"{self.seg_dir} and the next run of the same command merges them", RuntimeWarning)
         elapsed = time.perf_counter() - t0
         return {"steps": step, "resumed": resumed, "platform": self.platform.getName(), "platform_reasons": self.platform_reasons,
+                "platform_properties": self.platform_properties, "cuda_graphs": self.cuda_graphs,
                 "ms_per_step": 1000 * elapsed / max(step - start, 1), "trajectory": str(self.traj_path), "state": str(self.csv_path)}
 
     def _loop(self, step: int, steps: int, last: float, t0: float, start: int, progress: bool) -> int:
@@ -463,7 +488,7 @@ class MDRunner:
                 pe = state.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
                 pos = state.getPositions(asNumpy=True).value_in_unit(u.nanometer)
                 if not (math.isfinite(pe) and np.all(np.isfinite(pos))) or abs(pe - last) > self.max_energy_jump:
-                    raise self._blow_up(step, pe, last)
+                    raise self._blow_up(step, pe, last, self._diagnosis(state, pe))
                 hot = self._hottest_atom(state)
                 if hot:
                     raise self._blow_up(step, pe, last, hot)

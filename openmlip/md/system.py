@@ -214,11 +214,21 @@ def run_md(spec: SystemSpec, out, smoke: bool = False, potential: Optional[str] 
     info = {"system": spec.name, "spec": str(spec.path), "smoke": smoke, "md": md, "potential": built["potential"],
             "ml_atoms": len(built["ml_atoms"]), "atoms": built["topology"].getNumAtoms(), "embedding": spec.ml["embedding"],
             "platform": res["platform"], "platform_reasons": res["platform_reasons"],
+            "platform_properties": res["platform_properties"], "cuda_graphs": res["cuda_graphs"],
             "threads": {"torch": threads, "openmm": threads}, "steps": res["steps"], "resumed": res["resumed"],
             "ms_per_step": res["ms_per_step"], "ns_per_day": ns_day, "trajectory": res["trajectory"], "state": res["state"]}
     with atomic_path(out / "run.json") as tmp:
         Path(tmp).write_text(json.dumps(info, indent=1))
     return info
+
+
+def _platform_settings(run_info: Dict[str, Any]) -> str:
+    """Precision, threads and CUDA graphs of a run, as one line for the report."""
+    props = run_info.get("platform_properties") or {}
+    parts = [f"{k} {v}" for k, v in sorted(props.items())] or ["defaults"]
+    if run_info.get("platform") == "CUDA":
+        parts.append("CUDA graphs " + ("on" if run_info.get("cuda_graphs") else "off"))
+    return ", ".join(parts)
 
 
 def _lookup(results: Dict[str, Any], observable: str) -> Optional[float]:
@@ -276,6 +286,7 @@ def write_report(spec: SystemSpec, run_info: Dict[str, Any], analysis: Dict[str,
              + (f", {run_info['md']['pressure_bar']} bar (NPT)" if run_info["md"]["pressure_bar"] else " (NVT)")
              + f", first {run_info['md']['equilibrate_steps']} steps equilibration |",
              f"| platform | {run_info['platform']} ({'; '.join(run_info['platform_reasons'])}) |",
+             f"| platform settings | {_platform_settings(run_info)} |",
              f"| threads | torch {run_info['threads']['torch']}, OpenMM {run_info['threads']['openmm']} |",
              f"| speed | {run_info['ms_per_step']:.2f} ms/step, {run_info['ns_per_day']:.3f} ns/day |",
              "", "## Expected observables", ""]

@@ -37,9 +37,23 @@ def build_model(
     return model.to(dtype)
 
 
+def rebuild_model(module: torch.nn.Module, config: Dict[str, Any]) -> Potential:
+    """A new eager :class:`Potential` with this openmlip version's code and ``module``'s weights.
+
+    ``module`` is a model as loaded from a file (TorchScript, with the code of the version that wrote it; its
+    config is ``metadata["config"]`` of :func:`openmlip.deploy.load_model`) or an eager ``Potential`` (config:
+    ``model.config_dict``).  The result computes the same numbers and can be changed before scripting (e.g.
+    made capturable for CUDA graphs) without touching ``module``.
+    """
+    params = [p for p in module.parameters() if p.is_floating_point()]
+    model = build_model(config, dtype=params[0].dtype if params else torch.float32)
+    model.load_state_dict(module.state_dict())
+    return model.eval()
+
+
 def script_model(model: Potential) -> torch.jit.ScriptModule:
     """``torch.jit.script`` the model (plain TorchScript; no e3nn-specific compile step needed)."""
     return torch.jit.script(model)
 
 
-__all__ = ["ARCHITECTURES", "ModelConfig", "Potential", "build_model", "script_model"]
+__all__ = ["ARCHITECTURES", "ModelConfig", "Potential", "build_model", "rebuild_model", "script_model"]

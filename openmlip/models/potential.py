@@ -64,6 +64,10 @@ class Potential(torch.nn.Module):
         self.use_charges = bool(config.charges)
         self.use_electrostatics = bool(config.electrostatics)
         self.coulomb = DampedCoulomb(config.coulomb_cutoff, config.coulomb_damping)
+        #: set by the OpenMM module for CUDA graphs: the input is one structure with its neighbour list and total
+        #: charge (nothing is filled in in-graph), so the frozen graph holds no host synchronisation and no
+        #: data-dependent shape
+        self.capturable = False
 
     @torch.jit.export
     def get_elements(self) -> List[str]:
@@ -79,10 +83,10 @@ class Potential(torch.nn.Module):
             batch = data[K.BATCH]
         else:
             batch = torch.zeros(n, dtype=torch.long, device=pos.device)
-        if K.TOTAL_CHARGE in data:
-            total_charge = data[K.TOTAL_CHARGE].to(pos.dtype)
-        else:
+        if not self.capturable and K.TOTAL_CHARGE not in data:
             total_charge = torch.zeros(int(batch.max()) + 1 if n > 0 else 1, dtype=pos.dtype, device=pos.device)
+        else:
+            total_charge = data[K.TOTAL_CHARGE].to(pos.dtype)
         num_graphs = total_charge.shape[0]
         if K.SPIN_MULTIPLICITY in data:
             spin = data[K.SPIN_MULTIPLICITY].to(pos.dtype)
@@ -105,17 +109,18 @@ class Potential(torch.nn.Module):
         atom_spin = ((spin - 1.0) / counts.clamp(min=1.0))[batch]
 
         species = self.species(z)
-        onehot = torch.nn.functional.one_hot(species, self.num_species).to(pos.dtype)
+        # one-hot by comparison: torch.nn.functional.one_hot checks its range with a host synchronisation
+        onehot = (species.unsqueeze(-1) == torch.arange(self.num_species, device=pos.device)).to(pos.dtype)
         node_attr = torch.cat([onehot, atom_charge.unsqueeze(-1), atom_spin.unsqueeze(-1)], dim=1)
 
-        if K.EDGE_INDEX in data:
+        if not self.capturable and K.EDGE_INDEX not in data:
+            edge_index, shift = neighbor_list(pos, batch, self.cutoff, num_graphs, cell, pbc)
+        else:
             edge_index = data[K.EDGE_INDEX]
             if K.EDGE_SHIFT in data:
                 shift = data[K.EDGE_SHIFT].to(pos.dtype)
             else:
                 shift = torch.zeros((edge_index.shape[1], 3), dtype=pos.dtype, device=pos.device)
-        else:
-            edge_index, shift = neighbor_list(pos, batch, self.cutoff, num_graphs, cell, pbc)
         center = edge_index[0]
         neighbor = edge_index[1]
         edge_vec = pos[neighbor] - pos[center] + shift
@@ -135,7 +140,7 @@ class Potential(torch.nn.Module):
         else:
             charges = atom_charge
         if self.use_electrostatics:
-            atomic = atomic + self.coulomb(pos, charges, batch, cell, pbc)
+            atomic = atomic + self.coulomb(pos, charges, batch, cell, pbc, num_graphs, self.capturable)
 
         energy = torch.zeros(num_graphs, dtype=pos.dtype, device=pos.device).index_add(0, batch, atomic)
         out: Dict[str, torch.Tensor] = {K.ENERGY: energy, K.ATOMIC_ENERGIES: atomic, K.CHARGES: charges}

@@ -104,9 +104,14 @@ class Aggregation(torch.nn.Module):
         self, values: torch.Tensor, weights: torch.Tensor, center: torch.Tensor, zeros: torch.Tensor
     ) -> torch.Tensor:
         t = self.temperature().to(values.dtype)
-        # stabilise: m_i = max(0, max_j v_ij) (constant shift, detached: the result does not depend on it)
-        m = zeros.scatter_reduce(0, center, values.detach(), reduce="amax", include_self=True)
-        expo = torch.exp((values - m[center]) / t)
+        # stabilise: m_i = max(0, max_j v_ij) over pairs inside the cutoff (constant shift, detached: the result
+        # does not depend on it); a pair of weight 0 (beyond the cutoff, e.g. a padding slot of a static list)
+        # gets exp(-1e4 eV / T) = 0 (finite, so no 0 x inf in a gradient), so an arbitrary v_ij there can
+        # neither overflow nor move m_i
+        inside = weights > 0.0
+        m = zeros.scatter_reduce(0, center, torch.where(inside, values.detach(), torch.zeros_like(values)),
+                                 reduce="amax", include_self=True)
+        expo = torch.exp(torch.where(inside, values - m[center], torch.full_like(values, -1.0e4)) / t)
         s = torch.exp(-m / t).index_add(0, center, weights * expo)
         norm = (1.0 + zeros.index_add(0, center, weights)).log()
         return t * torch.log(s) + m - t * norm

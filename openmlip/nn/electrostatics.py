@@ -58,19 +58,32 @@ class DampedCoulomb(torch.nn.Module):
         batch: torch.Tensor,
         cell: Optional[torch.Tensor],
         pbc: Optional[torch.Tensor],
+        num_graphs: int,
+        single_structure: bool = False,
     ) -> torch.Tensor:
-        """Per-atom electrostatic energies (eV) [N]."""
+        """Per-atom electrostatic energies (eV) [N] of ``num_graphs`` structures (``single_structure``: known to be
+        one, so that the frozen graph holds only the static-shape path)."""
         n = pos.shape[0]
         ij = torch.triu_indices(n, n, 1, device=pos.device)
-        same = batch[ij[0]] == batch[ij[1]]
-        i = ij[0][same]
-        j = ij[1][same]
-        vec = pos[j] - pos[i]
-        if cell is not None and pbc is not None and bool(pbc.any()):
-            periodic = pbc[batch[i]].any(dim=1)
-            if bool(periodic.any()):
-                vec_p = minimum_image(vec, cell[batch[i]])
-                vec = torch.where(periodic.unsqueeze(-1), vec_p, vec)
+        if single_structure or num_graphs == 1:  # static shapes, no host synchronisation (CUDA graphs)
+            i = ij[0]
+            j = ij[1]
+            vec = pos[j] - pos[i]
+            if cell is not None and pbc is not None:
+                periodic = pbc.reshape(-1).any()
+                safe = torch.where(periodic, cell.reshape(3, 3), torch.eye(3, dtype=pos.dtype, device=pos.device))
+                frac = vec @ torch.linalg.inv_ex(safe)[0]
+                vec = torch.where(periodic, (frac - torch.round(frac)) @ safe, vec)
+        else:
+            same = batch[ij[0]] == batch[ij[1]]
+            i = ij[0][same]
+            j = ij[1][same]
+            vec = pos[j] - pos[i]
+            if cell is not None and pbc is not None and bool(pbc.any()):
+                periodic = pbc[batch[i]].any(dim=1)
+                if bool(periodic.any()):
+                    vec_p = minimum_image(vec, cell[batch[i]])
+                    vec = torch.where(periodic.unsqueeze(-1), vec_p, vec)
         r = torch.linalg.norm(vec, dim=-1)
         e = self.k * charges[i] * charges[j] * coulomb_kernel(r, self.damping, self.cutoff)
         out = torch.zeros(n, dtype=pos.dtype, device=pos.device)

@@ -56,10 +56,15 @@ class SpeciesIndex(torch.nn.Module):
         self.register_buffer("table", table)
         self.num_species = len(self.elements)
         self.symbols: List[str] = list(chemical_symbols)
+        #: raise on an unknown atomic number (a host synchronisation); callers that checked the elements
+        #: once before (the OpenMM module in a CUDA graph) turn it off
+        self.validate = True
 
     def forward(self, atomic_numbers: torch.Tensor) -> torch.Tensor:
         z = atomic_numbers.clamp(0, self.table.shape[0] - 1)
         species = self.table[z]
+        if not self.validate:
+            return species.clamp(min=0)
         bad = (species < 0) | (z != atomic_numbers)
         if bool(bad.any()):
             found: List[int] = torch.unique(atomic_numbers[bad]).tolist()

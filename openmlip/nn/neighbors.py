@@ -176,13 +176,62 @@ def _filter_pairs(
     return torch.stack([i[keep], j[keep]], dim=0), (vec - raw)[keep]
 
 
-def brute_force_pairs(pos: torch.Tensor, cutoff: float, box: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """All ordered pairs within ``cutoff`` (minimum image when ``box`` is given).  O(N²)."""
+def padded_shift(cutoff: float) -> float:
+    """Length (Å) of the edge vector given to the padding slots of :func:`static_pairs`: beyond the cutoff,
+    where every per-edge term of a model is exactly zero (the envelope, and its derivative, vanish)."""
+    return 2.0 * cutoff + 1.0
+
+
+def static_pairs(
+    pos: torch.Tensor, cutoff: float, box: Optional[torch.Tensor], capacity: int
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """All ordered pairs within ``cutoff`` (minimum image when ``box`` is given) in a list of fixed length.
+
+    Static shapes and no host synchronisation (no ``nonzero``, boolean indexing or tensor-to-Python
+    conversion), so the list can run inside a CUDA graph.  The pairs come in the order of
+    :func:`brute_force_pairs` (row-major over (i, j)), compacted with a prefix sum into ``capacity`` slots.
+    Unused slots hold the pair (0, 0) with the shift (:func:`padded_shift`, 0, 0): an edge vector longer
+    than the cutoff, which contributes exactly zero energy and force to a model with a cutoff envelope.
+
+    Returns
+    -------
+    edge_index : Tensor [2, capacity] int64
+    shift : Tensor [capacity, 3]
+        Cartesian image shift (Å) of the real pairs; the padding vector for unused slots.
+    count : Tensor [] int64
+        Number of pairs within the cutoff; ``count > capacity`` means pairs were left out (overflow): the
+        caller must refuse the result (raise, or poison the energy with NaN inside a CUDA graph).
+    """
     n = pos.shape[0]
+    p = pos.detach()
     idx = torch.arange(n, device=pos.device)
-    i = idx.repeat_interleave(n)
+    i = idx.unsqueeze(1).expand(n, n).reshape(-1)
     j = idx.repeat(n)
-    return _filter_pairs(pos, i, j, cutoff, box)
+    raw = p.index_select(0, j) - p.index_select(0, i)
+    vec = raw if box is None else minimum_image_reduced(raw, box.detach())
+    keep = ((vec * vec).sum(-1) < cutoff * cutoff) & (i != j)
+    slot = torch.cumsum(keep.to(torch.long), 0) - 1
+    count = slot[-1] + 1 if n > 0 else torch.zeros((), dtype=torch.long, device=pos.device)
+    # kept pairs go to their slot; the rest (and any beyond capacity) to one extra slot that is dropped
+    target = torch.where(keep & (slot < capacity), slot, torch.full_like(slot, capacity))
+    edge_i = torch.zeros(capacity + 1, dtype=torch.long, device=pos.device).scatter(0, target, i)[:capacity]
+    edge_j = torch.zeros(capacity + 1, dtype=torch.long, device=pos.device).scatter(0, target, j)[:capacity]
+    shift = torch.zeros((capacity + 1, 3), dtype=pos.dtype, device=pos.device).scatter(
+        0, target.unsqueeze(1).expand(target.shape[0], 3), vec - raw)[:capacity]
+    used = torch.arange(capacity, device=pos.device) < count
+    far = torch.zeros((1, 3), dtype=pos.dtype, device=pos.device)
+    far[0, 0] = padded_shift(cutoff)
+    shift = torch.where(used.unsqueeze(1), shift, far)
+    return torch.stack([edge_i, edge_j], dim=0), shift, count
+
+
+def brute_force_pairs(pos: torch.Tensor, cutoff: float, box: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """All ordered pairs within ``cutoff`` (minimum image when ``box`` is given), exactly as many as there
+    are: :func:`static_pairs` trimmed to its count (one host synchronisation).  O(N²)."""
+    n = pos.shape[0]
+    edge_index, shift, count = static_pairs(pos, cutoff, box, max(n * (n - 1), 0))
+    k = int(count)
+    return edge_index[:, :k], shift[:k]
 
 
 def cell_list_pairs(pos: torch.Tensor, cutoff: float, box: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:

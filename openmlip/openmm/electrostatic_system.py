@@ -10,7 +10,7 @@ from openmmml.embeddings import utilities
 
 from ..errors import SelectionError
 from .embedding import EmbeddedPotential
-from .forces import copy_model, create_force
+from .forces import create_force
 
 LAMBDA = "lambda_interpolate"
 
@@ -52,13 +52,13 @@ def create_electrostatic_system(impl, topology, system, atoms: List[int], forceG
         elif isinstance(force, openmm.CustomNonbondedForce):
             utilities.addCustomNonbondedExclusions(force, atoms)
     cutoff = float(args.get("embeddingCutoff", cutoff_nm))
-    pot = EmbeddedPotential(copy_model(impl.model), z, mm_indices, mm_charges, embedding_cutoff=cutoff,
+    pot = EmbeddedPotential(impl.ml_model(kwargs["capturable"]), z, mm_indices, mm_charges, embedding_cutoff=cutoff,
                             damping=float(args.get("embeddingDamping", 0.5)), **kwargs)
     impl._check_box(pot, system)  # the MM System's own box (the test of a too-small box relies on it)
     backend = args.get("backend") or "torchforce"
     if interpolate and backend != "torchforce":
         raise ValueError("interpolate=True with the electrostatic embedding needs backend='torchforce'")
-    ml_force = create_force(pot, backend, bool(args.get("useCUDAGraphs", False)), str(args.get("device") or "cpu"),
+    ml_force = create_force(pot, backend, pot.capturable, str(args.get("device") or "cpu"),
                             scale_parameter=LAMBDA if interpolate else None)
     ml_force.setForceGroup(forceGroup)
     if not interpolate:

@@ -20,7 +20,7 @@ from .. import units
 from ..errors import SelectionError
 from ..nn.electrostatics import coulomb_kernel
 from ..nn.neighbors import minimum_image_reduced
-from .module import OpenMMPotential
+from .module import OpenMMPotential, poison
 
 
 class EmbeddedPotential(OpenMMPotential):
@@ -70,8 +70,9 @@ class EmbeddedPotential(OpenMMPotential):
 
     @torch.jit.export
     def embedding_energy_terms(self, positions: torch.Tensor, boxvectors: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(E_ML kJ/mol, E_embedding kJ/mol, predicted ML charges e) — for checks and analysis."""
-        data = self.ml_inputs(positions, boxvectors)
+        """(E_ML kJ/mol, E_embedding kJ/mol, predicted ML charges e) — for checks and analysis (NaN when a
+        check failed in a capturable module)."""
+        data, ok = self.ml_inputs(positions, boxvectors)
         out = self.model(data, False)
         q_ml = out["charges"]
         pos_mm = positions.index_select(0, self.mm_indices).to(self.dtype) * self.length_scale
@@ -81,4 +82,4 @@ class EmbeddedPotential(OpenMMPotential):
         r = torch.linalg.norm(vec, dim=-1)
         pair_q = (q_ml.unsqueeze(1) * self.mm_charges.unsqueeze(0)).reshape(-1)
         e_emb = self.coulomb * (pair_q * coulomb_kernel(r, self.damping, self.embedding_cutoff)).sum()
-        return out["energy"].sum() * self.energy_scale, e_emb * self.energy_scale, q_ml
+        return poison(out["energy"].sum() * self.energy_scale, ok), poison(e_emb * self.energy_scale, ok), q_ml

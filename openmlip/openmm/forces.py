@@ -16,6 +16,7 @@ import torch
 
 import openmm
 
+from ..errors import ConfigError
 from .module import EnergyForcesModule, EnergyModule, OpenMMPotential, ScaledOpenModule, ScaledPeriodicModule
 
 BACKENDS = ("torchforce", "pythonforce")
@@ -23,16 +24,12 @@ BACKENDS = ("torchforce", "pythonforce")
 CUDA_GRAPH_WARMUP_STEPS = 10
 
 
-def create_torch_force(potential: OpenMMPotential, use_cuda_graphs: bool = False, scale_parameter: Optional[str] = None):
-    """TorchScript ``potential`` into an openmm-torch ``TorchForce``.
+def torch_force_module(potential: OpenMMPotential, scale_parameter: Optional[str] = None) -> torch.jit.ScriptModule:
+    """The TorchScript module that :func:`create_torch_force` hands to openmm-torch (which freezes it).
 
     ``scale_parameter``: name of an OpenMM global parameter (default 1) that multiplies the energy
     (and forces) inside the graph, e.g. ``lambda_interpolate``.
     """
-    from .._plugins import import_openmmtorch
-
-    openmmtorch = import_openmmtorch()
-
     if scale_parameter is not None:
         if potential.output_forces:
             raise ValueError("scale_parameter works with output_forces=False")
@@ -45,7 +42,22 @@ def create_torch_force(potential: OpenMMPotential, use_cuda_graphs: bool = False
     # traceback.  Inlined here, before saving, forward calls nothing, so every error reaches Python as an
     # OpenMMException from getState/step.
     torch._C._jit_pass_inline(module.graph)
-    force = openmmtorch.TorchForce(module)
+    return module
+
+
+def create_torch_force(potential: OpenMMPotential, use_cuda_graphs: bool = False, scale_parameter: Optional[str] = None):
+    """TorchScript ``potential`` into an openmm-torch ``TorchForce`` (see :func:`torch_force_module`).
+
+    ``use_cuda_graphs`` needs a :attr:`~OpenMMPotential.capturable` potential (no host synchronisation);
+    the CPU and OpenCL platforms ignore the property.
+    """
+    from .._plugins import import_openmmtorch
+
+    openmmtorch = import_openmmtorch()
+    if use_cuda_graphs and not potential.capturable:
+        raise ConfigError("CUDA graphs need a capturable openmlip potential (OpenMMPotential(..., capturable=True)): "
+                          "its checks synchronise with the host otherwise; build it capturable or turn CUDA graphs off")
+    force = openmmtorch.TorchForce(torch_force_module(potential, scale_parameter))
     if scale_parameter is not None:
         force.addGlobalParameter(scale_parameter, 1.0)
     force.setUsesPeriodicBoundaryConditions(potential.periodic)
@@ -55,6 +67,12 @@ def create_torch_force(potential: OpenMMPotential, use_cuda_graphs: bool = False
         # openmm-torch runs the module this many times before capturing (lazy allocations, autotuning)
         force.setProperty("CUDAGraphWarmupSteps", str(CUDA_GRAPH_WARMUP_STEPS))
     return force
+
+
+def cuda_platform_available() -> bool:
+    """Whether OpenMM's CUDA platform loaded here (it loads only where a CUDA driver is installed)."""
+    names = {openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())}
+    return "CUDA" in names
 
 
 class _PythonForceComputation:
@@ -121,3 +139,55 @@ def copy_model(model):
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The .grad attribute of a Tensor that is not a leaf")
         return copy.deepcopy(model)
+
+
+def _openmlip_torch_forces(system: openmm.System):
+    """(TorchForce, its module) for every openmlip TorchForce in ``system``, also inside CustomCVForces."""
+    from .._plugins import import_openmmtorch
+
+    openmmtorch = import_openmmtorch()
+    found = []
+
+    def visit(force):
+        if isinstance(force, openmm.CustomCVForce):
+            for k in range(force.getNumCollectiveVariables()):
+                visit(force.getCollectiveVariable(k))
+            return
+        if force.getName() != "TorchForce":  # openmm hands plugin forces back as bare Forces named by class
+            return
+        torch_force = openmmtorch.TorchForce.cast(force)
+        module = torch_force.getModule()
+        if hasattr(module, "potential") and hasattr(module.potential, "capturable"):
+            found.append((torch_force, module))
+
+    for force in system.getForces():
+        visit(force)
+    return found
+
+
+def uses_cuda_graphs(system: openmm.System) -> bool:
+    """Whether an openmlip TorchForce of ``system`` asks openmm-torch for CUDA graphs."""
+    return any(dict(f.getProperties()).get("useCUDAGraphs") == "true" for f, _ in _openmlip_torch_forces(system))
+
+
+def diagnose(system: openmm.System, positions_nm, box_nm=None):
+    """The typed error behind a NaN energy of a capturable openmlip TorchForce (which cannot raise inside a
+    CUDA graph), found by evaluating its module once more with raising checks; None when every check passes.
+
+    ``positions_nm`` [P,3] and ``box_nm`` [3,3] (or None) as numbers in nm (e.g. from the failing State).
+    """
+    from ..errors import from_graph
+
+    pos = torch.as_tensor(np.asarray(positions_nm, dtype=np.float64))
+    box = torch.as_tensor(np.asarray(box_nm, dtype=np.float64)) if box_nm is not None else None
+    for force, module in _openmlip_torch_forces(system):
+        if not module.potential.capturable:
+            continue
+        module.potential.capturable = False
+        args = [pos] + ([box] if force.usesPeriodicBoundaryConditions() else [])
+        args += [torch.ones((), dtype=torch.float64)] * force.getNumGlobalParameters()
+        try:
+            module(*args)
+        except Exception as exc:  # a TorchScript error: the typed openmlip error it carries, else the error itself
+            return from_graph(exc) or exc
+    return None

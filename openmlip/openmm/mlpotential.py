@@ -32,9 +32,16 @@ The charge state is resolved by :func:`openmlip.charges.resolve_charge_state`, a
 ``outputForces``
     compute forces inside the TorchScript graph (``setOutputsForces``); default True for ``torchforce``.
 ``neighborMethod``
-    ``"auto"`` (default), ``"brute"`` or ``"cell"``.
+    ``"auto"`` (default), ``"brute"`` or ``"cell"`` (:class:`~openmlip.openmm.OpenMMPotential`): ``brute`` is
+    the fixed-length list that CUDA graphs need; ``auto`` uses it up to 256 ML atoms.
+``neighborCapacity``
+    length of that list (default: every pair, or the 0.15 atoms/Å³ bound for large regions); more pairs in
+    the cutoff is an error, never a truncation.
 ``useCUDAGraphs``
-    TorchForce's CUDA graphs (default False).
+    openmm-torch's CUDA graphs for the TorchForce.  Default: on where OpenMM's CUDA platform exists, for an
+    openmlip model with the fixed-length list; then the force's checks cannot raise inside the graph and
+    make the energy NaN instead (:func:`openmlip.openmm.forces.diagnose` names the cause; ``openmlip md``
+    does so).  ``False`` keeps raising checks (on every platform).
 ``embedding="electrostatic"`` (createMixedSystem)
     openmlip's electrostatic embedding (:mod:`openmlip.openmm.embedding`); ``embeddingCutoff`` (nm,
     default: the MM nonbonded cutoff) and ``embeddingDamping`` (Å, default 0.5).
@@ -66,14 +73,15 @@ from ..charges import (check_formal, formal_charges_from_bonds, integral_sum, re
 from ..deploy import load_model
 from ..errors import ChargeError, ConfigError, ModelFileError, SelectionError, UnsupportedElementError
 from ..nn.embedding import SpeciesIndex
-from .forces import BACKENDS, copy_model, create_force
-from .module import OpenMMPotential
+from ..models import rebuild_model
+from .forces import BACKENDS, copy_model, create_force, cuda_platform_available
+from .module import BRUTE_FORCE_MAX_ATOMS, OpenMMPotential
 from .registry import ENTRY_POINT_GROUP, model_path, shipped_models  # noqa: F401
 
 
 # Arguments of createSystem / createMixedSystem (and defaults for them in the MLPotential constructor).
 ARGUMENTS = ("charge", "multiplicity", "spinMultiplicity", "formalCharges", "precision", "backend", "device",
-             "outputForces", "neighborMethod", "useCUDAGraphs")
+             "outputForces", "neighborMethod", "neighborCapacity", "useCUDAGraphs")
 ELECTROSTATIC_ARGUMENTS = ("embeddingCutoff", "embeddingDamping")
 # read by openmm-ml's mechanical embedding, which passes every createMixedSystem argument on to addForces
 MECHANICAL_ARGUMENTS = ("linkAtomDistances",)
@@ -98,6 +106,12 @@ def _check_values(args: dict) -> dict:
         if "multiplicity" in args and spin_multiplicity(spin) != spin_multiplicity(args["multiplicity"]):
             raise ConfigError(f"multiplicity={args['multiplicity']!r} and spinMultiplicity={spin!r} disagree; pass one")
         args.setdefault("multiplicity", spin)
+    for name in ("useCUDAGraphs", "outputForces"):
+        if args.get(name) is not None and not isinstance(args[name], (bool, np.bool_)):
+            raise ConfigError(f"{name}={args[name]!r} must be True or False")
+    capacity = args.get("neighborCapacity")
+    if capacity is not None and (isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer)) or capacity < 1):
+        raise ConfigError(f"neighborCapacity={capacity!r} must be a positive number of atom pairs")
     if args.get("charge") is not None:
         total_charge(args["charge"])
     if "multiplicity" in args:
@@ -244,11 +258,35 @@ class OpenMLIPPotentialImpl(MLPotentialImpl):
         else:
             dtype = torch.float32 if precision == "single" else torch.float64
         periodic = topology.getPeriodicBoxVectors() is not None or system.usesPeriodicBoundaryConditions()
+        method = args.get("neighborMethod") or "auto"
         kwargs = dict(indices=atom_list, num_particles=topology.getNumAtoms(), total_charge=float(state.total),
                       spin_multiplicity=float(state.multiplicity), formal_charges=list(state.formal),
                       periodic=periodic, dtype=dtype, cutoff=float(self.metadata["cutoff"]),
-                      neighbor_method=args.get("neighborMethod") or "auto")
+                      neighbor_method=method, neighbor_capacity=args.get("neighborCapacity"),
+                      capturable=self._cuda_graphs(args, method, len(atom_list)))
         return z, kwargs
+
+    def _cuda_graphs(self, args: dict, method: str, num_ml_atoms: int) -> bool:
+        """Whether the TorchForce runs in CUDA graphs (``useCUDAGraphs``; see the module docstring)."""
+        wanted = args.get("useCUDAGraphs")
+        reasons = []
+        if (args.get("backend") or "torchforce") != "torchforce":
+            reasons.append("backend='pythonforce' runs Python each step")
+        if "imported" in self.metadata:
+            reasons.append(f"a model imported from {self.metadata['imported'].get('framework')} is not known to be capturable")
+        if method == "cell" or (method == "auto" and num_ml_atoms > BRUTE_FORCE_MAX_ATOMS):
+            reasons.append(f"the cell list (neighborMethod={method!r} with {num_ml_atoms} ML atoms) has data-dependent "
+                           "length; pass neighborMethod='brute'")
+        if wanted is None:
+            return not reasons and cuda_platform_available()
+        if wanted and reasons:
+            raise ConfigError("useCUDAGraphs=True is not possible: " + "; ".join(reasons))
+        return bool(wanted)
+
+    def ml_model(self, capturable: bool) -> torch.nn.Module:
+        """A private copy of the model for one force: eager with this version's code when it runs in CUDA graphs
+        (:func:`openmlip.models.rebuild_model`), else the file's TorchScript."""
+        return rebuild_model(self.model, self.metadata["config"]) if capturable else copy_model(self.model)
 
     def _check_box(self, pot: OpenMMPotential, system: openmm.System, topology: Optional[app.Topology] = None):
         if pot.periodic:
@@ -267,7 +305,7 @@ class OpenMLIPPotentialImpl(MLPotentialImpl):
         # forces computed in-graph (setOutputsForces): measured 9.2 vs 10.3 ms/step for alanine dipeptide
         # on the CPU platform (docs/openmm.md); `outputForces=False` lets openmm-torch differentiate instead
         kwargs["output_forces"] = bool(args.get("outputForces", backend == "torchforce"))
-        pot = OpenMMPotential(copy_model(self.model), z, **kwargs)
+        pot = OpenMMPotential(self.ml_model(kwargs["capturable"]), z, **kwargs)
         self._check_box(pot, system, topology)
         if backend == "torchforce" and system.getNumParticles() == 0 and not torchforce_clones_safely():
             # openmm-ml's interpolation (InterpolationHelper) builds ML terms in an empty System and then
@@ -280,7 +318,7 @@ class OpenMLIPPotentialImpl(MLPotentialImpl):
                 RuntimeWarning, stacklevel=2,
             )
             backend = "pythonforce"
-        force = create_force(pot, backend, bool(args.get("useCUDAGraphs", False)), str(args.get("device") or "cpu"))
+        force = create_force(pot, backend, pot.capturable, str(args.get("device") or "cpu"))
         force.setForceGroup(forceGroup)
         system.addForce(force)
 

@@ -22,12 +22,22 @@ import torch
 
 from .. import units
 from ..deploy import cast_model
-from ..errors import BoxError, GeometryError, SelectionError
+from ..errors import BoxError, ConfigError, GeometryError, SelectionError
 from ..nn.embedding import check_elements
-from ..nn.neighbors import brute_force_pairs, cell_list_pairs, coincident, coincident_error
+from ..nn.neighbors import cell_list_pairs, coincident, coincident_error, static_pairs
 
-#: ML regions up to this many atoms use the brute-force list in ``neighbor_method="auto"``.
+#: ML regions up to this many atoms use the static all-pairs list in ``neighbor_method="auto"`` (capturable).
 BRUTE_FORCE_MAX_ATOMS = 256
+#: Highest number density (atoms/Å³) the static list's default capacity allows for inside the cutoff sphere:
+#: 1.5x liquid water's 0.100 (organic liquids and proteins 0.09-0.11 including hydrogens).
+MAX_NEIGHBOR_DENSITY = 0.15
+
+
+def neighbor_capacity_default(num_atoms: int, cutoff: float) -> int:
+    """Default length of the static neighbour list: every ordered pair for a small region, else the
+    ``MAX_NEIGHBOR_DENSITY`` bound on the neighbours of each atom (whichever is smaller)."""
+    per_atom = int(math.ceil(MAX_NEIGHBOR_DENSITY * 4.0 / 3.0 * math.pi * cutoff**3))
+    return max(1, min(num_atoms * (num_atoms - 1), num_atoms * per_atom))
 
 
 def _format_number(x: float) -> str:
@@ -73,6 +83,17 @@ class OpenMMPotential(torch.nn.Module):
     output_forces : bool
         Return ``(energy, forces)``; forces computed in-graph by autograd (for ``setOutputsForces``).
     neighbor_method : {"auto", "brute", "cell"}
+        ``brute``: the static list of :func:`~openmlip.nn.neighbors.static_pairs` (every pair tested, fixed
+        length, no host synchronisation: CUDA-graph capturable); ``cell``: an O(N) cell list of
+        data-dependent length (not capturable); ``auto``: ``brute`` up to ``BRUTE_FORCE_MAX_ATOMS`` ML atoms.
+    neighbor_capacity : int, optional
+        Length of the static list (default :func:`neighbor_capacity_default`).  More pairs than this within the
+        cutoff is an error, never a silent truncation.
+    capturable : bool
+        Run without host synchronisation, for CUDA graphs: a failed check (box too small, non-finite or
+        coincident atoms, neighbour-list overflow) makes the energy and forces NaN instead of raising;
+        :func:`openmlip.openmm.diagnose` names the problem afterwards.  Needs the static list and an
+        openmlip :class:`~openmlip.models.Potential` in eager form (:func:`openmlip.models.rebuild_model`).
     dtype : torch.dtype
         Precision of the model evaluation (the model is cast to it).
     cutoff : float, optional
@@ -100,6 +121,8 @@ class OpenMMPotential(torch.nn.Module):
         neighbor_method: str = "auto",
         dtype: torch.dtype = torch.float32,
         cutoff: Optional[float] = None,
+        neighbor_capacity: Optional[int] = None,
+        capturable: bool = False,
     ):
         super().__init__()
         elements = _model_elements(model)
@@ -123,6 +146,10 @@ class OpenMMPotential(torch.nn.Module):
             raise SelectionError("the ML region is empty; select at least one atom")
         if neighbor_method not in ("auto", "brute", "cell"):
             raise ValueError(f"neighbor_method must be 'auto', 'brute' or 'cell', got {neighbor_method!r}")
+        self.use_cell_list = neighbor_method == "cell" or (neighbor_method == "auto" and len(idx) > BRUTE_FORCE_MAX_ATOMS)
+        self.capturable = bool(capturable)
+        if self.capturable:
+            model = _capturable_model(model, self.use_cell_list)
         self.model = cast_model(model, dtype)
         self.dtype = dtype
         self.cutoff = float(cutoff if cutoff is not None else getattr(model, "cutoff"))
@@ -131,7 +158,9 @@ class OpenMMPotential(torch.nn.Module):
         self.box_cutoff_name = "model cutoff"
         self.periodic = bool(periodic)
         self.output_forces = bool(output_forces)
-        self.use_cell_list = neighbor_method == "cell" or (neighbor_method == "auto" and len(idx) > BRUTE_FORCE_MAX_ATOMS)
+        if neighbor_capacity is not None and (isinstance(neighbor_capacity, bool) or int(neighbor_capacity) < 1):
+            raise ConfigError(f"neighbor_capacity={neighbor_capacity!r}: must be a positive number of pairs")
+        self.edge_capacity = int(neighbor_capacity) if neighbor_capacity is not None else neighbor_capacity_default(len(idx), self.cutoff)
         self.all_atoms = idx == list(range(n_total))
         self.num_particles = n_total
         self.register_buffer("indices", torch.tensor(idx, dtype=torch.long))
@@ -158,11 +187,12 @@ class OpenMMPotential(torch.nn.Module):
             )
 
     @torch.jit.export
-    def check_inputs(self, positions: torch.Tensor, boxvectors: Optional[torch.Tensor]) -> None:
-        """Raise unless OpenMM's positions [P,3] nm and box [3,3] nm (reduced form) can be evaluated.
+    def check_inputs(self, positions: torch.Tensor, boxvectors: Optional[torch.Tensor]) -> torch.Tensor:
+        """Check OpenMM's positions [P,3] nm and box [3,3] nm (reduced form); True (a bool tensor) when usable.
 
-        :class:`SelectionError`: P differs from the System this force was built for; :class:`BoxError`:
-        no box, or a width (a_x, b_y, c_z) below twice the cutoff (the minimum image would miss pairs).
+        :class:`SelectionError`: P differs from the System this force was built for (a shape: raised in every
+        mode); :class:`BoxError`: no box, or a width (a_x, b_y, c_z) below twice the cutoff (the minimum image
+        would miss pairs) — raised, or returned as False when :attr:`capturable`.
         """
         n = positions.shape[0]
         if n < self.num_particles or (self.all_atoms and n != self.num_particles):
@@ -170,53 +200,71 @@ class OpenMMPotential(torch.nn.Module):
                 "this openmlip force was built for a System of {} particles but OpenMM passed {}; build it with "
                 "num_particles=system.getNumParticles() and indices= the ML atoms".format(self.num_particles, n)
             )
-        if self.periodic:
-            if boxvectors is None:
-                raise BoxError("this openmlip force is periodic but OpenMM passed no box vectors; "
-                               "call force.setUsesPeriodicBoundaryConditions(True) or build it with periodic=False")
-            widths = torch.diagonal(boxvectors.detach().to(torch.float64))
-            if not bool((widths * self.length_scale >= 2.0 * self.box_cutoff).all()):
-                cut = self.box_cutoff / self.length_scale
-                raise BoxError(
-                    "periodic box width {} nm is below twice the {} (2 x {} nm): the box shrank (barostat) or was "
-                    "built too small; enlarge the box (more solvent padding) or use a shorter cutoff".format(
-                        _format_number(float(widths.min())), self.box_cutoff_name, _format_number(cut))
-                )
+        if not self.periodic:
+            return torch.ones((), dtype=torch.bool, device=positions.device)
+        if boxvectors is None:
+            raise BoxError("this openmlip force is periodic but OpenMM passed no box vectors; "
+                           "call force.setUsesPeriodicBoundaryConditions(True) or build it with periodic=False")
+        widths = torch.diagonal(boxvectors.detach().to(torch.float64))
+        box_ok = (widths * self.length_scale >= 2.0 * self.box_cutoff).all()
+        if not self.capturable and not bool(box_ok):
+            cut = self.box_cutoff / self.length_scale
+            raise BoxError(
+                "periodic box width {} nm is below twice the {} (2 x {} nm): the box shrank (barostat) or was "
+                "built too small; enlarge the box (more solvent padding) or use a shorter cutoff".format(
+                    _format_number(float(widths.min())), self.box_cutoff_name, _format_number(cut))
+            )
+        return box_ok
 
     @torch.jit.export
-    def ml_inputs(self, positions: torch.Tensor, boxvectors: Optional[torch.Tensor]) -> Dict[str, torch.Tensor]:
-        """The model's input dict (Å) with the in-graph neighbour list, after :meth:`check_inputs`.
+    def ml_inputs(self, positions: torch.Tensor, boxvectors: Optional[torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], torch.Tensor]:
+        """The model's input dict (Å) with the in-graph neighbour list, and whether every check passed.
 
-        Raises :class:`GeometryError` if an ML coordinate is NaN or infinite (the neighbour list would drop
-        the atom: a finite energy and zero force) or two ML atoms are closer than ``COINCIDENT_DISTANCE``
-        (their distance would give NaN).
+        Checks (:meth:`check_inputs`, then): an ML coordinate NaN or infinite (the neighbour list would drop
+        the atom: a finite energy and zero force), two ML atoms closer than ``COINCIDENT_DISTANCE`` (their
+        distance would give NaN), more pairs within the cutoff than the static list holds.  Each raises a
+        :class:`BoxError` / :class:`GeometryError`, or, when :attr:`capturable`, turns the returned flag False
+        (no host synchronisation) and the caller makes the energy NaN.
         """
-        self.check_inputs(positions, boxvectors)
+        ok = self.check_inputs(positions, boxvectors)
         if self.all_atoms:
             pos = positions.to(self.dtype) * self.length_scale
         else:
             pos = positions.index_select(0, self.indices).to(self.dtype) * self.length_scale
         finite = torch.isfinite(pos.detach()).all(dim=-1)
-        if not bool(finite.all()):
+        if not self.capturable and not bool(finite.all()):
             bad: List[int] = self.indices[~finite].tolist()
             raise GeometryError(
                 "coordinates of {} ML particle(s) are not finite (NaN or inf), particles {}: the simulation blew up "
                 "(time step too long, bad starting structure) or the positions are corrupt; check the structure and "
                 "the time step".format(len(bad), bad[:5])
             )
+        ok = ok & finite.all()
         box: Optional[torch.Tensor] = None
         if self.periodic and boxvectors is not None:
             box = boxvectors.to(self.dtype) * self.length_scale
         if self.use_cell_list:
             edge_index, shift = cell_list_pairs(pos, self.cutoff, box)
         else:
-            edge_index, shift = brute_force_pairs(pos, self.cutoff, box)
+            edge_index, shift, count = static_pairs(pos, self.cutoff, box, self.edge_capacity)
+            fits = count <= self.edge_capacity
+            if not self.capturable and not bool(fits):
+                raise GeometryError(
+                    "{} atom pairs of the ML region lie within the cutoff but the neighbour list holds {}: the region is "
+                    "denser than its capacity assumes; pass neighborCapacity={} or more (neighbor_capacity= in Python), or neighborMethod='cell'"
+                    .format(int(count), self.edge_capacity, int(count) * 3 // 2)
+                )
+            ok = ok & fits
+            if not self.capturable:  # the host knows the count already: drop the padding (less work on a CPU)
+                k = int(count)
+                edge_index, shift = edge_index[:, :k], shift[:k]
         p = pos.detach()
-        close = coincident((p[edge_index[1]] - p[edge_index[0]] + shift).pow(2).sum(-1))
-        if bool(close.any()):
+        close = coincident((p.index_select(0, edge_index[1]) - p.index_select(0, edge_index[0]) + shift).pow(2).sum(-1))
+        if not self.capturable and bool(close.any()):
             k = int(close.nonzero()[0, 0])
             i, j = int(self.indices[edge_index[0, k]]), int(self.indices[edge_index[1, k]])
             raise GeometryError(coincident_error("ML particles", i, j))
+        ok = ok & ~close.any()
         data: Dict[str, torch.Tensor] = {
             "pos": pos,
             "atomic_numbers": self.atomic_numbers,
@@ -230,19 +278,45 @@ class OpenMMPotential(torch.nn.Module):
         if box is not None:
             data["cell"] = box.unsqueeze(0)
             data["pbc"] = torch.ones((1, 3), dtype=torch.bool, device=pos.device)
-        return data
+        return data, ok
 
     def forward(self, positions: torch.Tensor, boxvectors: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Energy (kJ/mol, scalar) and, with ``output_forces``, forces [P,3] kJ/mol/nm (else empty)."""
-        data = self.ml_inputs(positions, boxvectors)
+        """Energy (kJ/mol, scalar) and, with ``output_forces``, forces [P,3] kJ/mol/nm (else empty).
+
+        Both are NaN when a check failed in a :attr:`capturable` module."""
+        data, ok = self.ml_inputs(positions, boxvectors)
         out = self.model(data, self.output_forces)
-        energy = out["energy"].sum() * self.energy_scale
+        energy = poison(out["energy"].sum() * self.energy_scale, ok)
         if self.output_forces:
             f_ml = out["forces"] * self.force_scale
             forces = torch.zeros((positions.shape[0], 3), dtype=f_ml.dtype, device=f_ml.device)
-            forces = forces.index_copy(0, self.indices, f_ml)
+            forces = poison(forces.index_copy(0, self.indices, f_ml), ok)
             return energy.to(positions.dtype), forces.to(positions.dtype)
         return energy.to(positions.dtype), torch.zeros(0, dtype=positions.dtype, device=positions.device)
+
+
+def poison(value: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
+    """``value`` where ``ok`` (a bool tensor), else NaN: how a capturable module reports a failed check."""
+    return torch.where(ok, value, torch.full_like(value, float("nan")))
+
+
+def _capturable_model(model: torch.nn.Module, use_cell_list: bool) -> torch.nn.Module:
+    """A copy of an eager openmlip ``Potential`` without its in-graph element check (a host synchronisation;
+    :class:`OpenMMPotential` checks the elements once, at construction) and without filling in missing inputs
+    (the dynamic neighbour list; :class:`OpenMMPotential` passes its static list and the total charge)."""
+    from ..models import Potential, rebuild_model
+
+    if use_cell_list:
+        raise ConfigError("capturable=True (CUDA graphs) needs the static neighbour list: neighbor_method='brute', "
+                          "or 'auto' with at most {} ML atoms".format(BRUTE_FORCE_MAX_ATOMS))
+    if not isinstance(model, Potential):
+        raise ConfigError("capturable=True (CUDA graphs) needs an openmlip Potential in eager form, not a "
+                          f"{type(model).__name__}: rebuild it with openmlip.models.rebuild_model(module, metadata['config']), or "
+                          "pass capturable=False")
+    model = rebuild_model(model, model.config_dict)
+    model.species.validate = False
+    model.capturable = True
+    return model
 
 
 class EnergyModule(torch.nn.Module):
