@@ -48,7 +48,8 @@ def build(name: str, cuda_graphs: bool):
     from openmmml import MLPotential
 
     pot = MLPotential(POTENTIAL)
-    kw = dict(precision="single", useCUDAGraphs=cuda_graphs)
+    # the fixed-length list for every size (graphs need it; off uses it too, so that on vs off differ only by graphs)
+    kw = dict(precision="single", useCUDAGraphs=cuda_graphs, neighborMethod="brute")
     if name == "ammonium-water":
         folder = ROOT / "systems" / "ammonium-water"
         pdb = app.PDBFile(str(folder / "ammonium-water.pdb"))

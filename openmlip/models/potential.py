@@ -20,7 +20,7 @@ when electrostatics is on).
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
@@ -34,6 +34,10 @@ from ..nn.zbl import ZBLRepulsion
 from .allegro import AllegroCore
 from .config import ModelConfig
 from .nequip import NequIPCore
+
+
+#: default edges per block of the chunked evaluation of large structures (:meth:`Potential._chunked`)
+EDGE_CHUNK = 12288
 
 
 class Potential(torch.nn.Module):
@@ -68,6 +72,9 @@ class Potential(torch.nn.Module):
         #: charge (nothing is filled in in-graph), so the frozen graph holds no host synchronisation and no
         #: data-dependent shape
         self.capturable = False
+        #: evaluate structures with more than this many edges in blocks of about this many (forces, inference,
+        #: Allegro without electrostatics: see :meth:`_chunked`); 0 turns it off
+        self.edge_chunk = EDGE_CHUNK
 
     @torch.jit.export
     def get_elements(self) -> List[str]:
@@ -123,17 +130,11 @@ class Potential(torch.nn.Module):
                 shift = torch.zeros((edge_index.shape[1], 3), dtype=pos.dtype, device=pos.device)
         center = edge_index[0]
         neighbor = edge_index[1]
-        edge_vec = pos[neighbor] - pos[center] + shift
-        r = torch.linalg.norm(edge_vec, dim=-1)
-        u = self.envelope(r)
-        radial = self.radial(r) * u.unsqueeze(-1)
-
-        pair_energy, transfer, node_energy = self.core(node_attr, center, neighbor, edge_vec, radial, u)
-
-        atomic = self.aggregation(pair_energy, u, center, n, atom_charge) + node_energy
-        atomic = atomic * self.per_species_scale[species] + self.per_species_shift[species]
-        if self.use_zbl:
-            atomic = atomic.index_add(0, center, self.zbl(r, species[center], species[neighbor]))
+        if (compute_forces and self.edge_chunk > 0 and center.shape[0] > self.edge_chunk and not self.training
+                and not self.capturable and not self.use_electrostatics and self.architecture == "allegro"
+                and bool((center[1:] >= center[:-1]).all())):
+            return self._chunked(pos, batch, num_graphs, species, node_attr, atom_charge, center, neighbor, shift)
+        atomic, transfer = self._local_energies(pos, species, node_attr, atom_charge, center, neighbor, shift)
 
         if self.use_charges:
             charges = atom_charge.index_add(0, center, transfer).index_add(0, neighbor, -transfer)
@@ -151,3 +152,58 @@ class Potential(torch.nn.Module):
                 g = torch.zeros_like(pos)
             out[K.FORCES] = -g
         return out
+
+    def _local_energies(
+        self, pos: torch.Tensor, species: torch.Tensor, node_attr: torch.Tensor, atom_charge: torch.Tensor,
+        center: torch.Tensor, neighbor: torch.Tensor, shift: torch.Tensor,
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Atomic energies [N] (eV, before electrostatics) and pair charge transfers [E] from the edges given."""
+        edge_vec = pos[neighbor] - pos[center] + shift
+        r = torch.linalg.norm(edge_vec, dim=-1)
+        u = self.envelope(r)
+        radial = self.radial(r) * u.unsqueeze(-1)
+        pair_energy, transfer, node_energy = self.core(node_attr, center, neighbor, edge_vec, radial, u)
+        atomic = self.aggregation(pair_energy, u, center, pos.shape[0], atom_charge) + node_energy
+        atomic = atomic * self.per_species_scale[species] + self.per_species_shift[species]
+        if self.use_zbl:
+            atomic = atomic.index_add(0, center, self.zbl(r, species[center], species[neighbor]))
+        return atomic, transfer
+
+    def _chunked(
+        self, pos: torch.Tensor, batch: torch.Tensor, num_graphs: int, species: torch.Tensor, node_attr: torch.Tensor,
+        atom_charge: torch.Tensor, center: torch.Tensor, neighbor: torch.Tensor, shift: torch.Tensor,
+    ) -> Dict[str, torch.Tensor]:
+        """Energies, forces and charges of a large structure, ``edge_chunk`` edges at a time (inference only).
+
+        A strictly local model's atomic energy E_i depends only on the edges centred on i, so the atoms are cut
+        into consecutive blocks of about ``edge_chunk`` edges; each block runs forward and backward on its own and
+        its per-edge tensors are freed before the next (they stay in cache instead of growing with the system).
+        The sum is the same energy and force as one pass (edges sorted by centre, as every openmlip list is).
+        """
+        n = pos.shape[0]
+        first = torch.searchsorted(center, torch.arange(n + 1, device=pos.device))  # first edge of each atom
+        marks = torch.arange(0, center.shape[0], self.edge_chunk, device=pos.device)
+        starts = torch.searchsorted(first[:n].contiguous(), marks.contiguous())
+        bounds: List[int] = torch.unique_consecutive(torch.cat([starts, torch.tensor([n], device=pos.device)])).tolist()
+        if bounds[0] != 0:
+            bounds.insert(0, 0)
+        forces = torch.zeros_like(pos)
+        atomic_all = torch.zeros(n, dtype=pos.dtype, device=pos.device)
+        charges = atom_charge.detach()
+        edge_starts: List[int] = first.tolist()
+        for k in range(len(bounds) - 1):
+            a0, a1 = bounds[k], bounds[k + 1]
+            e0, e1 = edge_starts[a0], edge_starts[a1]
+            p = pos.detach().requires_grad_(True)
+            c, nb = center[e0:e1], neighbor[e0:e1]
+            atomic, transfer = self._local_energies(p, species, node_attr, atom_charge, c, nb, shift[e0:e1])
+            block = atomic[a0:a1]
+            g = torch.autograd.grad([block.sum()], [p], allow_unused=True)[0]
+            if g is not None:
+                forces = forces - g
+            atomic_all[a0:a1] = block.detach()
+            if self.use_charges:
+                t = transfer.detach()
+                charges = charges.index_add(0, c, t).index_add(0, nb, -t)
+        energy = torch.zeros(num_graphs, dtype=pos.dtype, device=pos.device).index_add(0, batch, atomic_all)
+        return {K.ENERGY: energy, K.ATOMIC_ENERGIES: atomic_all, K.CHARGES: charges, K.FORCES: forces}

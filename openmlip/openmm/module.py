@@ -257,7 +257,7 @@ class OpenMMPotential(torch.nn.Module):
             ok = ok & fits
             if not self.capturable:  # the host knows the count already: drop the padding (less work on a CPU)
                 k = int(count)
-                edge_index, shift = edge_index[:, :k], shift[:k]
+                edge_index, shift = edge_index[:, :k].contiguous(), shift[:k]
         p = pos.detach()
         close = coincident((p.index_select(0, edge_index[1]) - p.index_select(0, edge_index[0]) + shift).pow(2).sum(-1))
         if not self.capturable and bool(close.any()):
