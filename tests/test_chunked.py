@@ -43,7 +43,9 @@ def test_chunked_path_taken_only_where_it_is_exact():
         model = make_model("allegro", "charge-gated")
         model.edge_chunk = chunk
         pot = torch.jit.script(OpenMMPotential(model, z, periodic=True, dtype=torch.float64, output_forces=True))
-        results.append(pot(torch.tensor(pos / 10.0), torch.tensor(box / 10.0)))
+        frozen = torch.jit.freeze(pot.eval())  # as openmm-torch runs it (freezing drops detach())
+        positions = torch.tensor(pos / 10.0, requires_grad=True)  # openmm-torch's positions may require grad
+        results.append(frozen(positions, torch.tensor(box / 10.0)))
     assert torch.allclose(results[0][0], results[1][0], rtol=1e-13)
     assert torch.allclose(results[0][1], results[1][1], rtol=0, atol=1e-8)
     # NequIP passes messages beyond one cutoff: never cut into blocks (same result with any edge_chunk)

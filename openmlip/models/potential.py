@@ -165,7 +165,9 @@ class Potential(torch.nn.Module):
         pair_energy, transfer, node_energy = self.core(node_attr, center, neighbor, edge_vec, radial, u)
         atomic = self.aggregation(pair_energy, u, center, pos.shape[0], atom_charge) + node_energy
         atomic = atomic * self.per_species_scale[species] + self.per_species_shift[species]
-        if self.use_zbl:
+        # the ZBL term is exactly zero beyond its range: skipped (about 40 operators and their backward, a sixth of
+        # a small region's step) when no pair is that close, except in a CUDA graph, which cannot branch on data
+        if self.use_zbl and (self.capturable or bool((r < self.zbl.range).any())):
             atomic = atomic.index_add(0, center, self.zbl(r, species[center], species[neighbor]))
         return atomic, transfer
 
@@ -187,23 +189,28 @@ class Potential(torch.nn.Module):
         bounds: List[int] = torch.unique_consecutive(torch.cat([starts, torch.tensor([n], device=pos.device)])).tolist()
         if bounds[0] != 0:
             bounds.insert(0, 0)
-        forces = torch.zeros_like(pos)
-        atomic_all = torch.zeros(n, dtype=pos.dtype, device=pos.device)
-        charges = atom_charge.detach()
+        # fresh leaves and results copied under no_grad, not with detach(): torch.jit.freeze (which openmm-torch
+        # applies) drops detach(), and every block's graph would then reach back into the shared one
+        with torch.no_grad():
+            forces = torch.zeros_like(pos)
+            atomic_all = torch.zeros(n, dtype=pos.dtype, device=pos.device)
+            charges = atom_charge.clone()
         edge_starts: List[int] = first.tolist()
         for k in range(len(bounds) - 1):
             a0, a1 = bounds[k], bounds[k + 1]
             e0, e1 = edge_starts[a0], edge_starts[a1]
-            p = pos.detach().requires_grad_(True)
+            with torch.no_grad():
+                p = pos.clone()
+            p.requires_grad_(True)
             c, nb = center[e0:e1], neighbor[e0:e1]
             atomic, transfer = self._local_energies(p, species, node_attr, atom_charge, c, nb, shift[e0:e1])
             block = atomic[a0:a1]
             g = torch.autograd.grad([block.sum()], [p], allow_unused=True)[0]
-            if g is not None:
-                forces = forces - g
-            atomic_all[a0:a1] = block.detach()
-            if self.use_charges:
-                t = transfer.detach()
-                charges = charges.index_add(0, c, t).index_add(0, nb, -t)
+            with torch.no_grad():
+                if g is not None:
+                    forces = forces - g
+                atomic_all[a0:a1] = block
+                if self.use_charges:
+                    charges = charges.index_add(0, c, transfer).index_add(0, nb, -transfer)
         energy = torch.zeros(num_graphs, dtype=pos.dtype, device=pos.device).index_add(0, batch, atomic_all)
         return {K.ENERGY: energy, K.ATOMIC_ENERGIES: atomic_all, K.CHARGES: charges, K.FORCES: forces}

@@ -58,6 +58,8 @@ class Aggregation(torch.nn.Module):
         self.raw_temperature = torch.nn.Parameter(torch.tensor(raw, dtype=torch.get_default_dtype()))
         self.t_min = t_min
         self.gate_width = float(gate_width)
+        #: set for CUDA graphs (no data-dependent branch): see :meth:`forward`
+        self.capturable = False
 
     def temperature(self) -> torch.Tensor:
         return torch.nn.functional.softplus(self.raw_temperature) + self.t_min
@@ -93,12 +95,15 @@ class Aggregation(torch.nn.Module):
             return zeros.index_add(0, center, weights * values)
         if self.mode_id == 1:
             return zeros.scatter_reduce(0, center, weights * values, reduce="amax", include_self=True)
-        smooth = self._smoothmax(values, weights, center, zeros)
         if self.mode_id == 2:
-            return smooth
+            return self._smoothmax(values, weights, center, zeros)
         summed = zeros.index_add(0, center, weights * values)
         gate = 1.0 - torch.exp(-(atom_charge / self.gate_width) ** 2)
-        return (1.0 - gate) * summed + gate * smooth
+        # every atom neutral (gate exactly 0): the smoothmax term is multiplied by 0 and skipped (a CPU-side
+        # check; inside a CUDA graph, which cannot branch on data, it is always computed)
+        if not self.capturable and not bool((gate != 0.0).any()):
+            return summed
+        return (1.0 - gate) * summed + gate * self._smoothmax(values, weights, center, zeros)
 
     def _smoothmax(
         self, values: torch.Tensor, weights: torch.Tensor, center: torch.Tensor, zeros: torch.Tensor

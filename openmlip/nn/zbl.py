@@ -25,6 +25,8 @@ class ZBLRepulsion(torch.nn.Module):
         self.scale = float(scale)
         self.p = float(p)
         self.k = COULOMB_EV_ANGSTROM
+        #: no pair at or beyond this distance (Å) has a ZBL term: the largest switch-off radius of any species pair
+        self.range = self.scale * 2.0 * float(rcov.max())
 
     def forward(self, r: torch.Tensor, si: torch.Tensor, sj: torch.Tensor) -> torch.Tensor:
         """Pair energy (eV) per directed edge, already halved (each pair is listed twice)."""

@@ -316,6 +316,7 @@ def _capturable_model(model: torch.nn.Module, use_cell_list: bool) -> torch.nn.M
     model = rebuild_model(model, model.config_dict)
     model.species.validate = False
     model.capturable = True
+    model.aggregation.capturable = True
     return model
 
 
