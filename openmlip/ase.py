@@ -30,7 +30,7 @@ from ase.calculators.calculator import Calculator as _ASECalculator, all_changes
 from ase.neighborlist import neighbor_list
 
 from .charges import ChargeState, bonds_from_positions, check_formal, resolve_charge_state
-from .deploy import cast_model, load_model
+from .deploy import cast_model, load_model, torch_dtype
 from .errors import ChargeError, GeometryError, from_graph
 from .nn.embedding import SpeciesIndex
 
@@ -87,7 +87,7 @@ class Calculator(_ASECalculator):
         super().__init__(**kwargs)
         self.model, self.metadata = load_model(model_path, device=device)
         if dtype is None:
-            dtype = torch.float64 if self.metadata["dtype"] == "float64" else torch.float32
+            dtype = torch_dtype(self.metadata["dtype"])
         self.model = cast_model(self.model, dtype)
         self.dtype = dtype
         self.device = device

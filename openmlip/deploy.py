@@ -16,7 +16,7 @@ import torch
 
 from . import MODEL_FORMAT_VERSION, __version__
 from ._io import atomic_path
-from .errors import ModelFileError, first_line
+from .errors import ConfigError, ModelFileError, first_line
 
 METADATA_NAME = "openmlip.json"
 UNITS = {"length": "Angstrom", "energy": "eV", "charge": "e", "forces": "eV/Angstrom"}
@@ -47,6 +47,17 @@ def model_metadata(model: torch.nn.Module, **extra: Any) -> Dict[str, Any]:
     }
     meta.update(extra)
     return meta
+
+
+#: precision names -> torch dtypes (model files and training configs say float32/float64, OpenMM single/double)
+DTYPES = {"float32": torch.float32, "single": torch.float32, "float64": torch.float64, "double": torch.float64}
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """The torch dtype of a precision name (``float32``/``single``, ``float64``/``double``)."""
+    if name not in DTYPES:
+        raise ConfigError(f"precision {name!r} is not one of {', '.join(map(repr, DTYPES))}")
+    return DTYPES[name]
 
 
 def cast_model(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:

@@ -1,4 +1,4 @@
-"""Large structures are evaluated in blocks of edges (Potential._chunked): the same numbers as one pass."""
+"""Large structures are evaluated in blocks of edges (Potential._blocks): the same numbers as one pass."""
 from __future__ import annotations
 
 import numpy as np

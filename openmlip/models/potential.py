@@ -36,7 +36,7 @@ from .config import ModelConfig
 from .nequip import NequIPCore
 
 
-#: default edges per block of the chunked evaluation of large structures (:meth:`Potential._chunked`)
+#: default edges per block of the chunked evaluation of large structures (:meth:`Potential._blocks`)
 EDGE_CHUNK = 12288
 
 
@@ -73,7 +73,7 @@ class Potential(torch.nn.Module):
         #: data-dependent shape
         self.capturable = False
         #: evaluate structures with more than this many edges in blocks of about this many (forces, inference,
-        #: Allegro without electrostatics: see :meth:`_chunked`); 0 turns it off
+        #: Allegro without electrostatics: see :meth:`_blocks`); 0 turns it off
         self.edge_chunk = EDGE_CHUNK
 
     @torch.jit.export
@@ -130,11 +130,43 @@ class Potential(torch.nn.Module):
                 shift = torch.zeros((edge_index.shape[1], 3), dtype=pos.dtype, device=pos.device)
         center = edge_index[0]
         neighbor = edge_index[1]
-        if (compute_forces and self.edge_chunk > 0 and center.shape[0] > self.edge_chunk and not self.training
-                and not self.capturable and not self.use_electrostatics and self.architecture == "allegro"
-                and bool((center[1:] >= center[:-1]).all())):
-            return self._chunked(pos, batch, num_graphs, species, node_attr, atom_charge, center, neighbor, shift)
-        atomic, transfer = self._local_energies(pos, species, node_attr, atom_charge, center, neighbor, shift)
+        chunked = (compute_forces and self.edge_chunk > 0 and center.shape[0] > self.edge_chunk and not self.training
+                   and not self.capturable and not self.use_electrostatics and self.architecture == "allegro"
+                   and bool((center[1:] >= center[:-1]).all()))
+        atom_bounds: List[int] = [0, n]
+        edge_bounds: List[int] = [0, center.shape[0]]
+        if chunked:
+            atom_bounds, edge_bounds = self._blocks(center, n)
+        # one call site of the model body (TorchScript inlines it: a second would double the graph openmm-torch
+        # stores); in blocks, fresh leaves and results under no_grad, not detach(): torch.jit.freeze (which
+        # openmm-torch applies) drops detach(), and every block's graph would reach back into the shared one
+        with torch.no_grad():
+            forces = torch.zeros_like(pos)
+            atomic_sum = torch.zeros(n, dtype=pos.dtype, device=pos.device)
+            charge_sum = atom_charge.clone()
+        atomic = atomic_sum
+        transfer = torch.zeros(0, dtype=pos.dtype, device=pos.device)
+        for k in range(len(atom_bounds) - 1):
+            a0, a1, e0, e1 = atom_bounds[k], atom_bounds[k + 1], edge_bounds[k], edge_bounds[k + 1]
+            p = pos
+            if chunked:
+                with torch.no_grad():
+                    p = pos.clone()
+                p.requires_grad_(True)
+            c, nb = center[e0:e1], neighbor[e0:e1]
+            atomic, transfer = self._local_energies(p, species, node_attr, atom_charge, c, nb, shift[e0:e1])
+            if chunked:
+                block = atomic[a0:a1]
+                g = torch.autograd.grad([block.sum()], [p], allow_unused=True)[0]
+                with torch.no_grad():
+                    if g is not None:
+                        forces = forces - g
+                    atomic_sum[a0:a1] = block
+                    if self.use_charges:
+                        charge_sum = charge_sum.index_add(0, c, transfer).index_add(0, nb, -transfer)
+        if chunked:
+            energy = torch.zeros(num_graphs, dtype=pos.dtype, device=pos.device).index_add(0, batch, atomic_sum)
+            return {K.ENERGY: energy, K.ATOMIC_ENERGIES: atomic_sum, K.CHARGES: charge_sum, K.FORCES: forces}
 
         if self.use_charges:
             charges = atom_charge.index_add(0, center, transfer).index_add(0, neighbor, -transfer)
@@ -171,46 +203,20 @@ class Potential(torch.nn.Module):
             atomic = atomic.index_add(0, center, self.zbl(r, species[center], species[neighbor]))
         return atomic, transfer
 
-    def _chunked(
-        self, pos: torch.Tensor, batch: torch.Tensor, num_graphs: int, species: torch.Tensor, node_attr: torch.Tensor,
-        atom_charge: torch.Tensor, center: torch.Tensor, neighbor: torch.Tensor, shift: torch.Tensor,
-    ) -> Dict[str, torch.Tensor]:
-        """Energies, forces and charges of a large structure, ``edge_chunk`` edges at a time (inference only).
+    def _blocks(self, center: torch.Tensor, n: int) -> Tuple[List[int], List[int]]:
+        """Atom and edge boundaries of consecutive blocks of about ``edge_chunk`` edges (inference of large
+        structures, forces by block).
 
         A strictly local model's atomic energy E_i depends only on the edges centred on i, so the atoms are cut
-        into consecutive blocks of about ``edge_chunk`` edges; each block runs forward and backward on its own and
-        its per-edge tensors are freed before the next (they stay in cache instead of growing with the system).
-        The sum is the same energy and force as one pass (edges sorted by centre, as every openmlip list is).
+        into consecutive blocks; each block runs forward and backward on its own and its per-edge tensors are
+        freed before the next (they stay in cache instead of growing with the system).  The sum is the energy
+        and force of one pass (edges sorted by centre, as every openmlip list is).
         """
-        n = pos.shape[0]
-        first = torch.searchsorted(center, torch.arange(n + 1, device=pos.device))  # first edge of each atom
-        marks = torch.arange(0, center.shape[0], self.edge_chunk, device=pos.device)
+        first = torch.searchsorted(center, torch.arange(n + 1, device=center.device))  # first edge of each atom
+        marks = torch.arange(0, center.shape[0], self.edge_chunk, device=center.device)
         starts = torch.searchsorted(first[:n].contiguous(), marks.contiguous())
-        bounds: List[int] = torch.unique_consecutive(torch.cat([starts, torch.tensor([n], device=pos.device)])).tolist()
-        if bounds[0] != 0:
-            bounds.insert(0, 0)
-        # fresh leaves and results copied under no_grad, not with detach(): torch.jit.freeze (which openmm-torch
-        # applies) drops detach(), and every block's graph would then reach back into the shared one
-        with torch.no_grad():
-            forces = torch.zeros_like(pos)
-            atomic_all = torch.zeros(n, dtype=pos.dtype, device=pos.device)
-            charges = atom_charge.clone()
+        atoms: List[int] = torch.unique_consecutive(torch.cat([starts, torch.tensor([n], device=center.device)])).tolist()
+        if atoms[0] != 0:
+            atoms.insert(0, 0)
         edge_starts: List[int] = first.tolist()
-        for k in range(len(bounds) - 1):
-            a0, a1 = bounds[k], bounds[k + 1]
-            e0, e1 = edge_starts[a0], edge_starts[a1]
-            with torch.no_grad():
-                p = pos.clone()
-            p.requires_grad_(True)
-            c, nb = center[e0:e1], neighbor[e0:e1]
-            atomic, transfer = self._local_energies(p, species, node_attr, atom_charge, c, nb, shift[e0:e1])
-            block = atomic[a0:a1]
-            g = torch.autograd.grad([block.sum()], [p], allow_unused=True)[0]
-            with torch.no_grad():
-                if g is not None:
-                    forces = forces - g
-                atomic_all[a0:a1] = block
-                if self.use_charges:
-                    charges = charges.index_add(0, c, transfer).index_add(0, nb, -transfer)
-        energy = torch.zeros(num_graphs, dtype=pos.dtype, device=pos.device).index_add(0, batch, atomic_all)
-        return {K.ENERGY: energy, K.ATOMIC_ENERGIES: atomic_all, K.CHARGES: charges, K.FORCES: forces}
+        return atoms, [edge_starts[a] for a in atoms]

@@ -18,7 +18,7 @@ LAMBDA = "lambda_interpolate"
 def create_electrostatic_system(impl, topology, system, atoms: List[int], forceGroup: int, interpolate: bool,
                                 returnInfo: bool = False, **args):
     atoms = list(atoms)
-    z, kwargs = impl._potential_kwargs(topology, system, atoms, args)  # validates indices, elements, charge first
+    z, kwargs = impl.potential_kwargs(topology, system, atoms, args)  # validates indices, elements, charge first
     link = utilities.findLinkBonds(topology, atoms)
     if link:
         raise SelectionError(
@@ -54,7 +54,7 @@ def create_electrostatic_system(impl, topology, system, atoms: List[int], forceG
     cutoff = float(args.get("embeddingCutoff", cutoff_nm))
     pot = EmbeddedPotential(impl.ml_model(kwargs["capturable"]), z, mm_indices, mm_charges, embedding_cutoff=cutoff,
                             damping=float(args.get("embeddingDamping", 0.5)), **kwargs)
-    impl._check_box(pot, system)  # the MM System's own box (the test of a too-small box relies on it)
+    impl.check_box(pot, system)  # the MM System's own box (the test of a too-small box relies on it)
     backend = args.get("backend") or "torchforce"
     if interpolate and backend != "torchforce":
         raise ValueError("interpolate=True with the electrostatic embedding needs backend='torchforce'")

@@ -70,7 +70,7 @@ from openmmml.mlpotential import MLPotentialImpl
 
 from ..charges import (check_formal, formal_charges_from_bonds, integral_sum, resolve_charge_state, spin_multiplicity,
                        total_charge)
-from ..deploy import load_model
+from ..deploy import load_model, torch_dtype
 from ..errors import ChargeError, ConfigError, ModelFileError, SelectionError, UnsupportedElementError
 from ..nn.embedding import SpeciesIndex
 from ..models import rebuild_model
@@ -233,7 +233,10 @@ class OpenMLIPPotentialImpl(MLPotentialImpl):
         merged.update(_check_values(args))
         return merged
 
-    def _potential_kwargs(self, topology, system, atoms, args, embedding=False):
+    def potential_kwargs(self, topology, system, atoms, args, embedding=False):
+        """(atomic numbers of the ML atoms, keyword arguments of :class:`OpenMMPotential`) for one force: the ML
+        atoms and elements checked, the charge state resolved, precision, box, neighbour list and CUDA graphs
+        chosen.  Shared by both embeddings."""
         atom_list = check_atoms(topology, atoms)
         all_atoms = list(topology.atoms())
         z = []
@@ -252,11 +255,7 @@ class OpenMLIPPotentialImpl(MLPotentialImpl):
         # unless given, spread evenly (with a warning) only when the bond rules cannot reach the total charge
         state = resolve_charge_state(z_all, total=charge, formal=formal, multiplicity=args.get("multiplicity", 1),
                                      bonds=bonds, atoms=atom_list, reference=reference)
-        precision = args.get("precision")
-        if precision is None:
-            dtype = torch.float64 if self.metadata["dtype"] == "float64" else torch.float32
-        else:
-            dtype = torch.float32 if precision == "single" else torch.float64
+        dtype = torch_dtype(args.get("precision") or self.metadata["dtype"])
         periodic = topology.getPeriodicBoxVectors() is not None or system.usesPeriodicBoundaryConditions()
         method = args.get("neighborMethod") or "auto"
         kwargs = dict(indices=atom_list, num_particles=topology.getNumAtoms(), total_charge=float(state.total),
@@ -288,7 +287,8 @@ class OpenMLIPPotentialImpl(MLPotentialImpl):
         (:func:`openmlip.models.rebuild_model`), else the file's TorchScript."""
         return rebuild_model(self.model, self.metadata["config"]) if capturable else copy_model(self.model)
 
-    def _check_box(self, pot: OpenMMPotential, system: openmm.System, topology: Optional[app.Topology] = None):
+    def check_box(self, pot: OpenMMPotential, system: openmm.System, topology: Optional[app.Topology] = None):
+        """Raise :class:`~openmlip.errors.BoxError` when the System's (or Topology's) box is too small for ``pot``."""
         if pot.periodic:
             # the System's box is what gets simulated; an empty System (openmm-ml's interpolation helper)
             # carries only OpenMM's default box, so then the Topology's box is the one that counts
@@ -300,13 +300,13 @@ class OpenMLIPPotentialImpl(MLPotentialImpl):
 
     def addForces(self, topology: app.Topology, system: openmm.System, atoms: Optional[Iterable[int]], forceGroup: int, **args):
         args = self._args(args, ARGUMENTS + MECHANICAL_ARGUMENTS, "createSystem/addForces")
-        z, kwargs = self._potential_kwargs(topology, system, atoms, args)
+        z, kwargs = self.potential_kwargs(topology, system, atoms, args)
         backend = args.get("backend") or "torchforce"
         # forces computed in-graph (setOutputsForces): measured 9.2 vs 10.3 ms/step for alanine dipeptide
         # on the CPU platform (docs/openmm.md); `outputForces=False` lets openmm-torch differentiate instead
         kwargs["output_forces"] = bool(args.get("outputForces", backend == "torchforce"))
         pot = OpenMMPotential(self.ml_model(kwargs["capturable"]), z, **kwargs)
-        self._check_box(pot, system, topology)
+        self.check_box(pot, system, topology)
         if backend == "torchforce" and system.getNumParticles() == 0 and not torchforce_clones_safely():
             # openmm-ml's interpolation (InterpolationHelper) builds ML terms in an empty System and then
             # XML-clones them into a CustomCVForce, which segfaults when openmm and openmm-torch's build do

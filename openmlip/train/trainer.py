@@ -26,7 +26,7 @@ import torch
 
 from .._io import atomic_path
 from ..data import Structure, read_extxyz, read_spice
-from ..deploy import file_sha256
+from ..deploy import file_sha256, torch_dtype
 from ..errors import ConfigError, DataFileError, ResumeError, TrainingDivergedError, first_line  # noqa: F401 (re-exported)
 from ..models import build_model
 from ..models.config import ModelConfig
@@ -209,7 +209,7 @@ class Trainer:
         self.cfg = cfg
         self.progress = progress
         self.out = Path(cfg.output)
-        self.dtype = torch.float32 if cfg.dtype == "float32" else torch.float64
+        self.dtype = torch_dtype(cfg.dtype)
 
     def _data(self):
         structures = load_structures(self.cfg)
@@ -419,7 +419,7 @@ def deploy_run(run_dir, output, extra_provenance: Optional[dict] = None) -> Dict
         raise DataFileError(f"{best} not found: train first (`openmlip train CONFIG.yaml`), or point at the run folder")
     ckpt = load_checkpoint(best)
     cfg = TrainConfig(**ckpt["config"])
-    dtype = torch.float32 if cfg.dtype == "float32" else torch.float64
+    dtype = torch_dtype(cfg.dtype)
     model = build_model(dict(cfg.model), dtype=dtype)
     model.load_state_dict(ckpt["model"])
     report = json.loads((run_dir / REPORT).read_text()) if (run_dir / REPORT).is_file() else {}
