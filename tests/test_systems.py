@@ -68,6 +68,12 @@ def test_spec_end_to_end_meets_expected_observables(spec_path, tmp_path):
         assert c["observable"] in report
     run = json.loads((tmp_path / "run/md/run.json").read_text())
     assert run["threads"] == {"torch": 1, "openmm": 1} and run["ns_per_day"] > 0
+    # the platform's settings and CUDA graphs are recorded (graphs only count on the CUDA platform)
+    if run["platform"] == "CPU":
+        assert run["platform_properties"] == {"Threads": "1"} and run["cuda_graphs"] is False
+    elif run["platform"] == "CUDA":
+        assert run["platform_properties"] == {"Precision": "mixed"} and isinstance(run["cuda_graphs"], bool)
+    assert "| platform settings |" in report
 
 
 def test_ml_region_and_charge_of_the_charged_system():
