@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 from typing import List, Optional
 
+from . import DEFAULT_POTENTIAL
 from ._io import writable_dir
 from .errors import ConfigError, OpenMLIPError
 
@@ -238,8 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--threads", type=int, default=1, help="torch and OpenMM CPU threads (default 1)")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--quiet", action="store_true", help="no progress bar")
-    m.add_argument("--model", default="openmlip-xtb-v3",
-                   help="installed potential name, model file, or 'random' (default: the shipped openmlip-xtb-v3)")
+    m.add_argument("--model", default=DEFAULT_POTENTIAL,
+                   help=f"installed potential name, model file, or 'random' (default: the shipped {DEFAULT_POTENTIAL})")
     m.set_defaults(func=_cmd_demo)
     da = sub.add_parser("data", help="reference data")
     dsub = da.add_subparsers(dest="data_command", required=True)

@@ -16,35 +16,23 @@ import openmm
 import openmm.app as app
 import openmm.unit as u
 
-from . import units
+from . import DEFAULT_POTENTIAL, units
 from .deploy import load_model, save_model
 from .models import build_model
 from .openmm import OpenMMPotential, create_force
+from .openmm.registry import resolve_potential
 
 DEFAULT_STRUCTURE = Path(__file__).resolve().parent.parent / "systems" / "ammonium-cluster" / "structure.xyz"
 
 
-DEFAULT_POTENTIAL = "openmlip-xtb-v3"
-
-
 def _model_file(model: str, out: Path, seed: int) -> Path:
     """A model file: a shipped potential by name, a path, or 'random' (written to ``out``)."""
-    from .openmm.registry import shipped_models
-
     if model == "random":
         torch.manual_seed(seed)
         path = out / "model.pt"
         save_model(build_model(), path, provenance={"training": "none: randomly initialised (wiring demo)", "seed": seed})
         return path
-    installed = shipped_models()
-    if model in installed:
-        return Path(installed[model])
-    if Path(model).is_file():
-        return Path(model)
-    raise FileNotFoundError(
-        f"no model {model!r}: not an installed potential ({', '.join(sorted(installed)) or 'none installed'}) nor a file; "
-        f"install the shipped one with `pip install -e plugins/{DEFAULT_POTENTIAL}` (make does) or pass --model random"
-    )
+    return resolve_potential(model)
 
 
 def run_demo(out: Path, steps: int = 200, threads: int = 1, seed: int = 0, structure: Path = DEFAULT_STRUCTURE,
@@ -151,5 +139,5 @@ def _nh_bonds(traj_path: Path) -> dict:
     import mdtraj
 
     traj = mdtraj.load(str(traj_path))
-    d = mdtraj.compute_distances(traj, [[0, k] for k in range(1, 5)]) * 10.0
+    d = mdtraj.compute_distances(traj, [[0, k] for k in range(1, 5)]) * units.NM_TO_ANGSTROM
     return {"mean": float(d.mean()), "std": float(d.std()), "frames": int(traj.n_frames)}

@@ -22,12 +22,15 @@ BOHR_ANGSTROM: Final[float] = 0.529177210544  # Bohr radius a0 in Å
 HARTREE_EV: Final[float] = 27.211386245981  # Hartree energy E_h in eV
 VACUUM_PERMITTIVITY_F_PER_M: Final[float] = 8.8541878188e-12  # ε0
 
+BOLTZMANN_J_PER_K: Final[float] = 1.380649e-23  # k_B (exact)
+
 # --- lengths -----------------------------------------------------------------------------
 NM_TO_ANGSTROM: Final[float] = 10.0
 ANGSTROM_TO_NM: Final[float] = 0.1
 BOHR_TO_ANGSTROM: Final[float] = BOHR_ANGSTROM
 ANGSTROM_TO_BOHR: Final[float] = 1.0 / BOHR_ANGSTROM
 BOHR_TO_NM: Final[float] = BOHR_ANGSTROM * ANGSTROM_TO_NM
+NM2_TO_ANGSTROM2: Final[float] = NM_TO_ANGSTROM**2
 
 # --- energies ----------------------------------------------------------------------------
 EV_TO_KJ_PER_MOL: Final[float] = ELEMENTARY_CHARGE_C * AVOGADRO_PER_MOL / 1000.0  # 96.485332123310...
@@ -38,6 +41,13 @@ EV_TO_KCAL_PER_MOL: Final[float] = 1.0 / KCAL_PER_MOL_TO_EV
 HARTREE_TO_EV: Final[float] = HARTREE_EV
 EV_TO_HARTREE: Final[float] = 1.0 / HARTREE_EV
 HARTREE_TO_KJ_PER_MOL: Final[float] = HARTREE_EV * EV_TO_KJ_PER_MOL
+
+# molar gas constant R = k_B N_A in kJ/(mol K) (exact: 0.00831446261815324)
+GAS_CONSTANT_KJ_PER_MOL_K: Final[float] = BOLTZMANN_J_PER_K * AVOGADRO_PER_MOL / 1000.0
+
+# --- transport ---------------------------------------------------------------------------
+# diffusion coefficients: 1 nm²/ps = 1e-14 cm² / 1e-12 s = 1e-2 cm²/s = 1000 × (1e-5 cm²/s)
+NM2_PER_PS_TO_1E5_CM2_PER_S: Final[float] = 1000.0
 
 # --- forces / gradients ------------------------------------------------------------------
 HARTREE_PER_BOHR_TO_EV_PER_ANGSTROM: Final[float] = HARTREE_EV / BOHR_ANGSTROM
@@ -82,3 +92,8 @@ def energy_to_ev(unit: str) -> float:
 def length_to_angstrom(unit: str) -> float:
     """Factor that converts a length in ``unit`` to Å (``unit`` in :data:`LENGTH_TO_ANGSTROM`)."""
     return _factor(LENGTH_TO_ANGSTROM, unit, "length")
+
+
+def ns_per_day(timestep_fs: float, seconds_per_step: float) -> float:
+    """Simulated nanoseconds per wall-clock day at ``seconds_per_step`` for a time step of ``timestep_fs``."""
+    return timestep_fs * 1e-6 / seconds_per_step * 86400.0

@@ -14,6 +14,9 @@ def test_exact_si_and_derived_energy():
     assert U.EV_TO_KJ_PER_MOL == pytest.approx(96.48533212331, rel=1e-13)
     assert U.KCAL_PER_MOL_TO_KJ_PER_MOL == sc.calorie == 4.184
     assert U.KCAL_PER_MOL_TO_EV == pytest.approx(sc.calorie * 1000.0 / (sc.e * sc.N_A), rel=1e-15)
+    assert U.GAS_CONSTANT_KJ_PER_MOL_K == pytest.approx(sc.R / 1000.0, rel=1e-15) and U.BOLTZMANN_J_PER_K == sc.k
+    assert U.NM2_PER_PS_TO_1E5_CM2_PER_S == pytest.approx((sc.nano / sc.centi) ** 2 / sc.pico / 1e-5, rel=1e-15)
+    assert U.ns_per_day(2.0, 0.001) == pytest.approx(2e-6 * 86400 / 0.001, rel=1e-15)  # 2 fs at 1 ms/step: 172.8 ns/day
 
 
 def test_codata_2022_against_scipy():

@@ -7,6 +7,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .. import units
 from ..errors import ConfigError, DataFileError
 from . import compute_bond_lengths, compute_msd, compute_rdf
 
@@ -76,46 +77,46 @@ def analyze(traj, out_dir, bonds: Sequence[Tuple[str, str]] = (), rdfs: Sequence
         sel = bond_selections[k] if bond_selections else None
         r = compute_bond_lengths(traj, elements=(a, b), selection=sel)
         tag = names["bonds"][k] if names.get("bonds") else f"bonds_{a}-{b}"
-        np.savetxt(out / f"{tag}.csv", np.column_stack([r["time"], 10 * r["distances"]]), delimiter=",",
+        np.savetxt(out / f"{tag}.csv", np.column_stack([r["time"], units.NM_TO_ANGSTROM * r["distances"]]), delimiter=",",
                    header="time_ps," + ",".join(f"{i}-{j}_A" for i, j in r["pairs"]), comments="")
         fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
-        ax[0].plot(r["time"], 10 * r["distances"], lw=0.8)
+        ax[0].plot(r["time"], units.NM_TO_ANGSTROM * r["distances"], lw=0.8)
         ax[0].set(xlabel="time (ps)", ylabel=f"{a}–{b} (Å)")
-        ax[1].hist(10 * r["distances"].ravel(), bins=40)
+        ax[1].hist(units.NM_TO_ANGSTROM * r["distances"].ravel(), bins=40)
         ax[1].set(xlabel=f"{a}–{b} (Å)", ylabel="count")
         fig.tight_layout()
         fig.savefig(out / f"{tag}.png", dpi=110)
         plt.close(fig)
-        results[tag] = {"mean_A": 10 * r["mean"], "sem_A": 10 * r["sem"], "min_A": float(10 * r["distances"].min()),
-                        "max_A": float(10 * r["distances"].max()), "pairs": r["pairs"].tolist()}
-        lines += [f"## {a}–{b} bond lengths", "", f"Mean {10 * r['mean']:.4f} ± {10 * r['sem']:.4f} Å "
+        results[tag] = {"mean_A": units.NM_TO_ANGSTROM * r["mean"], "sem_A": units.NM_TO_ANGSTROM * r["sem"], "min_A": float(units.NM_TO_ANGSTROM * r["distances"].min()),
+                        "max_A": float(units.NM_TO_ANGSTROM * r["distances"].max()), "pairs": r["pairs"].tolist()}
+        lines += [f"## {a}–{b} bond lengths", "", f"Mean {units.NM_TO_ANGSTROM * r['mean']:.4f} ± {units.NM_TO_ANGSTROM * r['sem']:.4f} Å "
                   f"(block-averaged standard error, {len(r['pairs'])} bonds).", "", f"![{tag}]({tag}.png)", ""]
     for n, (sa, sb) in enumerate(rdfs):
         r = compute_rdf(traj, sa, sb, r_max=r_maxes[n] if r_maxes else r_max,
                         bin_width=bin_widths[n] if bin_widths else 0.005)
         tag = names["rdf"][n] if names.get("rdf") else f"rdf_{len(results)}"
-        np.savetxt(out / f"{tag}.csv", np.column_stack([10 * r["r"], r["g"], r["coordination"]]), delimiter=",",
+        np.savetxt(out / f"{tag}.csv", np.column_stack([units.NM_TO_ANGSTROM * r["r"], r["g"], r["coordination"]]), delimiter=",",
                    header="r_A,g,coordination", comments="")
         k = int(np.argmax(r["g"]))
         fig, ax = plt.subplots(figsize=(5, 3.2))
-        ax.plot(10 * r["r"], r["g"])
+        ax.plot(units.NM_TO_ANGSTROM * r["r"], r["g"])
         ax.set(xlabel="r (Å)", ylabel="g(r)", title=f"{sa} / {sb}")
         fig.tight_layout()
         fig.savefig(out / f"{tag}.png", dpi=110)
         plt.close(fig)
-        results[tag] = {"selections": [sa, sb], "first_peak_A": float(10 * r["r"][k]), "g_max": float(r["g"][k]),
-                        "coordination_at_first_min": _coordination_at_first_min(r), "r_max_A": 10 * r["r_max"]}
-        lines += [f"## RDF `{sa}` – `{sb}`", "", f"First peak at {10 * r['r'][k]:.2f} Å (g = {r['g'][k]:.2f}; "
-                  f"range 0–{10 * r['r_max']:.2f} Å).", "",
+        results[tag] = {"selections": [sa, sb], "first_peak_A": float(units.NM_TO_ANGSTROM * r["r"][k]), "g_max": float(r["g"][k]),
+                        "coordination_at_first_min": _coordination_at_first_min(r), "r_max_A": units.NM_TO_ANGSTROM * r["r_max"]}
+        lines += [f"## RDF `{sa}` – `{sb}`", "", f"First peak at {units.NM_TO_ANGSTROM * r['r'][k]:.2f} Å (g = {r['g'][k]:.2f}; "
+                  f"range 0–{units.NM_TO_ANGSTROM * r['r_max']:.2f} Å).", "",
                   f"![{tag}]({tag}.png)", ""]
     for k, sel in enumerate(msds):
         fw = fit_windows[k] if fit_windows else None
         r = compute_msd(traj, sel, tuple(fw) if fw else None)
         tag = names["msd"][k] if names.get("msd") else f"msd_{len(results)}"
-        np.savetxt(out / f"{tag}.csv", np.column_stack([r["lag_time"], 100 * r["msd"]]), delimiter=",",
+        np.savetxt(out / f"{tag}.csv", np.column_stack([r["lag_time"], units.NM2_TO_ANGSTROM2 * r["msd"]]), delimiter=",",
                    header="lag_ps,msd_A2", comments="")
         fig, ax = plt.subplots(figsize=(5, 3.2))
-        ax.plot(r["lag_time"], 100 * r["msd"])
+        ax.plot(r["lag_time"], units.NM2_TO_ANGSTROM2 * r["msd"])
         ax.set(xlabel="lag (ps)", ylabel="MSD (Å²)", title=sel)
         fig.tight_layout()
         fig.savefig(out / f"{tag}.png", dpi=110)

@@ -47,11 +47,10 @@ import openmm.unit as u
 
 from .._io import atomic_path
 from ..errors import ConfigError, DataFileError, ResumeError
+from ..units import GAS_CONSTANT_KJ_PER_MOL_K
 
 LAMBDA = "lambda_interpolate"
 DIRECTIONS = ("forward", "reverse")
-GAS_CONSTANT_KJ_PER_MOL_K = u.MOLAR_GAS_CONSTANT_R.value_in_unit(u.kilojoule_per_mole / u.kelvin)
-KJ_PER_KCAL = u.kilocalorie.conversion_factor_to(u.kilojoule)  # 4.184
 
 
 def kt_kJmol(temperature_K: float) -> float:
@@ -484,4 +483,4 @@ def steps_summary(settings: FESettings) -> Dict[str, int]:
 
 
 __all__ = ["Engine", "FESettings", "LAMBDA", "DIRECTIONS", "kt_kJmol", "window_file", "switch_file", "load_npz",
-           "lambda_forces", "units", "KJ_PER_KCAL", "steps_summary", "write_json"]
+           "lambda_forces", "units", "steps_summary", "write_json"]

@@ -20,13 +20,14 @@ import numpy as np
 
 from .._io import atomic_path
 from ..errors import DataFileError
-from .engine import DIRECTIONS, KJ_PER_KCAL, FESettings, load_npz, switch_file, window_file, write_json
+from ..units import KCAL_PER_MOL_TO_KJ_PER_MOL
+from .engine import DIRECTIONS, FESettings, load_npz, switch_file, window_file, write_json
 from .estimators import mbar, mbar_convergence, neq, neq_convergence, statistical_inefficiency, subsample
 
 
 def _energies(dg_kT: float, err_kT: float, kT: float) -> Dict[str, float]:
     return {"dg_kT": dg_kT, "err_kT": err_kT, "dg_kJmol": dg_kT * kT, "err_kJmol": err_kT * kT,
-            "dg_kcalmol": dg_kT * kT / KJ_PER_KCAL, "err_kcalmol": err_kT * kT / KJ_PER_KCAL}
+            "dg_kcalmol": dg_kT * kT / KCAL_PER_MOL_TO_KJ_PER_MOL, "err_kcalmol": err_kT * kT / KCAL_PER_MOL_TO_KJ_PER_MOL}
 
 
 def missing_units(out, settings: FESettings, windows: bool = True, switches: bool = True) -> List[str]:
@@ -190,7 +191,7 @@ def write_report(out, res: Dict[str, Any]) -> Path:
     kT = res["kT_kJmol"]
     lines = [f"# Free-energy correction{': ' + res['title'] if res.get('title') else ''}", "",
              f"ΔG from λ = 0 to λ = 1 of `lambda_interpolate` (MM → ML/MM for openmlip systems). "
-             f"T = {res['temperature_K']:g} K, kT = {kT:.4f} kJ/mol = {kT / KJ_PER_KCAL:.4f} kcal/mol. "
+             f"T = {res['temperature_K']:g} K, kT = {kT:.4f} kJ/mol = {kT / KCAL_PER_MOL_TO_KJ_PER_MOL:.4f} kcal/mol. "
              f"Errors: bootstrap standard errors ({s['bootstrap']} resamples).", "",
              "| estimator | ΔG (kJ/mol) | ΔG (kcal/mol) | ΔG (kT) |", "| --- | --- | --- | --- |"]
     if "mbar" in res:

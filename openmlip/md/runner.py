@@ -44,6 +44,7 @@ import numpy as np
 import openmm
 import openmm.unit as u
 
+from .. import units
 from .._io import atomic_path, writable_dir
 from ..errors import ConfigError, DataFileError, OpenMLIPError, ResumeError, from_graph
 from ..openmm.forces import diagnose, uses_cuda_graphs
@@ -53,7 +54,6 @@ CSV_FIELDS = ["step", "time_ps", "potential_kJmol", "kinetic_kJmol", "total_kJmo
 #: frames held in memory between checkpoints are written as a segment once they exceed this size
 FRAME_BUFFER_BYTES = 64 * 2**20
 #: molar gas constant R in kJ/(mol K)
-GAS_CONSTANT_KJ_PER_MOL_K = 0.00831446261815324
 #: an atom whose kinetic energy exceeds this many kT means the run blew up (a hydrogen at ~70 nm/ps at 300 K; a
 #: real blow-up reaches 1e7 kT within a few steps).  Not 100 kT: a rough but stable model (the workflow's smoke
 #: training) gives single hydrogens 100-120 kT in collisions while the energy stays put
@@ -255,7 +255,7 @@ class MDRunner:
             self._flush_frames()  # long checkpoint intervals: bound the memory (segments past a checkpoint are dropped on resume)
         pe = state.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
         ke = state.getKineticEnergy().value_in_unit(u.kilojoule_per_mole)
-        temp = 2 * ke / (self.n_dof * GAS_CONSTANT_KJ_PER_MOL_K) if self.n_dof > 0 else 0.0
+        temp = 2 * ke / (self.n_dof * units.GAS_CONSTANT_KJ_PER_MOL_K) if self.n_dof > 0 else 0.0
         with open(self.csv_path, "a", newline="") as fh:
             csv.DictWriter(fh, fieldnames=CSV_FIELDS).writerow(dict(
                 step=step, time_ps=step * self.timestep_fs / 1000.0, potential_kJmol=pe, kinetic_kJmol=ke,
@@ -381,7 +381,7 @@ class MDRunner:
         v = state.getVelocities(asNumpy=True).value_in_unit(u.nanometer / u.picosecond)
         ke = 0.5 * self._masses * np.sum(np.square(v), axis=1)  # Da nm²/ps² = kJ/mol
         i = int(np.argmax(ke))
-        kt = GAS_CONSTANT_KJ_PER_MOL_K * self.temperature
+        kt = units.GAS_CONSTANT_KJ_PER_MOL_K * self.temperature
         if np.isfinite(ke[i]) and ke[i] <= MAX_ATOM_KINETIC_KT * kt:
             return ""
         return (f"atom {i} moves at {np.linalg.norm(v[i]):.3g} nm/ps, a kinetic energy of {ke[i] / kt:.3g} kT "
@@ -498,7 +498,7 @@ class MDRunner:
                     self._checkpoint(step)
                 elapsed = time.perf_counter() - t0
                 if elapsed > 0:
-                    ns_day = (step - start) * self.timestep_fs * 1e-6 / elapsed * 86400
+                    ns_day = units.ns_per_day(self.timestep_fs, elapsed / (step - start))
                     bar.set_postfix(ns_per_day=f"{ns_day:.2f}")
         return step
 

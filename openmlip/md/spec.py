@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
+from .. import DEFAULT_POTENTIAL
 from ..charges import spin_multiplicity, total_charge
 from ..errors import OpenMLIPError
 
@@ -91,16 +92,19 @@ class SystemSpec:
         field and structure files (sha256).  A resume whose values differ is refused, each change named."""
         import hashlib
 
-        from ..openmm.registry import shipped_models
+        from ..errors import ModelFileError
+        from ..openmm.registry import resolve_potential
 
         def digest(path: Path) -> str:
             return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
         name = potential or self.ml["potential"]
-        found = [p for p in (Path(name), self.root / name) if p.is_file()]
-        model = found[0] if found else (Path(shipped_models()[name]) if name in shipped_models() else None)
+        try:
+            model: Optional[Path] = resolve_potential(name, self.root)
+        except ModelFileError:
+            model = None
         files = [self.structure] if isinstance(self.structure, str) else list(self.structure.values())
-        return {"potential": f"{Path(name).name if found else name} (model sha256 {digest(model) if model else 'unknown'})",
+        return {"potential": f"{Path(name).name} (model sha256 {digest(model) if model else 'unknown'})",
                 **{f"ml.{k}": v for k, v in self.ml.items() if k != "potential"}, "nonbonded": self.nonbonded,
                 "forcefield": [f"{f} ({digest(self.root / f)})" if (self.root / f).is_file() else f for f in self.forcefield],
                 "structure": [f"{f} ({digest(self.root / f)})" for f in files], "box_nm": self.box_nm}
@@ -231,7 +235,7 @@ def load_spec(path: Union[str, Path]) -> SystemSpec:
         if nonbonded[key] not in allowed:
             raise _err(f"{f}: nonbonded.{key}", f"{nonbonded[key]!r} is not one of {', '.join(map(str, allowed))}")
 
-    ml = {"selection": "all", "potential": "openmlip-xtb-v3", "embedding": "mechanical", "charge": None,
+    ml = {"selection": "all", "potential": DEFAULT_POTENTIAL, "embedding": "mechanical", "charge": None,
           "formal_charges": None, "precision": "single", "spin_multiplicity": 1}
     ml.update(_check_keys(raw["ml"], tuple(ml), f"{f}: ml"))
     if ml["embedding"] not in EMBEDDINGS:

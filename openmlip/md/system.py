@@ -21,6 +21,7 @@ import openmm
 import openmm.app as app
 import openmm.unit as u
 
+from .. import units
 from .._io import atomic_path
 from .runner import MDRunner
 from .spec import SpecError, SystemSpec, load_spec
@@ -122,7 +123,7 @@ def _structure(spec: SystemSpec):
 
     atoms = read(str(path))
     top = xyz_topology(atoms)
-    pos = atoms.positions * 0.1
+    pos = atoms.positions * units.ANGSTROM_TO_NM
     box = None
     if spec.box_nm is not None:
         box = tuple(openmm.Vec3(*(spec.box_nm if i == j else 0.0 for j in range(3))) for i in range(3)) * u.nanometer
@@ -141,22 +142,18 @@ def build_system(spec: SystemSpec, potential: Optional[str] = None, backend: str
     from openmmml import MLPotential
 
     from ..charges import total_charge
-    from ..openmm.registry import shipped_models
+    from ..errors import ModelFileError
+    from ..openmm.registry import resolve_potential
 
     top, pos, box, mm_system = _structure(spec)
     md_top = mdtraj.Topology.from_openmm(top)
     ml = spec.ml
     atoms = _select(spec, md_top, ml["selection"], "ml.selection")
     name = potential or ml["potential"]
-    installed = shipped_models()
-    if name in installed:
-        mlp = MLPotential(name)
-    elif Path(name).is_file() or (spec.root / name).is_file():
-        path = name if Path(name).is_file() else str(spec.root / name)
-        mlp = MLPotential("openmlip", modelPath=path)
-    else:
-        raise SpecError(f"{spec.path}: ml.potential: {name!r} is neither an installed potential "
-                        f"({', '.join(sorted(installed)) or 'none installed'}) nor a model file")
+    try:
+        mlp = MLPotential("openmlip", modelPath=str(resolve_potential(name, spec.root)))
+    except ModelFileError as exc:
+        raise SpecError(f"{spec.path}: ml.potential: {exc}") from None
     args: Dict[str, Any] = {"precision": ml["precision"], "backend": backend}
     if ml["charge"] is not None:
         args["charge"] = total_charge(ml["charge"], "ml.charge")
@@ -210,7 +207,7 @@ def run_md(spec: SystemSpec, out, smoke: bool = False, potential: Optional[str] 
     for line in runner.platform_reasons:
         print(f"platform {line}")
     res = runner.run(md["steps"], minimize=md["minimize_iterations"] > 0, progress=progress)
-    ns_day = md["timestep_fs"] * 1e-6 / (res["ms_per_step"] * 1e-3) * 86400
+    ns_day = units.ns_per_day(md["timestep_fs"], res["ms_per_step"] * 1e-3)
     info = {"system": spec.name, "spec": str(spec.path), "smoke": smoke, "md": md, "potential": built["potential"],
             "ml_atoms": len(built["ml_atoms"]), "atoms": built["topology"].getNumAtoms(), "embedding": spec.ml["embedding"],
             "platform": res["platform"], "platform_reasons": res["platform_reasons"],
