@@ -46,4 +46,4 @@ rule deploy:
     conda:
         "../envs/openmlip.yaml"
     shell:
-        "openmlip deploy $(dirname {input.best}) -o {output} > {log} 2>&1"
+        "openmlip deploy $(dirname {input.best}) --out {output} > {log} 2>&1"
