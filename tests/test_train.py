@@ -145,3 +145,24 @@ def test_named_held_out_molecules(tmp_path):
         split_by_molecule(data, 0.1, 0.1, 0, test_molecules=["Xe2"])
     with pytest.raises(ValueError, match="both validation and test"):
         split_by_molecule(data, 0.1, 0.1, 0, valid_molecules=["H2O"], test_molecules=["H2O"])
+
+
+def test_validation_loss_is_the_training_loss(tmp_path):
+    """One definition of the loss: the validation loss over a set equals the training step's loss on the same
+    structures as one batch (float64), with charge labels too."""
+    from openmlip.models import build_model
+    from openmlip.train.batching import collate, model_inputs
+    from openmlip.train.trainer import _errors, _loss_value, residuals, weighted_loss
+
+    structures = _dataset(tmp_path / "d.h5", per_molecule=1)
+    rng = np.random.default_rng(1)
+    for s in structures:
+        s.charges = rng.normal(scale=0.1, size=len(s.numbers))
+    cfg = _config(tmp_path, tmp_path / "d.h5", charges_weight=0.3)
+    torch.manual_seed(0)
+    model = build_model(dict(cfg.model), dtype=torch.float64)
+    batch = collate(structures, torch.float64)
+    step = weighted_loss(cfg, {k: (v ** 2).mean() for k, v in residuals(model(model_inputs(batch), True), batch).items()})
+    err = _errors(model, structures, len(structures), torch.float64)
+    assert "charges_mse" in err
+    assert _loss_value(cfg, err) == pytest.approx(float(step), rel=1e-12)

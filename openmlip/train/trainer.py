@@ -19,7 +19,7 @@ import pickle
 import time
 import warnings
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -173,17 +173,34 @@ def _lr(cfg: TrainConfig, step: int, total: int) -> float:
     return lo + 0.5 * (cfg.lr - lo) * (1.0 + math.cos(math.pi * t))
 
 
+def residuals(out: Dict[str, torch.Tensor], batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Model minus reference: ``energy`` per atom [B] (eV/atom), ``forces`` [N,3] (eV/Å) and, for labelled data,
+    ``charges`` [N] (e).  The one definition of the loss terms (training steps and validation errors)."""
+    res = {"energy": (out["energy"] - batch["energy_ref"]) / batch["num_atoms"], "forces": out["forces"] - batch["forces_ref"]}
+    if "charges_ref" in batch:
+        res["charges"] = out["charges"] - batch["charges_ref"]
+    return res
+
+
+def weighted_loss(cfg: TrainConfig, mse: Dict[str, Any]):
+    """The training loss from the mean squared residuals (tensors in a step, floats in validation)."""
+    loss = cfg.energy_weight * mse["energy"] + cfg.forces_weight * mse["forces"]
+    if "charges" in mse and cfg.charges_weight > 0:
+        loss = loss + cfg.charges_weight * mse["charges"]
+    return loss
+
+
 def _errors(model, structures: Sequence[Structure], batch_size: int, dtype) -> Dict[str, float]:
     """Energy MAE per atom (meV/atom), force MAE/RMSE (meV/Å), charge MAE (e) and the loss terms."""
     model.eval()
     de, df, dq = [], [], []
     for start in range(0, len(structures), batch_size):
         batch = collate(structures[start:start + batch_size], dtype)
-        out = model(model_inputs(batch), True)
-        de.append(((out["energy"] - batch["energy_ref"]) / batch["num_atoms"]).detach())
-        df.append((out["forces"] - batch["forces_ref"]).detach())
-        if "charges_ref" in batch:
-            dq.append((out["charges"] - batch["charges_ref"]).detach())
+        r = residuals(model(model_inputs(batch), True), batch)
+        de.append(r["energy"].detach())
+        df.append(r["forces"].detach())
+        if "charges" in r:
+            dq.append(r["charges"].detach())
     de_t, df_t = torch.cat(de).double(), torch.cat(df).double()
     res = {
         "energy_mae_meV_per_atom": 1000 * de_t.abs().mean().item(),
@@ -200,7 +217,8 @@ def _errors(model, structures: Sequence[Structure], batch_size: int, dtype) -> D
 
 
 def _loss_value(cfg: TrainConfig, err: Dict[str, float]) -> float:
-    return cfg.energy_weight * err["energy_mse"] + cfg.forces_weight * err["forces_mse"] + cfg.charges_weight * err.get("charges_mse", 0.0)
+    """The training loss over a whole set, from :func:`_errors`."""
+    return float(weighted_loss(cfg, {k: err[f"{k}_mse"] for k in ("energy", "forces", "charges") if f"{k}_mse" in err}))
 
 
 # ------------------------------------------------------------------------------------------ trainer
@@ -333,11 +351,8 @@ class Trainer:
                 batch = collate([train[i] for i in idx], self.dtype)
                 for g in opt.param_groups:
                     g["lr"] = _lr(cfg, state["step"], total)
-                out = model(model_inputs(batch), True)
-                loss = cfg.energy_weight * (((out["energy"] - batch["energy_ref"]) / batch["num_atoms"]) ** 2).mean()
-                loss = loss + cfg.forces_weight * ((out["forces"] - batch["forces_ref"]) ** 2).mean()
-                if "charges_ref" in batch and cfg.charges_weight > 0:
-                    loss = loss + cfg.charges_weight * ((out["charges"] - batch["charges_ref"]) ** 2).mean()
+                r = residuals(model(model_inputs(batch), True), batch)
+                loss = weighted_loss(cfg, {k: (v ** 2).mean() for k, v in r.items()})
                 opt.zero_grad(set_to_none=True)
                 if not torch.isfinite(loss):
                     diverged(f"loss is {loss.item()}", idx, len(batches))
