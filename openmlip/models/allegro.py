@@ -89,6 +89,8 @@ class _AllegroLayer(torch.nn.Module):
 class AllegroCore(torch.nn.Module):
     """Pair energies and charge transfers from strictly local pair features."""
 
+    strictly_local = True
+
     def __init__(self, cfg: ModelConfig, num_node_attr: int):
         super().__init__()
         C = cfg.num_channels

@@ -8,7 +8,23 @@ from ..errors import ConfigError
 from ..nn.aggregation import AGGREGATIONS
 from ..nn.embedding import normalize_elements
 
-ARCHITECTURES = ("allegro", "nequip")
+#: The architecture registry: name -> "module:class" of its core (imported when a model is built, so that reading
+#: a config stays light).  A new architecture is one module with a core class plus one line here; the core's
+#: ``forward(node_attr, center, neighbor, edge_vec, radial, u)`` returns (pair energies, pair charge transfers,
+#: node energies), and a class attribute ``strictly_local = True`` (energy of atom i from the edges centred on i
+#: only) lets large structures be evaluated in blocks of edges.
+ARCHITECTURES: Dict[str, str] = {
+    "allegro": "openmlip.models.allegro:AllegroCore",
+    "nequip": "openmlip.models.nequip:NequIPCore",
+}
+
+
+def core_class(architecture: str) -> type:
+    """The core class registered for ``architecture`` (see :data:`ARCHITECTURES`)."""
+    import importlib
+
+    module, _, name = ARCHITECTURES[architecture].partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 @dataclass
@@ -47,7 +63,7 @@ class ModelConfig:
 
     def validate(self) -> None:
         if self.architecture not in ARCHITECTURES:
-            raise ConfigError(f"unknown architecture {self.architecture!r}; choose one of {ARCHITECTURES}")
+            raise ConfigError(f"unknown architecture {self.architecture!r}; choose one of {tuple(ARCHITECTURES)}")
         if self.aggregation not in AGGREGATIONS:
             raise ConfigError(f"unknown aggregation {self.aggregation!r}; choose one of {AGGREGATIONS}")
         self.elements = normalize_elements(self.elements)

@@ -61,6 +61,8 @@ class _Interaction(torch.nn.Module):
 class NequIPCore(torch.nn.Module):
     """Node energies, pair energies and pair charge transfers from message passing."""
 
+    strictly_local = False  # messages carry information over num_layers cutoffs
+
     def __init__(self, cfg: ModelConfig, num_node_attr: int):
         super().__init__()
         C = cfg.num_channels

@@ -31,9 +31,7 @@ from ..nn.embedding import SpeciesIndex
 from ..nn.neighbors import neighbor_list
 from ..nn.radial import BesselBasis, PolynomialCutoff
 from ..nn.zbl import ZBLRepulsion
-from .allegro import AllegroCore
-from .config import ModelConfig
-from .nequip import NequIPCore
+from .config import ModelConfig, core_class
 
 
 #: default edges per block of the chunked evaluation of large structures (:meth:`Potential._blocks`)
@@ -56,10 +54,9 @@ class Potential(torch.nn.Module):
         num_node_attr = S + 2
         self.radial = BesselBasis(config.cutoff, config.num_basis)
         self.envelope = PolynomialCutoff(config.cutoff, config.envelope_p)
-        if config.architecture == "allegro":
-            self.core = AllegroCore(config, num_node_attr)
-        else:
-            self.core = NequIPCore(config, num_node_attr)
+        self.core = core_class(config.architecture)(config, num_node_attr)
+        #: atomic energy from the edges centred on the atom only (evaluation in blocks of edges allowed)
+        self.strictly_local = bool(getattr(self.core, "strictly_local", False))
         self.aggregation = Aggregation(config.aggregation, config.smoothmax_temperature)
         self.per_species_scale = torch.nn.Parameter(torch.ones(S))
         self.per_species_shift = torch.nn.Parameter(torch.zeros(S))
@@ -131,7 +128,7 @@ class Potential(torch.nn.Module):
         center = edge_index[0]
         neighbor = edge_index[1]
         chunked = (compute_forces and self.edge_chunk > 0 and center.shape[0] > self.edge_chunk and not self.training
-                   and not self.capturable and not self.use_electrostatics and self.architecture == "allegro"
+                   and not self.capturable and not self.use_electrostatics and self.strictly_local
                    and bool((center[1:] >= center[:-1]).all()))
         atom_bounds: List[int] = [0, n]
         edge_bounds: List[int] = [0, center.shape[0]]
