@@ -323,3 +323,10 @@ def test_md_runner_names_the_check_behind_a_nan_energy(tmp_path):
     assert runner.cuda_graphs is False  # the CPU platform ignores the property
     with pytest.raises(GeometryError, match="neighbour list holds 12"):
         runner.run(10, minimize=False, progress=False)
+
+
+@pytest.mark.parametrize("capacity", [0, 2.5, True, "10"])
+def test_neighbor_capacity_must_be_a_positive_integer(capacity):
+    _, z = _water_cluster(2)
+    with pytest.raises(ConfigError, match=r"neighbor_capacity=.*must be a positive number of pairs"):
+        _potential(make_model("allegro", "sum"), z, False, False, neighbor_capacity=capacity)

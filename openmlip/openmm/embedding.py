@@ -20,7 +20,7 @@ from .. import units
 from ..errors import SelectionError
 from ..nn.electrostatics import coulomb_kernel
 from ..nn.neighbors import minimum_image_reduced
-from .module import OpenMMPotential, poison
+from .module import OpenMMPotential
 
 
 class EmbeddedPotential(OpenMMPotential):
@@ -82,4 +82,4 @@ class EmbeddedPotential(OpenMMPotential):
         r = torch.linalg.norm(vec, dim=-1)
         pair_q = (q_ml.unsqueeze(1) * self.mm_charges.unsqueeze(0)).reshape(-1)
         e_emb = self.coulomb * (pair_q * coulomb_kernel(r, self.damping, self.embedding_cutoff)).sum()
-        return poison(out["energy"].sum() * self.energy_scale, ok), poison(e_emb * self.energy_scale, ok), q_ml
+        return self.poison(out["energy"].sum() * self.energy_scale, ok), self.poison(e_emb * self.energy_scale, ok), q_ml

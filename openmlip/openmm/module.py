@@ -16,6 +16,7 @@ ML coordinates and two ML atoms closer than :data:`~openmlip.nn.neighbors.COINCI
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -158,7 +159,8 @@ class OpenMMPotential(torch.nn.Module):
         self.box_cutoff_name = "model cutoff"
         self.periodic = bool(periodic)
         self.output_forces = bool(output_forces)
-        if neighbor_capacity is not None and (isinstance(neighbor_capacity, bool) or int(neighbor_capacity) < 1):
+        if neighbor_capacity is not None and (isinstance(neighbor_capacity, bool) or not isinstance(neighbor_capacity, numbers.Integral)
+                                              or neighbor_capacity < 1):
             raise ConfigError(f"neighbor_capacity={neighbor_capacity!r}: must be a positive number of pairs")
         self.edge_capacity = int(neighbor_capacity) if neighbor_capacity is not None else neighbor_capacity_default(len(idx), self.cutoff)
         self.all_atoms = idx == list(range(n_total))
@@ -280,24 +282,27 @@ class OpenMMPotential(torch.nn.Module):
             data["pbc"] = torch.ones((1, 3), dtype=torch.bool, device=pos.device)
         return data, ok
 
+    @torch.jit.export
+    def poison(self, value: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
+        """``value`` where ``ok`` (a bool tensor), else NaN: how a capturable module reports a failed check.  A raising
+        module has raised already, so it returns ``value`` untouched (no extra operators on the CPU step)."""
+        if not self.capturable:
+            return value
+        return torch.where(ok, value, torch.full_like(value, float("nan")))
+
     def forward(self, positions: torch.Tensor, boxvectors: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         """Energy (kJ/mol, scalar) and, with ``output_forces``, forces [P,3] kJ/mol/nm (else empty).
 
         Both are NaN when a check failed in a :attr:`capturable` module."""
         data, ok = self.ml_inputs(positions, boxvectors)
         out = self.model(data, self.output_forces)
-        energy = poison(out["energy"].sum() * self.energy_scale, ok)
+        energy = self.poison(out["energy"].sum() * self.energy_scale, ok)
         if self.output_forces:
             f_ml = out["forces"] * self.force_scale
             forces = torch.zeros((positions.shape[0], 3), dtype=f_ml.dtype, device=f_ml.device)
-            forces = poison(forces.index_copy(0, self.indices, f_ml), ok)
+            forces = self.poison(forces.index_copy(0, self.indices, f_ml), ok)
             return energy.to(positions.dtype), forces.to(positions.dtype)
         return energy.to(positions.dtype), torch.zeros(0, dtype=positions.dtype, device=positions.device)
-
-
-def poison(value: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
-    """``value`` where ``ok`` (a bool tensor), else NaN: how a capturable module reports a failed check."""
-    return torch.where(ok, value, torch.full_like(value, float("nan")))
 
 
 def _capturable_model(model: torch.nn.Module, use_cell_list: bool) -> torch.nn.Module:
