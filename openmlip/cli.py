@@ -61,6 +61,8 @@ def _cmd_train(args) -> int:
 
     cfg = TrainConfig.from_yaml(args.config)
     rep = Trainer(cfg, progress=not args.quiet).run()
+    if rep.get("rank", 0) != 0:  # one of torchrun's processes: process 0 speaks for the run
+        return 0
     if rep["status"] == "interrupted":
         print(f"stopped after step {rep['step']} (stop_after_steps); rerun the same command to resume")
         return 0
@@ -70,7 +72,7 @@ def _cmd_train(args) -> int:
           f"{t['energy_mae_meV_per_atom']:.2f} meV/atom, force MAE {t['forces_mae_meV_per_A']:.1f} meV/Å, "
           f"force RMSE {t['forces_rmse_meV_per_A']:.1f} meV/Å" + (f", charge MAE {t['charges_mae_e']:.4f} e" if "charges_mae_e" in t else ""))
     print(f"outputs in {cfg.output}: checkpoint.pt, best.pt, metrics.csv, report.json; deploy with "
-          f"`openmlip deploy {cfg.output} -o model.pt`")
+          f"`openmlip deploy {cfg.output} --out model.pt`")
     return 0
 
 

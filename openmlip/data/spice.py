@@ -98,41 +98,16 @@ def read_spice(
         for name in fh:
             try:
                 group = fh[name]
-                missing = [k for k in REQUIRED + (energy_key, gradient_key) if k not in group]
-                if missing:
-                    raise SpiceFormatError(f"group {name!r} of {str(path)!r} lacks {missing}")
-                z = np.asarray(group["atomic_numbers"][()], dtype=np.int64)
-                subset = _string(group["subset"][()]) if "subset" in group else ""
-                if subsets is not None and subset not in subsets:
+                head = group_header(group, name, path, energy_key, gradient_key)
+                if subsets is not None and head.subset not in subsets:
                     continue
-                if allowed is not None and not set(z.tolist()) <= allowed:
+                if allowed is not None and not set(head.numbers.tolist()) <= allowed:
                     continue
-                if max_atoms is not None and len(z) > max_atoms:
+                if max_atoms is not None and len(head.numbers) > max_atoms:
                     continue
-                formal = None
-                if "formal_charges" in group:
-                    formal = np.asarray(group["formal_charges"][()], dtype=np.float64).reshape(-1)
-                    q = float(round(formal.sum()))
-                elif "total_charge" in group.attrs:  # written by openmlip for data without SMILES
-                    q = float(group.attrs["total_charge"])
-                elif "smiles" in group:
-                    formal = None
-                    q = float(smiles_formal_charge(_string(group["smiles"][()])))
-                else:
-                    raise SpiceFormatError(f"group {name!r} of {str(path)!r} has neither smiles nor formal_charges")
-                if total_charges is not None and int(q) not in set(total_charges):
+                if total_charges is not None and int(head.total_charge) not in set(total_charges):
                     continue
-                conf = np.asarray(group["conformations"][()], dtype=np.float64) * units.BOHR_TO_ANGSTROM
-                energy = np.asarray(group[energy_key][()], dtype=np.float64) * units.HARTREE_TO_EV
-                grad = np.asarray(group[gradient_key][()], dtype=np.float64) * units.HARTREE_PER_BOHR_TO_EV_PER_ANGSTROM
-                charges = None
-                if charges_key in group:
-                    charges = np.asarray(group[charges_key][()], dtype=np.float64).reshape(len(conf), -1)
-                if conf.ndim != 3 or conf.shape[1:] != (len(z), 3) or grad.shape != conf.shape or energy.shape != (len(conf),):
-                    raise SpiceFormatError(
-                        f"group {name!r} of {str(path)!r} has inconsistent shapes: atomic_numbers {z.shape}, "
-                        f"conformations {conf.shape}, {energy_key} {energy.shape}, {gradient_key} {grad.shape}"
-                    )
+                conf, energy, forces, charges = group_labels(group, head, path, energy_key, gradient_key, charges_key)
             except SpiceFormatError as exc:
                 if on_error == "raise":
                     raise
@@ -147,10 +122,64 @@ def read_spice(
             stats.groups_read += 1
             for k in range(len(conf)):
                 stats.conformers_read += 1
-                yield Structure(
-                    numbers=z, positions=conf[k], total_charge=q, energy=float(energy[k]), forces=-grad[k],
-                    charges=None if charges is None else charges[k], formal_charges=formal, name=name, subset=subset,
-                )
+                yield head.structure(conf[k], float(energy[k]), forces[k], None if charges is None else charges[k])
+
+
+@dataclass
+class GroupHeader:
+    """What a SPICE group says about its molecule (the same for all its conformers)."""
+
+    name: str
+    numbers: np.ndarray
+    total_charge: float
+    formal_charges: Optional[np.ndarray]
+    subset: str
+
+    def structure(self, positions, energy, forces, charges) -> Structure:
+        return Structure(numbers=self.numbers, positions=positions, total_charge=self.total_charge, energy=energy,
+                         forces=forces, charges=charges, formal_charges=self.formal_charges, name=self.name,
+                         subset=self.subset)
+
+
+def group_header(group, name: str, path, energy_key: str, gradient_key: str) -> GroupHeader:
+    """The molecule of one SPICE group; :class:`SpiceFormatError` if a required dataset or the charge is missing."""
+    missing = [k for k in REQUIRED + (energy_key, gradient_key) if k not in group]
+    if missing:
+        raise SpiceFormatError(f"group {name!r} of {str(path)!r} lacks {missing}")
+    z = np.asarray(group["atomic_numbers"][()], dtype=np.int64)
+    subset = _string(group["subset"][()]) if "subset" in group else ""
+    formal = None
+    if "formal_charges" in group:
+        formal = np.asarray(group["formal_charges"][()], dtype=np.float64).reshape(-1)
+        q = float(round(formal.sum()))
+    elif "total_charge" in group.attrs:  # written by openmlip for data without SMILES
+        q = float(group.attrs["total_charge"])
+    elif "smiles" in group:
+        q = float(smiles_formal_charge(_string(group["smiles"][()])))
+    else:
+        raise SpiceFormatError(f"group {name!r} of {str(path)!r} has neither smiles nor formal_charges")
+    return GroupHeader(name=name, numbers=z, total_charge=q, formal_charges=formal, subset=subset)
+
+
+def group_labels(group, head: GroupHeader, path, energy_key: str, gradient_key: str, charges_key: str, k=slice(None)):
+    """Positions (Å), energies (eV), forces (eV/Å) and charges (e, or None) of conformers ``k`` of a group
+    (all by default; an integer reads one without the others), shapes checked when all are read."""
+    conf = np.asarray(group["conformations"][k], dtype=np.float64) * units.BOHR_TO_ANGSTROM
+    energy = np.asarray(group[energy_key][k], dtype=np.float64) * units.HARTREE_TO_EV
+    forces = -np.asarray(group[gradient_key][k], dtype=np.float64) * units.HARTREE_PER_BOHR_TO_EV_PER_ANGSTROM
+    charges = None
+    if charges_key in group:
+        charges = np.asarray(group[charges_key][k], dtype=np.float64)
+        charges = charges.reshape(-1) if isinstance(k, (int, np.integer)) else charges.reshape(len(conf), -1)
+    if not isinstance(k, (int, np.integer)):
+        n = len(head.numbers)
+        if (conf.ndim != 3 or conf.shape[1:] != (n, 3) or forces.shape != conf.shape or energy.shape != (len(conf),)
+                or (charges is not None and charges.shape != (len(conf), n))):
+            raise SpiceFormatError(
+                f"group {head.name!r} of {str(path)!r} has inconsistent shapes: atomic_numbers {head.numbers.shape}, "
+                f"conformations {conf.shape}, {energy_key} {energy.shape}, {gradient_key} {forces.shape}"
+                + ("" if charges is None else f", {charges_key} {charges.shape}"))
+    return conf, energy, forces, charges
 
 
 def write_spice(path: Union[str, Path], structures: Iterable[Structure], energy_key: str = "dft_total_energy",

@@ -33,3 +33,10 @@ def collate(structures: Sequence[Structure], dtype: torch.dtype = torch.float32)
 def model_inputs(batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     keys = ("pos", "atomic_numbers", "batch", "total_charge", "spin_multiplicity", "formal_charges")
     return {k: (batch[k].clone() if k == "pos" else batch[k]) for k in keys if k in batch}
+
+
+def to_device(batch: Dict[str, torch.Tensor], device: torch.device) -> Dict[str, torch.Tensor]:
+    """The batch on ``device`` (unchanged on the CPU)."""
+    if device.type == "cpu":
+        return batch
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}

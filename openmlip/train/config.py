@@ -51,7 +51,14 @@ TRAIN_RULES: Dict[str, Rule] = {
     "dtype": ("str", "'float32' or 'float64'", lambda v: v in ("float32", "float64")),
     "threads": ("int", ">= 1", lambda v: v >= 1),
     "stop_after_steps": ("int", ">= 1 (or null)", lambda v: v >= 1),
+    "device": ("str", "'auto', 'cpu', 'cuda' or 'cuda:N'",
+               lambda v: v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit())),
+    "loader_workers": ("int", ">= 0", lambda v: v >= 0),
+    "matmul_precision": ("str", "'highest' (full float32) or 'high' (TF32 matrix products on NVIDIA GPUs)",
+                         lambda v: v in ("highest", "high")),
 }
+# settings a resumed run may change: they do not change which batches it sees or what it computes
+RESUMABLE_CHANGES = ("stop_after_steps", "device", "loader_workers")
 OPTIONAL = {"max_steps", "stop_after_steps", "valid_molecules", "test_molecules"}
 MODEL_RULES: Dict[str, Rule] = {
     "architecture": ("str", " or ".join(repr(a) for a in ARCHITECTURES), lambda v: v in ARCHITECTURES),
@@ -164,6 +171,12 @@ class TrainConfig:
     dtype: str = "float32"
     threads: int = 1
     stop_after_steps: Optional[int] = None  # end this invocation early (simulates an interruption; resume continues)
+    device: str = "auto"  # GPU when torch sees one (under torchrun: GPU LOCAL_RANK), else CPU
+    loader_workers: int = 0  # background processes reading and collating batches (0: in the training process)
+    # 'high' lets CUDA matrix products use TF32 (10-bit mantissa) in training: faster on Ampere+, forces
+    # within ~1e-3 relative; the deployed model always runs in full precision.  Lower precisions (bf16,
+    # float16 autocast) are not offered: forces are derivatives and lose their accuracy there.
+    matmul_precision: str = "highest"
     # per-element reference energies subtracted before fitting: "least_squares" (fit to the training
     # set), "gfn2-xtb-atoms" (isolated neutral atoms, GFN2-xTB: a model's dissociation limit is then the
     # atoms' energy sum), or a mapping {element: eV}

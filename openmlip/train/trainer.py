@@ -16,8 +16,10 @@ import csv
 import json
 import math
 import pickle
+import resource
 import time
 import warnings
+from functools import partial
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -25,14 +27,16 @@ import numpy as np
 import torch
 
 from .._io import atomic_path
-from ..data import Structure, read_extxyz, read_spice
+from ..data import Structure
+from ..data.dataset import ConformerSet, LabelKeys
 from ..deploy import file_sha256, torch_dtype
 from ..errors import ConfigError, DataFileError, ResumeError, TrainingDivergedError, first_line  # noqa: F401 (re-exported)
 from ..models import build_model
 from ..models.config import ModelConfig
 from ..nn.embedding import SpeciesIndex
-from .batching import collate, model_inputs
-from .config import TrainConfig
+from .batching import collate, model_inputs, to_device
+from .config import RESUMABLE_CHANGES, TrainConfig
+from .distributed import Process, process
 
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
@@ -41,44 +45,18 @@ REPORT = "report.json"
 
 
 # ---------------------------------------------------------------------------------------------- data
-def _check_finite(s: Structure, where: str) -> None:
-    """DataFileError if a coordinate or label of ``s`` is NaN or infinite."""
-    values = {"positions": s.positions, "total charge": s.total_charge, "energy label": s.energy,
-              "forces label": s.forces, "charges label": s.charges}
-    for what, value in values.items():
-        if value is not None and not np.all(np.isfinite(np.asarray(value, dtype=float))):
-            raise DataFileError(f"{where} ({s.name!r}) has a non-finite {what}; remove or relabel that structure "
-                                "(a NaN label would train NaN weights)")
+def open_data(cfg: TrainConfig, cache_dir: Optional[Path] = None, sha256: Optional[List[str]] = None,
+              progress: bool = False) -> ConformerSet:
+    """The conformers of ``cfg.data`` (HDF5 files indexed once and read lazily; see :mod:`openmlip.data.dataset`)."""
+    keys = LabelKeys(energy=cfg.energy_key, gradient=cfg.gradient_key, charges=cfg.charges_key)
+    return ConformerSet(cfg.data, keys, cache_dirs=[cache_dir] if cache_dir else (), progress=progress, sha256=sha256)
 
 
-def load_structures(cfg: TrainConfig) -> List[Structure]:
-    """All structures of ``cfg.data``; each gets ``info["source"]`` = ``"file[index]"`` (its place in its file)."""
-    out: List[Structure] = []
-    for path in cfg.data:
-        p = Path(path)
-        if not p.is_file():
-            raise DataFileError(f"training data file {path!r} not found; fix the data: entry of the training config")
-        if p.suffix.lower() in (".h5", ".hdf5"):
-            structs = list(read_spice(p, energy_key=cfg.energy_key, gradient_key=cfg.gradient_key, charges_key=cfg.charges_key))
-        else:
-            structs = list(read_extxyz(p))
-        for k, s in enumerate(structs):
-            s.info["source"] = f"{p.name}[{k}]"
-            _check_finite(s, f"training data {str(p)!r}: structure {k}")
-        out += structs
-    if not out:
-        raise DataFileError(f"no structures read from {cfg.data}; check the files and energy_key/gradient_key")
-    return out
-
-
-def split_by_molecule(structures: Sequence[Structure], valid_fraction: float, test_fraction: float, seed: int,
-                      valid_molecules: Optional[Sequence[str]] = None, test_molecules: Optional[Sequence[str]] = None):
-    """Split so that all conformers of one molecule (``Structure.name``) land in the same part.
-
-    Held-out molecules are drawn at random (``seed``, fractions of the molecules), or named explicitly
-    with ``valid_molecules`` / ``test_molecules`` (then the fractions are ignored).
-    """
-    names = sorted({s.name for s in structures})
+def split_names(names: Sequence[str], valid_fraction: float, test_fraction: float, seed: int,
+                valid_molecules: Optional[Sequence[str]] = None, test_molecules: Optional[Sequence[str]] = None):
+    """The (validation, test) molecule names: drawn at random (``seed``, fractions of the molecules) or
+    named explicitly with ``valid_molecules`` / ``test_molecules`` (then the fractions are ignored)."""
+    names = sorted(set(names))
     if valid_molecules is not None or test_molecules is not None:
         test_names, val_names = set(test_molecules or ()), set(valid_molecules or ())
         unknown = sorted((test_names | val_names) - set(names))
@@ -88,36 +66,54 @@ def split_by_molecule(structures: Sequence[Structure], valid_fraction: float, te
             raise ConfigError(f"molecule(s) {sorted(test_names & val_names)} are both validation and test")
         if not set(names) - test_names - val_names:
             raise ConfigError("no molecule left for training")
-    else:
-        order = np.random.default_rng(seed).permutation(len(names))
-        n = len(names)
-        n_test = int(round(test_fraction * n)) if test_fraction > 0 else 0
-        n_val = int(round(valid_fraction * n)) if valid_fraction > 0 else 0
-        if test_fraction > 0 and n >= 3:
-            n_test = max(n_test, 1)
-        if valid_fraction > 0 and n >= 3:
-            n_val = max(n_val, 1)
-        if n - n_test - n_val < 1:
-            raise ConfigError(f"only {n} molecules: too few to split into train/valid/test; add data or lower the fractions")
-        test_names = {names[i] for i in order[:n_test]}
-        val_names = {names[i] for i in order[n_test:n_test + n_val]}
+        return val_names, test_names
+    order = np.random.default_rng(seed).permutation(len(names))
+    n = len(names)
+    n_test = int(round(test_fraction * n)) if test_fraction > 0 else 0
+    n_val = int(round(valid_fraction * n)) if valid_fraction > 0 else 0
+    if test_fraction > 0 and n >= 3:
+        n_test = max(n_test, 1)
+    if valid_fraction > 0 and n >= 3:
+        n_val = max(n_val, 1)
+    if n - n_test - n_val < 1:
+        raise ConfigError(f"only {n} molecules: too few to split into train/valid/test; add data or lower the fractions")
+    return {names[i] for i in order[n_test:n_test + n_val]}, {names[i] for i in order[:n_test]}
+
+
+def split_by_molecule(structures: Sequence[Structure], valid_fraction: float, test_fraction: float, seed: int,
+                      valid_molecules: Optional[Sequence[str]] = None, test_molecules: Optional[Sequence[str]] = None):
+    """Split so that all conformers of one molecule (``Structure.name``) land in the same part (see :func:`split_names`)."""
+    val_names, test_names = split_names([s.name for s in structures], valid_fraction, test_fraction, seed,
+                                        valid_molecules, test_molecules)
     parts: Tuple[List[Structure], List[Structure], List[Structure]] = ([], [], [])
     for s in structures:
         parts[2 if s.name in test_names else 1 if s.name in val_names else 0].append(s)
     return parts
 
 
+def _composition(numbers: Sequence[np.ndarray], elements: Sequence[str]) -> np.ndarray:
+    """[len(numbers), len(elements)] atom counts per element."""
+    index = SpeciesIndex(elements)
+    a = np.zeros((len(numbers), len(elements)))
+    for k, z in enumerate(numbers):
+        np.add.at(a[k], index(torch.as_tensor(z)).numpy(), 1.0)
+    return a
+
+
+def fit_reference_energies(composition: np.ndarray, mean_energy: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """Per-element energies (eV) by least squares, E ≈ Σ_s n_s e_s over every conformer, from per-molecule
+    sums: ``count`` conformers of one composition with mean energy ``mean_energy`` weigh as √count rows (the
+    same minimiser as one row per conformer).  Elements absent from the data get 0."""
+    w = np.sqrt(np.asarray(count, dtype=float))
+    sol, *_ = np.linalg.lstsq(composition * w[:, None], np.asarray(mean_energy, dtype=float) * w, rcond=None)
+    sol[composition.sum(0) == 0] = 0.0
+    return sol
+
+
 def reference_energies(structures: Sequence[Structure], elements: Sequence[str]) -> np.ndarray:
     """Per-element energies (eV) by least squares: E ≈ Σ_s n_s e_s."""
-    index = SpeciesIndex(elements)
-    a = np.zeros((len(structures), len(elements)))
-    for k, s in enumerate(structures):
-        idx = index(torch.tensor(s.numbers)).numpy()
-        np.add.at(a[k], idx, 1.0)
-    b = np.array([s.energy for s in structures])
-    sol, *_ = np.linalg.lstsq(a, b, rcond=None)
-    sol[a.sum(0) == 0] = 0.0
-    return sol
+    return fit_reference_energies(_composition([s.numbers for s in structures], elements),
+                                  np.array([s.energy for s in structures]), np.ones(len(structures)))
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -190,29 +186,37 @@ def weighted_loss(cfg: TrainConfig, mse: Dict[str, Any]):
     return loss
 
 
-def _errors(model, structures: Sequence[Structure], batch_size: int, dtype) -> Dict[str, float]:
-    """Energy MAE per atom (meV/atom), force MAE/RMSE (meV/Å), charge MAE (e) and the loss terms."""
+_ERROR_SUMS = ("n_structures", "energy_abs", "energy_sq", "n_force_components", "forces_abs", "forces_sq",
+               "n_charges", "charges_abs", "charges_sq")
+
+
+def _errors(model, data, batch_size: int, dtype, indices=None, proc: Optional[Process] = None) -> Dict[str, float]:
+    """Energy MAE per atom (meV/atom), force MAE/RMSE (meV/Å), charge MAE (e) and the loss terms over the
+    conformers ``indices`` of ``data`` (a ConformerSet or a list of structures; all by default).  Several
+    processes each take every ``world_size``-th conformer and the sums are added up."""
+    proc = proc or Process()
     model.eval()
-    de, df, dq = [], [], []
-    for start in range(0, len(structures), batch_size):
-        batch = collate(structures[start:start + batch_size], dtype)
-        r = residuals(model(model_inputs(batch), True), batch)
-        de.append(r["energy"].detach())
-        df.append(r["forces"].detach())
-        if "charges" in r:
-            dq.append(r["charges"].detach())
-    de_t, df_t = torch.cat(de).double(), torch.cat(df).double()
+    idx = np.arange(len(data)) if indices is None else np.asarray(indices)
+    mine = idx[proc.rank::proc.world_size]
+    sums = torch.zeros(len(_ERROR_SUMS), dtype=torch.float64)
+    for start in range(0, len(mine), batch_size):
+        batch = to_device(collate([data[int(i)] for i in mine[start:start + batch_size]], dtype), proc.device)
+        r = {k: v.detach().double().cpu() for k, v in residuals(model(model_inputs(batch), True), batch).items()}
+        for k, term in enumerate(("energy", "forces", "charges")):
+            if term in r:
+                sums[3 * k:3 * k + 3] += torch.stack([torch.tensor(float(r[term].numel()), dtype=torch.float64),
+                                                      r[term].abs().sum(), r[term].pow(2).sum()])
+    s = dict(zip(_ERROR_SUMS, proc.all_reduce_sum(sums).tolist()))
     res = {
-        "energy_mae_meV_per_atom": 1000 * de_t.abs().mean().item(),
-        "forces_mae_meV_per_A": 1000 * df_t.abs().mean().item(),
-        "forces_rmse_meV_per_A": 1000 * df_t.pow(2).mean().sqrt().item(),
-        "energy_mse": de_t.pow(2).mean().item(),
-        "forces_mse": df_t.pow(2).mean().item(),
+        "energy_mae_meV_per_atom": 1000 * s["energy_abs"] / s["n_structures"],
+        "forces_mae_meV_per_A": 1000 * s["forces_abs"] / s["n_force_components"],
+        "forces_rmse_meV_per_A": 1000 * math.sqrt(s["forces_sq"] / s["n_force_components"]),
+        "energy_mse": s["energy_sq"] / s["n_structures"],
+        "forces_mse": s["forces_sq"] / s["n_force_components"],
     }
-    if dq:
-        dq_t = torch.cat(dq).double()
-        res["charges_mae_e"] = dq_t.abs().mean().item()
-        res["charges_mse"] = dq_t.pow(2).mean().item()
+    if s["n_charges"] > 0:
+        res["charges_mae_e"] = s["charges_abs"] / s["n_charges"]
+        res["charges_mse"] = s["charges_sq"] / s["n_charges"]
     return res
 
 
@@ -221,26 +225,66 @@ def _loss_value(cfg: TrainConfig, err: Dict[str, float]) -> float:
     return float(weighted_loss(cfg, {k: err[f"{k}_mse"] for k in ("energy", "forces", "charges") if f"{k}_mse" in err}))
 
 
+def _cpu(obj):
+    """A copy of a (nested) state with every tensor on the CPU (checkpoints load anywhere)."""
+    if torch.is_tensor(obj):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_cpu(v) for v in obj]
+    return obj
+
+
+class _Conformers(torch.utils.data.Dataset):
+    """Training conformers for a DataLoader: position ``i`` of the training part -> its Structure."""
+
+    def __init__(self, data: ConformerSet, indices: np.ndarray):
+        self.data, self.indices = data, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> Structure:
+        return self.data[int(self.indices[i])]
+
+
 # ------------------------------------------------------------------------------------------ trainer
 class Trainer:
+    """``Trainer(cfg).run()``: one process, or one of ``torchrun``'s (see :mod:`openmlip.train.distributed`).
+
+    With W processes each step takes ``W * batch_size`` conformers; process r computes on the r-th part and
+    its loss share is normalised by the whole batch's counts, so the averaged gradient is exactly that of
+    one process with batch ``W * batch_size`` (tested).  Process 0 writes checkpoints, metrics and reports.
+    """
+
     def __init__(self, cfg: TrainConfig, progress: bool = True):
         self.cfg = cfg
         self.progress = progress
         self.out = Path(cfg.output)
         self.dtype = torch_dtype(cfg.dtype)
+        self.proc = Process()
 
-    def _data(self):
-        structures = load_structures(self.cfg)
+    # ---------------------------------------------------------------------------------- set-up
+    def _data(self) -> Tuple[ConformerSet, Tuple[np.ndarray, np.ndarray, np.ndarray], List[str]]:
+        """The data (process 0 indexes it first; the others then read its index) and the split's conformer
+        indices (train, valid, test)."""
+        proc = self.proc
+        data = open_data(self.cfg, self.out, progress=self.progress) if proc.is_main else None
+        sha = proc.broadcast(data.sha256 if data is not None else None)
+        if data is None:
+            data = open_data(self.cfg, self.out, sha256=sha)
         elements = ModelConfig.from_dict(dict(self.cfg.model)).elements
         index = SpeciesIndex(elements)
-        for s in structures:
-            index.check(s.numbers)
-        missing = [s.info["source"] for s in structures if s.energy is None or s.forces is None]
-        if missing:
-            raise DataFileError(f"{len(missing)} structures lack energy or forces labels (e.g. {missing[0]}); check "
-                                "energy_key/gradient_key or label them")
-        return split_by_molecule(structures, self.cfg.valid_fraction, self.cfg.test_fraction, self.cfg.seed,
-                                 self.cfg.valid_molecules, self.cfg.test_molecules), elements
+        for g in data.groups:
+            index.check(g.header.numbers)
+        val_names, test_names = split_names([g.header.name for g in data.groups], self.cfg.valid_fraction,
+                                            self.cfg.test_fraction, self.cfg.seed, self.cfg.valid_molecules,
+                                            self.cfg.test_molecules)
+        parts: Tuple[List[int], List[int], List[int]] = ([], [], [])
+        for k, g in enumerate(data.groups):
+            parts[2 if g.header.name in test_names else 1 if g.header.name in val_names else 0].append(k)
+        return data, tuple(data.conformers_of(p) for p in parts), elements
 
     def _trainable(self, model):
         """Parameters to optimise: with given (non-least-squares) reference energies the per-element
@@ -248,12 +292,14 @@ class Trainer:
         fixed = self.cfg.reference_energies != "least_squares"
         return [p for n, p in model.named_parameters() if not (fixed and n == "per_species_shift")]
 
-    def _fresh_state(self, train, elements):
+    def _fresh_state(self, data: ConformerSet, train: np.ndarray, elements):
         torch.manual_seed(self.cfg.seed)
         model = build_model(dict(self.cfg.model), dtype=self.dtype)
+        groups = [data.groups[g] for g in sorted(set(data.group_of(train).tolist()))]
         ref = self.cfg.reference_energies
         if ref == "least_squares":
-            e_ref = reference_energies(train, elements)
+            e_ref = fit_reference_energies(_composition([g.header.numbers for g in groups], elements),
+                                           np.array([g.energy_mean for g in groups]), np.array([g.count for g in groups]))
         else:
             if ref == "gfn2-xtb-atoms":
                 from ..data.generate import isolated_atom_energies
@@ -263,7 +309,7 @@ class Trainer:
             if missing:
                 raise ConfigError(f"reference_energies lacks element(s) {missing}; give an energy (eV) for every model element")
             e_ref = np.array([float(ref[e]) for e in elements])
-        f_rms = float(np.sqrt(np.mean(np.concatenate([s.forces.reshape(-1) for s in train]) ** 2)))
+        f_rms = math.sqrt(sum(g.force_sq_sum for g in groups) / sum(3 * len(g.header.numbers) * g.count for g in groups))
         with torch.no_grad():
             model.per_species_shift.copy_(torch.tensor(e_ref, dtype=self.dtype))
             model.per_species_scale.fill_(max(f_rms, 1e-3))
@@ -273,13 +319,13 @@ class Trainer:
             "ema": {k: v.detach().clone() for k, v in model.state_dict().items()},
             "step": 0, "epoch": 0, "batch_in_epoch": 0, "best_val": float("inf"), "bad_epochs": 0,
             "history": [], "config": self.cfg.to_dict(), "reference_energies": e_ref.tolist(), "elements": list(elements),
-            "done": False, "epoch_losses": [],
+            "done": False, "epoch_losses": [], "world_size": self.proc.world_size,
         }
 
     def _check_resume(self, state):
         old = dict(state["config"])
         new = self.cfg.to_dict()
-        for key in ("stop_after_steps",):
+        for key in RESUMABLE_CHANGES:
             old.pop(key, None)
             new.pop(key, None)
         if old != new:
@@ -288,9 +334,14 @@ class Trainer:
                 f"{self.out / CHECKPOINT} was written with different settings ({', '.join(diff)}); use a new output "
                 "folder, or restore the original config to resume"
             )
+        was = int(state.get("world_size", 1))
+        if was != self.proc.world_size:
+            raise ResumeError(f"{self.out / CHECKPOINT} was written by {was} training process(es), this run has "
+                              f"{self.proc.world_size}: the batches would differ; resume with the same number "
+                              f"(torchrun --nproc_per_node={was} ...), or train into a new output folder")
 
     def _write_metrics(self, history: List[Dict[str, float]]):
-        if not history:
+        if not history or not self.proc.is_main:
             return
         with atomic_path(self.out / METRICS) as tmp:
             with open(tmp, "w", newline="") as fh:
@@ -298,39 +349,78 @@ class Trainer:
                 w.writeheader()
                 w.writerows(history)
 
+    def _save(self, obj, path: Path) -> None:
+        if self.proc.is_main:
+            _atomic_save(_cpu(obj), path)
+
+    # ---------------------------------------------------------------------------------- batches
+    def _batches(self, n_train: int, epoch: int) -> List[np.ndarray]:
+        """The epoch's batches (positions in the training part): a pure function of (seed, epoch); each has
+        ``world_size * batch_size`` conformers (the last fewer; one with fewer than ``world_size`` is skipped)."""
+        perm = np.random.default_rng([self.cfg.seed, epoch]).permutation(n_train)
+        size = self.cfg.batch_size * self.proc.world_size
+        batches = [perm[i:i + size] for i in range(0, n_train, size)]
+        if batches and len(batches[-1]) < self.proc.world_size:
+            batches.pop()
+        return batches
+
+    def _shard(self, batch: np.ndarray) -> np.ndarray:
+        return np.array_split(batch, self.proc.world_size)[self.proc.rank]
+
+    def _loader(self, data: ConformerSet, train: np.ndarray, batches: List[np.ndarray]):
+        """This process's part of each batch, collated (in ``loader_workers`` background processes if > 0)."""
+        return torch.utils.data.DataLoader(
+            _Conformers(data, train), batch_sampler=[self._shard(b).tolist() for b in batches],
+            collate_fn=partial(collate, dtype=self.dtype), num_workers=self.cfg.loader_workers)
+
+    # ---------------------------------------------------------------------------------- run
     def run(self) -> Dict[str, object]:
+        torch.set_num_threads(self.cfg.threads)
+        if self.cfg.matmul_precision != "highest":
+            torch.set_float32_matmul_precision(self.cfg.matmul_precision)
+        with process(self.cfg.device) as self.proc:
+            try:
+                return self._run()
+            finally:
+                self.proc = Process(device=self.proc.device)
+
+    def _run(self) -> Dict[str, object]:
         from tqdm.auto import tqdm
 
-        cfg = self.cfg
-        torch.set_num_threads(cfg.threads)
+        cfg, proc = self.cfg, self.proc
         self.out.mkdir(parents=True, exist_ok=True)
-        (train, valid, test), elements = self._data()
+        data, (train, valid, test), elements = self._data()
         ckpt = self.out / CHECKPOINT
         if ckpt.exists():
             state = load_checkpoint(ckpt)
             self._check_resume(state)
         else:
-            state = self._fresh_state(train, elements)
-        model = build_model(dict(cfg.model), dtype=self.dtype)
+            state = self._fresh_state(data, train, elements)
+        model = build_model(dict(cfg.model), dtype=self.dtype).to(proc.device)
         model.load_state_dict(state["model"])
         opt = torch.optim.AdamW(self._trainable(model), lr=cfg.lr, weight_decay=cfg.weight_decay)
         opt.load_state_dict(state["optimizer"])
-        ema = state["ema"]
-        steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+        ema = {k: v.to(proc.device) for k, v in state["ema"].items()}
+        net = model
+        if proc.distributed:
+            # some parameters take part only in some batches (e.g. the smoothmax temperature: charged structures)
+            net = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[proc.device] if proc.device.type == "cuda" else None, find_unused_parameters=True)
+        steps_per_epoch = len(self._batches(len(train), 0))
         total = cfg.max_steps if cfg.max_steps is not None else cfg.max_epochs * steps_per_epoch
-        valid_set = valid if valid else train
+        valid_set = valid if len(valid) else train
 
         def save():
             state.update(model=model.state_dict(), optimizer=opt.state_dict(), ema=ema)
-            _atomic_save(state, ckpt)
+            self._save(state, ckpt)
 
         def ema_model():  # e3nn modules hold ScriptFunctions, which cannot be deep-copied: rebuild instead
-            m = build_model(dict(cfg.model), dtype=self.dtype)
+            m = build_model(dict(cfg.model), dtype=self.dtype).to(proc.device)
             m.load_state_dict(ema)
             return m
 
-        def diverged(what: str, idx, n_batches: int):
-            where = ", ".join(f"{train[i].info.get('source', '?')} ({train[i].name})" for i in idx)
+        def diverged(what: str, batch: np.ndarray, n_batches: int):
+            where = ", ".join(f"{s.info.get('source', '?')} ({s.name})" for s in (data[int(i)] for i in train[batch]))
             bar.close()
             raise TrainingDivergedError(
                 f"training {what} at step {state['step'] + 1} (epoch {state['epoch']}, batch {state['batch_in_epoch'] + 1} "
@@ -338,28 +428,38 @@ class Trainer:
                 f"finite, so the model diverged: lower lr ({cfg.lr:g}) or grad_clip ({cfg.grad_clip:g}) and train into a "
                 "new output folder")
 
-        bar = tqdm(total=total, initial=state["step"], desc="train", unit="step", disable=not self.progress)
+        bar = tqdm(total=total, initial=state["step"], desc="train", unit="step", disable=not (self.progress and proc.is_main))
         interrupted = False
         t0 = time.perf_counter()
+        clock = {"data_s": 0.0, "step_s": 0.0, "conformers": 0}
         while not state["done"] and state["epoch"] < cfg.max_epochs and state["step"] < total:
-            perm = np.random.default_rng([cfg.seed, state["epoch"]]).permutation(len(train))
-            batches = [perm[i:i + cfg.batch_size] for i in range(0, len(train), cfg.batch_size)]
+            batches = self._batches(len(train), state["epoch"])
+            todo = batches[state["batch_in_epoch"]:]
             model.train()
             losses = state.setdefault("epoch_losses", [])  # checkpointed: the epoch mean survives a resume
-            while state["batch_in_epoch"] < len(batches) and state["step"] < total:
-                idx = batches[state["batch_in_epoch"]]
-                batch = collate([train[i] for i in idx], self.dtype)
+            loader = iter(self._loader(data, train, todo))
+            for chunk in todo:
+                if state["step"] >= total:
+                    break
+                t_start = time.perf_counter()
+                batch = to_device(next(loader), proc.device)
+                clock["data_s"] += time.perf_counter() - t_start
                 for g in opt.param_groups:
                     g["lr"] = _lr(cfg, state["step"], total)
-                r = residuals(model(model_inputs(batch), True), batch)
-                loss = weighted_loss(cfg, {k: (v ** 2).mean() for k, v in r.items()})
+                atoms = int(data.num_atoms(train[chunk]).sum())  # the whole batch's counts, on every process
+                if not data.has_charges(train[chunk]).all():
+                    batch.pop("charges_ref", None)
+                count = {"energy": len(chunk), "forces": 3 * atoms, "charges": atoms}
+                r = residuals(net(model_inputs(batch), True), batch)
+                share = weighted_loss(cfg, {k: v.pow(2).sum() / count[k] for k, v in r.items()})
+                loss = proc.all_reduce_sum(share.detach().clone())  # the loss of the whole batch
                 opt.zero_grad(set_to_none=True)
                 if not torch.isfinite(loss):
-                    diverged(f"loss is {loss.item()}", idx, len(batches))
-                loss.backward()
+                    diverged(f"loss is {loss.item()}", chunk, len(batches))
+                (share * proc.world_size).backward()  # DDP averages gradients over processes: this sums the shares
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 if not torch.isfinite(grad_norm):
-                    diverged(f"gradient norm is {grad_norm.item()}", idx, len(batches))
+                    diverged(f"gradient norm is {grad_norm.item()}", chunk, len(batches))
                 opt.step()
                 with torch.no_grad():
                     for k, v in model.state_dict().items():
@@ -368,6 +468,8 @@ class Trainer:
                         else:
                             ema[k].copy_(v)
                 losses.append(loss.item())
+                clock["step_s"] += time.perf_counter() - t_start
+                clock["conformers"] += len(chunk)
                 state["step"] += 1
                 state["batch_in_epoch"] += 1
                 bar.update(1)
@@ -377,50 +479,72 @@ class Trainer:
                     break
                 if state["step"] % cfg.checkpoint_every == 0:
                     save()
+            del loader
             if interrupted:
                 break
-            # end of epoch: validate the EMA weights, early stopping, best model
-            err = _errors(ema_model(), valid_set, cfg.batch_size, self.dtype)
-            val = _loss_value(cfg, err)
-            if not math.isfinite(val):
-                raise TrainingDivergedError(
-                    f"validation loss of the EMA weights is {val} after epoch {state['epoch']} (step {state['step']}); "
-                    f"nothing saved from it: lower lr ({cfg.lr:g}) or grad_clip ({cfg.grad_clip:g}) and train into a new output folder")
-            state["history"].append({"epoch": state["epoch"], "step": state["step"], "lr": _lr(cfg, state["step"], total),
-                                     "train_loss": float(np.mean(losses)) if losses else float("nan"), "val_loss": val,
-                                     **{f"val_{k}": v for k, v in err.items() if not k.endswith("mse")}})
-            if val < state["best_val"]:
-                state["best_val"] = val
-                state["bad_epochs"] = 0
-                _atomic_save({"config": cfg.to_dict(), "model": {k: v.clone() for k, v in ema.items()}, "epoch": state["epoch"], "val_loss": val}, self.out / BEST)
-            else:
-                state["bad_epochs"] += 1
-                if state["bad_epochs"] >= cfg.patience:
-                    state["done"] = True
-            state["epoch"] += 1
-            state["batch_in_epoch"] = 0
-            state["epoch_losses"] = []
-            self._write_metrics(state["history"])
+            self._end_epoch(state, ema_model(), data, valid_set, total, losses)
             save()
         bar.close()
         save()
         if interrupted:
-            return {"status": "interrupted", "step": state["step"]}
+            return {"status": "interrupted", "step": state["step"], **({"rank": proc.rank} if proc.distributed else {})}
+        return self._report(state, data, (train, valid, test), valid_set, time.perf_counter() - t0, clock)
+
+    def _end_epoch(self, state, ema_model, data, valid_set, total, losses) -> None:
+        """Validate the EMA weights; early stopping; best model; metrics."""
+        cfg = self.cfg
+        err = _errors(ema_model, data, cfg.batch_size, self.dtype, valid_set, self.proc)
+        val = _loss_value(cfg, err)
+        if not math.isfinite(val):
+            raise TrainingDivergedError(
+                f"validation loss of the EMA weights is {val} after epoch {state['epoch']} (step {state['step']}); "
+                f"nothing saved from it: lower lr ({cfg.lr:g}) or grad_clip ({cfg.grad_clip:g}) and train into a new output folder")
+        state["history"].append({"epoch": state["epoch"], "step": state["step"], "lr": _lr(cfg, state["step"], total),
+                                 "train_loss": float(np.mean(losses)) if losses else float("nan"), "val_loss": val,
+                                 **{f"val_{k}": v for k, v in err.items() if not k.endswith("mse")}})
+        if val < state["best_val"]:
+            state["best_val"] = val
+            state["bad_epochs"] = 0
+            self._save({"config": cfg.to_dict(), "model": ema_model.state_dict(), "epoch": state["epoch"], "val_loss": val},
+                       self.out / BEST)
+        else:
+            state["bad_epochs"] += 1
+            if state["bad_epochs"] >= cfg.patience:
+                state["done"] = True
+        state["epoch"] += 1
+        state["batch_in_epoch"] = 0
+        state["epoch_losses"] = []
+        self._write_metrics(state["history"])
+
+    def _report(self, state, data: ConformerSet, parts, valid_set, wall_s: float, clock) -> Dict[str, object]:
+        """Test and validation errors of the best weights, data provenance and throughput; ``report.json``."""
+        cfg, proc = self.cfg, self.proc
+        train, valid, test = parts
+        proc.barrier()  # best.pt is written by process 0
         best = load_checkpoint(self.out / BEST)
-        final = build_model(dict(cfg.model), dtype=self.dtype)
+        final = build_model(dict(cfg.model), dtype=self.dtype).to(proc.device)
         final.load_state_dict(best["model"])
+        test_names = sorted({data.groups[g].header.name for g in set(data.group_of(test).tolist())})
         report = {
-            "status": "finished", "steps": state["step"], "epochs": state["epoch"], "wall_s_this_run": time.perf_counter() - t0,
-            "split": {"train": len(train), "valid": len(valid), "test": len(test),
-                      "test_molecules": sorted({s.name for s in test})},
-            "test": _errors(final, test, cfg.batch_size, self.dtype) if test else {},
-            "valid": _errors(final, valid_set, cfg.batch_size, self.dtype),
-            "data": [{"path": p, "sha256": file_sha256(p)} for p in cfg.data],
+            "status": "finished", "steps": state["step"], "epochs": state["epoch"], "wall_s_this_run": wall_s,
+            "split": {"train": len(train), "valid": len(valid), "test": len(test), "test_molecules": test_names},
+            "test": _errors(final, data, cfg.batch_size, self.dtype, test, proc) if len(test) else {},
+            "valid": _errors(final, data, cfg.batch_size, self.dtype, valid_set, proc),
+            "data": [{"path": str(p), "sha256": h} for p, h in zip(data.paths, data.sha256)],
             "reference_energies_eV": dict(zip(state["elements"], state["reference_energies"])),
+            "device": str(proc.device), "processes": proc.world_size, **({"rank": proc.rank} if proc.distributed else {}),
+            "throughput": {
+                "conformers_per_s": clock["conformers"] / clock["step_s"] if clock["step_s"] else None,
+                "data_loading_fraction": clock["data_s"] / clock["step_s"] if clock["step_s"] else None,
+                "peak_rss_MB_process0": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            },
         }
         for part in ("test", "valid"):
             report[part] = {k: v for k, v in report[part].items() if not k.endswith("mse")}
-        (self.out / REPORT).write_text(json.dumps(report, indent=1))
+        if proc.is_main:
+            with atomic_path(self.out / REPORT) as tmp:
+                Path(tmp).write_text(json.dumps(report, indent=1))
+        data.close()
         return report
 
 

@@ -1,0 +1,291 @@
+"""Training data as one random-access set of conformers, with memory that does not grow with the file.
+
+An HDF5 file (SPICE layout or openmlip's own) is read once, group by group, into a small index: per group
+(molecule) its atoms, charge state, number of conformers and the label sums that training needs before its
+first step (mean energy, sum of squared forces).  The index is cached beside the file as
+``<file>.openmlip-index.json`` and keyed by the file's SHA-256 and the label keys, so a changed file or
+other labels rebuild it; a conformer's coordinates and labels are read from the file only when a batch
+needs them.  Memory is then O(molecules), not O(conformers).  extxyz files are held in memory (ASE reads
+them whole); both kinds look the same to the trainer.
+
+The one pass also checks what a bad file would otherwise turn into NaN weights hours later: every
+coordinate and label finite, energy and forces present, shapes consistent.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .._io import atomic_path
+from ..errors import DataFileError
+from .extxyz import read_extxyz
+from .spice import GroupHeader, SpiceFormatError, group_header, group_labels
+from .structure import Structure
+
+INDEX_FORMAT = "openmlip-data-index"
+INDEX_VERSION = 1
+INDEX_SUFFIX = ".openmlip-index.json"
+HDF5_SUFFIXES = (".h5", ".hdf5")
+GROUP_CACHE = 1024  # open HDF5 groups kept per process
+
+
+@dataclass(frozen=True)
+class LabelKeys:
+    """Names of the label datasets in an HDF5 file (SPICE: ``dft_total_energy`` ...; openmlip's xTB data:
+    ``xtb_total_energy`` ...)."""
+
+    energy: str = "dft_total_energy"
+    gradient: str = "dft_total_gradient"
+    charges: str = "mbis_charges"
+
+
+@dataclass
+class Group:
+    """One molecule of one file: ``count`` conformers with the same atoms and charge state."""
+
+    file: int
+    key: Union[str, int]  # HDF5 group name, or position in an in-memory file
+    header: GroupHeader
+    count: int
+    energy_mean: float  # eV
+    force_sq_sum: float  # sum over conformers, atoms and components of F^2, (eV/Å)^2
+    has_charges: bool
+
+    def to_json(self) -> Dict[str, object]:
+        h = self.header
+        return {"key": self.key, "name": h.name, "numbers": h.numbers.tolist(), "total_charge": h.total_charge,
+                "formal_charges": None if h.formal_charges is None else h.formal_charges.tolist(), "subset": h.subset,
+                "count": self.count, "energy_mean": self.energy_mean, "force_sq_sum": self.force_sq_sum,
+                "charges": self.has_charges}
+
+    @classmethod
+    def from_json(cls, file: int, d: Dict[str, object]) -> "Group":
+        formal = d["formal_charges"]
+        header = GroupHeader(name=str(d["name"]), numbers=np.asarray(d["numbers"], dtype=np.int64),
+                             total_charge=float(d["total_charge"]), subset=str(d["subset"]),
+                             formal_charges=None if formal is None else np.asarray(formal, dtype=np.float64))
+        return cls(file=file, key=d["key"], header=header, count=int(d["count"]), energy_mean=float(d["energy_mean"]),
+                   force_sq_sum=float(d["force_sq_sum"]), has_charges=bool(d["charges"]))
+
+
+def _check_finite(path: Path, first: int, name: str, arrays: Dict[str, Optional[np.ndarray]]) -> None:
+    """DataFileError naming the first conformer (its index in the file) with a non-finite value."""
+    for what, value in arrays.items():
+        if value is None:
+            continue
+        bad = ~np.isfinite(np.asarray(value, dtype=float).reshape(len(value), -1)).all(axis=1)
+        if bad.any():
+            k = first + int(np.argmax(bad))
+            raise DataFileError(f"training data {str(path)!r}: structure {k} ({name!r}) has a non-finite {what}; remove "
+                                "or relabel that structure (a NaN label would train NaN weights)")
+
+
+def _group_stats(energy: np.ndarray, forces: np.ndarray) -> Tuple[float, float]:
+    return float(np.mean(energy)), float(np.sum(np.square(forces)))
+
+
+def _scan_hdf5(path: Path, keys: LabelKeys, progress: bool) -> List[Dict[str, object]]:
+    """The index entries of every group of an HDF5 file, reading one group at a time."""
+    import h5py
+    from tqdm.auto import tqdm
+
+    try:
+        fh = h5py.File(path, "r")
+    except (OSError, ValueError) as exc:
+        raise DataFileError(f"cannot read training data {str(path)!r}: {str(exc).splitlines()[0]} (truncated or not "
+                            "HDF5?); regenerate or re-download it") from None
+    entries: List[Dict[str, object]] = []
+    first = 0
+    with fh:
+        for name in tqdm(list(fh), desc=f"index {path.name}", unit="molecule", disable=not progress, leave=False):
+            try:
+                group = fh[name]
+                head = group_header(group, name, path, keys.energy, keys.gradient)
+                conf, energy, forces, charges = group_labels(group, head, path, keys.energy, keys.gradient, keys.charges)
+            except SpiceFormatError as exc:
+                raise DataFileError(f"training data: {exc}; fix the file or energy_key/gradient_key") from None
+            except (OSError, KeyError) as exc:  # h5py read errors inside a damaged file
+                raise DataFileError(f"training data: group {name!r} of {str(path)!r} is unreadable "
+                                    f"({str(exc).splitlines()[0]}); regenerate or re-download it") from None
+            if len(conf) == 0:
+                continue
+            _check_finite(path, first, name, {"positions": conf, "total charge": np.full(len(conf), head.total_charge),
+                                              "energy label": energy, "forces label": forces, "charges label": charges})
+            mean, sq = _group_stats(energy, forces)
+            entries.append(Group(file=0, key=name, header=head, count=len(conf), energy_mean=mean, force_sq_sum=sq,
+                                 has_charges=charges is not None).to_json())
+            first += len(conf)
+    return entries
+
+
+def _cached_index(path: Path, sha256: str, keys: LabelKeys, cache_dirs: Sequence[Path], progress: bool):
+    """The groups of an HDF5 file from its cached index (if it matches the file and the keys), else one pass
+    over the file, written to the first cache folder that takes it."""
+    wanted = {"format": INDEX_FORMAT, "version": INDEX_VERSION, "sha256": sha256, "label_keys": vars(keys)}
+    for folder in cache_dirs:
+        cached = folder / (path.name + INDEX_SUFFIX)
+        try:
+            index = json.loads(cached.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(index, dict) and all(index.get(k) == v for k, v in wanted.items()):
+            return index["groups"], cached
+    groups = _scan_hdf5(path, keys, progress)
+    for folder in cache_dirs:
+        target = folder / (path.name + INDEX_SUFFIX)
+        try:
+            with atomic_path(target) as tmp:
+                Path(tmp).write_text(json.dumps({**wanted, "file": path.name, "groups": groups}))
+            return groups, target
+        except OSError:  # a read-only data folder: try the next place
+            continue
+    return groups, None
+
+
+class ConformerSet:
+    """All conformers of some training data files, addressed ``0 .. len-1`` in file order.
+
+    ``data[i]`` reads conformer ``i`` (a :class:`Structure` in Å, eV, e with ``info["source"]`` =
+    ``"file[k]"``, its place in its file).  Per-group arrays (``groups``, ``group_of``) give what the
+    trainer needs before reading anything: molecule names for the split, compositions and energy means for
+    the reference energies, force sums for the force scale, atom counts for loss normalisation.
+    Safe to use from forked data-loader workers (each process opens its own file handles).  ``sha256``:
+    the files' hashes when already known (another process of the same run computed them).
+    """
+
+    def __init__(self, paths: Sequence[Union[str, Path]], keys: LabelKeys = LabelKeys(),
+                 cache_dirs: Sequence[Union[str, Path]] = (), progress: bool = False,
+                 sha256: Optional[Sequence[str]] = None):
+        from ..deploy import file_sha256
+
+        self.paths = [Path(p) for p in paths]
+        self.keys = keys
+        self.groups: List[Group] = []
+        self.sha256: List[str] = []
+        self.index_files: List[Optional[Path]] = []
+        self._memory: Dict[int, List[Structure]] = {}
+        self._handles: Dict[int, object] = {}
+        self._open: "OrderedDict[int, Dict[str, object]]" = OrderedDict()
+        self._pid = os.getpid()
+        for f, path in enumerate(self.paths):
+            if not path.is_file():
+                raise DataFileError(f"training data file {str(path)!r} not found; fix the data: entry of the training config")
+            self.sha256.append(file_sha256(path) if sha256 is None else sha256[f])
+            if path.suffix.lower() in HDF5_SUFFIXES:
+                dirs = [path.parent] + [Path(d) for d in cache_dirs]
+                entries, where = _cached_index(path, self.sha256[-1], keys, dirs, progress)
+                self.index_files.append(where)
+                self.groups += [Group.from_json(f, e) for e in entries]
+            else:
+                self.index_files.append(None)
+                self.groups += self._load_memory(f, path)
+        if not self.groups:
+            raise DataFileError(f"no structures read from {[str(p) for p in self.paths]}; check the files and "
+                                "energy_key/gradient_key")
+        counts = np.array([g.count for g in self.groups], dtype=np.int64)
+        self.start = np.concatenate([[0], np.cumsum(counts)])  # conformers of group g: start[g] .. start[g+1]-1
+        self.group_atoms = np.array([len(g.header.numbers) for g in self.groups], dtype=np.int64)
+        self.group_charges = np.array([g.has_charges for g in self.groups], dtype=bool)
+        first_of_file = {}
+        for g, grp in enumerate(self.groups):
+            first_of_file.setdefault(grp.file, self.start[g])
+        self._file_start = np.array([first_of_file[g.file] for g in self.groups], dtype=np.int64)
+
+    def _load_memory(self, f: int, path: Path) -> List[Group]:
+        structs = list(read_extxyz(path))
+        missing = [k for k, s in enumerate(structs) if s.energy is None or s.forces is None]
+        if missing:
+            raise DataFileError(f"{len(missing)} structures of {str(path)!r} lack energy or forces labels (e.g. "
+                                f"{path.name}[{missing[0]}]); label them or remove them")
+        out = []
+        for k, s in enumerate(structs):
+            _check_finite(path, k, s.name, {"positions": s.positions[None], "total charge": np.array([s.total_charge]),
+                                            "energy label": np.array([s.energy]), "forces label": s.forces[None],
+                                            "charges label": None if s.charges is None else s.charges[None]})
+            head = GroupHeader(name=s.name, numbers=np.asarray(s.numbers, dtype=np.int64), total_charge=float(s.total_charge),
+                               formal_charges=s.formal_charges, subset=s.subset)
+            mean, sq = _group_stats(np.array([s.energy]), s.forces)
+            out.append(Group(file=f, key=k, header=head, count=1, energy_mean=mean, force_sq_sum=sq,
+                             has_charges=s.charges is not None))
+        self._memory[f] = structs
+        return out
+
+    # ------------------------------------------------------------------------------------ addressing
+    def __len__(self) -> int:
+        return int(self.start[-1])
+
+    def group_of(self, indices) -> np.ndarray:
+        """Group number of each conformer index."""
+        return np.searchsorted(self.start, np.asarray(indices), side="right") - 1
+
+    def num_atoms(self, indices) -> np.ndarray:
+        return self.group_atoms[self.group_of(indices)]
+
+    def has_charges(self, indices) -> np.ndarray:
+        return self.group_charges[self.group_of(indices)]
+
+    def conformers_of(self, groups: Iterable[int]) -> np.ndarray:
+        """Conformer indices of the given groups, in file order."""
+        groups = sorted(groups)
+        if not groups:
+            return np.zeros(0, dtype=np.int64)
+        return np.concatenate([np.arange(self.start[g], self.start[g + 1]) for g in groups])
+
+    # --------------------------------------------------------------------------------------- reading
+    def _file(self, f: int):
+        import h5py
+
+        if self._pid != os.getpid():  # a forked worker must not share the parent's HDF5 handles
+            self._handles, self._pid = {}, os.getpid()
+        if f not in self._handles:
+            self._handles[f] = h5py.File(self.paths[f], "r")
+        return self._handles[f]
+
+    def _group(self, g: int) -> Dict[str, object]:
+        """The label datasets of group ``g``, opened once and kept for the last GROUP_CACHE groups (opening
+        an HDF5 object costs as much as reading a conformer)."""
+        if self._pid != os.getpid():
+            self._open = OrderedDict()
+        if g in self._open:
+            self._open.move_to_end(g)
+            return self._open[g]
+        grp = self.groups[g]
+        h5 = self._file(grp.file)[grp.key]
+        keys = ("conformations", self.keys.energy, self.keys.gradient, self.keys.charges)
+        self._open[g] = {k: h5[k] for k in keys if k in h5}
+        if len(self._open) > GROUP_CACHE:
+            self._open.popitem(last=False)
+        return self._open[g]
+
+    def __getitem__(self, i: int) -> Structure:
+        i = int(i)
+        if not 0 <= i < len(self):
+            raise IndexError(f"conformer {i} out of range 0..{len(self) - 1}")
+        g = int(self.group_of(i))
+        grp = self.groups[g]
+        k = i - int(self.start[g])
+        if grp.file in self._memory:
+            s = self._memory[grp.file][int(grp.key)]
+        else:
+            conf, energy, forces, charges = group_labels(self._group(g), grp.header, self.paths[grp.file],
+                                                         self.keys.energy, self.keys.gradient, self.keys.charges, k=k)
+            s = grp.header.structure(conf, float(energy), forces, charges)
+        s.info["source"] = f"{self.paths[grp.file].name}[{i - int(self._file_start[g])}]"
+        return s
+
+    def close(self) -> None:
+        self._open = OrderedDict()
+        for fh in self._handles.values():
+            fh.close()
+        self._handles = {}
+
+    def __getstate__(self):  # for spawned workers: no open handles travel
+        state = dict(self.__dict__)
+        state["_handles"], state["_open"] = {}, OrderedDict()
+        return state
