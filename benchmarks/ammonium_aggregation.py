@@ -34,6 +34,8 @@ from pathlib import Path
 import torch  # noqa: F401  (before openmm, always)
 import numpy as np
 
+from openmlip.data import XTB_LABELS
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 DATA = ROOT / "openmlip" / "datasets" / "openmlip-xtb-v3.h5"
@@ -42,7 +44,7 @@ TRAIN = ["water", "water-dimer", "water-tetramer", "water-octamer", "water-16", 
          "ammonium-water1", "ammonium-water2", "ammonium-water4", "ammonium-stretch", "ammonium-water1-stretch",
          "ammonia", "methylammonium", "methylammonium-stretch", "ethylammonium"]
 VALID, TEST = ["ammonium-water8"], ["ammonium-water12"]
-KEYS = dict(energy_key="xtb_total_energy", gradient_key="xtb_total_gradient", charges_key="xtb_charges")
+KEYS = XTB_LABELS.kwargs()
 MARK_BEGIN, MARK_END = "<!-- ammonium_aggregation.py: begin -->", "<!-- ammonium_aggregation.py: end -->"
 
 

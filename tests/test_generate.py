@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from openmlip import units
-from openmlip.data import read_spice
+from openmlip.data import XTB_LABELS, read_spice
 from openmlip.data.generate import TEMPLATES, generate
 
 
@@ -21,7 +21,7 @@ def test_generate_resumes_and_labels_charged_species(tmp_path):
     man = generate(out, names, conformers=4, stride=5, progress=False)
     assert man["computed_this_run"] == 4  # only acetate was computed
     assert shard.stat().st_mtime_ns == stamp
-    data = list(read_spice(out, energy_key="xtb_total_energy", gradient_key="xtb_total_gradient", charges_key="xtb_charges"))
+    data = list(read_spice(out, **XTB_LABELS.kwargs()))
     assert len(data) == 8
     by_name = {}
     for s in data:
@@ -84,7 +84,7 @@ def test_killed_template_resumes_mid_trajectory_identically(tmp_path):
     second = generate(tmp_path / "cut.h5", names, **kw)
     assert second["computed_this_run"] == 3  # the 3 saved conformers were not recomputed
     assert not (tmp_path / "cut.h5.parts" / "ammonium-water1.partial.json").exists()
-    keys = dict(energy_key="xtb_total_energy", gradient_key="xtb_total_gradient", charges_key="xtb_charges")
+    keys = XTB_LABELS.kwargs()
     a = list(read_spice(tmp_path / "whole.h5", **keys))
     b = list(read_spice(tmp_path / "cut.h5", **keys))
     assert len(a) == len(b) == 6
@@ -116,7 +116,8 @@ def test_isolated_atom_energies_are_ground_state_atoms():
 
 def test_dft_relabel_charged_species_resumes_and_is_consistent(tmp_path):
     """PySCF relabelling: charge +1 is used (not the radical), forces = -dE/dx, charges sum to Q, resume."""
-    from openmlip.data.dft import KEYS, dft_label, relabel
+    from openmlip.data import DFT_LABELS
+    from openmlip.data.dft import dft_label, relabel
 
     src = tmp_path / "xtb.h5"
     generate(src, ["ammonium"], conformers=3, stride=5, progress=False)
@@ -125,7 +126,7 @@ def test_dft_relabel_charged_species_resumes_and_is_consistent(tmp_path):
     assert first == {"status": "interrupted", "computed": 1} and not out.exists()
     man = relabel(src, out, 2, xc="b3lyp", basis="sto-3g", progress=False)
     assert man["computed_this_run"] == 1 and man["conformers"] == 2
-    data = list(read_spice(out, **KEYS))
+    data = list(read_spice(out, **DFT_LABELS.kwargs()))
     s = data[0]
     assert s.total_charge == 1.0 and abs(s.charges.sum() - 1.0) < 1e-6
     # forces equal -dE/dx (central finite difference on one coordinate)

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from openmlip.data import read_spice
+from openmlip.data import XTB_LABELS, read_spice
 from openmlip.deploy import load_model
 from openmlip.openmm.registry import shipped_models
 
@@ -26,8 +26,7 @@ def test_shipped_plugin_is_installed_and_valid():
 def test_card_metrics_reproduce_on_the_shipped_test_molecules():
     model, meta = load_model(shipped_models()[NAME])
     test_names = set(meta["provenance"]["split"]["test_molecules"])
-    data = [s for s in read_spice(ROOT / "openmlip" / "datasets" / "openmlip-xtb-v3.h5", energy_key="xtb_total_energy",
-                                  gradient_key="xtb_total_gradient", charges_key="xtb_charges") if s.name in test_names]
+    data = [s for s in read_spice(ROOT / "openmlip" / "datasets" / "openmlip-xtb-v3.h5", **XTB_LABELS.kwargs()) if s.name in test_names]
     de, df = [], []
     for s in data:
         assert s.formal_charges is not None and s.formal_charges.sum() == s.total_charge
@@ -49,7 +48,7 @@ def test_shipped_dataset_covers_the_required_species_and_its_readme_is_current()
 
     h5 = ROOT / "openmlip" / "datasets" / "openmlip-xtb-v3.h5"
     assert h5.stat().st_size <= 25e6
-    data = list(read_spice(h5, energy_key="xtb_total_energy", gradient_key="xtb_total_gradient", charges_key="xtb_charges"))
+    data = list(read_spice(h5, **XTB_LABELS.kwargs()))
     assert len(data) >= 3000
     assert {int(z) for s in data for z in s.numbers} == {1, 6, 7, 8, 11, 17}
     names = {s.name for s in data}

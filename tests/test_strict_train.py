@@ -22,7 +22,7 @@ from ase.build import molecule
 from ase.calculators.emt import EMT
 
 from openmlip.cli import main as cli_main
-from openmlip.data import Structure, write_spice
+from openmlip.data import XTB_LABELS, Structure, write_spice
 from openmlip.errors import ConfigError, DataFileError, ResumeError
 from openmlip.train import Trainer, TrainConfig, deploy_run
 from openmlip.train.trainer import TrainingDivergedError, load_checkpoint
@@ -239,7 +239,7 @@ def test_relabel_progress_file_is_never_unpickled(tmp_path, suffix):
     z, pos = np.array([8, 1, 1]), np.array([[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0]])
     write_spice(src, [Structure(numbers=z, positions=pos, energy=-100.0, forces=np.zeros((3, 3)), charges=np.zeros(3),
                                 name="water")],
-                energy_key="xtb_total_energy", gradient_key="xtb_total_gradient", charges_key="xtb_charges")
+                **XTB_LABELS.kwargs())
     marker = tmp_path / "marker"
     (tmp_path / ("dft.h5" + suffix)).write_bytes(pickle.dumps({"done": [_Bomb(marker)], "chosen": [0]}))
     with pytest.raises(DataFileError, match="unsafe format"):
@@ -269,7 +269,7 @@ def test_progress_files_round_trip_exactly_and_check_what_they_resume(tmp_path):
         read_progress(tmp_path / "p.json", "other-kind")
     # a relabel progress file made for other conformers is not continued
     src = tmp_path / "xtb.h5"
-    write_spice(src, [s], energy_key="xtb_total_energy", gradient_key="xtb_total_gradient", charges_key="xtb_charges")
+    write_spice(src, [s], **XTB_LABELS.kwargs())
     write_progress(tmp_path / "dft.h5.partial.json", RELABEL_PROGRESS, {"done": [structure_to_json(s)], "chosen": [5]})
     with pytest.raises(ResumeError, match="different choice of conformers"):
         relabel(src, tmp_path / "dft.h5", 1, progress=False)

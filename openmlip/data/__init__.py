@@ -1,7 +1,8 @@
 """Data: the Structure record, SPICE HDF5 and extxyz readers and writers."""
 from .extxyz import read_extxyz, write_extxyz
-from .spice import ReadStats, SpiceFormatError, read_spice, smiles_formal_charge, write_spice
+from .spice import (DFT_LABELS, SPICE_LABELS, XTB_LABELS, LabelKeys, ReadStats, SpiceFormatError, read_spice,
+                    smiles_formal_charge, write_spice)
 from .structure import Structure
 
-__all__ = ["ReadStats", "SpiceFormatError", "Structure", "read_extxyz", "read_spice", "smiles_formal_charge",
+__all__ = ["DFT_LABELS", "SPICE_LABELS", "XTB_LABELS", "LabelKeys", "ReadStats", "SpiceFormatError", "Structure", "read_extxyz", "read_spice", "smiles_formal_charge",
            "write_extxyz", "write_spice"]

@@ -25,7 +25,7 @@ import numpy as np
 from .._io import atomic_path
 from ..errors import DataFileError
 from .extxyz import read_extxyz
-from .spice import GroupHeader, SpiceFormatError, group_header, group_labels
+from .spice import GroupHeader, LabelKeys, SpiceFormatError, group_header, group_labels
 from .structure import Structure
 
 INDEX_FORMAT = "openmlip-data-index"
@@ -33,16 +33,6 @@ INDEX_VERSION = 1
 INDEX_SUFFIX = ".openmlip-index.json"
 HDF5_SUFFIXES = (".h5", ".hdf5")
 GROUP_CACHE = 1024  # open HDF5 groups kept per process
-
-
-@dataclass(frozen=True)
-class LabelKeys:
-    """Names of the label datasets in an HDF5 file (SPICE: ``dft_total_energy`` ...; openmlip's xTB data:
-    ``xtb_total_energy`` ...)."""
-
-    energy: str = "dft_total_energy"
-    gradient: str = "dft_total_gradient"
-    charges: str = "mbis_charges"
 
 
 @dataclass

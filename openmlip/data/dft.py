@@ -22,7 +22,6 @@ from .structure import Structure
 
 RELABEL_PROGRESS = "openmlip-relabel-progress"
 
-KEYS = dict(energy_key="dft_total_energy", gradient_key="dft_total_gradient", charges_key="dft_charges")
 
 
 def dft_label(s: Structure, xc: str = "wb97x", basis: str = "def2-svp", threads: int = 1) -> Structure:
@@ -58,11 +57,11 @@ def relabel(input_path, output, n: int, xc: str = "wb97x", basis: str = "def2-sv
     """Relabel ``n`` conformers of ``input_path`` (spread evenly over molecules, random within each)."""
     from tqdm.auto import tqdm
 
-    from .spice import read_spice, write_spice
+    from .spice import DFT_LABELS, XTB_LABELS, read_spice, write_spice
 
     if not Path(input_path).is_file():
         raise FileNotFoundError(f"input {str(input_path)!r} not found: give the HDF5 written by `openmlip data generate`")
-    keys = source_keys or dict(energy_key="xtb_total_energy", gradient_key="xtb_total_gradient", charges_key="xtb_charges")
+    keys = source_keys or XTB_LABELS.kwargs()
     structs = [s for s in read_spice(input_path, **keys) if molecules is None or s.name in molecules]
     if not structs:
         raise DataFileError(f"no conformers in {input_path}" + (f" for molecules {molecules}" if molecules else ""))
@@ -92,7 +91,7 @@ def relabel(input_path, output, n: int, xc: str = "wb97x", basis: str = "def2-sv
             computed += 1
             write_progress(partial, RELABEL_PROGRESS, {"done": [structure_to_json(d) for d in done], "chosen": chosen})
             bar.update(1)
-    counts = write_spice(output, done, **KEYS)
+    counts = write_spice(output, done, **DFT_LABELS.kwargs())
     partial.unlink(missing_ok=True)
     return {"status": "finished", "computed_this_run": computed, "conformers": sum(counts.values()), "method": f"{xc}/{basis} (PySCF)",
-            "charges": "meta-Löwdin", "keys": KEYS}
+            "charges": "meta-Löwdin", "keys": DFT_LABELS.kwargs()}

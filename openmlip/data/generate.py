@@ -30,7 +30,7 @@ import numpy as np
 from .._io import atomic_path
 from ..charges import formal_charges_from_bonds, resolve_charge_state
 from ..errors import DataFileError
-from .spice import read_spice, write_spice
+from .spice import XTB_LABELS, read_spice, write_spice
 from .structure import Structure
 
 _ARRAY_FIELDS = ("positions", "forces", "charges", "formal_charges", "cell", "pbc")
@@ -391,20 +391,17 @@ def generate(output, templates: Optional[Sequence[str]] = None, conformers: int 
             computed += len(structs) - had
             if len(structs) < conformers:
                 return {"status": "interrupted", "computed": computed}
-            write_spice(parts / f"{name}.h5", structs, energy_key="xtb_total_energy", gradient_key="xtb_total_gradient",
-                        charges_key="xtb_charges", smiles={name: TEMPLATES[name].smiles})
+            write_spice(parts / f"{name}.h5", structs, smiles={name: TEMPLATES[name].smiles}, **XTB_LABELS.kwargs())
             partial.unlink(missing_ok=True)
     merged: List[Structure] = []
     smiles = {}
     for name in names:
-        for st in read_spice(parts / f"{name}.h5", energy_key="xtb_total_energy", gradient_key="xtb_total_gradient",
-                             charges_key="xtb_charges"):
+        for st in read_spice(parts / f"{name}.h5", **XTB_LABELS.kwargs()):
             if st.formal_charges is None:  # parts written before formal charges were stored
                 st.formal_charges = template_formal_charges(TEMPLATES[name], st.numbers)
             merged.append(st)
         smiles[name] = TEMPLATES[name].smiles
-    counts = write_spice(output, merged, energy_key="xtb_total_energy", gradient_key="xtb_total_gradient",
-                         charges_key="xtb_charges", smiles=smiles)
+    counts = write_spice(output, merged, smiles=smiles, **XTB_LABELS.kwargs())
     manifest = {
         "status": "finished", "computed_this_run": computed, "conformers": sum(counts.values()),
         "method": "GFN2-xTB (tblite), total charge and multiplicity given explicitly; OMP_NUM_THREADS=1",
@@ -414,7 +411,7 @@ def generate(output, templates: Optional[Sequence[str]] = None, conformers: int 
                                 "all atoms displaced by N(0, 0.04 Å)",
                      "equilibration_steps": 100, "stride_steps": stride, "seed": seed},
         "units_in_file": {"positions": "bohr", "energy": "hartree", "gradient": "hartree/bohr", "charges": "e"},
-        "label_keys": {"energy": "xtb_total_energy", "gradient": "xtb_total_gradient", "charges": "xtb_charges"},
+        "label_keys": vars(XTB_LABELS),
         "templates": {n: {**asdict(TEMPLATES[n]), "conformers": counts[n]} for n in names},
         "isolated_atom_energies_eV": isolated_atom_energies(sorted({_symbol(z) for s in merged for z in s.numbers})),
     }

@@ -24,6 +24,24 @@ REQUIRED = ("atomic_numbers", "conformations")
 _BRACKET = re.compile(r"\[([^\]]+)\]")
 
 
+@dataclass(frozen=True)
+class LabelKeys:
+    """Names of the label datasets in an HDF5 file (one definition per kind of labels, below)."""
+
+    energy: str = "dft_total_energy"
+    gradient: str = "dft_total_gradient"
+    charges: str = "mbis_charges"
+
+    def kwargs(self) -> Dict[str, str]:
+        """As keyword arguments of :func:`read_spice` / :func:`write_spice`."""
+        return {"energy_key": self.energy, "gradient_key": self.gradient, "charges_key": self.charges}
+
+
+SPICE_LABELS = LabelKeys()  # SPICE: ωB97M-D3BJ/def2-TZVPPD energies and gradients, MBIS charges
+XTB_LABELS = LabelKeys("xtb_total_energy", "xtb_total_gradient", "xtb_charges")  # `openmlip data generate`
+DFT_LABELS = LabelKeys("dft_total_energy", "dft_total_gradient", "dft_charges")  # `openmlip data relabel`
+
+
 class SpiceFormatError(OpenMLIPError, ValueError):
     """A SPICE file is unreadable, or a group lacks a required field."""
 

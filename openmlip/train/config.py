@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import yaml
 
+from ..data.spice import SPICE_LABELS
 from ..errors import ConfigError, first_line
 from ..models.config import ARCHITECTURES, ModelConfig
 from ..nn.aggregation import AGGREGATIONS
@@ -149,9 +150,9 @@ class TrainConfig:
     data: List[str] = field(default_factory=list)  # SPICE .h5/.hdf5 or extxyz files (one path: a string)
     output: str = "training"
     model: Dict[str, Any] = field(default_factory=dict)  # ModelConfig fields
-    energy_key: str = "dft_total_energy"  # SPICE label datasets
-    gradient_key: str = "dft_total_gradient"
-    charges_key: str = "mbis_charges"
+    energy_key: str = SPICE_LABELS.energy  # label datasets of HDF5 data (openmlip's xTB data: XTB_LABELS)
+    gradient_key: str = SPICE_LABELS.gradient
+    charges_key: str = SPICE_LABELS.charges
     valid_fraction: float = 0.1  # of molecules (split by molecule name)
     test_fraction: float = 0.1
     seed: int = 0

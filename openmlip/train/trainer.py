@@ -29,7 +29,7 @@ import torch
 from .._io import atomic_path
 from ..data import Structure
 from ..data.dataset import ConformerSet, LabelKeys
-from ..deploy import file_sha256, torch_dtype
+from ..deploy import torch_dtype
 from ..errors import ConfigError, DataFileError, ResumeError, TrainingDivergedError, first_line  # noqa: F401 (re-exported)
 from ..models import build_model
 from ..models.config import ModelConfig
