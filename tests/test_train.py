@@ -6,6 +6,8 @@ so these tests exercise the training machinery without a QM engine.
 from __future__ import annotations
 
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -68,6 +70,7 @@ def test_tiny_training_lowers_loss_and_deploys(tmp_path):
     deploy_run(tmp_path / "run", tmp_path / "model.pt")
     model, meta2 = load_model(tmp_path / "model.pt")
     assert meta2["metrics"]["test"] == report["test"] and meta2["provenance"]["data"][0]["sha256"] == report["data"][0]["sha256"]
+    assert meta2["provenance"]["data"][0]["file"] == "d.h5" and str(tmp_path) not in json.dumps(meta2["provenance"])
     z = torch.tensor([8, 1, 1])
     pos = torch.tensor(molecule("H2O").positions, dtype=torch.float32)
     out = model({"pos": pos, "atomic_numbers": z, "total_charge": torch.zeros(1)})

@@ -548,6 +548,10 @@ class Trainer:
         return report
 
 
+# training settings that describe the machine and folders of a run, not the model: left out of a model's provenance
+MACHINE_SETTINGS = ("data", "model", "output", "device", "loader_workers", "stop_after_steps")
+
+
 def deploy_run(run_dir, output, extra_provenance: Optional[dict] = None) -> Dict[str, object]:
     """Write the best (EMA) weights of a training run as a model file with provenance and metrics."""
     from ..deploy import save_model
@@ -562,6 +566,8 @@ def deploy_run(run_dir, output, extra_provenance: Optional[dict] = None) -> Dict
     model = build_model(dict(cfg.model), dtype=dtype)
     model.load_state_dict(ckpt["model"])
     report = json.loads((run_dir / REPORT).read_text()) if (run_dir / REPORT).is_file() else {}
-    provenance = {"data": report.get("data", [{"path": p} for p in cfg.data]), "split": report.get("split", {}),
-                  "training": {k: v for k, v in cfg.to_dict().items() if k not in ("data", "model")}, **(extra_provenance or {})}
+    # files by name and hash, not by the folders of the machine that trained (those belong to no user of the file)
+    data = [{"file": Path(d["path"]).name, "sha256": d.get("sha256")} for d in report.get("data", [{"path": p} for p in cfg.data])]
+    training = {k: v for k, v in cfg.to_dict().items() if k not in MACHINE_SETTINGS}
+    provenance = {"data": data, "split": report.get("split", {}), "training": training, **(extra_provenance or {})}
     return save_model(model, output, provenance=provenance, metrics={"test": report.get("test", {}), "valid": report.get("valid", {})})
