@@ -51,7 +51,7 @@ def _cmd_demo(args) -> int:
 def _cmd_plugin(args) -> int:
     from .plugin import create_plugin
 
-    out = create_plugin(args.name, args.model, args.out or f"plugins/{args.name}", args.description, args.overwrite)
+    out = create_plugin(args.name, args.model, args.out or f"openmlip-plugin-{args.name}", args.description, args.overwrite)
     print(f"plugin {args.name!r} written to {out}; install it with `pip install {out}`, then MLPotential({args.name!r})")
     return 0
 
@@ -317,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("plugin", help="package a model file as a pip-installable openmm-ml potential plugin")
     g.add_argument("name", help="potential name for MLPotential(NAME): lower-case letters, digits, '-'")
     g.add_argument("model", help="model file written by openmlip (deploy)")
-    g.add_argument("--out", help="output directory (default plugins/NAME)")
+    g.add_argument("--out", help="output directory (default ./openmlip-plugin-NAME, the distribution's name)")
     g.add_argument("--description", default="", help="one paragraph for the model card")
     g.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     g.set_defaults(func=_cmd_plugin)

@@ -41,7 +41,7 @@ def _check_out(out: Path, model: Path, own_model: Path, overwrite: bool) -> None
     target, cwd = out.resolve(), Path.cwd().resolve()
     if target == cwd or target in cwd.parents:
         raise OutputError(f"output folder {out} is the working folder or holds it; replacing it would delete it: "
-                          "choose a new folder (default plugins/NAME)")
+                          "choose a new folder (default ./openmlip-plugin-NAME)")
     if not out.exists():
         return
     if not overwrite:
