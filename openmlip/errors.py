@@ -55,6 +55,22 @@ class OutputError(OpenMLIPError, OSError):
     """An output location cannot be written, or writing it would destroy an input."""
 
 
+class PluginExistsError(OutputError, FileExistsError):
+    """The output folder exists and replacing it was not asked for."""
+
+
+class SpecError(OpenMLIPError, ValueError):
+    """A system.yaml is missing a key, has a bad value, names a missing file or an empty selection."""
+
+
+class BlowUpError(OpenMLIPError, RuntimeError):
+    """The simulation produced NaN or an implausible energy jump."""
+
+
+class SpiceFormatError(OpenMLIPError, ValueError):
+    """A SPICE file is unreadable, or a group lacks a required field."""
+
+
 def from_graph(exc: BaseException) -> "OpenMLIPError | None":
     """The typed openmlip error raised inside a TorchScript graph, or None when ``exc`` is something else.
 

@@ -22,13 +22,9 @@ from pathlib import Path
 from typing import Union
 
 from .deploy import load_model
-from .errors import ConfigError, OutputError
+from .errors import ConfigError, OutputError, PluginExistsError
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]*$")
-
-
-class PluginExistsError(OutputError, FileExistsError):
-    """The output folder exists and replacing it was not asked for."""
 
 
 def _is_plugin(folder: Path) -> bool:

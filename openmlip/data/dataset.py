@@ -23,9 +23,9 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .._io import atomic_path
-from ..errors import DataFileError
 from .extxyz import read_extxyz
-from .spice import GroupHeader, LabelKeys, SpiceFormatError, group_header, group_labels
+from ..errors import DataFileError, SpiceFormatError
+from .spice import GroupHeader, LabelKeys, group_header, group_labels
 from .structure import Structure
 
 INDEX_FORMAT = "openmlip-data-index"

@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import units
 from .._io import atomic_path
-from ..errors import OpenMLIPError
+from ..errors import SpiceFormatError  # noqa: F401 (re-exported)
 from .structure import Structure
 
 REQUIRED = ("atomic_numbers", "conformations")
@@ -40,10 +40,6 @@ class LabelKeys:
 SPICE_LABELS = LabelKeys()  # SPICE: ωB97M-D3BJ/def2-TZVPPD energies and gradients, MBIS charges
 XTB_LABELS = LabelKeys("xtb_total_energy", "xtb_total_gradient", "xtb_charges")  # `openmlip data generate`
 DFT_LABELS = LabelKeys("dft_total_energy", "dft_total_gradient", "dft_charges")  # `openmlip data relabel`
-
-
-class SpiceFormatError(OpenMLIPError, ValueError):
-    """A SPICE file is unreadable, or a group lacks a required field."""
 
 
 def smiles_formal_charge(smiles: str) -> int:

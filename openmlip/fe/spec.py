@@ -123,7 +123,8 @@ def load_fe_spec(path: Union[str, Path]) -> FESpec:
     """Load ``system.yaml`` (or a folder holding one) and validate its ``free_energy`` section."""
     import yaml
 
-    from ..md.spec import CONSTRAINTS, IMPLICIT, NONBONDED, SpecError, load_spec
+    from ..errors import SpecError
+    from ..md.spec import CONSTRAINTS, IMPLICIT, NONBONDED, load_spec
 
     p = Path(path)
     if p.is_dir():

@@ -46,7 +46,7 @@ import openmm.unit as u
 
 from .. import units
 from .._io import atomic_path, writable_dir
-from ..errors import ConfigError, DataFileError, OpenMLIPError, ResumeError, from_graph
+from ..errors import BlowUpError, ConfigError, DataFileError, ResumeError, from_graph
 from ..openmm.forces import diagnose, uses_cuda_graphs
 
 PLATFORM_ORDER = ("CUDA", "OpenCL", "CPU", "Reference")
@@ -58,10 +58,6 @@ FRAME_BUFFER_BYTES = 64 * 2**20
 #: real blow-up reaches 1e7 kT within a few steps).  Not 100 kT: a rough but stable model (the workflow's smoke
 #: training) gives single hydrogens 100-120 kT in collisions while the energy stays put
 MAX_ATOM_KINETIC_KT = 1000.0
-
-
-class BlowUpError(OpenMLIPError, RuntimeError):
-    """The simulation produced NaN or an implausible energy jump."""
 
 
 def choose_platform(forced: Optional[str] = None, threads: int = 1) -> Tuple[openmm.Platform, Dict[str, str], List[str]]:

@@ -44,7 +44,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 from .. import DEFAULT_POTENTIAL
 from ..charges import spin_multiplicity, total_charge
-from ..errors import OpenMLIPError
+from ..errors import OpenMLIPError, SpecError
 
 EMBEDDINGS = ("mechanical", "electrostatic", "none")
 NONBONDED = ("PME", "NoCutoff", "CutoffPeriodic", "CutoffNonPeriodic", "Ewald")
@@ -53,10 +53,6 @@ IMPLICIT = (None, "OBC1", "OBC2", "GBn", "GBn2", "HCT")
 MD_DEFAULTS: Dict[str, Any] = dict(temperature_K=300.0, pressure_bar=None, timestep_fs=0.5, friction_per_ps=1.0,
                                    minimize_iterations=500, equilibrate_steps=0, steps=1000, report_interval=100,
                                    checkpoint_interval=1000, seed=0, max_energy_jump_kJmol=1e4)
-
-
-class SpecError(OpenMLIPError, ValueError):
-    """A system.yaml is missing a key, has a bad value, names a missing file or an empty selection."""
 
 
 @dataclass

@@ -23,8 +23,9 @@ import openmm.unit as u
 
 from .. import units
 from .._io import atomic_path
+from ..errors import SpecError
 from .runner import MDRunner
-from .spec import SpecError, SystemSpec, load_spec
+from .spec import SystemSpec, load_spec
 
 
 def _select(spec: SystemSpec, md_top, selection, where: str) -> List[int]:
