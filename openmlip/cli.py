@@ -189,7 +189,7 @@ def _pair(text: str):
 
 def _cmd_analyze(args) -> int:
     from .analysis import select
-    from .analysis.report import analyze, load_trajectory
+    from .analysis.report import MSD, RDF, Bonds, analyze, load_trajectory
 
     if args.r_max is not None and not args.r_max > 0:
         raise ConfigError(f"--r-max {args.r_max:g}: must be a positive RDF range in nm (e.g. --r-max 0.8)")
@@ -223,7 +223,9 @@ def _cmd_analyze(args) -> int:
         select(traj.topology, sel, "--msd")
     if rdfs and traj.unitcell_vectors is None:
         raise ConfigError(f"--rdf needs a periodic box and {args.trajectory} has no unit cell: drop --rdf")
-    res = analyze(traj, args.out, bonds, rdfs, args.msd or [], args.r_max)
+    jobs = ([Bonds(pair) for pair in bonds] + [RDF(sa, sb, args.r_max) for sa, sb in rdfs]
+            + [MSD(sel) for sel in args.msd or []])
+    res = analyze(traj, args.out, jobs)
     print(f"analysed {res['frames']} frames; report {Path(args.out) / 'report.md'}, numbers {Path(args.out) / 'results.json'}")
     return 0
 

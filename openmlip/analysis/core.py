@@ -32,34 +32,38 @@ def block_average(x: np.ndarray, n_blocks: int = 10) -> Tuple[float, float]:
     return float(x.mean()), float(means.std(ddof=1) / np.sqrt(n_blocks))
 
 
-def rdf(distances: np.ndarray, n_pairs: int, volumes: np.ndarray, r_max: float, bin_width: float,
-        density_b: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """g(r) from pair distances.
+def rdf_edges(r_max: float, bin_width: float) -> np.ndarray:
+    """Histogram edges 0, w, 2w, ... up to ``r_max``."""
+    return np.arange(0.0, r_max + 0.5 * bin_width, bin_width)
 
-    Parameters
-    ----------
-    distances : [F, P] pair distances per frame (minimum image)
-    n_pairs : number of distinct pairs per frame (P)
-    volumes : [F] box volumes
-    r_max, bin_width : histogram range (0, r_max]
-    density_b : [F] number density of the second selection (for the coordination number); default none
 
-    Returns
-    -------
-    r : bin centres; g : g(r); n : running coordination number 4π ρ_B ∫ g r² dr (zeros if no density)
-    """
-    edges = np.arange(0.0, r_max + 0.5 * bin_width, bin_width)
+def rdf_accumulate(distances: np.ndarray, volumes: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Σ_f hist_f(r) · V_f over frames: each frame's pair histogram weighted by its box volume (so frames of
+    an NPT run are normalised by their own density).  distances [F, P], volumes [F]."""
+    acc = np.zeros(len(edges) - 1)
+    for d, v in zip(distances, volumes):
+        acc += np.histogram(d, bins=edges)[0] * float(v)
+    return acc
+
+
+def rdf_normalise(acc: np.ndarray, frames: int, n_pairs: int, edges: np.ndarray,
+                  density_b: Optional[float] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(r, g, n) from :func:`rdf_accumulate`'s sum over ``frames`` frames of ``n_pairs`` pairs; ``n`` is the
+    running coordination number 4π ρ_B ∫ g r² dr (exact shell volumes; zeros without ``density_b``)."""
     r = 0.5 * (edges[1:] + edges[:-1])
     shell = 4.0 / 3.0 * np.pi * (edges[1:] ** 3 - edges[:-1] ** 3)
-    g = np.zeros(len(r))
-    for d, v in zip(distances, volumes):
-        hist, _ = np.histogram(d, bins=edges)
-        g += hist / (n_pairs / v * shell)
-    g /= len(distances)
-    n = np.zeros(len(r))
-    if density_b is not None:
-        n = np.cumsum(np.mean(density_b) * g * shell)  # exact shell volumes: n counts neighbours exactly
+    g = acc / (frames * n_pairs * shell)
+    n = np.zeros(len(r)) if density_b is None else np.cumsum(density_b * g * shell)
     return r, g, n
+
+
+def rdf(distances: np.ndarray, n_pairs: int, volumes: np.ndarray, r_max: float, bin_width: float,
+        density_b: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """g(r) from pair distances [F, P] (minimum image) in boxes of ``volumes`` [F]; returns bin centres, g and
+    the running coordination number (with ``density_b``, the second selection's number density [F])."""
+    edges = rdf_edges(r_max, bin_width)
+    return rdf_normalise(rdf_accumulate(distances, volumes, edges), len(distances), n_pairs, edges,
+                         None if density_b is None else float(np.mean(density_b)))
 
 
 def unwrap(positions: np.ndarray, boxes: Optional[np.ndarray]) -> np.ndarray:
@@ -117,3 +121,41 @@ def diffusion_coefficient(lag_times: np.ndarray, msd: np.ndarray, fit_window: Tu
     sigma2 = float(np.sum((y - a @ coef) ** 2) / dof)
     cov = sigma2 * np.linalg.inv(a.T @ a)
     return float(coef[0] / 6.0), float(np.sqrt(cov[0, 0]) / 6.0)
+
+
+def diffusion_replicas(x: np.ndarray, dt: float, fit_window: Tuple[float, float], n_blocks: int = 5,
+                       ) -> Tuple[np.ndarray, str]:
+    """Diffusion coefficients of independent parts of unwrapped positions x [F, N, 3], all fitted over the same
+    ``fit_window`` (absolute lag times), for the error of D (Maginn et al., LiveCoMS 1, 6324 (2019)).
+
+    With at least ``2 * n_blocks`` particles the parts are ``n_blocks`` groups of particles over the whole
+    run (the whole run's D is then exactly their mean); with fewer, contiguous time blocks, as many (up to
+    ``n_blocks``) as leave each block's lags twice the window's end.  The least-squares error of one fit
+    does not measure this: consecutive MSD points are strongly correlated.  Returns (D per part, what
+    the parts are); no parts (an empty array) when the run is too short for two.
+    """
+    f, n = x.shape[:2]
+    lags = np.arange(f) * dt
+    if n >= 2 * n_blocks:
+        groups = np.array_split(np.arange(n), n_blocks)
+        return (np.array([diffusion_coefficient(lags, msd_fft(x[:, g]), fit_window)[0] for g in groups]),
+                f"{n_blocks} groups of particles")
+    blocks = min(n_blocks, int(lags[-1] // (2.0 * fit_window[1])))
+    if blocks < 2:
+        return np.zeros(0), "too short for two independent time blocks"
+    size = f // blocks
+    return (np.array([diffusion_coefficient(lags[:size], msd_fft(x[b * size:(b + 1) * size]), fit_window)[0]
+                      for b in range(blocks)]), f"{blocks} independent time blocks")
+
+
+YEH_HUMMER_XI = 2.837297  # cubic lattice constant ξ of the Yeh–Hummer finite-size correction
+
+
+def yeh_hummer_correction(temperature_K: float, viscosity_mPa_s: float, box_length_nm: float) -> float:
+    """ΔD = k_B T ξ / (6 π η L) in nm²/ps (Yeh & Hummer, J. Phys. Chem. B 108, 15873 (2004)): add it to a
+    diffusion coefficient measured in a cubic periodic box of edge L to estimate the infinite-system value."""
+    from ..units import BOLTZMANN_J_PER_K
+
+    d_m2_per_s = BOLTZMANN_J_PER_K * temperature_K * YEH_HUMMER_XI / (
+        6.0 * np.pi * viscosity_mPa_s * 1e-3 * box_length_nm * 1e-9)
+    return float(d_m2_per_s * 1e6)  # 1 m²/s = 1e18 nm² / 1e12 ps

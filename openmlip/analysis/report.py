@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from .. import units
 from ..errors import ConfigError, DataFileError
-from . import compute_bond_lengths, compute_msd, compute_rdf
+from .trajectory import compute_bond_lengths, compute_msd, compute_rdf
 
 
 def _plt():
@@ -54,79 +55,137 @@ def _coordination_at_first_min(r) -> Optional[float]:
     return float(n[j]) if j > k else None
 
 
-def analyze(traj, out_dir, bonds: Sequence[Tuple[str, str]] = (), rdfs: Sequence[Tuple[str, str]] = (),
-            msds: Sequence[str] = (), r_max: Optional[float] = None, names: Optional[Dict[str, List[str]]] = None,
-            bond_selections: Optional[Sequence[Optional[str]]] = None, r_maxes: Optional[Sequence[Optional[float]]] = None,
-            fit_windows: Optional[Sequence[Optional[Sequence[float]]]] = None,
-            bin_widths: Optional[Sequence[float]] = None) -> Dict[str, object]:
+@dataclass
+class Bonds:
+    """Bond lengths between two elements (bonded in the topology, else within 1.3 Å in the first frame)."""
+
+    elements: Tuple[str, str]
+    selection: Optional[str] = None  # only pairs whose two atoms are selected
+    name: Optional[str] = None  # default bonds_A-B
+
+
+@dataclass
+class RDF:
+    """g(r) and the running coordination number of selection ``b`` around selection ``a``."""
+
+    a: str
+    b: str
+    r_max_nm: Optional[float] = None  # default DEFAULT_R_MAX_NM, lowered to fit the box
+    bin_width_nm: float = 0.005
+    name: Optional[str] = None  # default rdf_<k>
+
+
+@dataclass
+class MSD:
+    """Mean squared displacement and diffusion coefficient of a selection."""
+
+    selection: str
+    fit_window_ps: Optional[Tuple[float, float]] = None  # default 10-50 % of the longest lag
+    viscosity_mPa_s: Optional[float] = None  # enables the Yeh-Hummer correction
+    name: Optional[str] = None  # default msd_<k>
+
+
+def _save_plot(fig, path: Path) -> None:
+    plt = _plt()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _bonds(traj, job: Bonds, tag: str, out: Path):
+    a, b = job.elements
+    r = compute_bond_lengths(traj, elements=(a, b), selection=job.selection)
+    d_A = units.NM_TO_ANGSTROM * r["distances"]
+    np.savetxt(out / f"{tag}.csv", np.column_stack([r["time"], d_A]), delimiter=",",
+               header="time_ps," + ",".join(f"{i}-{j}_A" for i, j in r["pairs"]), comments="")
+    fig, ax = _plt().subplots(1, 2, figsize=(9, 3.2))
+    ax[0].plot(r["time"], d_A, lw=0.8)
+    ax[0].set(xlabel="time (ps)", ylabel=f"{a}–{b} (Å)")
+    ax[1].hist(d_A.ravel(), bins=40)
+    ax[1].set(xlabel=f"{a}–{b} (Å)", ylabel="count")
+    _save_plot(fig, out / f"{tag}.png")
+    mean, sem = units.NM_TO_ANGSTROM * r["mean"], units.NM_TO_ANGSTROM * r["sem"]
+    result = {"mean_A": mean, "sem_A": sem, "min_A": float(d_A.min()), "max_A": float(d_A.max()), "pairs": r["pairs"].tolist()}
+    text = [f"## {a}–{b} bond lengths", "", f"Mean {mean:.4f} ± {sem:.4f} Å (block-averaged standard error, "
+            f"{len(r['pairs'])} bonds).", "", f"![{tag}]({tag}.png)", ""]
+    return result, text
+
+
+def _rdf(traj, job: RDF, tag: str, out: Path):
+    r = compute_rdf(traj, job.a, job.b, r_max=job.r_max_nm, bin_width=job.bin_width_nm)
+    r_A = units.NM_TO_ANGSTROM * r["r"]
+    np.savetxt(out / f"{tag}.csv", np.column_stack([r_A, r["g"], r["coordination"]]), delimiter=",",
+               header="r_A,g,coordination", comments="")
+    k = int(np.argmax(r["g"]))
+    n_first = _coordination_at_first_min(r)
+    fig, ax = _plt().subplots(figsize=(5.5, 3.4))
+    ax.plot(r_A, r["g"], color="C0")
+    ax.set(xlabel="r (Å)", ylabel="g(r)", title=f"{job.a} / {job.b}")
+    twin = ax.twinx()  # the running coordination number: neighbours within r
+    twin.plot(r_A, r["coordination"], color="C1", ls="--")
+    twin.set_ylabel("coordination n(r)", color="C1")
+    _save_plot(fig, out / f"{tag}.png")
+    result = {"selections": [job.a, job.b], "first_peak_A": float(r_A[k]), "g_max": float(r["g"][k]),
+              "coordination_at_first_min": n_first, "r_max_A": units.NM_TO_ANGSTROM * r["r_max"]}
+    text = [f"## RDF `{job.a}` – `{job.b}`", "", f"First peak at {r_A[k]:.2f} Å (g = {r['g'][k]:.2f}; range "
+            f"0–{units.NM_TO_ANGSTROM * r['r_max']:.2f} Å)" + (f"; {n_first:.2f} neighbours within its first minimum"
+                                                              if n_first is not None else "") + ".", "",
+            f"![{tag}]({tag}.png)", ""]
+    return result, text
+
+
+def _msd(traj, job: MSD, tag: str, out: Path, temperature_K: Optional[float]):
+    r = compute_msd(traj, job.selection, tuple(job.fit_window_ps) if job.fit_window_ps else None,
+                    temperature_K=temperature_K, viscosity_mPa_s=job.viscosity_mPa_s)
+    np.savetxt(out / f"{tag}.csv", np.column_stack([r["lag_time"], units.NM2_TO_ANGSTROM2 * r["msd"]]), delimiter=",",
+               header="lag_ps,msd_A2", comments="")
+    lo, hi = r["fit_window_ps"]
+    fig, ax = _plt().subplots(figsize=(5.5, 3.4))
+    ax.plot(r["lag_time"], units.NM2_TO_ANGSTROM2 * r["msd"], label="MSD")
+    ax.axvspan(lo, hi, color="0.85", label="fit window")
+    t = np.array([lo, hi])
+    ax.plot(t, units.NM2_TO_ANGSTROM2 * (6 * r["D_nm2_per_ps"] * t + r["fit_intercept_nm2"]), "k--", label="6Dt + c")
+    ax.set(xlabel="lag (ps)", ylabel="MSD (Å²)", title=job.selection)
+    ax.legend(frameon=False)
+    _save_plot(fig, out / f"{tag}.png")
+    keys = ("D_1e-5_cm2_per_s", "D_err_1e-5_cm2_per_s", "D_err_method", "D_blocks_1e-5_cm2_per_s",
+            "D_fit_err_1e-5_cm2_per_s", "D_infinite_1e-5_cm2_per_s", "yeh_hummer_1e-5_cm2_per_s", "viscosity_mPa_s")
+    result = {"selection": job.selection, **{k: r[k] for k in keys if k in r}, "fit_window_ps": [lo, hi]}
+    line = (f"D = {r['D_1e-5_cm2_per_s']:.3g} ± {r['D_err_1e-5_cm2_per_s']:.2g} × 10⁻⁵ cm²/s (fit {lo:.3g}–{hi:.3g} ps; "
+            f"error: {r['D_err_method']}; error of the single fit {r['D_fit_err_1e-5_cm2_per_s']:.2g}).")
+    if "D_infinite_1e-5_cm2_per_s" in r:
+        line += (f" Yeh–Hummer (η = {job.viscosity_mPa_s:g} mPa·s, L = {r['box_edge_nm']:.3f} nm): D∞ = "
+                 f"{r['D_infinite_1e-5_cm2_per_s']:.3g} × 10⁻⁵ cm²/s (+{r['yeh_hummer_1e-5_cm2_per_s']:.2g}).")
+    return result, [f"## MSD `{job.selection}`", "", line, "", f"![{tag}]({tag}.png)", ""]
+
+
+def analyze(traj, out_dir, analyses: Sequence[Union[Bonds, RDF, MSD]], temperature_K: Optional[float] = None) -> Dict[str, object]:
     """Run the analyses, write CSV + PNG per analysis, ``results.json`` and ``report.md`` into ``out_dir``.
 
-    Result keys are ``names[kind][k]`` when given (system specs name them), else ``bonds_A-B``,
-    ``rdf_<n>``, ``msd_<n>``.  Lengths in the results are in Å, D in 1e-5 cm²/s.  An RDF range (nm) of
-    None is the default, lowered to fit the box (see :func:`openmlip.analysis.compute_rdf`).
+    Result keys are each analysis's ``name`` (system specs name them), else ``bonds_A-B``, ``rdf_<k>``,
+    ``msd_<k>``.  Lengths in the results are in Å, D in 1e-5 cm²/s.  ``temperature_K`` is the run's
+    temperature (for the Yeh–Hummer correction of an MSD with a viscosity).
     """
-    from .._io import writable_dir
+    from .._io import atomic_path, writable_dir
 
-    plt = _plt()
-    names = names or {}
     out = writable_dir(out_dir, "analysis output")
     results: Dict[str, object] = {"frames": int(traj.n_frames), "atoms": int(traj.n_atoms)}
     lines: List[str] = ["# Analysis report", "", f"{traj.n_frames} frames, {traj.n_atoms} atoms, "
                         f"{float(traj.time[-1] - traj.time[0]) if traj.n_frames > 1 else 0:.3f} ps.", ""]
-    for k, (a, b) in enumerate(bonds):
-        sel = bond_selections[k] if bond_selections else None
-        r = compute_bond_lengths(traj, elements=(a, b), selection=sel)
-        tag = names["bonds"][k] if names.get("bonds") else f"bonds_{a}-{b}"
-        np.savetxt(out / f"{tag}.csv", np.column_stack([r["time"], units.NM_TO_ANGSTROM * r["distances"]]), delimiter=",",
-                   header="time_ps," + ",".join(f"{i}-{j}_A" for i, j in r["pairs"]), comments="")
-        fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
-        ax[0].plot(r["time"], units.NM_TO_ANGSTROM * r["distances"], lw=0.8)
-        ax[0].set(xlabel="time (ps)", ylabel=f"{a}–{b} (Å)")
-        ax[1].hist(units.NM_TO_ANGSTROM * r["distances"].ravel(), bins=40)
-        ax[1].set(xlabel=f"{a}–{b} (Å)", ylabel="count")
-        fig.tight_layout()
-        fig.savefig(out / f"{tag}.png", dpi=110)
-        plt.close(fig)
-        results[tag] = {"mean_A": units.NM_TO_ANGSTROM * r["mean"], "sem_A": units.NM_TO_ANGSTROM * r["sem"], "min_A": float(units.NM_TO_ANGSTROM * r["distances"].min()),
-                        "max_A": float(units.NM_TO_ANGSTROM * r["distances"].max()), "pairs": r["pairs"].tolist()}
-        lines += [f"## {a}–{b} bond lengths", "", f"Mean {units.NM_TO_ANGSTROM * r['mean']:.4f} ± {units.NM_TO_ANGSTROM * r['sem']:.4f} Å "
-                  f"(block-averaged standard error, {len(r['pairs'])} bonds).", "", f"![{tag}]({tag}.png)", ""]
-    for n, (sa, sb) in enumerate(rdfs):
-        r = compute_rdf(traj, sa, sb, r_max=r_maxes[n] if r_maxes else r_max,
-                        bin_width=bin_widths[n] if bin_widths else 0.005)
-        tag = names["rdf"][n] if names.get("rdf") else f"rdf_{len(results)}"
-        np.savetxt(out / f"{tag}.csv", np.column_stack([units.NM_TO_ANGSTROM * r["r"], r["g"], r["coordination"]]), delimiter=",",
-                   header="r_A,g,coordination", comments="")
-        k = int(np.argmax(r["g"]))
-        fig, ax = plt.subplots(figsize=(5, 3.2))
-        ax.plot(units.NM_TO_ANGSTROM * r["r"], r["g"])
-        ax.set(xlabel="r (Å)", ylabel="g(r)", title=f"{sa} / {sb}")
-        fig.tight_layout()
-        fig.savefig(out / f"{tag}.png", dpi=110)
-        plt.close(fig)
-        results[tag] = {"selections": [sa, sb], "first_peak_A": float(units.NM_TO_ANGSTROM * r["r"][k]), "g_max": float(r["g"][k]),
-                        "coordination_at_first_min": _coordination_at_first_min(r), "r_max_A": units.NM_TO_ANGSTROM * r["r_max"]}
-        lines += [f"## RDF `{sa}` – `{sb}`", "", f"First peak at {units.NM_TO_ANGSTROM * r['r'][k]:.2f} Å (g = {r['g'][k]:.2f}; "
-                  f"range 0–{units.NM_TO_ANGSTROM * r['r_max']:.2f} Å).", "",
-                  f"![{tag}]({tag}.png)", ""]
-    for k, sel in enumerate(msds):
-        fw = fit_windows[k] if fit_windows else None
-        r = compute_msd(traj, sel, tuple(fw) if fw else None)
-        tag = names["msd"][k] if names.get("msd") else f"msd_{len(results)}"
-        np.savetxt(out / f"{tag}.csv", np.column_stack([r["lag_time"], units.NM2_TO_ANGSTROM2 * r["msd"]]), delimiter=",",
-                   header="lag_ps,msd_A2", comments="")
-        fig, ax = plt.subplots(figsize=(5, 3.2))
-        ax.plot(r["lag_time"], units.NM2_TO_ANGSTROM2 * r["msd"])
-        ax.set(xlabel="lag (ps)", ylabel="MSD (Å²)", title=sel)
-        fig.tight_layout()
-        fig.savefig(out / f"{tag}.png", dpi=110)
-        plt.close(fig)
-        results[tag] = {"selection": sel, "D_1e-5_cm2_per_s": r["D_1e-5_cm2_per_s"], "D_err_1e-5_cm2_per_s": r["D_err_1e-5_cm2_per_s"],
-                        "fit_window_ps": list(r["fit_window_ps"])}
-        lines += [f"## MSD `{sel}`", "", f"D = {r['D_1e-5_cm2_per_s']:.3g} ± {r['D_err_1e-5_cm2_per_s']:.2g} × 10⁻⁵ cm²/s "
-                  f"(fit {r['fit_window_ps'][0]:.3g}–{r['fit_window_ps'][1]:.3g} ps).", "", f"![{tag}]({tag}.png)", ""]
-    from .._io import atomic_path
-
+    for job in analyses:
+        if isinstance(job, Bonds):
+            tag = job.name or f"bonds_{job.elements[0]}-{job.elements[1]}"
+            result, text = _bonds(traj, job, tag, out)
+        elif isinstance(job, RDF):
+            tag = job.name or f"rdf_{len(results)}"
+            result, text = _rdf(traj, job, tag, out)
+        elif isinstance(job, MSD):
+            tag = job.name or f"msd_{len(results)}"
+            result, text = _msd(traj, job, tag, out, temperature_K)
+        else:
+            raise TypeError(f"unknown analysis {job!r}: use Bonds, RDF or MSD")
+        results[tag] = result
+        lines += text
     for name, text in (("results.json", json.dumps(results, indent=1)), ("report.md", "\n".join(lines))):
         with atomic_path(out / name) as tmp:  # a crash never leaves a half-written result
             Path(tmp).write_text(text)

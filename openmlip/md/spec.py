@@ -23,7 +23,8 @@ and the fix.  Paths in a spec are relative to the folder holding ``system.yaml``
     analysis:
       bonds: [{name: nh, elements: N-H, selection: resname NH4}]
       rdf:   [{name: n_ow, a: resname NH4 and element N, b: water and element O, r_max_nm: 0.8}]
-      msd:   [{name: nh4, selection: resname NH4 and element N}]
+      msd:   [{name: nh4, selection: resname NH4 and element N}]   # optional: fit_window_ps: [0.5, 2.5],
+                                                                  # viscosity_mPa_s: 0.32 (adds the Yeh-Hummer D_infinite)
     expected:
       - {observable: nh.mean_A, range: [0.98, 1.10], note: GFN2-xTB minimum 1.0296 Å}
       - {observable: nh4.D_1e-5_cm2_per_s, range: [0.2, 6], smoke: false}
@@ -265,7 +266,7 @@ def load_spec(path: Union[str, Path]) -> SystemSpec:
 
     analysis = _check_keys(raw.get("analysis"), ("bonds", "rdf", "msd"), f"{f}: analysis")
     required = {"bonds": ("name", "elements"), "rdf": ("name", "a", "b"), "msd": ("name", "selection")}
-    optional = {"bonds": ("selection",), "rdf": ("r_max_nm", "bin_width_nm"), "msd": ("fit_window_ps",)}
+    optional = {"bonds": ("selection",), "rdf": ("r_max_nm", "bin_width_nm"), "msd": ("fit_window_ps", "viscosity_mPa_s")}
     names = set()
     for kind in ("bonds", "rdf", "msd"):
         items = analysis.get(kind) or []
@@ -286,6 +287,9 @@ def load_spec(path: Union[str, Path]) -> SystemSpec:
             for key in ("r_max_nm", "bin_width_nm"):
                 if key in item and not _positive(item[key]):
                     raise _err(f"{where}.{key}", f"must be a positive number of nm, got {item[key]!r}")
+            if "viscosity_mPa_s" in item and not _positive(item["viscosity_mPa_s"]):
+                raise _err(f"{where}.viscosity_mPa_s", f"must be a positive viscosity in mPa·s (TIP3P water at 300 K: "
+                           f"0.32), got {item['viscosity_mPa_s']!r}")
             fw = item.get("fit_window_ps")
             if fw is not None and not (isinstance(fw, list) and len(fw) == 2 and all(_positive(x) or x == 0 for x in fw)
                                        and fw[0] < fw[1]):

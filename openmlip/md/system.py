@@ -240,7 +240,7 @@ def _lookup(results: Dict[str, Any], observable: str) -> Optional[float]:
 
 def analyze_system(spec: SystemSpec, trajectory, out, smoke: bool = False, **md_overrides) -> Dict[str, Any]:
     """The spec's analyses on the production part of ``trajectory``, and its expectations checked."""
-    from ..analysis.report import analyze, load_trajectory
+    from ..analysis.report import MSD, RDF, Bonds, analyze, load_trajectory
 
     md = spec.md_settings(smoke, **md_overrides)
     traj = load_trajectory(str(trajectory))
@@ -251,15 +251,10 @@ def analyze_system(spec: SystemSpec, trajectory, out, smoke: bool = False, **md_
                         "run the MD to completion first")
     traj = traj[keep]
     a = spec.analysis
-    results = analyze(traj, out, bonds=[(b["elements"][0], b["elements"][1]) for b in a["bonds"]],
-                      rdfs=[(r["a"], r["b"]) for r in a["rdf"]], msds=[m["selection"] for m in a["msd"]],
-                      r_max=None,
-                      names={"bonds": [b["name"] for b in a["bonds"]], "rdf": [r["name"] for r in a["rdf"]],
-                             "msd": [m["name"] for m in a["msd"]]},
-                      bond_selections=[b.get("selection") for b in a["bonds"]],
-                      r_maxes=[r.get("r_max_nm") for r in a["rdf"]],
-                      fit_windows=[m.get("fit_window_ps") for m in a["msd"]],
-                      bin_widths=[float(r.get("bin_width_nm", 0.005)) for r in a["rdf"]])
+    jobs = ([Bonds((b["elements"][0], b["elements"][1]), b.get("selection"), b["name"]) for b in a["bonds"]]
+            + [RDF(r["a"], r["b"], r.get("r_max_nm"), float(r.get("bin_width_nm", 0.005)), r["name"]) for r in a["rdf"]]
+            + [MSD(m["selection"], m.get("fit_window_ps"), m.get("viscosity_mPa_s"), m["name"]) for m in a["msd"]])
+    results = analyze(traj, out, jobs, temperature_K=md["temperature_K"])
     checks = []
     for e in spec.expected:
         if smoke and e.get("smoke", True) is False:
