@@ -43,7 +43,7 @@ def _cmd_demo(args) -> int:
     print(f"Model: {s['model']} ({s['model_note']}).")
     print(f"NH4+ N–H bond length over the run: {s['nh_bond_A']['mean']:.4f} ± {s['nh_bond_A']['std']:.4f} Å "
           f"({s['nh_bond_A']['frames']} frames; GFN2-xTB gas-phase minimum 1.0296 Å).")
-    print(f"Outputs in {Path(args.out).resolve()}: trajectory.h5 (mdtraj HDF5), energies.csv (OpenMM state data), "
+    print(f"Outputs in {Path(args.out).resolve()}: md/ (trajectory.h5, state.csv, run.json: the runner's outputs), "
           "summary.json" + (", model.pt (the random model)" if args.model == "random" else ""))
     return 0 if s["final_energy_finite"] and s["energy_rel_diff"] < 1e-4 else 1
 

@@ -1,28 +1,25 @@
-"""The vertical slice as a runnable job: model file -> TorchForce -> OpenMM MD of NH4+(H2O)4.
-
-The model is the shipped potential (``plugins/openmlip-xtb-v3``, found through its entry point) when
-it is installed; ``model="random"`` builds a randomly initialised default model instead (wiring only).
+"""``openmlip demo``: a short MD of NH4+(H2O)4 (``systems/ammonium-cluster``) with a TorchForce, through the
+same path as every other run (:func:`openmlip.md.system.run_md`, :class:`openmlip.md.MDRunner`), plus the one
+check a newcomer wants first: OpenMM's energy equals the model's own.
 """
 from __future__ import annotations
 
 import json
-import time
+import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
 import openmm
-import openmm.app as app
 import openmm.unit as u
 
 from . import DEFAULT_POTENTIAL, units
 from .deploy import load_model, save_model
 from .models import build_model
-from .openmm import OpenMMPotential, create_force
 from .openmm.registry import resolve_potential
 
-DEFAULT_STRUCTURE = Path(__file__).resolve().parent.parent / "systems" / "ammonium-cluster" / "structure.xyz"
+DEMO_SYSTEM = Path(__file__).resolve().parent.parent / "systems" / "ammonium-cluster"
 
 
 def _model_file(model: str, out: Path, seed: int) -> Path:
@@ -35,92 +32,66 @@ def _model_file(model: str, out: Path, seed: int) -> Path:
     return resolve_potential(model)
 
 
-def run_demo(out: Path, steps: int = 200, threads: int = 1, seed: int = 0, structure: Path = DEFAULT_STRUCTURE,
-             charge: float = 1.0, progress: bool = True, model: str = DEFAULT_POTENTIAL) -> dict:
-    from ase.io import read
-    from mdtraj.reporters import HDF5Reporter
-    from tqdm.auto import tqdm
+def energy_check(built: dict, model_path: Path) -> dict:
+    """OpenMM's potential energy of a whole-ML system (``build_system``'s result) vs the model file evaluated
+    in Python on the same positions, total charge and formal charges (kJ/mol)."""
+    context = openmm.Context(built["system"], openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(built["positions"])
+    e_openmm = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
+    module, _ = load_model(model_path)
+    pos = np.asarray(built["positions"].value_in_unit(u.nanometer)) * units.NM_TO_ANGSTROM
+    inputs = {"pos": torch.tensor(pos, dtype=torch.float32),
+              "atomic_numbers": torch.tensor([a.element.atomic_number for a in built["topology"].atoms()]),
+              "total_charge": torch.tensor([float(built["ml_charge"] or 0.0)])}
+    if built["ml_formal_charges"] is not None:
+        inputs["formal_charges"] = torch.tensor(built["ml_formal_charges"], dtype=torch.float32)
+    e_model = float(module(inputs, False)["energy"].detach().sum()) * units.EV_TO_KJ_PER_MOL
+    return {"energy_openmm_kJmol": e_openmm, "energy_model_kJmol": e_model,
+            "energy_rel_diff": abs(e_openmm - e_model) / max(abs(e_model), 1e-12)}
+
+
+def run_demo(out: Path, steps: int = 200, threads: int = 1, seed: int = 0, progress: bool = True,
+             model: str = DEFAULT_POTENTIAL) -> dict:
+    """Run the demo into ``out`` (always afresh) and write ``summary.json``."""
+    from .md.spec import load_spec
+    from .md.system import build_system, run_md
 
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    if not Path(structure).is_file():
-        raise FileNotFoundError(f"structure file {structure} not found")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(threads)
-    atoms = read(str(structure))
-    z = atoms.numbers.tolist()
+    spec = load_spec(DEMO_SYSTEM)
     model_path = _model_file(model, out, seed)
-    module, meta = load_model(model_path)
-    from .md.system import xyz_topology
-    from .openmm.mlpotential import infer_formal_charges
-
-    topology = xyz_topology(atoms)  # covalent bonds place the ion's charge on its atom (+1 on N of NH4+)
-    formal = infer_formal_charges(topology, list(range(len(z))), charge)
-    pot = OpenMMPotential(module, z, total_charge=charge, formal_charges=formal, dtype=torch.float32, cutoff=meta["cutoff"])
-    system = openmm.System()
-    for atom in topology.atoms():
-        system.addParticle(atom.element.mass)
-    system.addForce(create_force(pot, "torchforce"))
-    integrator = openmm.LangevinMiddleIntegrator(300 * u.kelvin, 1.0 / u.picosecond, 0.5 * u.femtosecond)
-    platform = openmm.Platform.getPlatformByName("CPU")
-    sim = app.Simulation(topology, system, integrator, platform, {"Threads": str(threads)})
-    pos_nm = atoms.positions * units.ANGSTROM_TO_NM
-    sim.context.setPositions(pos_nm)
-    sim.context.setVelocitiesToTemperature(300 * u.kelvin, seed)
-
-    # OpenMM's energy must equal the model's own
-    e_openmm = sim.context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
-    inputs = {"pos": torch.tensor(atoms.positions, dtype=torch.float32), "atomic_numbers": torch.tensor(z),
-              "total_charge": torch.tensor([charge])}
-    if formal is not None:
-        inputs["formal_charges"] = torch.tensor(formal, dtype=torch.float32)
-    own = module(inputs, False)
-    e_model = float(own["energy"].detach().sum()) * units.EV_TO_KJ_PER_MOL
-
-    traj_path, csv_path = out / "trajectory.h5", out / "energies.csv"
-    for p in (traj_path, csv_path):
-        if p.exists():
-            p.unlink()  # the demo always starts fresh
+    check = energy_check(build_system(spec, str(model_path)), model_path)
+    md_dir = out / "md"
+    shutil.rmtree(md_dir, ignore_errors=True)  # the demo always starts fresh (openmlip md resumes; this does not)
     interval = max(1, steps // 20)
-    sim.reporters.append(HDF5Reporter(str(traj_path), interval))
-    sim.reporters.append(app.StateDataReporter(str(csv_path), interval, step=True, time=True, potentialEnergy=True,
-                                               kineticEnergy=True, totalEnergy=True, temperature=True))
-    t0 = time.perf_counter()
-    chunk = max(1, steps // 50)
-    with tqdm(total=steps, desc="MD", unit="step", disable=not progress) as bar:
-        done = 0
-        while done < steps:
-            n = min(chunk, steps - done)
-            sim.step(n)
-            done += n
-            bar.update(n)
-    elapsed = time.perf_counter() - t0
-    for r in sim.reporters:
-        if hasattr(r, "close"):
-            r.close()
-    final = sim.context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
+    info = run_md(spec, md_dir, potential=str(model_path), platform="CPU", threads=threads, progress=progress,
+                  steps=steps, equilibrate_steps=0, minimize_iterations=0, report_interval=interval,
+                  checkpoint_interval=max(interval, steps), seed=seed)
+    final = _final_energy(Path(info["state"]))
     summary = {
-        "structure": str(structure),
-        "atoms": len(z),
-        "total_charge": charge,
-        "model": str(model_path),
-        "model_note": _describe(meta),
-        "platform": "CPU",
-        "threads": {"torch": threads, "openmm": threads},
-        "steps": steps,
-        "timestep_fs": 0.5,
-        "ms_per_step": 1000.0 * elapsed / steps,
-        "energy_openmm_kJmol": e_openmm,
-        "energy_model_kJmol": e_model,
-        "energy_rel_diff": abs(e_openmm - e_model) / max(abs(e_model), 1e-12),
-        "final_energy_kJmol": final,
+        "system": str(spec.path), "atoms": info["atoms"], "total_charge": float(spec.ml["charge"]),
+        "model": str(model_path), "model_note": _describe(load_model(model_path)[1]), "platform": info["platform"],
+        "threads": info["threads"], "steps": info["steps"], "timestep_fs": info["md"]["timestep_fs"],
+        "ms_per_step": info["ms_per_step"], **check, "final_energy_kJmol": final,
         "final_energy_finite": bool(np.isfinite(final)),
-        "outputs": {"model": str(model_path), "trajectory": str(traj_path), "energies": str(csv_path)},
+        "outputs": {"model": str(model_path), "trajectory": info["trajectory"], "state": info["state"],
+                    "run": str(md_dir / "run.json")},
     }
-    summary["nh_bond_A"] = _nh_bonds(traj_path)
+    summary["nh_bond_A"] = _nh_bonds(Path(info["trajectory"]))
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def _final_energy(state_csv: Path) -> float:
+    """The last potential energy (kJ/mol) the runner's state file recorded."""
+    import csv
+
+    with open(state_csv) as fh:
+        rows = list(csv.DictReader(fh))
+    key = next(k for k in rows[-1] if k.lower().startswith("potential"))
+    return float(rows[-1][key])
 
 
 def _describe(meta: dict) -> str:

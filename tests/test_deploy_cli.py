@@ -9,7 +9,7 @@ import zipfile
 import pytest
 import torch
 
-from conftest import ammonium_water_cluster, as_data, evaluate, make_model
+from helpers.systems import ammonium_water_cluster, as_data, evaluate, make_model
 from openmlip import MODEL_FORMAT_VERSION
 from openmlip.deploy import METADATA_NAME, load_model, save_model
 from openmlip.errors import ModelFileError
@@ -93,8 +93,9 @@ def test_demo_writes_outputs(tmp_path):
     assert summary["energy_rel_diff"] < 1e-5 and summary["final_energy_finite"]
     import mdtraj
 
-    traj = mdtraj.load(str(tmp_path / "trajectory.h5"))
-    assert traj.n_atoms == 17 and traj.n_frames == 20
+    traj = mdtraj.load(str(tmp_path / "md" / "trajectory.h5"))  # the runner's outputs: the demo is a spec run
+    assert traj.n_atoms == 17 and traj.n_frames >= 20
+    assert json.loads((tmp_path / "md" / "run.json").read_text())["system"] == "ammonium-cluster"
     assert f"Outputs in {tmp_path}" in res.stdout
 
 

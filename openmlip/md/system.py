@@ -188,7 +188,8 @@ def build_system(spec: SystemSpec, potential: Optional[str] = None, backend: str
             args["removeConstraints"] = False
         system = mlp.createMixedSystem(top, mm_system, atoms, embedding=ml["embedding"], interpolate=interpolate, **args)
     return {"topology": top, "positions": pos * u.nanometer, "box": box, "system": system, "ml_atoms": atoms,
-            "mdtraj_topology": md_top, "potential": name}
+            "mdtraj_topology": md_top, "potential": name, "ml_charge": args.get("charge"),
+            "ml_formal_charges": args.get("formalCharges")}
 
 
 def run_md(spec: SystemSpec, out, smoke: bool = False, potential: Optional[str] = None, platform: Optional[str] = None,
