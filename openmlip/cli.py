@@ -148,9 +148,10 @@ def _cmd_md(args) -> int:
 
 
 def _print_checks(checks) -> bool:
-    for c in checks:
-        v = "missing" if c["value"] is None else f"{c['value']:.4g}"
-        print(f"  {'PASS' if c['pass'] else 'FAIL'} {c['observable']} = {v} (expected {c['range'][0]:g}–{c['range'][1]:g})")
+    from .md.system import checks_text
+
+    for line in checks_text(checks):
+        print(line)
     return all(c["pass"] for c in checks)
 
 

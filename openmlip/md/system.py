@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -270,6 +270,32 @@ def analyze_system(spec: SystemSpec, trajectory, out, smoke: bool = False, **md_
     return {"results": results, "checks": checks, "frames": int(traj.n_frames)}
 
 
+def _check_row(c: Dict[str, Any]) -> Tuple[str, str, str]:
+    value = "missing" if c["value"] is None else f"{c['value']:.4g}"
+    return c["observable"], value, f"{c['range'][0]:g}–{c['range'][1]:g}"
+
+
+def checks_table(checks: List[Dict[str, Any]], notes: bool = True) -> List[str]:
+    """The expected-observable checks (``checks.json``) as Markdown table lines: the one format of the run
+    report, the workflow report and (as text, :func:`checks_text`) the CLI."""
+    lines = ["| observable | value | expected | pass |" + (" note |" if notes else ""),
+             "| --- | --- | --- | --- |" + (" --- |" if notes else "")]
+    for c in checks:
+        observable, value, expected = _check_row(c)
+        lines.append(f"| {observable} | {value} | {expected} | {'yes' if c['pass'] else '**NO**'} |"
+                     + (f" {c.get('note', '')} |" if notes else ""))
+    return lines
+
+
+def checks_text(checks: List[Dict[str, Any]]) -> List[str]:
+    """The checks as indented text lines, ``PASS``/``FAIL`` first (for a terminal)."""
+    out = []
+    for c in checks:
+        observable, value, expected = _check_row(c)
+        out.append(f"  {'PASS' if c['pass'] else 'FAIL'} {observable} = {value} (expected {expected})")
+    return out
+
+
 def write_report(spec: SystemSpec, run_info: Dict[str, Any], analysis: Dict[str, Any], out) -> Path:
     out = Path(out)
     lines = [f"# {spec.name}", "", spec.description, "",
@@ -284,13 +310,7 @@ def write_report(spec: SystemSpec, run_info: Dict[str, Any], analysis: Dict[str,
              f"| threads | torch {run_info['threads']['torch']}, OpenMM {run_info['threads']['openmm']} |",
              f"| speed | {run_info['ms_per_step']:.2f} ms/step, {run_info['ns_per_day']:.3f} ns/day |",
              "", "## Expected observables", ""]
-    if analysis["checks"]:
-        lines += ["| observable | value | expected | pass | note |", "| --- | --- | --- | --- | --- |"]
-        for c in analysis["checks"]:
-            v = "missing" if c["value"] is None else f"{c['value']:.4g}"
-            lines.append(f"| {c['observable']} | {v} | {c['range'][0]:g}–{c['range'][1]:g} | {'yes' if c['pass'] else '**NO**'} | {c['note']} |")
-    else:
-        lines.append("None listed in the spec.")
+    lines += checks_table(analysis["checks"]) if analysis["checks"] else ["None listed in the spec."]
     body = (out / "analysis" / "report.md").read_text().split("\n", 1)[1]
     body = body.replace("](", "](analysis/")
     lines += ["", "## Analyses (production frames)", body]

@@ -2,6 +2,8 @@
 import json
 from pathlib import Path
 
+from openmlip.md.system import checks_table
+
 sm = snakemake  # noqa: F821  (injected by Snakemake)
 out = Path(sm.output[0])
 lines = ["# openmlip workflow report", ""]
@@ -20,10 +22,6 @@ for checks_path, md_dir in zip(sm.input.checks, sm.input.md):
     rel = Path(checks_path).parent.relative_to(out.parent)
     lines.append(f"| [{run['system']}]({rel}/report.md) | {run['atoms']} ({run['ml_atoms']}) | {run['platform']} | "
                  f"{run['ms_per_step']:.2f} | {run['ns_per_day']:.3f} | {passed}/{len(checks)} |")
-    details += [f"### {run['system']}", "", "| observable | value | expected | pass |", "| --- | --- | --- | --- |"]
-    for c in checks:
-        v = "missing" if c["value"] is None else f"{c['value']:.4g}"
-        details.append(f"| {c['observable']} | {v} | {c['range'][0]:g}–{c['range'][1]:g} | {'yes' if c['pass'] else '**NO**'} |")
-    details.append("")
+    details += [f"### {run['system']}", "", *checks_table(checks, notes=False), ""]
 lines += [""] + details
 out.write_text("\n".join(lines))
