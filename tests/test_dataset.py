@@ -57,6 +57,19 @@ def test_conformer_set_reads_what_read_spice_reads_in_any_order(tmp_path):
         data[12]
 
 
+def test_reopening_the_file_to_bound_memory_changes_nothing(tmp_path, monkeypatch):
+    """HDF5 keeps memory per group ever opened until the file closes: the reader reopens it every
+    REOPEN_EVERY group opens (here 2), in the index pass and in reads, with the same results."""
+    path = tmp_path / "d.h5"
+    write_spice(path, _structures(4))
+    monkeypatch.setattr(ds, "REOPEN_EVERY", 2)
+    monkeypatch.setattr(ds, "GROUP_CACHE", 1)
+    data = ConformerSet([path])
+    ref = list(read_spice(path))
+    for i in np.random.default_rng(2).permutation(len(ref)).tolist() * 2:
+        _same(data[i], ref[i])
+
+
 def test_extxyz_files_look_the_same(tmp_path):
     path = tmp_path / "d.extxyz"
     write_extxyz(path, _structures(2))

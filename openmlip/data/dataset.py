@@ -32,7 +32,10 @@ INDEX_FORMAT = "openmlip-data-index"
 INDEX_VERSION = 1
 INDEX_SUFFIX = ".openmlip-index.json"
 HDF5_SUFFIXES = (".h5", ".hdf5")
-GROUP_CACHE = 1024  # open HDF5 groups kept per process
+GROUP_CACHE = 32  # open HDF5 groups kept per process (~150 kB each once read: a bounded, small cache)
+# HDF5 keeps ~16 kB per group ever opened until the file is closed (measured with h5py 3.16: +66 MB after 4,000
+# groups, beyond its 32 MB metadata-cache limit), so a file is reopened after this many group opens
+REOPEN_EVERY = 512
 
 
 @dataclass
@@ -92,8 +95,12 @@ def _scan_hdf5(path: Path, keys: LabelKeys, progress: bool) -> List[Dict[str, ob
                             "HDF5?); regenerate or re-download it") from None
     entries: List[Dict[str, object]] = []
     first = 0
-    with fh:
-        for name in tqdm(list(fh), desc=f"index {path.name}", unit="molecule", disable=not progress, leave=False):
+    names = list(fh)
+    try:
+        for k, name in enumerate(tqdm(names, desc=f"index {path.name}", unit="molecule", disable=not progress, leave=False)):
+            if k and k % REOPEN_EVERY == 0:  # bounded memory (see REOPEN_EVERY)
+                fh.close()
+                fh = h5py.File(path, "r")
             try:
                 group = fh[name]
                 head = group_header(group, name, path, keys.energy, keys.gradient)
@@ -111,6 +118,8 @@ def _scan_hdf5(path: Path, keys: LabelKeys, progress: bool) -> List[Dict[str, ob
             entries.append(Group(file=0, key=name, header=head, count=len(conf), energy_mean=mean, force_sq_sum=sq,
                                  has_charges=charges is not None).to_json())
             first += len(conf)
+    finally:
+        fh.close()
     return entries
 
 
@@ -162,6 +171,7 @@ class ConformerSet:
         self._memory: Dict[int, List[Structure]] = {}
         self._handles: Dict[int, object] = {}
         self._open: "OrderedDict[int, Dict[str, object]]" = OrderedDict()
+        self._opened: Dict[int, int] = {}  # group opens per file since it was opened
         self._pid = os.getpid()
         for f, path in enumerate(self.paths):
             if not path.is_file():
@@ -241,11 +251,14 @@ class ConformerSet:
         """The label datasets of group ``g``, opened once and kept for the last GROUP_CACHE groups (opening
         an HDF5 object costs as much as reading a conformer)."""
         if self._pid != os.getpid():
-            self._open = OrderedDict()
+            self._open, self._opened = OrderedDict(), {}
         if g in self._open:
             self._open.move_to_end(g)
             return self._open[g]
         grp = self.groups[g]
+        self._opened[grp.file] = self._opened.get(grp.file, 0) + 1
+        if self._opened[grp.file] % REOPEN_EVERY == 0:  # bounded memory (see REOPEN_EVERY)
+            self._close_file(grp.file)
         h5 = self._file(grp.file)[grp.key]
         keys = ("conformations", self.keys.energy, self.keys.gradient, self.keys.charges)
         self._open[g] = {k: h5[k] for k in keys if k in h5}
@@ -269,6 +282,13 @@ class ConformerSet:
         s.info["source"] = f"{self.paths[grp.file].name}[{i - int(self._file_start[g])}]"
         return s
 
+    def _close_file(self, f: int) -> None:
+        for g in [g for g in self._open if self.groups[g].file == f]:
+            del self._open[g]
+        fh = self._handles.pop(f, None)
+        if fh is not None:
+            fh.close()
+
     def close(self) -> None:
         self._open = OrderedDict()
         for fh in self._handles.values():
@@ -277,5 +297,5 @@ class ConformerSet:
 
     def __getstate__(self):  # for spawned workers: no open handles travel
         state = dict(self.__dict__)
-        state["_handles"], state["_open"] = {}, OrderedDict()
+        state["_handles"], state["_open"], state["_opened"] = {}, OrderedDict(), {}
         return state
