@@ -183,8 +183,8 @@ def _check_md(md: Dict[str, Any], file: str, where: str) -> None:
                    f"by at least two report intervals ({md['report_interval']}) so that something is analysed")
 
 
-def load_spec(path: Union[str, Path]) -> SystemSpec:
-    """Load and validate a system spec: a ``system.yaml`` file or a folder that holds one."""
+def _read_yaml(path: Union[str, Path]):
+    """(the file, its mapping): a system.yaml path or a folder holding one."""
     import yaml
 
     p = Path(path)
@@ -201,14 +201,11 @@ def load_spec(path: Union[str, Path]) -> SystemSpec:
         raw = yaml.safe_load(p.read_text())
     except yaml.YAMLError as exc:
         raise SpecError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    f = str(p)
-    raw = _check_keys(raw, ("name", "description", "structure", "forcefield", "nonbonded", "box_nm", "ml", "md",
-                            "smoke", "analysis", "expected", "free_energy"), f)
-    for key in ("name", "structure", "ml"):
-        if key not in raw:
-            raise _err(f, f"missing required key {key!r}")
-    root = p.parent
+    return p, raw
 
+
+def _check_structure(raw, f: str, root: Path):
+    """The structure entry (a file name, or {prmtop, inpcrd}), its files present."""
     structure = raw["structure"]
     if isinstance(structure, str):
         files = [structure]
@@ -222,7 +219,11 @@ def load_spec(path: Union[str, Path]) -> SystemSpec:
     for name in files:
         if not (root / name).is_file():
             raise _err(f"{f}: structure", f"file {name!r} not found in {root}")
+    return structure
 
+
+def _check_nonbonded(raw, f: str):
+    """(force field files, nonbonded settings with defaults)."""
     forcefield = raw.get("forcefield") or []
     if isinstance(forcefield, str):
         forcefield = [forcefield]
@@ -231,7 +232,11 @@ def load_spec(path: Union[str, Path]) -> SystemSpec:
     for key, allowed in (("method", NONBONDED), ("constraints", CONSTRAINTS), ("implicit_solvent", IMPLICIT)):
         if nonbonded[key] not in allowed:
             raise _err(f"{f}: nonbonded.{key}", f"{nonbonded[key]!r} is not one of {', '.join(map(str, allowed))}")
+    return forcefield, nonbonded
 
+
+def _check_ml(raw, f: str, structure, forcefield) -> Dict[str, Any]:
+    """The ML region's settings with defaults: selection, potential, embedding, charge state, precision."""
     ml = {"selection": "all", "potential": DEFAULT_POTENTIAL, "embedding": "mechanical", "charge": None,
           "formal_charges": None, "precision": "single", "spin_multiplicity": 1}
     ml.update(_check_keys(raw["ml"], tuple(ml), f"{f}: ml"))
@@ -257,13 +262,11 @@ def load_spec(path: Union[str, Path]) -> SystemSpec:
             raise _err(f"{f}: ml.formal_charges[{k}]", "needs selection and charge")
         if isinstance(fc["selection"], str) and fc["selection"] != "all":
             _check_selection(fc["selection"], f, f"ml.formal_charges[{k}].selection")
+    return ml
 
-    md = dict(MD_DEFAULTS)
-    md.update(_check_keys(raw.get("md"), tuple(MD_DEFAULTS), f"{f}: md"))
-    smoke = _check_keys(raw.get("smoke"), tuple(MD_DEFAULTS), f"{f}: smoke")
-    _check_md(md, f, "md")
-    _check_md({**md, **smoke}, f, "smoke")
 
+def _check_analysis(raw, f: str) -> Dict[str, List[Dict[str, Any]]]:
+    """The bonds/rdf/msd analyses, each named once, selections parsed."""
     analysis = _check_keys(raw.get("analysis"), ("bonds", "rdf", "msd"), f"{f}: analysis")
     required = {"bonds": ("name", "elements"), "rdf": ("name", "a", "b"), "msd": ("name", "selection")}
     optional = {"bonds": ("selection",), "rdf": ("r_max_nm", "bin_width_nm"), "msd": ("fit_window_ps", "viscosity_mPa_s")}
@@ -302,7 +305,12 @@ def load_spec(path: Union[str, Path]) -> SystemSpec:
         analysis[kind] = items
     for kind in ("bonds", "rdf", "msd"):
         analysis.setdefault(kind, [])
+    return analysis
 
+
+def _check_expected(raw, f: str, analysis) -> List[Dict[str, Any]]:
+    """Expected observables, each naming an analysis."""
+    names = {item["name"] for kind in ("bonds", "rdf", "msd") for item in analysis[kind]}
     expected = raw.get("expected") or []
     if not isinstance(expected, list):
         raise _err(f"{f}: expected", "must be a list of {observable, range, note, smoke}")
@@ -316,10 +324,11 @@ def load_spec(path: Union[str, Path]) -> SystemSpec:
         r = e["range"]
         if not (isinstance(r, list) and len(r) == 2 and all(isinstance(x, (int, float)) for x in r) and r[0] < r[1]):
             raise _err(where, f"range must be [low, high] with low < high, got {r!r}")
+    return expected
 
-    box = raw.get("box_nm")
-    if box is not None and not _positive(box):
-        raise _err(f"{f}: box_nm", f"must be a positive number (nm) or null, got {box!r}")
+
+def _check_rdf_ranges(analysis, f: str, root: Path, structure, box) -> None:
+    """RDF ranges within half the structure's smallest box width (the default lowered to fit, with a warning)."""
     if analysis["rdf"]:
         from ..analysis import DEFAULT_R_MAX_NM
 
@@ -329,11 +338,38 @@ def load_spec(path: Union[str, Path]) -> SystemSpec:
             if "r_max_nm" not in item and DEFAULT_R_MAX_NM > limit:
                 item["r_max_nm"] = math.floor(limit / width) * width
                 warnings.warn(f"{f}: analysis.rdf[{k}]: r_max_nm lowered from the default {DEFAULT_R_MAX_NM:g} nm to "
-                              f"{item['r_max_nm']:.4g} nm, half the smallest box width", UserWarning, stacklevel=2)
+                              f"{item['r_max_nm']:.4g} nm, half the smallest box width", UserWarning, stacklevel=3)
             elif float(item.get("r_max_nm", DEFAULT_R_MAX_NM)) > limit * (1 + 1e-6):
                 raise _err(f"{f}: analysis.rdf[{k}].r_max_nm", f"{item['r_max_nm']:g} nm exceeds half the smallest box width "
                            f"({limit:.4g} nm), beyond which the minimum image misses pairs and g(r) is wrong: use at most "
                            f"{limit:.4g} nm")
+
+
+def load_spec(path: Union[str, Path]) -> SystemSpec:
+    """Load and validate a system spec: a ``system.yaml`` file or a folder that holds one."""
+    p, raw = _read_yaml(path)
+    f = str(p)
+    raw = _check_keys(raw, ("name", "description", "structure", "forcefield", "nonbonded", "box_nm", "ml", "md",
+                            "smoke", "analysis", "expected", "free_energy"), f)
+    for key in ("name", "structure", "ml"):
+        if key not in raw:
+            raise _err(f, f"missing required key {key!r}")
+    root = p.parent
+    structure = _check_structure(raw, f, root)
+    forcefield, nonbonded = _check_nonbonded(raw, f)
+    ml = _check_ml(raw, f, structure, forcefield)
+    md = dict(MD_DEFAULTS)
+    md.update(_check_keys(raw.get("md"), tuple(MD_DEFAULTS), f"{f}: md"))
+    smoke = _check_keys(raw.get("smoke"), tuple(MD_DEFAULTS), f"{f}: smoke")
+    _check_md(md, f, "md")
+    _check_md({**md, **smoke}, f, "smoke")
+
+    analysis = _check_analysis(raw, f)
+    expected = _check_expected(raw, f, analysis)
+    box = raw.get("box_nm")
+    if box is not None and not _positive(box):
+        raise _err(f"{f}: box_nm", f"must be a positive number (nm) or null, got {box!r}")
+    _check_rdf_ranges(analysis, f, root, structure, box)
     return SystemSpec(path=p.resolve(), name=str(raw["name"]), description=str(raw.get("description", "")),
                       structure=structure, forcefield=list(forcefield), nonbonded=nonbonded, box_nm=box, ml=ml, md=md,
                       smoke=smoke, analysis=analysis, expected=expected)
