@@ -1,6 +1,8 @@
 """``openmlip doctor``: is this environment able to run openmlip potentials in OpenMM?"""
 from __future__ import annotations
 
+import functools
+
 import importlib.metadata as md
 import json
 from dataclasses import asdict, dataclass, field
@@ -37,8 +39,10 @@ class _Square(torch.nn.Module):
         return (positions**2).sum()
 
 
+@functools.lru_cache(maxsize=None)
 def torchforce_works(platform_name: str) -> Optional[str]:
-    """None if a TorchForce evaluates E = Σx² correctly on the platform, else the error."""
+    """None if a TorchForce evaluates E = Σx² correctly on the platform, else the error.  Probed once per
+    platform and process (cached): the MD runner asks for every run."""
     from ._plugins import import_openmmtorch
 
     openmmtorch = import_openmmtorch()
