@@ -23,7 +23,7 @@ import os
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -289,11 +289,27 @@ def _xh_bonds(atoms) -> List[tuple]:
 SAMPLING_PROGRESS = "openmlip-sampling-progress"
 
 
+def stretched_geometry(reference: np.ndarray, bonds: Sequence[Tuple[int, int]], rng: np.random.Generator,
+                       factor: float) -> np.ndarray:
+    """The stretch sampler's conformer: ``reference`` (Å) with Gaussian noise (0.04 Å) and one random X–H bond of
+    ``bonds`` scaled to ``factor`` × its reference length; a pulled H that lands within 1 Å of another atom (e.g.
+    in a neighbouring water) is drawn again."""
+    while True:
+        heavy, h = bonds[int(rng.integers(len(bonds)))]
+        noisy = reference + rng.normal(scale=0.04, size=reference.shape)
+        bond = noisy[h] - noisy[heavy]
+        noisy[h] = noisy[heavy] + bond / np.linalg.norm(bond) * factor * np.linalg.norm(reference[h] - reference[heavy])
+        others = [i for i in range(len(noisy)) if i not in (h, heavy)]
+        if not others or np.linalg.norm(noisy[others] - noisy[h], axis=1).min() > 1.0:
+            return noisy
+
+
 def sample_template(t: Template, n_conformers: int, seed: int = 0, stride: int = 20, equilibration: int = 100,
                     timestep_fs: float = 0.5, on_conformer: Optional[Callable[[], None]] = None,
                     checkpoint: Optional[Path] = None, checkpoint_every: int = 10,
                     stop_after: Optional[int] = None) -> List[Structure]:
-    """xTB-optimise the template, then sample it (Langevin MD, or bond stretches); returns the conformers.
+    """xTB-optimise the template, then sample it (``md``: Langevin MD every ``stride`` steps; ``stretch``: X–H bonds
+    pulled evenly from 0.85x to 2.6x, :func:`stretched_geometry`); returns the conformers.
 
     With ``checkpoint``, progress is saved there every ``checkpoint_every`` conformers and picked up
     from there when it exists.  ``stop_after`` (tests) returns early after that many new conformers.
@@ -339,17 +355,7 @@ def sample_template(t: Template, n_conformers: int, seed: int = 0, stride: int =
             if len(atoms) > 1:
                 dyn.run(stride)
         else:
-            k = len(out)
-            factor = 0.85 + (2.6 - 0.85) * (k + 0.5) / n_conformers  # evenly over the whole curve
-            while True:  # reject a pulled H that lands on another atom (e.g. into a neighbouring water)
-                heavy, h = bonds[int(rng.integers(len(bonds)))]
-                noisy = reference + rng.normal(scale=0.04, size=reference.shape)
-                bond = noisy[h] - noisy[heavy]
-                noisy[h] = noisy[heavy] + bond / np.linalg.norm(bond) * factor * np.linalg.norm(reference[h] - reference[heavy])
-                others = [i for i in range(len(noisy)) if i not in (h, heavy)]
-                if not others or np.linalg.norm(noisy[others] - noisy[h], axis=1).min() > 1.0:
-                    break
-            atoms.positions = noisy
+            atoms.positions = stretched_geometry(reference, bonds, rng, 0.85 + (2.6 - 0.85) * (len(out) + 0.5) / n_conformers)
         out.append(_structure(atoms, t))
         new += 1
         if on_conformer is not None:
