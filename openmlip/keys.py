@@ -15,3 +15,11 @@ ENERGY: Final[str] = "energy"  # [B] float, eV
 ATOMIC_ENERGIES: Final[str] = "atomic_energies"  # [N] float, eV
 FORCES: Final[str] = "forces"  # [N, 3] float, eV/Å
 CHARGES: Final[str] = "charges"  # [N] float, e
+
+# training batches: the model inputs above plus the reference labels (openmlip.train.batching)
+NUM_ATOMS: Final[str] = "num_atoms"  # [B] float, atoms per structure
+ENERGY_REF: Final[str] = "energy_ref"  # [B] float, eV
+FORCES_REF: Final[str] = "forces_ref"  # [N, 3] float, eV/Å
+CHARGES_REF: Final[str] = "charges_ref"  # [N] float, e
+#: the keys of a batch that are model inputs
+MODEL_INPUTS: Final = (POSITIONS, ATOMIC_NUMBERS, BATCH, TOTAL_CHARGE, SPIN_MULTIPLICITY, FORMAL_CHARGES)

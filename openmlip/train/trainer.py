@@ -26,6 +26,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from .. import keys as K
 from .._io import atomic_path
 from ..data import Structure
 from ..data.dataset import ConformerSet, LabelKeys
@@ -172,9 +173,9 @@ def _lr(cfg: TrainConfig, step: int, total: int) -> float:
 def residuals(out: Dict[str, torch.Tensor], batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """Model minus reference: ``energy`` per atom [B] (eV/atom), ``forces`` [N,3] (eV/Å) and, for labelled data,
     ``charges`` [N] (e).  The one definition of the loss terms (training steps and validation errors)."""
-    res = {"energy": (out["energy"] - batch["energy_ref"]) / batch["num_atoms"], "forces": out["forces"] - batch["forces_ref"]}
-    if "charges_ref" in batch:
-        res["charges"] = out["charges"] - batch["charges_ref"]
+    res = {"energy": (out[K.ENERGY] - batch[K.ENERGY_REF]) / batch[K.NUM_ATOMS], "forces": out[K.FORCES] - batch[K.FORCES_REF]}
+    if K.CHARGES_REF in batch:
+        res["charges"] = out[K.CHARGES] - batch[K.CHARGES_REF]
     return res
 
 
@@ -448,7 +449,7 @@ class Trainer:
                     g["lr"] = _lr(cfg, state["step"], total)
                 atoms = int(data.num_atoms(train[chunk]).sum())  # the whole batch's counts, on every process
                 if not data.has_charges(train[chunk]).all():
-                    batch.pop("charges_ref", None)
+                    batch.pop(K.CHARGES_REF, None)
                 count = {"energy": len(chunk), "forces": 3 * atoms, "charges": atoms}
                 r = residuals(net(model_inputs(batch), True), batch)
                 share = weighted_loss(cfg, {k: v.pow(2).sum() / count[k] for k, v in r.items()})
