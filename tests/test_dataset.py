@@ -63,7 +63,6 @@ def test_reopening_the_file_to_bound_memory_changes_nothing(tmp_path, monkeypatc
     path = tmp_path / "d.h5"
     write_spice(path, _structures(4))
     monkeypatch.setattr(ds, "REOPEN_EVERY", 2)
-    monkeypatch.setattr(ds, "GROUP_CACHE", 1)
     data = ConformerSet([path])
     ref = list(read_spice(path))
     for i in np.random.default_rng(2).permutation(len(ref)).tolist() * 2:
