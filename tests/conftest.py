@@ -1,113 +1,26 @@
-"""Shared fixtures and helpers.  Molecules in Å."""
+"""Shared fixtures.  Helpers live in tests/helpers/ (systems, physics checks); import them from there."""
 from __future__ import annotations
 
-import math
+import sys
+from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 import openmlip  # noqa: F401  -- torch before openmm, plugin repair
-from openmlip.models import ARCHITECTURES, build_model
-from openmlip.nn.aggregation import AGGREGATIONS
+
+# tests/ on sys.path whatever the import mode, so test files (and their subprocess scripts) import helpers.*
+_TESTS = str(Path(__file__).resolve().parent)
+if _TESTS not in sys.path:
+    sys.path.insert(0, _TESTS)
+# pytest rewrites the asserts of the shared checks too (values shown on failure)
+pytest.register_assert_rewrite("helpers")
 
 # Deliberate thread settings: tests run on small systems under pytest-xdist (2 workers on 2 cores in
 # CI); more torch threads than cores per worker slows everything by an order of magnitude.
 torch.set_num_threads(1)
 
-ARCH_AGG = [(a, g) for a in ARCHITECTURES for g in AGGREGATIONS]
-
-
-def small_config(**kw):
-    """A small but complete configuration (fast in tests); every feature switched on."""
-    base = dict(num_channels=4, latent_dim=16, radial_mlp=[16], num_layers=2, l_max=2, num_basis=6,
-                charges=True, electrostatics=False, zbl=True)
-    base.update(kw)
-    return base
-
-
-def make_model(arch="allegro", agg="sum", dtype=torch.float64, seed=0, **kw):
-    torch.manual_seed(seed)
-    model = build_model(dtype=dtype, **small_config(architecture=arch, aggregation=agg, **kw))
-    # random, non-trivial per-species scale/shift and smoothmax temperature
-    with torch.no_grad():
-        model.per_species_scale.uniform_(0.5, 1.5)
-        model.per_species_shift.uniform_(-1.0, 1.0)
-    return model.to(dtype).eval()
-
-
-def ammonium(bond=1.03):
-    """NH4+ (tetrahedral), atomic numbers and positions."""
-    d = bond / math.sqrt(3.0)
-    pos = np.array([[0, 0, 0], [d, d, d], [-d, -d, d], [-d, d, -d], [d, -d, -d]], dtype=float)
-    return np.array([7, 1, 1, 1, 1]), pos
-
-
-def water(center=(0.0, 0.0, 0.0)):
-    pos = np.array([[0.0, 0.0, 0.0], [0.9572, 0.0, 0.0], [-0.2400, 0.9266, 0.0]]) + np.asarray(center)
-    return np.array([8, 1, 1]), pos
-
-
-def ammonium_water_cluster(seed=0):
-    """NH4+ with two waters nearby and a slight random distortion (generic geometry)."""
-    rng = np.random.default_rng(seed)
-    z1, p1 = ammonium()
-    z2, p2 = water((2.6, 0.3, 0.2))
-    z3, p3 = water((-1.5, 2.2, -0.8))
-    z = np.concatenate([z1, z2, z3])
-    pos = np.concatenate([p1, p2, p3]) + rng.normal(scale=0.05, size=(len(z), 3))
-    return z, pos
-
-
-def as_data(z, pos, dtype=torch.float64, charge=0.0, **extra):
-    data = {
-        "pos": torch.tensor(pos, dtype=dtype),
-        "atomic_numbers": torch.tensor(z, dtype=torch.long),
-        "total_charge": torch.tensor([charge], dtype=dtype),
-    }
-    for k, v in extra.items():
-        data[k] = torch.as_tensor(v, dtype=dtype if torch.is_floating_point(torch.as_tensor(v)) else None)
-    return data
-
-
-def evaluate(model, data, compute_forces=True):
-    d = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in data.items()}
-    return model(d, compute_forces=compute_forces)
-
 
 @pytest.fixture(params=[torch.float64, torch.float32], ids=["float64", "float32"])
 def dtype(request):
     return request.param
-
-
-def tolerance(dtype):
-    """Relative tolerance for equivariance-type comparisons in a given precision."""
-    return 1e-10 if dtype == torch.float64 else 2e-5
-
-
-def ammonium_water_mm():
-    """systems/ammonium-water (NH4+ = atoms 0-4, Cl-, 338 TIP3P waters; 2.2 nm box) with its MM System (PME)."""
-    from pathlib import Path
-
-    import openmm.app as app
-    import openmm.unit as u
-
-    folder = Path(__file__).resolve().parent.parent / "systems" / "ammonium-water"
-    pdb = app.PDBFile(str(folder / "ammonium-water.pdb"))
-    ff = app.ForceField("amber14/tip3p.xml", str(folder / "ammonium.xml"))
-    system = ff.createSystem(pdb.topology, nonbondedMethod=app.PME, nonbondedCutoff=0.9 * u.nanometer, constraints=None,
-                             rigidWater=True)
-    return pdb, system
-
-
-def water_like_mdtraj_topology(n: int):
-    """An mdtraj Topology of ``n`` HOH residues (O bonded to H1, H2), for analysis tests on synthetic frames."""
-    import mdtraj
-
-    top = mdtraj.Topology()
-    for _ in range(n):
-        res = top.add_residue("HOH", top.add_chain())
-        o = top.add_atom("O", mdtraj.element.oxygen, res)
-        for h in ("H1", "H2"):
-            top.add_bond(o, top.add_atom(h, mdtraj.element.hydrogen, res))
-    return top

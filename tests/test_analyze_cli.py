@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import mdtraj
-from conftest import water_like_mdtraj_topology
+from helpers.systems import water_like_mdtraj_topology
 import numpy as np
 import pytest
 

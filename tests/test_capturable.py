@@ -14,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import make_model
+from helpers.physics import Tol, assert_energy_forces_match, openmm_energy_forces
+from helpers.systems import make_model
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import openmm
@@ -291,13 +292,9 @@ def test_openmm_ml_cuda_graphs_default_and_equal_energies():
     for graphs in (None, False, True):
         system = potential.createSystem(top, useCUDAGraphs=graphs, precision="double")
         assert uses_cuda_graphs(system) == (cuda_platform_available() if graphs is None else graphs)
-        context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("CPU"))
-        context.setPositions(pos_nm * u.nanometer)
-        state = context.getState(getEnergy=True, getForces=True)
-        results[graphs] = (state.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole),
-                           state.getForces(asNumpy=True).value_in_unit(u.kilojoule_per_mole / u.nanometer))
-    assert results[True][0] == pytest.approx(results[False][0], rel=1e-12, abs=1e-9)
-    assert np.allclose(results[True][1], results[False][1], rtol=0, atol=1e-7)
+        results[graphs] = openmm_energy_forces(system, pos_nm * u.nanometer, platform="CPU")
+    # pytest.approx(rel=1e-12, abs=1e-9): max(1e-12 |E|, 1e-9)
+    assert_energy_forces_match(results[True], results[False], energy=Tol(rtol=1e-12, floor=1e3), forces=Tol(atol=1e-7))
     with pytest.raises(ConfigError, match="useCUDAGraphs=True is not possible.*cell list"):
         potential.createSystem(top, useCUDAGraphs=True, neighborMethod="cell")
     with pytest.raises(ConfigError, match="useCUDAGraphs=1 must be True or False"):

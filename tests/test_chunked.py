@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import make_model
+from helpers.systems import make_model
 
 from openmlip.openmm.module import OpenMMPotential
 

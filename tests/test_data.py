@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ammonium, ammonium_water_cluster, make_model
+from helpers.physics import Tol, assert_charges_sum_to_total, assert_forces_match_finite_differences
+from helpers.systems import ammonium, ammonium_water_cluster, make_model
 from openmlip import units
 from openmlip.data import ReadStats, SpiceFormatError, Structure, read_extxyz, read_spice, smiles_formal_charge, write_extxyz, write_spice
 
@@ -118,22 +119,17 @@ def test_ase_calculator_forces_and_charges(tmp_path):
     atoms.info["charge"] = 1
     atoms.calc = Calculator(path)
     f = atoms.get_forces()
-    assert abs(atoms.get_charges().sum() - 1.0) <= 1e-10
-    h = 1e-5
-    for a, k in [(0, 0), (3, 2), (7, 1)]:
-        p = atoms.positions.copy()
-        p[a, k] += h
+    assert_charges_sum_to_total(atoms.get_charges(), 1.0, atol=1e-10)
+
+    def energy(p):
         atoms.positions = p
-        e1 = atoms.get_potential_energy()
-        p[a, k] -= 2 * h
-        atoms.positions = p
-        e2 = atoms.get_potential_energy()
-        p[a, k] += h
-        atoms.positions = p
-        assert abs(-(e1 - e2) / (2 * h) - f[a, k]) <= 1e-5 * max(abs(f[a, k]), 1e-3)
+        return atoms.get_potential_energy()
+
+    assert_forces_match_finite_differences(energy, pos, f, h=1e-5, coords=[(0, 0), (3, 2), (7, 1)], tol=Tol(rtol=1e-5, floor=1e-3))
+    atoms.positions = pos
     atoms.info["charge"] = -1
     atoms.calc.reset()
-    assert abs(atoms.get_charges().sum() + 1.0) <= 1e-10
+    assert_charges_sum_to_total(atoms.get_charges(), -1.0, atol=1e-10)
     assert atoms.get_potential_energies().sum() == pytest.approx(atoms.get_potential_energy(), rel=1e-12)
 
 
@@ -167,4 +163,4 @@ def test_ase_calculator_passes_formal_charges_like_the_model_input(tmp_path):
     assert abs(atoms.get_potential_energy() - e_formal) > 1e-6
     atoms.arrays["formal_charges"] = fc
     atoms.calc.reset()
-    assert abs(atoms.get_charges().sum() - 1.0) <= 1e-10
+    assert_charges_sum_to_total(atoms.get_charges(), 1.0, atol=1e-10)

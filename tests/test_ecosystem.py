@@ -19,8 +19,8 @@ import torch
 
 import openmm
 import openmm.app as app
-import openmm.unit as u
-from conftest import ammonium_water_mm, make_model
+from helpers.physics import Tol, assert_energy_forces_match, openmm_energy_forces
+from helpers.systems import ammonium_water_mm, make_model
 from openmlip.deploy import load_model, save_model
 from openmlip.openmm import OpenMMPotential, create_force
 from openmmml import MLPotential
@@ -42,13 +42,7 @@ def water_box():
 
 
 def _state(system, positions, platform="Reference", params=None):
-    ctx = openmm.Context(system, openmm.VerletIntegrator(0.0005), openmm.Platform.getPlatformByName(platform))
-    ctx.setPositions(positions)
-    for k, v in (params or {}).items():
-        ctx.setParameter(k, v)
-    st = ctx.getState(getEnergy=True, getForces=True)
-    return (st.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole),
-            st.getForces(asNumpy=True).value_in_unit(u.kilojoule_per_mole / u.nanometer))
+    return openmm_energy_forces(system, positions, platform=platform, params=params)
 
 
 def _copies(system):
@@ -65,9 +59,9 @@ def _assert_same(system, positions, platforms=("Reference", "CPU"), params=None)
         e0, f0 = _state(system, positions, platform, params)
         rel_e, rel_f, atol_f = (1e-12, 1e-10, 1e-8) if platform == "Reference" else (1e-8, 2e-5, 1e-2)
         for how, clone in _copies(system).items():
-            e, f = _state(clone, positions, platform, params)
-            assert e == pytest.approx(e0, rel=rel_e, abs=1e-9), (platform, how)
-            np.testing.assert_allclose(f, f0, rtol=rel_f, atol=atol_f, err_msg=f"{platform} {how}")
+            # pytest.approx(rel=rel_e, abs=1e-9) is max(rel_e |E|, 1e-9); numpy's allclose for the forces
+            assert_energy_forces_match(_state(clone, positions, platform, params), (e0, f0), energy=Tol(rtol=rel_e, floor=1e-9 / rel_e),
+                                       forces=Tol(rtol=rel_f, atol=atol_f), what=f"{platform} {how}")
 
 
 def test_torchforce_xml_round_trip_does_not_crash_the_interpreter(model_file):
@@ -128,8 +122,8 @@ def test_mechanical_interpolation_runs_the_ml_terms_in_a_torchforce(model_file, 
     e_ml, f_ml = _state(plain, pdb.positions)
     e1, f1 = _state(mixed, pdb.positions, params={"lambda_interpolate": 1.0})
     e0, _ = _state(mixed, pdb.positions, params={"lambda_interpolate": 0.0})
-    assert e1 == pytest.approx(e_ml, rel=1e-9) and e0 == pytest.approx(e_mm, rel=1e-9)
-    np.testing.assert_allclose(f1, f_ml, rtol=1e-7, atol=1e-6)
+    assert e0 == pytest.approx(e_mm, rel=1e-9)
+    assert_energy_forces_match((e1, f1), (e_ml, f_ml), energy=Tol(rtol=1e-9, floor=1e-3), forces=Tol(rtol=1e-7, atol=1e-6))
 
 
 def test_openmlip_torchforce_as_a_collective_variable(model_file):

@@ -11,8 +11,8 @@ import pytest
 import openmlip  # noqa: F401  (torch before openmm)
 import openmm
 import openmm.app as app
-import openmm.unit as u
 
+from helpers.physics import openmm_energy
 from openmlip.errors import ConfigError, DataFileError, ResumeError
 from openmlip.fe.analytic import harmonic_wells, harmonic_wells_dg
 from openmlip.fe.engine import Engine, FESettings, load_npz, window_file
@@ -200,12 +200,8 @@ def test_spec_section_builds_interpolating_mlmm_leg(small_spec):
         mm = _structure(leg_spec)[3]
 
         def energy(system, lam=None):
-            ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("CPU"),
-                                 {"Threads": "1"})
-            ctx.setPositions(built["positions"])
-            if lam is not None:
-                ctx.setParameter("lambda_interpolate", lam)
-            return ctx.getState(getEnergy=True).getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
+            return openmm_energy(system, built["positions"], platform="CPU", properties={"Threads": "1"},
+                                 params=None if lam is None else {"lambda_interpolate": lam})
 
         e_mm, e_ml = energy(mm), energy(plain["system"])
         # CPU platform, single precision PME: agreement to 1e-6 relative

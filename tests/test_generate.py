@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from helpers.physics import Tol, assert_charges_sum_to_total, assert_forces_match_finite_differences
 from openmlip import units
 from openmlip.data import XTB_LABELS, read_spice
 from openmlip.data.generate import TEMPLATES, generate
@@ -28,7 +29,7 @@ def test_generate_resumes_and_labels_charged_species(tmp_path):
         by_name.setdefault(s.name, s)  # the first conformer of each template
     assert by_name["ammonium"].total_charge == 1.0 and by_name["acetate"].total_charge == -1.0
     for s in data:
-        assert abs(s.charges.sum() - s.total_charge) < 1e-6  # xTB charges at the requested total charge
+        assert_charges_sum_to_total(s.charges, s.total_charge, atol=1e-6, what=s.name)  # xTB charges at the requested total charge
     # per-atom formal charges stored and read back, on the charged atom, as users give them at run time
     np.testing.assert_array_equal(by_name["ammonium"].formal_charges, [1, 0, 0, 0, 0])
     assert by_name["ammonium"].numbers[0] == 7
@@ -102,7 +103,7 @@ def test_stretch_template_spans_the_bond_breaking_curve(tmp_path):
     e = np.array([s.energy for s in confs])
     assert e[-1] - e.min() > 2.0  # eV: pulling an H off NH4+ costs energy (xTB), which the model must learn
     for s in confs:
-        assert abs(s.charges.sum() - 1.0) < 1e-6
+        assert_charges_sum_to_total(s.charges, 1.0, atol=1e-6)
 
 
 def test_isolated_atom_energies_are_ground_state_atoms():
@@ -128,14 +129,10 @@ def test_dft_relabel_charged_species_resumes_and_is_consistent(tmp_path):
     assert man["computed_this_run"] == 1 and man["conformers"] == 2
     data = list(read_spice(out, **DFT_LABELS.kwargs()))
     s = data[0]
-    assert s.total_charge == 1.0 and abs(s.charges.sum() - 1.0) < 1e-6
+    assert s.total_charge == 1.0
+    assert_charges_sum_to_total(s.charges, 1.0, atol=1e-6)
     # forces equal -dE/dx (central finite difference on one coordinate)
-    h = 1e-3
-    plus, minus = s.positions.copy(), s.positions.copy()
-    plus[1, 0] += h
-    minus[1, 0] -= h
     from dataclasses import replace
 
-    ep = dft_label(replace(s, positions=plus), "b3lyp", "sto-3g").energy
-    em = dft_label(replace(s, positions=minus), "b3lyp", "sto-3g").energy
-    assert s.forces[1, 0] == pytest.approx(-(ep - em) / (2 * h), abs=2e-3)
+    assert_forces_match_finite_differences(lambda p: dft_label(replace(s, positions=p), "b3lyp", "sto-3g").energy, s.positions,
+                                           s.forces, h=1e-3, coords=[(1, 0)], tol=Tol(atol=2e-3))

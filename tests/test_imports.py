@@ -21,6 +21,8 @@ import openmlip  # noqa: F401  -- torch before openmm
 import openmm
 import openmm.unit as u
 
+from helpers.physics import (Tol, assert_energy_forces_match, assert_forces_match_finite_differences,
+                             assert_invariant_energy_equivariant_forces, openmm_energy_forces)
 from openmlip import units
 from openmlip.errors import ConfigError, ModelFileError
 
@@ -106,11 +108,10 @@ def mace_reference(dtype):
 
 
 def assert_same(e, f, e_ref, f_ref, dtype, what):
+    """Energy to TOL relative (at least 1 eV scale); forces to 10 TOL of the largest force (at least 1e-3 eV/Å)."""
     tol = TOL[dtype]
-    assert abs(e - e_ref) <= tol * max(abs(e_ref), 1.0), f"{what}: energy {e!r} vs {e_ref!r}"
-    scale = max(float(np.abs(f_ref).max()), 1e-3)
-    err = float(np.abs(np.asarray(f) - f_ref).max())
-    assert err <= tol * scale * 10, f"{what}: forces differ by {err:g} eV/Å (largest force {scale:g})"
+    assert_energy_forces_match((e, f), (e_ref, f_ref), energy=Tol(rtol=tol, floor=1.0),
+                               forces=Tol(rtol=10 * tol, floor=1e-3, of="largest"), what=what)
 
 
 @functools.lru_cache(maxsize=None)
@@ -126,7 +127,7 @@ def openmlip_ase(imported, atoms, dtype):
     return float(a.get_potential_energy()), np.asarray(a.get_forces())
 
 
-def openmm_energy_forces(model_path, atoms, platforms, precision):
+def openmm_route(model_path, atoms, platforms, precision):
     """{platform: (energy eV, forces eV/Å)} of ``atoms`` as one whole-ML OpenMM System built by openmm-ml."""
     from openmmml import MLPotential
 
@@ -135,20 +136,16 @@ def openmm_energy_forces(model_path, atoms, platforms, precision):
     top = xyz_topology(atoms)
     n = len(atoms)
     kwargs = dict(charge=atoms.info["charge"], precision=precision)
+    box = None
     if atoms.pbc.any():
-        top.setPeriodicBoxVectors(np.asarray(atoms.cell) * units.ANGSTROM_TO_NM)
+        box = np.asarray(atoms.cell) * units.ANGSTROM_TO_NM
+        top.setPeriodicBoxVectors(box)
         kwargs["formalCharges"] = [0.0] * n  # split molecules have no bonds to infer formal charges from
     system = MLPotential("openmlip", modelPath=str(model_path)).createSystem(top, **kwargs)
     out = {}
     for platform in platforms:
-        ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName(platform))
-        if atoms.pbc.any():
-            ctx.setPeriodicBoxVectors(*(np.asarray(atoms.cell) * units.ANGSTROM_TO_NM))
-        ctx.setPositions(atoms.positions * units.ANGSTROM_TO_NM)
-        st = ctx.getState(getEnergy=True, getForces=True)
-        e = st.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole) * units.KJ_PER_MOL_TO_EV
-        f = st.getForces(asNumpy=True).value_in_unit(u.kilojoule_per_mole / u.nanometer)
-        out[platform] = (e, np.asarray(f) * units.KJ_PER_MOL_NM_TO_EV_PER_ANGSTROM)
+        e, f = openmm_energy_forces(system, atoms.positions * units.ANGSTROM_TO_NM, platform=platform, box=box)
+        out[platform] = (e * units.KJ_PER_MOL_TO_EV, f * units.KJ_PER_MOL_NM_TO_EV_PER_ANGSTROM)
     return out
 
 
@@ -163,7 +160,7 @@ def test_nequip_import_equals_nequip_calculator(nequip_models, kind, dtype):
         assert_same(e, f, e_ref, f_ref, dtype, f"{kind} {dtype} ASE structure {k}")
         platforms = {0: (), 1: ("CPU",) if kind == "nequip" else (), 2: ("Reference", "CPU") if kind == "nequip" else ("CPU",)}
         if platforms[k]:
-            got = openmm_energy_forces(imported, atoms, platforms[k], "double" if dtype == "float64" else "single")
+            got = openmm_route(imported, atoms, platforms[k], "double" if dtype == "float64" else "single")
             for platform, (e, f) in got.items():
                 assert_same(e, f, e_ref, f_ref, dtype, f"{kind} {dtype} OpenMM {platform} structure {k}")
 
@@ -174,7 +171,7 @@ def test_mace_import_equals_mace_calculator(mace_models, dtype):
         e, f = openmlip_ase(mace_models[dtype], atoms, dtype)
         assert_same(e, f, e_ref, f_ref, dtype, f"MACE {dtype} ASE structure {k}")
         if k == 2 or (k == 1 and dtype == "float64"):
-            e, f = openmm_energy_forces(mace_models[dtype], atoms, ["CPU"], "double" if dtype == "float64" else "single")["CPU"]
+            e, f = openmm_route(mace_models[dtype], atoms, ["CPU"], "double" if dtype == "float64" else "single")["CPU"]
             assert_same(e, f, e_ref, f_ref, dtype, f"MACE {dtype} OpenMM CPU structure {k}")
 
 
@@ -185,7 +182,6 @@ def test_imported_energy_is_conservative_and_invariant(nequip_models, mace_model
 
     atoms = structures()[0]
     rng = np.random.default_rng(0)
-    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
     for path in (nequip_models[("nequip", "float64")][1], nequip_models[("allegro", "float64")][1], mace_models["float64"]):
         model, _ = load_model(path)
         z = torch.tensor(atoms.numbers)
@@ -195,13 +191,11 @@ def test_imported_energy_is_conservative_and_invariant(nequip_models, mace_model
         assert torch.allclose(-g, out["forces"], atol=1e-12)
         # finite difference of the energy along a random direction equals -F·d
         d = torch.tensor(rng.normal(size=pos.shape))
-        h = 1e-5
-        ep = model({"pos": (pos + h * d).detach(), "atomic_numbers": z}, False)["energy"].item()
-        em = model({"pos": (pos - h * d).detach(), "atomic_numbers": z}, False)["energy"].item()
-        assert abs((ep - em) / (2 * h) + float((out["forces"] * d).sum())) < 1e-6
-        rot = torch.tensor(atoms.positions @ q.T + [1.0, -2.0, 0.5])
-        e_rot = model({"pos": rot, "atomic_numbers": z}, True)["energy"].item()
-        assert abs(e_rot - out["energy"].item()) < 1e-9 * max(1.0, abs(e_rot))
+        assert_forces_match_finite_differences(lambda p: model({"pos": p, "atomic_numbers": z}, False)["energy"].item(),
+                                               pos.detach(), out["forces"], h=1e-5, directions=[d], tol=Tol(atol=1e-6))
+        # one rotation, proper or improper at random, and a translation: |ΔE| <= 1e-9 max(1, |E|)
+        assert_invariant_energy_equivariant_forces(model, {"pos": pos.detach(), "atomic_numbers": z}, trials=1, permute=False,
+                                                   energy=Tol(rtol=1e-9, floor=1.0))
 
 
 def test_imported_model_in_mlmm_mechanical_only(mace_models, nequip_models):
@@ -209,7 +203,7 @@ def test_imported_model_in_mlmm_mechanical_only(mace_models, nequip_models):
     model's own energy of the ion; the electrostatic embedding is refused (no predicted charges)."""
     from openmmml import MLPotential
 
-    from conftest import ammonium_water_mm
+    from helpers.systems import ammonium_water_mm
     from openmlip.ase import Calculator
 
     pdb, mm = ammonium_water_mm()
@@ -327,10 +321,8 @@ def test_energy_only_torchforce_equals_forces_output(mace_models):
         ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("CPU"))
         ctx.setPeriodicBoxVectors(*(np.asarray(atoms.cell) * units.ANGSTROM_TO_NM))
         for _ in range(2):  # a second evaluation must not reuse a freed graph
-            ctx.setPositions(atoms.positions * units.ANGSTROM_TO_NM)
-            st = ctx.getState(getEnergy=True, getForces=True)
-        got.append((st.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole),
-                    np.asarray(st.getForces(asNumpy=True).value_in_unit(u.kilojoule_per_mole / u.nanometer))))
+            e, f = openmm_energy_forces(ctx, atoms.positions * units.ANGSTROM_TO_NM)
+        got.append((e, f))
     (e1, f1), (e2, f2) = got
     assert abs(e1 - e2) < 1e-9 * abs(e1)
     assert np.abs(f1 - f2).max() < 1e-9 * np.abs(f1).max()

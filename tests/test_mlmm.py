@@ -10,7 +10,9 @@ import torch
 import openmm
 import openmm.app as app
 import openmm.unit as u
-from conftest import make_model, ammonium_water_mm
+from helpers.physics import (Tol, assert_charges_sum_to_total, assert_energy_forces_match, assert_forces_match_finite_differences,
+                             in_openmm_units, openmm_energy_forces)
+from helpers.systems import ammonium_water_mm, make_model
 from openmlip import units
 from openmlip.deploy import save_model
 from openmlip.errors import ChargeError, ModelFileError, SelectionError, UnsupportedElementError
@@ -24,17 +26,6 @@ def model_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "model.pt"
     save_model(make_model("allegro", "smoothmax", torch.float64, seed=3), path)
     return str(path)
-
-
-def _energy(system, positions, platform="Reference", groups=None, params=None):
-    ctx = openmm.Context(system, openmm.VerletIntegrator(0.0005), openmm.Platform.getPlatformByName(platform))
-    if system.usesPeriodicBoundaryConditions():
-        ctx.setPeriodicBoxVectors(*system.getDefaultPeriodicBoxVectors())
-    ctx.setPositions(positions)
-    for k, v in (params or {}).items():
-        ctx.setParameter(k, v)
-    st = ctx.getState(getEnergy=True, getForces=True, **({"groups": groups} if groups is not None else {}))
-    return st.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole), st.getForces(asNumpy=True).value_in_unit(u.kilojoule_per_mole / u.nanometer)
 
 
 def _t4l():
@@ -56,7 +47,7 @@ def test_entry_point_and_whole_system(model_file):
     with pytest.raises(ChargeError, match="pass charge=<integer>"):
         pot.createSystem(nh4.topology)  # NH4 has no Amber14 template: the charge must be given
     system = pot.createSystem(nh4.topology, charge=1)
-    e, f = _energy(system, nh4.positions)
+    e, f = openmm_energy_forces(system, nh4.positions)
     from openmlip.deploy import load_model
 
     model, _ = load_model(model_file)
@@ -64,8 +55,7 @@ def test_entry_point_and_whole_system(model_file):
     # no formalCharges given: the plugin puts the +1 on N (4 bonds), as the training data do
     ref = model({"pos": pos, "atomic_numbers": torch.tensor([7, 1, 1, 1, 1]), "total_charge": torch.tensor([1.0], dtype=torch.float64),
                  "formal_charges": torch.tensor([1.0, 0, 0, 0, 0], dtype=torch.float64)})
-    assert abs(e - ref["energy"].item() * units.EV_TO_KJ_PER_MOL) <= 1e-6 * abs(e)
-    np.testing.assert_allclose(f, ref["forces"].detach().numpy() * units.EV_PER_ANGSTROM_TO_KJ_PER_MOL_NM, rtol=1e-6, atol=1e-6)
+    assert_energy_forces_match((e, f), in_openmm_units(ref), energy=Tol(rtol=1e-6), forces=Tol(rtol=1e-6, atol=1e-6))
 
 
 def test_errors_with_fixes(model_file, tmp_path):
@@ -96,19 +86,19 @@ def test_mechanical_protein_ligand_decomposition(model_file):
     pot = MLPotential("openmlip", modelPath=model_file)
     mixed = pot.createMixedSystem(prm.topology, system, ligand)  # charge from MM charges: 0
     pos = crd.getPositions()
-    e_mm, _ = _energy(system, pos)
-    e_mixed, _ = _energy(mixed, pos)
+    e_mm, _ = openmm_energy_forces(system, pos)
+    e_mixed, _ = openmm_energy_forces(mixed, pos)
     lig_prm = app.AmberPrmtopFile(str(SYSTEMS / "t4l99a-pxylene" / "ligand.prmtop"))
     lig_system = lig_prm.createSystem(nonbondedMethod=app.NoCutoff, constraints=None)
     lig_pos = [pos[i] for i in ligand]
-    e_lig_mm, _ = _energy(lig_system, lig_pos)
+    e_lig_mm, _ = openmm_energy_forces(lig_system, lig_pos)
     ml_only = pot.createSystem(lig_prm.topology, charge=0)
-    e_lig_ml, _ = _energy(ml_only, lig_pos)
+    e_lig_ml, _ = openmm_energy_forces(ml_only, lig_pos)
     assert abs((e_mixed - e_mm) - (e_lig_ml - e_lig_mm)) <= 1e-6 * max(abs(e_mm), 1.0)
     # openmm-ml evaluates interpolated ML terms in a separate System without MM charges: give the charge
     interp = pot.createMixedSystem(prm.topology, system, ligand, interpolate=True, charge=0)
-    e0, _ = _energy(interp, pos, params={"lambda_interpolate": 0.0})
-    e1, _ = _energy(interp, pos, params={"lambda_interpolate": 1.0})
+    e0, _ = openmm_energy_forces(interp, pos, params={"lambda_interpolate": 0.0})
+    e1, _ = openmm_energy_forces(interp, pos, params={"lambda_interpolate": 1.0})
     assert abs(e0 - e_mm) <= 1e-6 * abs(e_mm) and abs(e1 - e_mixed) <= 1e-6 * abs(e_mm)
 
 
@@ -123,7 +113,7 @@ def test_electrostatic_embedding_hand_computation_and_forces(model_file):
     mixed = pot.createMixedSystem(pdb.topology, system, ml, embedding="electrostatic", forceGroup=1)
     pos = np.array(pdb.positions.value_in_unit(u.nanometer))
     box = np.array([v.value_in_unit(u.nanometer) for v in system.getDefaultPeriodicBoxVectors()])
-    e_group, f_group = _energy(mixed, pos, groups={1})
+    e_group, f_group = openmm_energy_forces(mixed, pos, groups={1})
     # hand computation: model energy and charges, MM charges, minimum image, shifted-force erf kernel
     from scipy.special import erf
 
@@ -150,19 +140,13 @@ def test_electrostatic_embedding_hand_computation_and_forces(model_file):
     assert abs(e_group - expected) <= 1e-6 * abs(expected)
     # forces on MM atoms = -dE/dx by central differences (the ML-force group only)
     near = np.argsort(np.linalg.norm(_min_image(pos - pos[0], box), axis=1))[6:9]
-    h = 1e-5
-    for atom in near:
-        for k in range(3):
-            p1, p2 = pos.copy(), pos.copy()
-            p1[atom, k] += h
-            p2[atom, k] -= h
-            fd = -(_energy(mixed, p1, groups={1})[0] - _energy(mixed, p2, groups={1})[0]) / (2 * h)
-            assert abs(fd - f_group[atom, k]) <= 1e-5 * max(abs(f_group[atom, k]), 1.0), (atom, k, fd, f_group[atom, k])
+    assert_forces_match_finite_differences(lambda p: openmm_energy_forces(mixed, p, groups={1})[0], pos, f_group, h=1e-5,
+                                           coords=[(atom, k) for atom in near for k in range(3)], tol=Tol(rtol=1e-5, floor=1.0))
     # total charge unchanged: MM charges left in the System + the ML region's Q = original total
     nb_new = next(f for f in mixed.getForces() if isinstance(f, openmm.NonbondedForce))
     q_left = sum(nb_new.getParticleParameters(i)[0].value_in_unit(u.elementary_charge) for i in range(mixed.getNumParticles()))
-    assert abs(q_left + q_ml.sum() - q_mm.sum()) <= 1e-9
-    assert abs(q_ml.sum() - 1.0) <= 1e-10
+    assert_charges_sum_to_total([q_left, *q_ml], q_mm.sum(), atol=1e-9, what="MM charges left + ML charges")
+    assert_charges_sum_to_total(q_ml, 1.0, atol=1e-10, what="ML region")
 
 
 def test_electrostatic_embedding_interpolation(model_file):
@@ -171,11 +155,11 @@ def test_electrostatic_embedding_interpolation(model_file):
     mixed = pot.createMixedSystem(pdb.topology, system, [0, 1, 2, 3, 4], embedding="electrostatic")
     interp = pot.createMixedSystem(pdb.topology, system, [0, 1, 2, 3, 4], embedding="electrostatic", interpolate=True)
     pos = pdb.positions
-    e_mm, _ = _energy(system, pos)
-    e_mixed, _ = _energy(mixed, pos)
-    e0, _ = _energy(interp, pos, params={"lambda_interpolate": 0.0})
-    e1, _ = _energy(interp, pos, params={"lambda_interpolate": 1.0})
-    e_half, _ = _energy(interp, pos, params={"lambda_interpolate": 0.5})
+    e_mm, _ = openmm_energy_forces(system, pos)
+    e_mixed, _ = openmm_energy_forces(mixed, pos)
+    e0, _ = openmm_energy_forces(interp, pos, params={"lambda_interpolate": 0.0})
+    e1, _ = openmm_energy_forces(interp, pos, params={"lambda_interpolate": 1.0})
+    e_half, _ = openmm_energy_forces(interp, pos, params={"lambda_interpolate": 0.5})
     assert abs(e0 - e_mm) <= 1e-6 * abs(e_mm)
     assert abs(e1 - e_mixed) <= 1e-6 * abs(e_mm)
     assert abs(e_half - 0.5 * (e_mm + e_mixed)) <= 1e-6 * abs(e_mm)
@@ -242,11 +226,8 @@ def test_mechanical_link_atoms_cut_covalent_bonds(model_file):
     with pytest.raises(SelectionError, match="without covalent bonds to MM atoms"):
         pot.createMixedSystem(prm.topology, system, ala, charge=0, embedding="electrostatic")
     pos = list(crd.getPositions())
-    ctx = openmm.Context(info["system"], openmm.VerletIntegrator(0.0005), openmm.Platform.getPlatformByName("Reference"))
-    ctx.setPositions(pos + [pos[0]] * n_caps)  # link sites are virtual: OpenMM places them
-    ctx.computeVirtualSites()
-    st = ctx.getState(getEnergy=True, getForces=True)
-    assert np.isfinite(st.getPotentialEnergy()._value) and np.all(np.isfinite(st.getForces(asNumpy=True)._value))
+    e, f = openmm_energy_forces(info["system"], pos + [pos[0]] * n_caps, virtual_sites=True)  # link sites are virtual: OpenMM places them
+    assert np.isfinite(e) and np.all(np.isfinite(f))
 
 
 def test_formal_charges_inferred_from_bonds_match_the_explicit_ones(model_file):
@@ -264,12 +245,12 @@ def test_formal_charges_inferred_from_bonds_match_the_explicit_ones(model_file):
     mlp = MLPotential("openmlip", modelPath=model_file)
     implicit = mlp.createMixedSystem(top, system, nh4, charge=1)
     explicit = mlp.createMixedSystem(top, system, nh4, charge=1, formalCharges=[1, 0, 0, 0, 0])
-    e1, f1 = _energy(implicit, pdb.positions)
-    e2, f2 = _energy(explicit, pdb.positions)
-    assert e1 == pytest.approx(e2, rel=1e-12) and np.allclose(f1, f2, rtol=1e-12, atol=1e-9)
+    e1, f1 = openmm_energy_forces(implicit, pdb.positions)
+    e2, f2 = openmm_energy_forces(explicit, pdb.positions)
+    assert_energy_forces_match((e1, f1), (e2, f2), energy=Tol(rtol=1e-12, floor=1.0), forces=Tol(rtol=1e-12, atol=1e-9))
     with pytest.warns(UserWarning, match="formalCharges"):
         spread = mlp.createMixedSystem(top, system, nh4, charge=-1)  # no bond rule gives -1 here
-    assert abs(_energy(spread, pdb.positions)[0] - e1) > 1e-6
+    assert abs(openmm_energy_forces(spread, pdb.positions)[0] - e1) > 1e-6
 
 
 def test_formal_charges_inferred_for_a_lysine_and_a_neutral_ligand():

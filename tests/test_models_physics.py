@@ -4,84 +4,49 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from e3nn import o3
 
-from conftest import ARCH_AGG, ammonium, ammonium_water_cluster, as_data, evaluate, make_model, tolerance, water
+from helpers.physics import (Tol, assert_charges_sum_to_total, assert_forces_match_finite_differences,
+                             assert_invariant_energy_equivariant_forces, assert_zero_net_force_and_torque,
+                             random_coordinates, tolerance)
+from helpers.systems import ARCH_AGG, ammonium, ammonium_water_cluster, as_data, evaluate, make_model, water
 from openmlip.units import COULOMB_EV_ANGSTROM
 
 pytestmark = pytest.mark.parametrize("arch,agg", ARCH_AGG)
 
 
-def _random_group_element(gen):
-    """Random rotation, random reflection (det -1 half the time), random translation, random permutation."""
-    R = o3.rand_matrix(generator=gen, dtype=torch.float64) if "generator" in o3.rand_matrix.__code__.co_varnames else o3.rand_matrix(dtype=torch.float64)
-    if torch.rand(1, generator=gen).item() < 0.5:
-        R = -R
-    t = torch.randn(3, generator=gen, dtype=torch.float64) * 3.0
-    return R, t
-
-
 def test_invariance_equivariance(arch, agg, dtype):
+    """4 random rotations (2+ improper) + translations + permutations: E, F, q transform as they must."""
     model = make_model(arch, agg, dtype, electrostatics=True)
     z, pos = ammonium_water_cluster(seed=1)
-    data = as_data(z, pos, dtype, charge=1.0)
-    ref = evaluate(model, data)
-    gen = torch.Generator().manual_seed(1234)
-    for trial in range(4):
-        torch.manual_seed(100 + trial)
-        R, t = _random_group_element(gen)
-        perm = torch.randperm(len(z), generator=gen)
-        if trial % 2:  # exercise reflections explicitly: always include one improper element
-            R = -R if torch.det(R) > 0 else R
-        R_d, t_d = R.to(dtype), t.to(dtype)
-        moved = dict(data)
-        moved["pos"] = (data["pos"] @ R_d.T + t_d)[perm]
-        moved["atomic_numbers"] = data["atomic_numbers"][perm]
-        out = evaluate(model, moved)
-        tol = tolerance(dtype)
-        scale = ref["energy"].abs().item() + 1.0
-        assert abs(out["energy"].item() - ref["energy"].item()) <= tol * scale * 10
-        f_scale = ref["forces"].abs().max().item() + 1e-3
-        torch.testing.assert_close(out["forces"], (ref["forces"] @ R_d.T)[perm], rtol=0, atol=tol * f_scale * 100)
-        torch.testing.assert_close(out["charges"], ref["charges"][perm], rtol=0, atol=tol * 100)
+    tol = tolerance(dtype)
+    assert_invariant_energy_equivariant_forces(
+        model, as_data(z, pos, dtype, charge=1.0), trials=4, seed=1234,
+        energy=Tol(rtol=10 * tol, atol=10 * tol),  # 10 tol (|E| + 1)
+        forces=Tol(rtol=100 * tol, atol=100 * tol * 1e-3, of="largest"),  # 100 tol (max|F| + 1e-3)
+        charges=Tol(atol=100 * tol))
 
 
 def test_forces_are_minus_gradient(arch, agg, dtype):
     model = make_model(arch, agg, dtype, electrostatics=True)
     z, pos = ammonium_water_cluster(seed=2)
     data = as_data(z, pos, dtype, charge=1.0)
-    forces = evaluate(model, data)["forces"].detach().to(torch.float64)
+    forces = evaluate(model, data)["forces"]
     h = 1e-5 if dtype == torch.float64 else 2e-3
     rtol = 1e-5 if dtype == torch.float64 else 3e-2
-    rng = np.random.default_rng(0)
-    fd = []
-    an = []
-    for _ in range(8):
-        a, k = int(rng.integers(len(z))), int(rng.integers(3))
-        e = []
-        for sign in (+1, -1):
-            d = dict(data)
-            p = data["pos"].clone()
-            p[a, k] += sign * h
-            d["pos"] = p
-            e.append(evaluate(model, d, compute_forces=False)["energy"].item())
-        fd.append(-(e[0] - e[1]) / (2 * h))
-        an.append(forces[a, k].item())
-    fd, an = np.array(fd), np.array(an)
-    err = np.abs(fd - an).max() / max(np.abs(an).max(), 1e-8)
-    assert err <= rtol, (fd, an)
+
+    def energy(p):
+        return evaluate(model, {**data, "pos": p}, compute_forces=False)["energy"].item()
+
+    # 8 random coordinates; error relative to the largest of the 8 force components
+    assert_forces_match_finite_differences(energy, data["pos"], forces, h=h, coords=random_coordinates(len(z), 8, seed=0),
+                                           tol=Tol(rtol=rtol, floor=1e-8, of="largest"))
 
 
 def test_zero_net_force_and_torque(arch, agg):
     model = make_model(arch, agg, torch.float64, electrostatics=True)
     z, pos = ammonium_water_cluster(seed=3)
     data = as_data(z, pos, torch.float64, charge=1.0)
-    f = evaluate(model, data)["forces"].detach()
-    p = data["pos"]
-    assert f.abs().max() > 1e-3  # a non-trivial force field
-    assert f.sum(0).abs().max().item() <= 1e-9
-    torque = torch.cross(p - p.mean(0), f, dim=1).sum(0)
-    assert torque.abs().max().item() <= 1e-9
+    assert_zero_net_force_and_torque(data["pos"], evaluate(model, data)["forces"], atol=1e-9, min_force=1e-3)
 
 
 def test_continuous_across_cutoff(arch, agg):
@@ -162,7 +127,7 @@ def test_total_charge_exact(arch, agg):
     z, pos = ammonium_water_cluster(seed=4)
     for q in (-2, -1, 0, 1, 2):
         out = evaluate(model, as_data(z, pos, torch.float64, charge=float(q)))
-        assert abs(out["charges"].sum().item() - q) <= 1e-10
+        assert_charges_sum_to_total(out["charges"], q, atol=1e-10, what=f"Q = {q}")
     # a batch of structures of different sizes and charges at once
     z2, p2 = water()
     data = {
@@ -172,8 +137,7 @@ def test_total_charge_exact(arch, agg):
         "total_charge": torch.tensor([1.0, -2.0], dtype=torch.float64),
     }
     out = evaluate(model, data)
-    sums = torch.zeros(2, dtype=torch.float64).index_add(0, data["batch"], out["charges"])
-    torch.testing.assert_close(sums, data["total_charge"], rtol=0, atol=1e-10)
+    assert_charges_sum_to_total(out["charges"], data["total_charge"], batch=data["batch"], atol=1e-10, what="batch")
 
 
 def test_batch_equals_separate(arch, agg):

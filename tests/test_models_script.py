@@ -7,7 +7,8 @@ import torch
 from ase.build import molecule
 from ase.neighborlist import neighbor_list as ase_neighbor_list
 
-from conftest import ARCH_AGG, ammonium_water_cluster, as_data, evaluate, make_model
+from helpers.physics import Tol, assert_charges_sum_to_total, assert_invariant_energy_equivariant_forces, assert_periodic_image_invariance
+from helpers.systems import ARCH_AGG, ammonium_water_cluster, as_data, evaluate, make_model
 from openmlip.models import ModelConfig, build_model, script_model
 from openmlip.nn import SpeciesIndex, neighbor_list
 
@@ -37,7 +38,7 @@ def test_default_config_scripts_and_runs(arch, dtype):
     out = scripted({"pos": torch.tensor(atoms.positions, dtype=dtype),
                     "atomic_numbers": torch.tensor(atoms.numbers), "total_charge": torch.zeros(1, dtype=dtype)})
     assert out["forces"].shape == (len(atoms), 3) and torch.isfinite(out["energy"]).all()
-    assert abs(out["charges"].sum().item()) < (1e-10 if dtype == torch.float64 else 1e-5)
+    assert_charges_sum_to_total(out["charges"], 0.0, atol=1e-10 if dtype == torch.float64 else 1e-5)
 
 
 def _triclinic_system(seed=0, n=24):
@@ -71,15 +72,14 @@ def test_periodic_invariance(arch):
     model = make_model(arch, "smoothmax", torch.float64, electrostatics=True, coulomb_cutoff=3.4)
     pos, cell, z = _triclinic_system(seed=1)
     base = as_data(z, pos, charge=0.0, cell=cell[None], pbc=np.array([[True, True, True]]))
-    ref = evaluate(model, base)
-    moved = dict(base)
-    p = base["pos"].clone()
-    p[3] += torch.tensor(cell[1] - 2 * cell[2])  # an atom moved by lattice vectors
-    p[5] -= torch.tensor(cell[0])
-    moved["pos"] = p
-    out = evaluate(model, moved)
-    torch.testing.assert_close(out["energy"], ref["energy"], rtol=1e-12, atol=1e-10)
-    torch.testing.assert_close(out["forces"], ref["forces"], rtol=1e-10, atol=1e-10)
+
+    def energy_forces(p):
+        out = evaluate(model, {**base, "pos": torch.tensor(p)})
+        return out["energy"].item(), out["forces"]
+
+    # atom 3 moved by b - 2c, atom 5 by -a
+    assert_periodic_image_invariance(energy_forces, pos, cell, moves={3: (0, 1, -2), 5: (-1, 0, 0)},
+                                     energy=Tol(rtol=1e-12, atol=1e-10), forces=Tol(rtol=1e-10, atol=1e-10))
 
 
 def test_config_errors_name_the_problem():
@@ -106,17 +106,11 @@ def test_unsupported_element_message():
 @pytest.mark.parametrize("l_max,parity", [(0, False), (2, True), (3, False)])
 def test_other_irreps_settings_are_equivariant_and_script(arch, l_max, parity):
     """Full O(3) features (both parities) and l_max 0..3: invariant energy, equivariant forces, scriptable."""
-    from e3nn import o3
-
     model = make_model(arch, "smoothmax", torch.float64, l_max=l_max, parity=parity, electrostatics=True)
     z, pos = ammonium_water_cluster(seed=8)
     data = as_data(z, pos, charge=1.0)
-    ref = evaluate(model, data)
-    R = -o3.rand_matrix(dtype=torch.float64)  # improper: rotation + inversion
-    moved = dict(data)
-    moved["pos"] = data["pos"] @ R.T + 1.5
-    out = evaluate(model, moved)
-    assert abs(out["energy"].item() - ref["energy"].item()) <= 1e-9 * (1 + abs(ref["energy"].item()))
-    torch.testing.assert_close(out["forces"], ref["forces"] @ R.T, rtol=0, atol=1e-9)
+    # one improper element (rotation + inversion) and a translation
+    assert_invariant_energy_equivariant_forces(model, data, trials=1, improper="always", permute=False,
+                                               energy=Tol(rtol=1e-9, atol=1e-9), forces=Tol(atol=1e-9))
     scripted = script_model(model)
-    torch.testing.assert_close(evaluate(scripted, data)["energy"], ref["energy"], rtol=1e-6, atol=1e-12)
+    torch.testing.assert_close(evaluate(scripted, data)["energy"], evaluate(model, data)["energy"], rtol=1e-6, atol=1e-12)

@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
+from helpers.physics import Tol, assert_forces_match_finite_differences, assert_zero_net_force_and_torque
+from helpers.systems import ammonium_water_cluster, as_data, evaluate, make_model
+from openmlip import units
 from openmlip.nn.neighbors import brute_force_pairs, cell_list_pairs
 
 
@@ -78,3 +82,65 @@ def test_cell_list_is_used_and_scales():
     a, _ = brute_force_pairs(torch.tensor(pos), 5.0, torch.tensor(box))
     b, _ = cell_list_pairs(torch.tensor(pos), 5.0, torch.tensor(box))
     assert {tuple(x) for x in a.t().tolist()} == {tuple(x) for x in b.t().tolist()}
+
+
+# ------------------------------------------------------------------------------- a model on the periodic paths
+
+_BOXES = {"cubic": np.diag([14.0, 14.0, 14.0]),  # 14 Å / 4.5 Å cutoff: 3 cells per direction, the cell list's minimum
+          "triclinic": np.array([[15.0, 0.0, 0.0], [3.0, 15.0, 0.0], [-2.5, 3.5, 15.0]])}  # OpenMM's reduced form
+
+
+def _cluster_across_the_corner(box):
+    """NH4+(H2O)2 centred on a corner of ``box`` and wrapped into it: its atoms sit at all faces and interact
+    only through the periodic boundary.  Returns (z, wrapped positions, unwrapped positions), Å."""
+    z, pos = ammonium_water_cluster(seed=9)
+    pos = pos - pos.mean(0) + 0.01  # off the corner itself (no atom exactly on a face)
+    frac = np.linalg.solve(box.T, pos.T).T
+    return z, (frac - np.floor(frac)) @ box, pos
+
+
+@pytest.mark.parametrize("box_name", list(_BOXES))
+@pytest.mark.parametrize("route", ["openmm-cell-list", "model-periodic"])
+def test_periodic_paths_forces_are_minus_gradient_across_the_boundary(route, box_name, monkeypatch):
+    """A model evaluated through a periodic neighbour list (the OpenMM module with the cell list, or the model's
+    own list given a cell) on a cluster split by the box faces: the forces on four atoms whose pairs cross the
+    boundary equal −dE/dx by central differences (float64, every Cartesian component), the net force vanishes,
+    and the energy is that of the unsplit cluster without a box (its images are beyond the cutoff)."""
+    from openmlip.nn import neighbors
+    from openmlip.openmm import OpenMMPotential
+
+    box = _BOXES[box_name]
+    model = make_model("allegro", "smoothmax", torch.float64)
+    z, pos, unwrapped = _cluster_across_the_corner(box)
+    e_open = evaluate(model, as_data(z, unwrapped))["energy"].item()
+    if route == "openmm-cell-list":
+        def boom(*args):
+            raise AssertionError("cell_list_pairs fell back to brute force: the box holds fewer than 3 cells")
+
+        monkeypatch.setattr(neighbors, "brute_force_pairs", boom)  # the cell list itself must run
+        pots = {flag: OpenMMPotential(model, z.tolist(), periodic=True, neighbor_method="cell", output_forces=flag,
+                                      dtype=torch.float64) for flag in (False, True)}
+        box_nm = torch.tensor(box / 10.0)
+
+        def energy_forces(p, forces=True):  # Å in, eV and eV/Å out (the module works in nm and kJ/mol)
+            e, f = pots[forces](torch.as_tensor(p) / 10.0, box_nm)
+            return e.item() * units.KJ_PER_MOL_TO_EV, f.numpy() * units.KJ_PER_MOL_NM_TO_EV_PER_ANGSTROM
+
+        edges, shifts = neighbors.cell_list_pairs(torch.tensor(pos), model.cutoff, torch.tensor(box))
+    else:
+        base = as_data(z, pos, cell=box[None], pbc=np.array([[True, True, True]]))
+
+        def energy_forces(p, forces=True):
+            out = evaluate(model, {**base, "pos": torch.as_tensor(p)}, compute_forces=forces)
+            return out["energy"].item(), out["forces"].detach().numpy() if forces else None
+
+        edges, shifts = neighbors.neighbor_list(torch.tensor(pos), torch.zeros(len(z), dtype=torch.long), model.cutoff, 1,
+                                                torch.tensor(box)[None], torch.ones((1, 3), dtype=torch.bool))
+    across = sorted({int(i) for i in edges[:, shifts.abs().sum(1) > 0].reshape(-1)})
+    assert len(across) >= 4, "the cluster must interact through the boundary"
+    e, f = energy_forces(pos)
+    assert e == pytest.approx(e_open, rel=1e-12, abs=1e-12)
+    assert_zero_net_force_and_torque(pos, f, atol=1e-10, min_force=1e-3, torque=False)
+    assert_forces_match_finite_differences(lambda p: energy_forces(p, forces=False)[0], pos, f, h=1e-5,
+                                           coords=[(a, k) for a in across[:4] for k in range(3)],
+                                           tol=Tol(rtol=1e-6, floor=1e-2), what=f"{route}, {box_name} box")

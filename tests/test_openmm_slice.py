@@ -9,7 +9,8 @@ import torch
 
 import openmm
 import openmm.unit as u
-from conftest import ammonium_water_cluster, make_model
+from helpers.physics import Tol, assert_energy_forces_match, assert_periodic_image_invariance, in_openmm_units, openmm_energy_forces
+from helpers.systems import ammonium_water_cluster, make_model
 from openmlip import units
 from openmlip.openmm import OpenMMPotential, create_force
 
@@ -43,32 +44,23 @@ def _context(potential, platform, n_particles, backend="torchforce", box=None):
     return ctx
 
 
-def _state(ctx, pos_nm):
-    ctx.setPositions(pos_nm)
-    st = ctx.getState(getEnergy=True, getForces=True)
-    return st.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole), st.getForces(asNumpy=True).value_in_unit(
-        u.kilojoule_per_mole / u.nanometer
-    )
-
-
 @pytest.mark.parametrize("platform", PLATFORMS)
 @pytest.mark.parametrize("output_forces", [False, True])
 def test_analytic_wiring_exact(platform, output_forces):
     rng = np.random.default_rng(0)
     pos = rng.normal(size=(6, 3))
     pot = OpenMMPotential(Analytic(), [1] * 6, dtype=torch.float64, output_forces=output_forces)
-    e, f = _state(_context(pot, platform, 6), pos)
+    e, f = openmm_energy_forces(_context(pot, platform, 6), pos)
     x_a = pos * 10.0
     np.testing.assert_allclose(e, (x_a**2).sum() * units.EV_TO_KJ_PER_MOL, rtol=1e-6)  # platform stores float energies
     np.testing.assert_allclose(f, -2.0 * x_a * units.EV_PER_ANGSTROM_TO_KJ_PER_MOL_NM, rtol=1e-6)
 
 
 def _reference(model, z, pos_nm, charge, dtype):
+    """The model called directly, in OpenMM's units (kJ/mol, kJ/mol/nm)."""
     data = {"pos": torch.tensor(pos_nm * 10.0, dtype=dtype), "atomic_numbers": torch.tensor(z),
             "total_charge": torch.tensor([charge], dtype=dtype)}
-    out = model(data)
-    return (out["energy"].sum().item() * units.EV_TO_KJ_PER_MOL,
-            out["forces"].detach().double().numpy() * units.EV_PER_ANGSTROM_TO_KJ_PER_MOL_NM)
+    return in_openmm_units(model(data))
 
 
 @pytest.mark.parametrize("arch", ["allegro", "nequip"])
@@ -82,9 +74,9 @@ def test_openmm_equals_model(arch, dtype, rtol, backend):
     for platform in PLATFORMS:
         for output_forces in (False, True):
             pot = OpenMMPotential(model, z, total_charge=1.0, dtype=dtype, output_forces=output_forces)
-            e, f = _state(_context(pot, platform, len(z), backend), pos)
-            assert abs(e - e_ref) <= rtol * abs(e_ref), (platform, output_forces, e, e_ref)
-            assert np.abs(f - f_ref).max() <= rtol * np.abs(f_ref).max(), (platform, output_forces)
+            got = openmm_energy_forces(_context(pot, platform, len(z), backend), pos)
+            assert_energy_forces_match(got, (e_ref, f_ref), energy=Tol(rtol=rtol), forces=Tol(rtol=rtol, of="largest"),
+                                       what=f"{platform}, output_forces={output_forces}")
 
 
 def test_subset_of_particles_and_md_finite():
@@ -101,12 +93,11 @@ def test_subset_of_particles_and_md_finite():
         all_pos[order.index(11 + k)] = p
     pot = OpenMMPotential(model, z, indices=ml_index, num_particles=14, total_charge=1.0, dtype=torch.float32)
     ctx = _context(pot, "CPU", 14)
-    e, f = _state(ctx, all_pos / 10.0)
+    e, f = openmm_energy_forces(ctx, all_pos / 10.0)
     others = [i for i in range(14) if i not in ml_index]
     assert np.abs(f[others]).max() == 0.0
     e_ref, f_ref = _reference(model, z, pos_a / 10.0, 1.0, torch.float32)
-    assert abs(e - e_ref) <= 1e-4 * abs(e_ref)
-    np.testing.assert_allclose(f[ml_index], f_ref, atol=1e-4 * np.abs(f_ref).max())
+    assert_energy_forces_match((e, f[ml_index]), (e_ref, f_ref), energy=Tol(rtol=1e-4), forces=Tol(rtol=1e-7, rtol_largest=1e-4))
     integ = openmm.LangevinMiddleIntegrator(300 * u.kelvin, 1 / u.picosecond, 0.25 * u.femtosecond)
     system = openmm.System()
     for _ in range(14):
@@ -145,17 +136,9 @@ def test_periodic_translation_and_wrapping(triclinic, method):
     z, pos, box = _water_box(triclinic=triclinic)
     pot = OpenMMPotential(model, z.tolist(), periodic=True, dtype=torch.float64, neighbor_method=method)
     ctx = _context(pot, "Reference", len(z), box=box / 10.0)
-    e0, f0 = _state(ctx, pos / 10.0)
-    moved = pos.copy()
-    moved[4] += box[1]
-    moved[17] -= box[2] + box[0]
-    e1, f1 = _state(ctx, moved / 10.0)
-    frac = np.linalg.solve(box.T, pos.T).T
-    wrapped = (frac - np.floor(frac)) @ box
-    e2, f2 = _state(ctx, wrapped / 10.0)
-    for e, f in ((e1, f1), (e2, f2)):
-        assert abs(e - e0) <= 1e-9 * abs(e0)
-        np.testing.assert_allclose(f, f0, atol=1e-8 * np.abs(f0).max())
+    # atom 4 moved by b, atom 17 by -(a + c); then every atom wrapped into the cell
+    assert_periodic_image_invariance(lambda p: openmm_energy_forces(ctx, p / 10.0), pos, box, moves={4: (0, 1, 0), 17: (-1, 0, -1)},
+                                     wrap=True, energy=Tol(rtol=1e-9), forces=Tol(rtol=1e-7, rtol_largest=1e-8))
 
 
 def test_box_too_small_and_bad_indices():

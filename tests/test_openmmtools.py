@@ -17,6 +17,8 @@ import openmmtorch  # noqa: F401  (so that System.getForce returns TorchForce, n
 openmmtools = pytest.importorskip("openmmtools")
 from openmmml import MLPotential  # noqa: E402
 
+from helpers.physics import openmm_energy  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "plugins" / "openmlip-xtb-v3" / "openmlip_plugin_openmlip_xtb_v3" / "model.pt"
 ML_ATOMS = [0, 1, 2, 3, 4]  # NH4+
@@ -47,12 +49,7 @@ def _is_ml(force) -> bool:
 
 
 def _energy(system, pos, params=None, groups=None):
-    ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("CPU"), {"Threads": "1"})
-    ctx.setPositions(pos)
-    for k, v in (params or {}).items():
-        ctx.setParameter(k, v)
-    st = ctx.getState(getEnergy=True, **({"groups": groups} if groups is not None else {}))
-    return st.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
+    return openmm_energy(system, pos, platform="CPU", properties={"Threads": "1"}, params=params, groups=groups)
 
 
 def test_alchemical_factory_on_mlmm_system(cluster):

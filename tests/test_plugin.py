@@ -8,7 +8,7 @@ import textwrap
 import pytest
 import torch
 
-from conftest import make_model
+from helpers.systems import make_model
 from openmlip.deploy import save_model
 from openmlip.plugin import create_plugin
 

@@ -15,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from helpers.workflow import job_stats
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
@@ -50,18 +51,6 @@ def _snake(tmp: Path, *args, timeout=1200):
     return proc, proc.stdout + proc.stderr
 
 
-def _job_stats(output: str) -> dict:
-    """Job counts from Snakemake's 'Job stats' table (the DAG)."""
-    block = output.split("Job stats:", 1)[1]
-    counts = {}
-    for line in block.splitlines()[3:]:
-        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
-        if not m:
-            break
-        counts[m.group(1)] = int(m.group(2))
-    return counts
-
-
 def _slurm_jobs(output: str) -> list[tuple[str, str, str]]:
     """(SLURM job id, rule, state) of every job SLURM holds for this run: the plugin names each job after
     the run ID and puts rule_<rule>[_wildcards_<w>] in its comment; MinJobAge=3600 keeps finished jobs."""
@@ -94,7 +83,7 @@ def test_smoke_workflow_runs_every_job_through_sbatch(slurm_smoke):
         assert run["smoke"] is True and Path(run["potential"]).resolve() == (out / "model.pt").resolve()
         assert json.loads((out / "analysis" / name / "checks.json").read_text())
     # every job of the DAG but the target rule `all` (no command, done by Snakemake itself) went to SLURM
-    dag = _job_stats(output)
+    dag = job_stats(output)
     expected = {rule: n for rule, n in dag.items() if rule not in ("all", "total")}
     assert sum(expected.values()) == dag["total"] - 1 == 9
     jobs = _slurm_jobs(output)

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import openmm
 import openmm.app as app
 import openmm.unit as u
 from ase import Atoms
-from conftest import ammonium, water, ammonium_water_mm
+from helpers.physics import Tol, assert_energy_forces_match, openmm_energy_forces
+from helpers.systems import ammonium, ammonium_water_mm, water
 from openmlip import units
 from openmlip.charges import bonds_from_positions, formal_charges_from_bonds, resolve_charge_state, total_charge
 from openmlip.errors import ChargeError, ConfigError, GeometryError, ModelFileError, SelectionError
@@ -37,16 +37,8 @@ def _calc(**kw):
 
 
 def _energy(system, positions, params=None):
-    ctx = openmm.Context(system, openmm.VerletIntegrator(0.0005), openmm.Platform.getPlatformByName("Reference"))
-    if system.usesPeriodicBoundaryConditions():
-        ctx.setPeriodicBoxVectors(*system.getDefaultPeriodicBoxVectors())
-    ctx.setPositions(positions)
-    ctx.computeVirtualSites()
-    for k, v in (params or {}).items():
-        ctx.setParameter(k, v)
-    st = ctx.getState(getEnergy=True, getForces=True)
-    return st.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole), st.getForces(asNumpy=True).value_in_unit(
-        u.kilojoule_per_mole / u.nanometer)
+    """(kJ/mol, kJ/mol/nm) on the Reference platform, virtual sites (link-atom caps) placed."""
+    return openmm_energy_forces(system, positions, params=params, virtual_sites=True)
 
 
 def _nh4():
@@ -282,15 +274,16 @@ def test_ase_infers_formal_charges_like_the_openmm_route(pot):
     for e, f in results[1:]:
         assert e == results[0][0] and np.array_equal(f, results[0][1])
     e_openmm, f_openmm = _energy(pot.createSystem(top, charge=1), pos_nm)
-    assert e_openmm == pytest.approx(results[0][0] * units.EV_TO_KJ_PER_MOL, rel=1e-6)  # float32 model
+    # float32 model: energies to 1e-6 (pytest.approx(rel=1e-6): max(1e-6 |E|, 1e-12))
+    assert_energy_forces_match((e_openmm, None), (results[0][0] * units.EV_TO_KJ_PER_MOL, None), energy=Tol(rtol=1e-6, floor=1e-6))
     # double precision on both routes: equal to float64 rounding
     e64, f64 = _energy(pot.createSystem(top, charge=1, precision="double"), pos_nm)
     a = Atoms(numbers=z, positions=pos, info={"charge": 1})
     import torch
 
     a.calc = _calc(dtype=torch.float64)
-    assert e64 == pytest.approx(a.get_potential_energy() * units.EV_TO_KJ_PER_MOL, rel=1e-12)
-    np.testing.assert_allclose(f64, a.get_forces() * units.EV_PER_ANGSTROM_TO_KJ_PER_MOL_NM, rtol=1e-9, atol=1e-8)
+    assert_energy_forces_match((e64, f64), (a.get_potential_energy() * units.EV_TO_KJ_PER_MOL, a.get_forces() * units.EV_PER_ANGSTROM_TO_KJ_PER_MOL_NM),
+                               energy=Tol(rtol=1e-12, floor=1.0), forces=Tol(rtol=1e-9, atol=1e-8), what="OpenMM vs ASE, float64")
 
 
 def test_ase_nh4_bond_length_with_only_the_total_charge():

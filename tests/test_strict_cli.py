@@ -18,7 +18,7 @@ import openmm
 import openmm.app as app
 import openmm.unit as u
 
-from conftest import make_model, water_like_mdtraj_topology
+from helpers.systems import make_model, water_like_mdtraj_topology
 from openmlip import cli
 from openmlip.errors import ConfigError, DataFileError, OutputError, ResumeError, SelectionError
 from openmlip.md import MDRunner

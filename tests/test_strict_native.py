@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ammonium_water_cluster, as_data, evaluate, make_model
+from helpers.systems import ammonium_water_cluster, as_data, evaluate, make_model
 from openmlip.errors import GeometryError, UnsupportedElementError
 from openmlip.nn.neighbors import neighbor_list
 from openmlip.openmm import OpenMMPotential
@@ -30,7 +30,7 @@ _NATIVE_SCRIPT = r'''
 import json, sys
 import numpy as np, torch
 import openmlip, openmm
-from conftest import ammonium_water_cluster, make_model
+from helpers.systems import ammonium_water_cluster, make_model
 from openmlip.openmm import OpenMMPotential, create_force
 from openmlip.openmm.embedding import EmbeddedPotential
 torch.set_num_threads(1)

@@ -4,46 +4,18 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
-
-
-def _snake(*args, timeout=600):
-    # the rules call `openmlip`: put this environment's scripts first on PATH, as an activated venv would
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    return subprocess.run([SNAKEMAKE, "-s", "workflows/Snakefile", "--nolock", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout, env=env)
-
-
-def _out(proc) -> str:
-    return proc.stdout + proc.stderr  # snakemake writes its job table to either, depending on version and logger
-
-
-def _jobs(output: str) -> dict:
-    """Job counts from snakemake's 'Job stats' table."""
-    block = output.split("Job stats:", 1)[1]
-    counts = {}
-    for line in block.splitlines()[3:]:
-        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
-        if not m:
-            break
-        counts[m.group(1)] = int(m.group(2))
-    return counts
+from helpers.workflow import job_stats, output, snakemake
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     out = tmp_path_factory.mktemp("wf") / "results"
     t0 = time.perf_counter()
-    proc = _snake("--cores", "2", "--configfile", "workflows/config/smoke.yaml", "--config", f"output={out}")
+    proc = snakemake("--cores", "2", "--configfile", "workflows/config/smoke.yaml", "--config", f"output={out}")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out, time.perf_counter() - t0
 
@@ -70,46 +42,46 @@ def test_changing_an_upstream_file_reruns_only_its_dependents(smoke):
     bare `touch` of a small file whose bytes did not change reruns nothing; changed bytes do."""
     out, _ = smoke
     args = ("-n", "--cores", "2", "--configfile", "workflows/config/smoke.yaml", "--config", f"output={out}")
-    assert "Nothing to be done" in _out(_snake(*args))
+    assert "Nothing to be done" in output(snakemake(*args))
     saved = {p: (p.read_bytes(), p.stat()) for p in (out / "model.pt", out / "data" / "dataset.h5")}
     try:
         later = time.time() + 10
         model = out / "model.pt"
         model.write_bytes(saved[model][0] + b"\0")  # a changed model file (a dry run never loads it)
         os.utime(model, (later, later))
-        assert _jobs(_out(_snake(*args))) == {"md": 2, "analyze": 2, "report": 1, "all": 1, "total": 6}
+        assert job_stats(output(snakemake(*args))) == {"md": 2, "analyze": 2, "report": 1, "all": 1, "total": 6}
         data = out / "data" / "dataset.h5"
         data.write_bytes(saved[data][0] + b"\0")
         os.utime(data, (later + 10, later + 10))
-        assert _jobs(_out(_snake(*args))) == {"train_config": 1, "train": 1, "deploy": 1, "md": 2, "analyze": 2,
+        assert job_stats(output(snakemake(*args))) == {"train_config": 1, "train": 1, "deploy": 1, "md": 2, "analyze": 2,
                                               "report": 1, "all": 1, "total": 9}
     finally:
         for p, (content, st) in saved.items():
             p.write_bytes(content)
             os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert "Nothing to be done" in _out(_snake(*args))
+    assert "Nothing to be done" in output(snakemake(*args))
 
 
 def test_full_workflow_dry_run():
-    proc = _snake("-n", "--cores", "2", "--configfile", "workflows/config/default.yaml", "--config", "output=/tmp/openmlip-dry")
+    proc = snakemake("-n", "--cores", "2", "--configfile", "workflows/config/default.yaml", "--config", "output=/tmp/openmlip-dry")
     assert proc.returncode == 0, proc.stderr
-    jobs = _jobs(_out(proc))
+    jobs = job_stats(output(proc))
     assert jobs == {"generate_data": 1, "train_config": 1, "train": 1, "deploy": 1, "md": 6, "analyze": 6, "report": 1,
                     "all": 1, "total": 18}
 
 
 def test_lint_is_clean():
-    proc = _snake("--lint", "--configfile", "workflows/config/smoke.yaml")
+    proc = snakemake("--lint", "--configfile", "workflows/config/smoke.yaml")
     assert proc.returncode == 0
     assert "Congratulations, your workflow is in a good condition!" in proc.stdout + proc.stderr
 
 
 def test_missing_config_is_a_clear_error():
-    proc = _snake("-n")
-    assert proc.returncode != 0 and "no configuration: run with --configfile" in _out(proc)
+    proc = snakemake("-n")
+    assert proc.returncode != 0 and "no configuration: run with --configfile" in output(proc)
 
 
 def test_config_is_schema_validated():
-    proc = _snake("-n", "--configfile", "workflows/config/smoke.yaml", "--config", "output=/tmp/x", "bogus=1")
+    proc = snakemake("-n", "--configfile", "workflows/config/smoke.yaml", "--config", "output=/tmp/x", "bogus=1")
     assert proc.returncode != 0
     assert "bogus" in proc.stdout + proc.stderr
