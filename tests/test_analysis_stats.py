@@ -52,6 +52,13 @@ def test_many_particles_give_the_error_from_groups_of_particles_and_d_is_their_m
     assert 0.5 < np.std(z) < 2.0, np.std(z)
 
 
+def test_a_short_run_of_one_particle_still_gets_d_with_the_whole_run_window():
+    """Too few frames for a block-sized window (< 3 lags): the window of the whole run, and no block error."""
+    r = compute_msd(_walkers(1, 12, 0.02, 0.1), "all")
+    assert r["fit_window_ps"] == pytest.approx((0.11, 0.55)) and np.isfinite(r["D_1e-5_cm2_per_s"])
+    assert np.isnan(r["D_err_nm2_per_ps"]) and "too short" in r["D_err_method"]
+
+
 def test_too_short_for_blocks_says_so():
     r = compute_msd(_walkers(1, 30, 0.02, 0.1), "all", fit_window=(0.5, 2.0))
     assert np.isnan(r["D_err_nm2_per_ps"]) and "too short for two independent time blocks" in r["D_err_method"]

@@ -164,7 +164,7 @@ def compute_msd(traj, selection: str, fit_window: Optional[Tuple[float, float]] 
     The error of D is the standard error over ``n_blocks`` independent parts fitted over the same window
     (:func:`openmlip.analysis.core.diffusion_replicas`): groups of particles when the selection has at least
     ``2 * n_blocks``, else time blocks.  The default window is 10–50 % of the longest lag, for few particles
-    of the longest lag of one time block (so that the blocks can use it too).  The least-squares error of the
+    of the longest lag of one time block (so that the blocks can use it too) when that holds three lags.  The least-squares error of the
     single fit (``D_fit_err_*``) is reported beside it; it understates the uncertainty several-fold.  With
     ``viscosity_mPa_s`` and ``temperature_K`` (and a periodic, cubic box) the Yeh–Hummer finite-size
     correction is added: ``D_infinite_*``.
@@ -176,8 +176,10 @@ def compute_msd(traj, selection: str, fit_window: Optional[Tuple[float, float]] 
     dt = float(traj.timestep) if traj.n_frames > 1 else 1.0
     lags = np.arange(traj.n_frames) * dt
     if fit_window is None:
-        span = lags[-1] if len(idx) >= 2 * n_blocks else lags[-1] / n_blocks
-        fit_window = (0.1 * span, 0.5 * span)
+        fit_window = (0.1 * lags[-1], 0.5 * lags[-1])
+        block = (0.1 * lags[-1] / n_blocks, 0.5 * lags[-1] / n_blocks)
+        if len(idx) < 2 * n_blocks and np.sum((lags >= block[0]) & (lags <= block[1])) >= 3:
+            fit_window = block  # few particles: a window the time blocks can use too (when it holds >= 3 lags)
     D, fit_err = diffusion_coefficient(lags, msd, fit_window)
     d_blocks, parts = diffusion_replicas(x, dt, fit_window, n_blocks)
     if len(d_blocks) >= 2:
