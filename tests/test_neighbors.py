@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 from helpers.physics import Tol, assert_forces_match_finite_differences, assert_zero_net_force_and_torque
 from helpers.systems import ammonium_water_cluster, as_data, evaluate, make_model
 from openmlip import units
-from openmlip.nn.neighbors import brute_force_pairs, cell_list_pairs
+from openmlip.nn.neighbors import brute_force_pairs, cell_list_pairs, minimum_image
 
 
 def _reference(pos, cutoff, box):
@@ -72,6 +72,35 @@ def test_brute_and_cell_lists_equal_reference(system):
         assert set(got) == ref, fn.__name__
         vec = p[edge[1]] - p[edge[0]] + shift
         assert bool((torch.linalg.norm(vec, dim=1) < cutoff).all())
+
+
+def _random_cell(rng, kind):
+    if kind == "general":  # skewed, not reduced, either handedness (e.g. from ASE)
+        return np.diag(rng.uniform(8.0, 14.0, 3)) + rng.uniform(-4.0, 4.0, (3, 3))
+    a, b, c = rng.uniform(20.0, 40.0, 3)  # OpenMM's reduced form: |b_x| <= a_x/2, |c_x| <= a_x/2, |c_y| <= b_y/2
+    return np.array([[a, 0, 0], [rng.uniform(-0.5, 0.5) * a, b, 0], [rng.uniform(-0.5, 0.5) * a, rng.uniform(-0.5, 0.5) * b, c]])
+
+
+@pytest.mark.parametrize("kind", ["general", "reduced"])
+@pytest.mark.parametrize("seed", range(5))
+def test_minimum_image_equals_brute_force_over_27_images(kind, seed):
+    """Vectors v shorter than half the smallest perpendicular width, moved by up to one lattice vector along each
+    axis: the function returns v, which the search over the 27 neighbouring images also finds (float64, 1e-12);
+    one shared cell [3,3] and per-vector cells [P,3,3], eager and TorchScript alike."""
+    rng = np.random.default_rng(seed)
+    cell = _random_cell(rng, kind)
+    half_width = 0.5 / np.linalg.norm(np.linalg.inv(cell), axis=0).max()  # 1/|column k of inv(cell)| = width k
+    u = rng.normal(size=(500, 3))
+    v = u / np.linalg.norm(u, axis=1, keepdims=True) * rng.uniform(0.0, 0.999 * half_width, (500, 1))
+    raw = v + rng.integers(-1, 2, (500, 3)) @ cell
+    images = np.array(list(np.ndindex(3, 3, 3))) - 1
+    cand = raw[:, None, :] + (images @ cell)[None]
+    brute = cand[np.arange(500), np.linalg.norm(cand, axis=2).argmin(axis=1)]
+    np.testing.assert_allclose(brute, v, rtol=0, atol=1e-12)
+    scripted = torch.jit.script(minimum_image)
+    for fn in (minimum_image, scripted):
+        for c in (torch.tensor(cell), torch.tensor(cell).expand(500, 3, 3)):
+            np.testing.assert_allclose(fn(torch.tensor(raw), c).numpy(), brute, rtol=0, atol=1e-12)
 
 
 def test_cell_list_is_used_and_scales():

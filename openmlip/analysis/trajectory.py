@@ -186,13 +186,12 @@ def compute_msd(traj, selection: str, fit_window: Optional[Tuple[float, float]] 
         err, method = float(np.std(d_blocks, ddof=1) / np.sqrt(len(d_blocks))), f"standard error over {parts}"
     else:
         err, method = float("nan"), f"none: {parts} with this fit window (only the single fit's error is known)"
-    c = NM2_PER_PS_IN_1E5_CM2_PER_S
+    c, fit = NM2_PER_PS_IN_1E5_CM2_PER_S, (lags >= fit_window[0]) & (lags <= fit_window[1])
     out: Dict[str, object] = {
         "lag_time": lags, "msd": msd, "D_nm2_per_ps": D, "D_err_nm2_per_ps": err, "D_1e-5_cm2_per_s": D * c,
         "D_err_1e-5_cm2_per_s": err * c, "D_err_method": method, "D_blocks_1e-5_cm2_per_s": (d_blocks * c).tolist(),
         "D_fit_err_1e-5_cm2_per_s": fit_err * c, "fit_window_ps": tuple(float(t) for t in fit_window),
-        "fit_intercept_nm2": float(np.mean(msd[(lags >= fit_window[0]) & (lags <= fit_window[1])]
-                                           - 6 * D * lags[(lags >= fit_window[0]) & (lags <= fit_window[1])])),
+        "fit_intercept_nm2": float(np.mean(msd[fit] - 6 * D * lags[fit])),
     }
     if viscosity_mPa_s is not None:
         if temperature_K is None or boxes is None:

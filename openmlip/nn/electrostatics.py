@@ -14,6 +14,7 @@ from typing import Optional
 import torch
 
 from ..units import COULOMB_EV_ANGSTROM
+from .neighbors import minimum_image
 
 
 def coulomb_kernel(r: torch.Tensor, damping: float, cutoff: float) -> torch.Tensor:
@@ -25,13 +26,6 @@ def coulomb_kernel(r: torch.Tensor, damping: float, cutoff: float) -> torch.Tens
     dgc = 2.0 / (damping * math.sqrt(math.pi)) * math.exp(-((cutoff / damping) ** 2)) / cutoff - gc / cutoff
     phi = g - gc - dgc * (r - cutoff)
     return phi * (r < cutoff).to(r.dtype)
-
-
-def minimum_image(vec: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
-    """Minimum-image vectors ``vec`` [P, 3] for per-pair cells ``cell`` [P, 3, 3] (rows = lattice vectors)."""
-    frac = torch.linalg.solve(cell.transpose(1, 2), vec.unsqueeze(-1)).squeeze(-1)
-    frac = frac - torch.round(frac)
-    return (frac.unsqueeze(1) @ cell).squeeze(1)
 
 
 class DampedCoulomb(torch.nn.Module):
@@ -72,8 +66,7 @@ class DampedCoulomb(torch.nn.Module):
             if cell is not None and pbc is not None:
                 periodic = pbc.reshape(-1).any()
                 safe = torch.where(periodic, cell.reshape(3, 3), torch.eye(3, dtype=pos.dtype, device=pos.device))
-                frac = vec @ torch.linalg.inv_ex(safe)[0]
-                vec = torch.where(periodic, (frac - torch.round(frac)) @ safe, vec)
+                vec = torch.where(periodic, minimum_image(vec, safe), vec)
         else:
             same = batch[ij[0]] == batch[ij[1]]
             i = ij[0][same]

@@ -152,15 +152,26 @@ def neighbor_list(
 # ---------------------------------------------------------------------------------------------
 
 
-def minimum_image_reduced(vec: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
-    """Minimum-image vectors for a box in OpenMM's reduced form (a = (ax,0,0), b = (bx,by,0), c).
+def minimum_image(vec: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
+    """Minimum-image vectors of ``vec`` [..., 3] in the lattice whose rows are ``cell`` [3, 3] (or per vector
+    [..., 3, 3], broadcast against ``vec``); any length unit, the same for both.
 
-    Exact for distances below half the smallest box width (OpenMM's own requirement).
+    ``vec - round(f) @ cell`` with the fractional coordinates ``f = vec @ cell⁻¹`` from the reciprocal basis
+    written out (cross products over the determinant): ``torch.linalg`` inverse/solve check for errors with a
+    host synchronisation, which breaks CUDA-graph capture.  The shift is ``n @ cell`` with integer ``n`` (no
+    gradient: rounding has none), so ``vec`` passes through with the identity.
+
+    Exact for any cell, reduced or not, when the minimum image v is shorter than half the smallest perpendicular
+    width w_k = 1 / |r_k| (r_k the reciprocal vectors) — OpenMM's own condition, box >= 2 cutoff: then
+    |v · r_k| < 1/2 for every k, so rounding selects exactly v.  A longer vector comes back as some image, not
+    necessarily the shortest (pairs beyond the cutoff are discarded anyway).
     """
-    vec = vec - box[2].unsqueeze(0) * torch.round(vec[:, 2:3] / box[2, 2])
-    vec = vec - box[1].unsqueeze(0) * torch.round(vec[:, 1:2] / box[1, 1])
-    vec = vec - box[0].unsqueeze(0) * torch.round(vec[:, 0:1] / box[0, 0])
-    return vec
+    a, b, c = cell[..., 0, :], cell[..., 1, :], cell[..., 2, :]
+    bc = torch.linalg.cross(b, c)
+    recip = torch.stack([bc, torch.linalg.cross(c, a), torch.linalg.cross(a, b)], dim=-1)  # columns r_k
+    recip = recip / (a * bc).sum(-1).unsqueeze(-1).unsqueeze(-1)
+    n = torch.round((vec.unsqueeze(-2) @ recip).squeeze(-2)).detach()
+    return vec - (n.unsqueeze(-2) @ cell).squeeze(-2)
 
 
 def _filter_pairs(
@@ -168,10 +179,7 @@ def _filter_pairs(
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     p = pos.detach()
     raw = p[j] - p[i]
-    if box is not None:
-        vec = minimum_image_reduced(raw, box.detach())
-    else:
-        vec = raw
+    vec = raw if box is None else minimum_image(raw, box.detach())
     keep = ((vec * vec).sum(-1) < cutoff * cutoff) & (i != j)
     return torch.stack([i[keep], j[keep]], dim=0), (vec - raw)[keep]
 
@@ -208,7 +216,7 @@ def static_pairs(
     i = idx.unsqueeze(1).expand(n, n).reshape(-1)
     j = idx.repeat(n)
     raw = p.index_select(0, j) - p.index_select(0, i)
-    vec = raw if box is None else minimum_image_reduced(raw, box.detach())
+    vec = raw if box is None else minimum_image(raw, box.detach())
     keep = ((vec * vec).sum(-1) < cutoff * cutoff) & (i != j)
     slot = torch.cumsum(keep.to(torch.long), 0) - 1
     count = slot[-1] + 1 if n > 0 else torch.zeros((), dtype=torch.long, device=pos.device)

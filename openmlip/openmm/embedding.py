@@ -19,7 +19,7 @@ import torch
 from .. import units
 from ..errors import SelectionError
 from ..nn.electrostatics import coulomb_kernel
-from ..nn.neighbors import minimum_image_reduced
+from ..nn.neighbors import minimum_image
 from .module import OpenMMPotential
 
 
@@ -78,7 +78,7 @@ class EmbeddedPotential(OpenMMPotential):
         pos_mm = positions.index_select(0, self.mm_indices).to(self.dtype) * self.length_scale
         vec = (pos_mm.unsqueeze(0) - data["pos"].unsqueeze(1)).reshape(-1, 3)
         if self.periodic and boxvectors is not None:
-            vec = minimum_image_reduced(vec, boxvectors.to(self.dtype) * self.length_scale)
+            vec = minimum_image(vec, boxvectors.to(self.dtype) * self.length_scale)
         r = torch.linalg.norm(vec, dim=-1)
         pair_q = (q_ml.unsqueeze(1) * self.mm_charges.unsqueeze(0)).reshape(-1)
         e_emb = self.coulomb * (pair_q * coulomb_kernel(r, self.damping, self.embedding_cutoff)).sum()
