@@ -15,7 +15,7 @@ from helpers.physics import (Tol, assert_charges_sum_to_total, assert_energy_for
 from helpers.systems import ammonium_water_mm, make_model
 from openmlip import units
 from openmlip.deploy import save_model
-from openmlip.errors import ChargeError, ModelFileError, SelectionError, UnsupportedElementError
+from openmlip.errors import ChargeError, ConfigError, ModelFileError, SelectionError, UnsupportedElementError
 from openmmml import MLPotential
 
 SYSTEMS = Path(__file__).resolve().parent.parent / "systems"
@@ -106,11 +106,13 @@ def _min_image(d, box):
     return d - np.round(d / np.diag(box)) * np.diag(box)
 
 
-def test_electrostatic_embedding_hand_computation_and_forces(model_file):
+@pytest.mark.parametrize("damping, a", [(None, 0.5), (0.08 * u.nanometer, 0.8)])  # default 0.05 nm; Quantity
+def test_electrostatic_embedding_hand_computation_and_forces(model_file, damping, a):
     pdb, system = ammonium_water_mm()
     ml = [0, 1, 2, 3, 4]
     pot = MLPotential("openmlip", modelPath=model_file)
-    mixed = pot.createMixedSystem(pdb.topology, system, ml, embedding="electrostatic", forceGroup=1)
+    extra = {} if damping is None else {"embeddingDampingLength": damping}
+    mixed = pot.createMixedSystem(pdb.topology, system, ml, embedding="electrostatic", forceGroup=1, **extra)
     pos = np.array(pdb.positions.value_in_unit(u.nanometer))
     box = np.array([v.value_in_unit(u.nanometer) for v in system.getDefaultPeriodicBoxVectors()])
     e_group, f_group = openmm_energy_forces(mixed, pos, groups={1})
@@ -126,7 +128,7 @@ def test_electrostatic_embedding_hand_computation_and_forces(model_file):
     q_ml = out["charges"].detach().numpy()
     nb = next(f for f in system.getForces() if isinstance(f, openmm.NonbondedForce))
     q_mm = np.array([nb.getParticleParameters(i)[0].value_in_unit(u.elementary_charge) for i in range(system.getNumParticles())])
-    a, rc = 0.5, 9.0
+    rc = 9.0  # Å: the MM cutoff
     g = lambda r: erf(r / a) / r  # noqa: E731
     dg = lambda r: 2 / (a * np.sqrt(np.pi)) * np.exp(-(r / a) ** 2) / r - erf(r / a) / r**2  # noqa: E731
     e_emb = 0.0
@@ -147,6 +149,23 @@ def test_electrostatic_embedding_hand_computation_and_forces(model_file):
     q_left = sum(nb_new.getParticleParameters(i)[0].value_in_unit(u.elementary_charge) for i in range(mixed.getNumParticles()))
     assert_charges_sum_to_total([q_left, *q_ml], q_mm.sum(), atol=1e-9, what="MM charges left + ML charges")
     assert_charges_sum_to_total(q_ml, 1.0, atol=1e-10, what="ML region")
+
+
+def test_electrostatic_embedding_lengths_are_nm_and_renamed_arguments_fail(model_file):
+    pdb, system = ammonium_water_mm()
+    pot = MLPotential("openmlip", modelPath=model_file)
+    with pytest.raises(ConfigError, match=r"embeddingDamping \(Å\) is now embeddingDampingLength, in nm .*0.05"):
+        pot.createMixedSystem(pdb.topology, system, [0, 1, 2, 3, 4], embedding="electrostatic", embeddingDamping=0.5)
+    with pytest.raises(ConfigError, match="embeddingDampingLength=.* is not a length"):
+        pot.createMixedSystem(pdb.topology, system, [0, 1, 2, 3, 4], embedding="electrostatic",
+                              embeddingDampingLength=1.0 * u.kelvin)
+    with pytest.raises(ConfigError, match="outputForces=True is not available with embedding='electrostatic'"):
+        pot.createMixedSystem(pdb.topology, system, [0, 1, 2, 3, 4], embedding="electrostatic", outputForces=True)
+    a = pot.createMixedSystem(pdb.topology, system, [0, 1, 2, 3, 4], embedding="electrostatic", embeddingCutoff=0.8)
+    b = pot.createMixedSystem(pdb.topology, system, [0, 1, 2, 3, 4], embedding="electrostatic",
+                              embeddingCutoff=8.0 * u.angstrom)
+    e_a, e_b = openmm_energy_forces(a, pdb.positions)[0], openmm_energy_forces(b, pdb.positions)[0]
+    assert abs(e_a - e_b) <= 1e-9 * abs(e_a)
 
 
 def test_electrostatic_embedding_interpolation(model_file):
@@ -233,7 +252,7 @@ def test_mechanical_link_atoms_cut_covalent_bonds(model_file):
 def test_formal_charges_inferred_from_bonds_match_the_explicit_ones(model_file):
     """Without formalCharges the plugin puts NH4+'s charge on its N (as the training data do) and the
     System equals one built with the explicit formal charges; an unplaceable charge warns and spreads."""
-    from openmlip.openmm.mlpotential import infer_formal_charges
+    from openmlip.openmm.settings import infer_formal_charges
 
     pdb, system = ammonium_water_mm()
     top = pdb.topology
@@ -255,7 +274,7 @@ def test_formal_charges_inferred_from_bonds_match_the_explicit_ones(model_file):
 
 def test_formal_charges_inferred_for_a_lysine_and_a_neutral_ligand():
     """T4 lysozyme (Amber prmtop bonds): a lysine's +1 lands on NZ; the neutral p-xylene gets zeros."""
-    from openmlip.openmm.mlpotential import infer_formal_charges
+    from openmlip.openmm.settings import infer_formal_charges
 
     prm, crd, system, ligand = _t4l()
     top = prm.topology
@@ -272,7 +291,7 @@ def test_formal_charges_inferred_residue_by_residue_match_amber():
     """Every residue of T4 lysozyme gets its Amber net charge from the bond rules alone (Arg's
     guanidinium, Lys, Asp/Glu carboxylates, both termini, His, neutral residues), and Arg's +1 sits
     on NH2, as a ``[NH2+]=C`` SMILES puts it."""
-    from openmlip.openmm.mlpotential import infer_formal_charges
+    from openmlip.openmm.settings import infer_formal_charges
 
     prm, crd, system, ligand = _t4l()
     top = prm.topology

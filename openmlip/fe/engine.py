@@ -47,9 +47,9 @@ import openmm.unit as u
 
 from .._io import atomic_path
 from ..errors import ConfigError, DataFileError, ResumeError
+from ..openmm.settings import LAMBDA
 from ..units import GAS_CONSTANT_KJ_PER_MOL_K
 
-LAMBDA = "lambda_interpolate"
 DIRECTIONS = ("forward", "reverse")
 
 

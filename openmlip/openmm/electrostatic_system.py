@@ -1,31 +1,72 @@
-"""Build an ML/MM System with openmlip's electrostatic embedding (see :mod:`openmlip.openmm.embedding`)."""
+"""openmlip's electrostatic embedding as an openmm-ml ``Embedding``: the ML/MM System around an
+:class:`~openmlip.openmm.embedding.EmbeddedPotential`."""
 from __future__ import annotations
 
 import copy
-from typing import List
+from typing import Iterable
 
 import openmm
 import openmm.unit as u
 from openmmml.embeddings import utilities
+from openmmml.mlpotential import Embedding
 
-from ..errors import SelectionError
+from ..errors import ConfigError, SelectionError
 from .embedding import EmbeddedPotential
 from .forces import create_force
+from .settings import LAMBDA
 
-LAMBDA = "lambda_interpolate"
+# erf damping length of the ML-MM Coulomb kernel (nm) when embeddingDampingLength is not given
+DAMPING_LENGTH_NM = 0.05
 
 
-def create_electrostatic_system(impl, topology, system, atoms: List[int], forceGroup: int, interpolate: bool,
-                                returnInfo: bool = False, **args):
-    atoms = list(atoms)
-    z, kwargs = impl.potential_kwargs(topology, system, atoms, args)  # validates indices, elements, charge first
-    link = utilities.findLinkBonds(topology, atoms)
-    if link:
-        raise SelectionError(
-            f"the electrostatic embedding needs an ML region without covalent bonds to MM atoms, but {len(link)} "
-            f"bond(s) cross the boundary (e.g. atoms {link[0]}); select whole molecules (ligand, ion, solute) or use "
-            "embedding='mechanical', which adds link atoms"
-        )
+class ElectrostaticEmbedding(Embedding):
+    """openmlip's electrostatic embedding, with the interface of openmm-ml's ``Embedding`` classes.
+
+    ``potential`` is an :class:`~openmlip.openmm.mlpotential.OpenMLIPPotentialImpl`; this class uses its public
+    ``settings``, ``ml_model`` and ``check_box``.  ``args`` are the checked createMixedSystem arguments.
+    """
+
+    def createMixedSystem(self, potential, topology, system: openmm.System, atoms: Iterable[int], forceGroup: int,
+                          interpolate: bool, returnInfo: bool = False, **args):
+        atoms = list(atoms)
+        if args.get("outputForces"):
+            raise ConfigError("outputForces=True is not available with embedding='electrostatic': its forces come "
+                              "from openmm-torch's autograd; omit outputForces")
+        settings = potential.settings(topology, system, atoms, {**args, "outputForces": False})  # checks atoms first
+        link = utilities.findLinkBonds(topology, atoms)
+        if link:
+            raise SelectionError(
+                f"the electrostatic embedding needs an ML region without covalent bonds to MM atoms, but {len(link)} "
+                f"bond(s) cross the boundary (e.g. atoms {link[0]}); select whole molecules (ligand, ion, solute) or "
+                "use embedding='mechanical', which adds link atoms")
+        if interpolate and settings.backend != "torchforce":
+            raise ConfigError("interpolate=True with the electrostatic embedding needs backend='torchforce'")
+        new_system, mm_indices, mm_charges, cutoff_nm = _move_ml_mm_coulomb(system, topology, atoms)
+        pot = EmbeddedPotential(potential.ml_model(settings), list(settings.atomic_numbers), mm_indices, mm_charges,
+                                embedding_cutoff=_given(args.get("embeddingCutoff"), cutoff_nm),
+                                damping_length=_given(args.get("embeddingDampingLength"), DAMPING_LENGTH_NM),
+                                **settings.module_kwargs())
+        potential.check_box(pot, system)  # the MM System's own box (the test of a too-small box relies on it)
+        ml_force = create_force(pot, settings.backend, pot.capturable, settings.device,
+                                scale_parameter=LAMBDA if interpolate else None)
+        ml_force.setForceGroup(forceGroup)
+        if interpolate:
+            result = _interpolated(system, new_system, ml_force)
+        else:
+            new_system.addForce(ml_force)
+            result = new_system
+        if returnInfo:
+            return dict(system=result, topology=topology, oldToNew=list(range(topology.getNumAtoms())))
+        return result
+
+
+def _given(value, default):
+    return default if value is None else value
+
+
+def _move_ml_mm_coulomb(system: openmm.System, topology, atoms):
+    """A copy of ``system`` without the ML atoms' bonded terms and MM charges, ML-MM Coulomb exceptions and
+    ML-ML nonbonded pairs; and the charged MM particles (indices, charges e) and the MM cutoff (nm, 0: none)."""
     atom_set = set(atoms)
     new_system = utilities.removeBonds(system, topology, atoms, True)
     mm_indices, mm_charges = [], []
@@ -51,24 +92,7 @@ def create_electrostatic_system(impl, topology, system, atoms: List[int], forceG
                 cutoff_nm = force.getCutoffDistance().value_in_unit(u.nanometer)
         elif isinstance(force, openmm.CustomNonbondedForce):
             utilities.addCustomNonbondedExclusions(force, atoms)
-    cutoff = float(args.get("embeddingCutoff", cutoff_nm))
-    pot = EmbeddedPotential(impl.ml_model(kwargs["capturable"]), z, mm_indices, mm_charges, embedding_cutoff=cutoff,
-                            damping=float(args.get("embeddingDamping", 0.5)), **kwargs)
-    impl.check_box(pot, system)  # the MM System's own box (the test of a too-small box relies on it)
-    backend = args.get("backend") or "torchforce"
-    if interpolate and backend != "torchforce":
-        raise ValueError("interpolate=True with the electrostatic embedding needs backend='torchforce'")
-    ml_force = create_force(pot, backend, pot.capturable, str(args.get("device") or "cpu"),
-                            scale_parameter=LAMBDA if interpolate else None)
-    ml_force.setForceGroup(forceGroup)
-    if not interpolate:
-        new_system.addForce(ml_force)
-        result = new_system
-    else:
-        result = _interpolated(system, new_system, ml_force)
-    if returnInfo:
-        return dict(system=result, topology=topology, oldToNew=list(range(topology.getNumAtoms())))
-    return result
+    return new_system, mm_indices, mm_charges, cutoff_nm
 
 
 def _interpolated(mm_system: openmm.System, mixed: openmm.System, ml_force) -> openmm.System:

@@ -17,7 +17,7 @@ from typing import Optional, Sequence, Tuple
 import torch
 
 from .. import units
-from ..errors import SelectionError
+from ..errors import ConfigError, SelectionError
 from ..nn.electrostatics import coulomb_kernel
 from ..nn.neighbors import minimum_image
 from .module import OpenMMPotential
@@ -34,15 +34,15 @@ class EmbeddedPotential(OpenMMPotential):
         Their charges (e).
     embedding_cutoff : float
         Cutoff of the ML–MM Coulomb interaction in nm (shifted force; <= 0: none, open systems only).
-    damping : float
-        Gaussian damping length in Å.
+    damping_length : float
+        erf damping length of the Coulomb kernel in nm (> 0).
 
     A periodic box must be at least twice ``max(model cutoff, embedding_cutoff)`` wide (minimum image);
     a narrower one raises :class:`~openmlip.errors.BoxError` at evaluation.
     """
 
     def __init__(self, model, atomic_numbers, mm_indices: Sequence[int], mm_charges: Sequence[float],
-                 embedding_cutoff: float = 1.0, damping: float = 0.5, **kwargs):
+                 embedding_cutoff: float = 1.0, damping_length: float = 0.05, **kwargs):
         super().__init__(model, atomic_numbers, **kwargs)
         dtype = kwargs.get("dtype", torch.float32)
         mm = [int(i) for i in mm_indices]
@@ -59,10 +59,12 @@ class EmbeddedPotential(OpenMMPotential):
         if self.embedding_cutoff > self.box_cutoff:
             self.box_cutoff = self.embedding_cutoff
             self.box_cutoff_name = "electrostatic embedding cutoff"
-        self.damping = float(damping)
+        if not damping_length > 0.0:
+            raise ConfigError(f"damping_length={damping_length!r} must be > 0 nm")
+        self.damping = float(damping_length) * units.NM_TO_ANGSTROM
         self.coulomb = units.COULOMB_EV_ANGSTROM
         if self.periodic and self.embedding_cutoff <= 0.0:
-            raise ValueError("a periodic electrostatic embedding needs a finite cutoff")
+            raise ConfigError("a periodic electrostatic embedding needs a finite embedding cutoff (nm); pass embeddingCutoff > 0")
 
     def forward(self, positions: torch.Tensor, boxvectors: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         e_ml, e_emb, _ = self.embedding_energy_terms(positions, boxvectors)

@@ -1,0 +1,242 @@
+"""The settings of one openmlip force in an OpenMM System: one typed object, resolved once per call.
+
+:func:`resolve_settings` turns the openmm-ml arguments (listed in :mod:`openmlip.openmm.mlpotential`), the
+Topology, the System and the ML atoms into a :class:`ForceSettings`.  Its charge state comes from
+:func:`openmlip.charges.resolve_charge_state`, the resolver the ASE calculator, the system specs and the data
+generator use, so every route gives the same total charge, formal charges and spin for the same molecule.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import operator
+from typing import Iterable, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+import openmm
+import openmm.app as app
+import openmm.unit as u
+
+from ..charges import ChargeState, formal_charges_from_bonds, integral_sum, resolve_charge_state, spin_multiplicity, total_charge
+from ..deploy import torch_dtype
+from ..errors import ChargeError, ConfigError, SelectionError, UnsupportedElementError
+from .forces import BACKENDS, cuda_platform_available
+from .module import BRUTE_FORCE_MAX_ATOMS
+
+# Arguments of createSystem / createMixedSystem (and defaults for them in the MLPotential constructor).
+ARGUMENTS = ("charge", "multiplicity", "spinMultiplicity", "formalCharges", "precision", "backend", "device",
+             "outputForces", "neighborMethod", "neighborCapacity", "useCUDAGraphs")
+ELECTROSTATIC_ARGUMENTS = ("embeddingCutoff", "embeddingDampingLength")
+# read by openmm-ml's mechanical embedding, which passes every createMixedSystem argument on to addForces
+MECHANICAL_ARGUMENTS = ("linkAtomDistances",)
+# arguments that changed meaning: a plain number must not silently mean something else now
+RENAMED = {"embeddingDamping": "embeddingDamping (Å) is now embeddingDampingLength, in nm like every OpenMM length "
+                               "(0.5 Å = 0.05 nm); pass embeddingDampingLength=0.05"}
+# private: openmlip's mechanical embedding hands addForces the MM charge of the ML atoms in the original
+# System (openmm-ml's interpolation builds the ML terms in an empty System, which has none)
+MM_REFERENCE = "_openmlipMMCharge"
+# the global parameter of openmm-ml's interpolation, E(λ) = (1 − λ) E_MM + λ E_ML/MM
+LAMBDA = "lambda_interpolate"
+
+
+def check_names(args: dict, known: Iterable[str], where: str) -> None:
+    """:class:`ConfigError` for an argument name not in ``known`` (with the closest known name)."""
+    for name in set(args) & set(RENAMED):
+        raise ConfigError(f"{RENAMED[name]} ({where})")
+    unknown = sorted(set(args) - set(known) - {MM_REFERENCE})
+    if unknown:
+        hints = [f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name)
+                 for name in unknown for close in [difflib.get_close_matches(name, list(known), 1)]]
+        raise ConfigError(f"unknown argument(s) {', '.join(hints)} for {where}; known: {', '.join(known)}")
+
+
+def length_nm(value, name: str) -> float:
+    """A length in nm: a number (nm) or an ``openmm.unit.Quantity`` of length; else :class:`ConfigError`."""
+    if u.is_quantity(value):
+        if not value.unit.is_compatible(u.nanometer):
+            raise ConfigError(f"{name}={value} is not a length; give nm or a Quantity such as 1.0*unit.nanometer")
+        value = value.value_in_unit(u.nanometer)
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not np.isfinite(value):
+        raise ConfigError(f"{name}={value!r} must be a finite length in nm")
+    return float(value)
+
+
+def check_values(args: dict) -> dict:
+    """``args`` with ``spinMultiplicity`` renamed ``multiplicity`` and lengths in nm; wrong values raise typed errors."""
+    args = dict(args)
+    if "spinMultiplicity" in args:
+        spin = args.pop("spinMultiplicity")
+        if "multiplicity" in args and spin_multiplicity(spin) != spin_multiplicity(args["multiplicity"]):
+            raise ConfigError(f"multiplicity={args['multiplicity']!r} and spinMultiplicity={spin!r} disagree; pass one")
+        args.setdefault("multiplicity", spin)
+    for name in ("useCUDAGraphs", "outputForces"):
+        if args.get(name) is not None and not isinstance(args[name], (bool, np.bool_)):
+            raise ConfigError(f"{name}={args[name]!r} must be True or False")
+    capacity = args.get("neighborCapacity")
+    if capacity is not None and (isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer)) or capacity < 1):
+        raise ConfigError(f"neighborCapacity={capacity!r} must be a positive number of atom pairs")
+    if args.get("charge") is not None:
+        total_charge(args["charge"])
+    if "multiplicity" in args:
+        spin_multiplicity(args["multiplicity"])
+    for name, allowed in (("precision", (None, "single", "double")), ("backend", (None,) + BACKENDS),
+                          ("neighborMethod", (None, "auto", "brute", "cell"))):
+        if args.get(name) not in allowed:
+            raise ConfigError(f"{name}={args[name]!r} is not one of {', '.join(map(repr, allowed[1:]))}")
+    for name in ELECTROSTATIC_ARGUMENTS:
+        if args.get(name) is not None:
+            args[name] = length_nm(args[name], name)
+    if args.get("embeddingDampingLength") is not None and args["embeddingDampingLength"] <= 0:
+        raise ConfigError(f"embeddingDampingLength={args['embeddingDampingLength']!r} must be > 0 nm")
+    return args
+
+
+def check_atoms(topology: app.Topology, atoms: Optional[Iterable[int]]) -> List[int]:
+    """The ML atom indices as a list of ints, or :class:`SelectionError` (type, range, duplicates, empty)."""
+    n = topology.getNumAtoms()
+    if atoms is None:
+        return list(range(n))
+    try:
+        atom_list = [operator.index(i) for i in atoms]
+    except TypeError:
+        raise SelectionError(f"ML atoms must be integer atom indices, got {atoms!r}") from None
+    bad = [i for i in atom_list if i < 0 or i >= n]
+    if bad:
+        raise SelectionError(f"ML atom indices {bad[:5]} out of range for a Topology of {n} atoms; use indices 0..{n - 1}")
+    if len(set(atom_list)) != len(atom_list):
+        raise SelectionError("ML atom indices contain duplicates; list each ML atom once")
+    if not atom_list:
+        raise SelectionError("the ML region is empty; select at least one atom")
+    return atom_list
+
+
+def _mm_charges(system: openmm.System) -> Optional[List[float]]:
+    for force in system.getForces():
+        if isinstance(force, openmm.NonbondedForce):
+            return [force.getParticleParameters(i)[0].value_in_unit(u.elementary_charge)
+                    for i in range(force.getNumParticles())]
+    return None
+
+
+def mm_reference(system: openmm.System, atoms: List[int]) -> Optional[Tuple[float, str]]:
+    """The sum of the MM partial charges (e) of ``atoms`` in the System's NonbondedForce, or None without one."""
+    charges = _mm_charges(system)
+    if charges is None:
+        return None
+    return sum(charges[i] for i in atoms if i < len(charges)), "MM partial charges of the ML atoms"
+
+
+def amber_reference(topology: app.Topology, atoms: List[int]) -> Tuple[float, str]:
+    """The sum of the Amber14/TIP3P template charges (e) of ``atoms``, or :class:`ChargeError`."""
+    try:
+        ff = app.ForceField("amber14-all.xml", "amber14/tip3p.xml")
+        charges = _mm_charges(ff.createSystem(topology))
+    except Exception as exc:  # noqa: BLE001
+        raise ChargeError(
+            f"cannot infer the total charge of the ML region: the System has no NonbondedForce and the Amber14 "
+            f"templates do not match the Topology ({str(exc).splitlines()[0]}); pass charge=<integer>"
+        ) from None
+    return sum(charges[i] for i in atoms), "Amber14 template charges of the ML atoms"
+
+
+def infer_charge(topology: app.Topology, system: openmm.System, atoms: List[int]) -> int:
+    """Total charge of ``atoms`` from the System's MM charges, else from Amber14/TIP3P templates."""
+    return integral_sum(*(mm_reference(system, atoms) or amber_reference(topology, atoms)))
+
+
+def topology_bonds(topology: app.Topology) -> Tuple[List[int], List[Tuple[int, int]]]:
+    """Atomic numbers (0 without element) and bonds of a Topology, for :mod:`openmlip.charges`."""
+    z = [a.element.atomic_number if a.element is not None else 0 for a in topology.atoms()]
+    return z, [(b[0].index, b[1].index) for b in topology.bonds()]
+
+
+def infer_formal_charges(topology: app.Topology, atoms: List[int], total_charge: float) -> Optional[List[float]]:
+    """Per-atom formal charges of the ML atoms from the Topology's bonds, or ``None`` when the rules do
+    not account for ``total_charge`` (see :func:`openmlip.charges.formal_charges_from_bonds`)."""
+    z, bonds = topology_bonds(topology)
+    return formal_charges_from_bonds(z, bonds, total_charge, atoms)
+
+
+@dataclasses.dataclass(frozen=True)
+class ForceSettings:
+    """Everything one openmlip force is built from (see :mod:`openmlip.openmm.mlpotential` for the arguments)."""
+
+    atoms: Tuple[int, ...]  # ML atom indices in the System
+    atomic_numbers: Tuple[int, ...]  # of the ML atoms
+    num_particles: int  # of the System
+    charge: ChargeState  # total, per-atom formal charges, spin multiplicity
+    dtype: torch.dtype
+    periodic: bool
+    cutoff: float  # the model's, Å
+    neighbor_method: str  # "auto", "brute" or "cell"
+    neighbor_capacity: Optional[int]
+    capturable: bool  # runs in CUDA graphs: no raising checks, no data-dependent shapes
+    backend: str  # "torchforce" or "pythonforce"
+    device: str  # torch device of the pythonforce backend
+    output_forces: bool  # forces computed inside the graph (setOutputsForces)
+
+    def module_kwargs(self) -> dict:
+        """Keyword arguments of :class:`~openmlip.openmm.OpenMMPotential` (after the model and atomic numbers)."""
+        return dict(indices=list(self.atoms), num_particles=self.num_particles, total_charge=float(self.charge.total),
+                    spin_multiplicity=float(self.charge.multiplicity), formal_charges=list(self.charge.formal),
+                    periodic=self.periodic, dtype=self.dtype, cutoff=self.cutoff, neighbor_method=self.neighbor_method,
+                    neighbor_capacity=self.neighbor_capacity, capturable=self.capturable,
+                    output_forces=self.output_forces)
+
+
+def resolve_settings(metadata: dict, species, topology: app.Topology, system: openmm.System,
+                     atoms: Optional[Iterable[int]], args: dict) -> ForceSettings:
+    """The :class:`ForceSettings` of one force of a model (``metadata`` and ``species`` of its file) for
+    ``atoms`` of ``topology``/``system`` and the checked call arguments ``args`` (:func:`check_values`): the ML
+    atoms and elements checked, the charge state resolved, precision, neighbour list and CUDA graphs chosen."""
+    atom_list = check_atoms(topology, atoms)
+    all_atoms = list(topology.atoms())
+    z = []
+    for i in atom_list:
+        el = all_atoms[i].element
+        if el is None:
+            raise UnsupportedElementError(f"atom {i} ({all_atoms[i].name}) has no element; ML atoms need elements")
+        z.append(el.atomic_number)
+    species.check(z)
+    charge, formal = args.get("charge"), args.get("formalCharges")
+    reference = args.get(MM_REFERENCE) or mm_reference(system, atom_list)
+    if reference is None and charge is None and formal is None:
+        reference = amber_reference(topology, atom_list)
+    z_all, bonds = topology_bonds(topology)
+    # models are trained with per-atom formal charges (+1 on the N of NH4+, ...): inferred from the bonds
+    # unless given, spread evenly (with a warning) only when the bond rules cannot reach the total charge
+    state = resolve_charge_state(z_all, total=charge, formal=formal, multiplicity=args.get("multiplicity", 1),
+                                 bonds=bonds, atoms=atom_list, reference=reference)
+    backend = args.get("backend") or "torchforce"
+    method = args.get("neighborMethod") or "auto"
+    # forces computed in-graph (setOutputsForces): measured 9.2 vs 10.3 ms/step for alanine dipeptide on the CPU
+    # platform (docs/openmm.md); `outputForces=False` lets openmm-torch differentiate instead
+    output_forces = args.get("outputForces")
+    return ForceSettings(
+        atoms=tuple(atom_list), atomic_numbers=tuple(z), num_particles=topology.getNumAtoms(), charge=state,
+        dtype=torch_dtype(args.get("precision") or metadata["dtype"]),
+        periodic=topology.getPeriodicBoxVectors() is not None or system.usesPeriodicBoundaryConditions(),
+        cutoff=float(metadata["cutoff"]), neighbor_method=method, neighbor_capacity=args.get("neighborCapacity"),
+        capturable=cuda_graphs(metadata, args, backend, method, len(atom_list)), backend=backend,
+        device=str(args.get("device") or "cpu"),
+        output_forces=bool(backend == "torchforce" if output_forces is None else output_forces))
+
+
+def cuda_graphs(metadata: dict, args: dict, backend: str, method: str, num_ml_atoms: int) -> bool:
+    """Whether the TorchForce runs in CUDA graphs (``useCUDAGraphs``; see :mod:`openmlip.openmm.mlpotential`)."""
+    wanted = args.get("useCUDAGraphs")
+    reasons = []
+    if backend != "torchforce":
+        reasons.append("backend='pythonforce' runs Python each step")
+    if "imported" in metadata:
+        reasons.append(f"a model imported from {metadata['imported'].get('framework')} is not known to be capturable")
+    if method == "cell" or (method == "auto" and num_ml_atoms > BRUTE_FORCE_MAX_ATOMS):
+        reasons.append(f"the cell list (neighborMethod={method!r} with {num_ml_atoms} ML atoms) has data-dependent "
+                       "length; pass neighborMethod='brute'")
+    if wanted is None:
+        return not reasons and cuda_platform_available()
+    if wanted and reasons:
+        raise ConfigError("useCUDAGraphs=True is not possible: " + "; ".join(reasons))
+    return bool(wanted)
