@@ -86,11 +86,6 @@ def save_model(model: torch.nn.Module, path: Union[str, Path], **metadata: Any) 
     return meta
 
 
-def read_metadata(path: Union[str, Path]) -> Dict[str, Any]:
-    """Metadata of a model file, validated (see :func:`load_model`)."""
-    return load_model(path)[1]
-
-
 def load_model(path: Union[str, Path], device: Optional[Union[str, torch.device]] = "cpu") -> Tuple[torch.jit.ScriptModule, Dict[str, Any]]:
     """Load a model file.  Returns ``(scripted_model, metadata)``.
 

@@ -251,7 +251,7 @@ def test_import_cli_and_units(nequip_models, tmp_path):
     import hashlib
     import json
 
-    from openmlip.deploy import read_metadata
+    from openmlip.deploy import load_model
     from openmlip.ase import Calculator
 
     compiled, imported = nequip_models[("nequip", "float64")]
@@ -259,7 +259,7 @@ def test_import_cli_and_units(nequip_models, tmp_path):
     res = subprocess.run([sys.executable, "-m", "openmlip.cli", "import", str(compiled), str(out), "--energy-unit", "kcal/mol",
                           "--length-unit", "nm"], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
-    meta = read_metadata(out)
+    meta = load_model(out)[1]
     assert meta["imported"]["source_sha256"] == hashlib.sha256(compiled.read_bytes()).hexdigest()
     assert meta["imported"]["framework"] == "nequip" and meta["imported"]["framework_version"]
     assert meta["charges"] is False and meta["cutoff"] == pytest.approx(40.0)

@@ -387,20 +387,16 @@ class MDRunner:
         """Raise the typed openmlip error when the starting structure gives a NaN energy because a check of a
         capturable force failed (box too small, coincident atoms, neighbour-list overflow)."""
         state = self.context.getState(getEnergy=True, getPositions=True)
-        pe = state.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
-        if not math.isfinite(pe):
-            box = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(u.nanometer)
-            found = diagnose(self.context.getSystem(), state.getPositions(asNumpy=True).value_in_unit(u.nanometer), box)
-            if found is not None:
-                raise found
+        found = self._nan_cause(state, state.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole))
+        if found is not None:
+            raise found
 
-    def _diagnosis(self, state, pe: float) -> str:
-        """Why a capturable openmlip force returned NaN (its checks cannot raise inside a CUDA graph), or ""."""
+    def _nan_cause(self, state, pe: float) -> Optional[Exception]:
+        """Why a capturable openmlip force returned NaN (its checks cannot raise inside a CUDA graph), or None."""
         if math.isfinite(pe):
-            return ""
+            return None
         box = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(u.nanometer)
-        found = diagnose(self.context.getSystem(), state.getPositions(asNumpy=True).value_in_unit(u.nanometer), box)
-        return f"openmlip check: {type(found).__name__}: {found}" if found is not None else ""
+        return diagnose(self.context.getSystem(), state.getPositions(asNumpy=True).value_in_unit(u.nanometer), box)
 
     def _blow_up(self, step: int, pe: float, last: float, detail: str = "") -> BlowUpError:
         kept = self._read_meta()["step"]
@@ -484,7 +480,9 @@ class MDRunner:
                 pe = state.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
                 pos = state.getPositions(asNumpy=True).value_in_unit(u.nanometer)
                 if not (math.isfinite(pe) and np.all(np.isfinite(pos))) or abs(pe - last) > self.max_energy_jump:
-                    raise self._blow_up(step, pe, last, self._diagnosis(state, pe))
+                    found = self._nan_cause(state, pe)
+                    raise self._blow_up(step, pe, last, "" if found is None else
+                                        f"openmlip check: {type(found).__name__}: {found}")
                 hot = self._hottest_atom(state)
                 if hot:
                     raise self._blow_up(step, pe, last, hot)
