@@ -43,8 +43,8 @@ class ElectrostaticEmbedding(Embedding):
             raise ConfigError("interpolate=True with the electrostatic embedding needs backend='torchforce'")
         new_system, mm_indices, mm_charges, cutoff_nm = _move_ml_mm_coulomb(system, topology, atoms)
         pot = EmbeddedPotential(potential.ml_model(settings), list(settings.atomic_numbers), mm_indices, mm_charges,
-                                embedding_cutoff=_given(args.get("embeddingCutoff"), cutoff_nm),
-                                damping_length=_given(args.get("embeddingDampingLength"), DAMPING_LENGTH_NM),
+                                embedding_cutoff=cutoff_nm if args.get("embeddingCutoff") is None else args["embeddingCutoff"],
+                                damping_length=args.get("embeddingDampingLength") or DAMPING_LENGTH_NM,
                                 **settings.module_kwargs())
         potential.check_box(pot, system)  # the MM System's own box (the test of a too-small box relies on it)
         ml_force = create_force(pot, settings.backend, pot.capturable, settings.device,
@@ -58,10 +58,6 @@ class ElectrostaticEmbedding(Embedding):
         if returnInfo:
             return dict(system=result, topology=topology, oldToNew=list(range(topology.getNumAtoms())))
         return result
-
-
-def _given(value, default):
-    return default if value is None else value
 
 
 def _move_ml_mm_coulomb(system: openmm.System, topology, atoms):

@@ -19,7 +19,7 @@ import openmm
 import openmm.app as app
 import openmm.unit as u
 
-from ..charges import ChargeState, formal_charges_from_bonds, integral_sum, resolve_charge_state, spin_multiplicity, total_charge
+from ..charges import ChargeState, formal_charges_from_bonds, resolve_charge_state, spin_multiplicity, total_charge
 from ..deploy import torch_dtype
 from ..errors import ChargeError, ConfigError, SelectionError, UnsupportedElementError
 from .forces import BACKENDS, cuda_platform_available
@@ -139,11 +139,6 @@ def amber_reference(topology: app.Topology, atoms: List[int]) -> Tuple[float, st
             f"templates do not match the Topology ({str(exc).splitlines()[0]}); pass charge=<integer>"
         ) from None
     return sum(charges[i] for i in atoms), "Amber14 template charges of the ML atoms"
-
-
-def infer_charge(topology: app.Topology, system: openmm.System, atoms: List[int]) -> int:
-    """Total charge of ``atoms`` from the System's MM charges, else from Amber14/TIP3P templates."""
-    return integral_sum(*(mm_reference(system, atoms) or amber_reference(topology, atoms)))
 
 
 def topology_bonds(topology: app.Topology) -> Tuple[List[int], List[Tuple[int, int]]]:
