@@ -63,7 +63,7 @@ def _json(path: Path, fn):
 # ------------------------------------------------------------------------------------------- data
 def make_data(work: Path) -> Path:
     from openmlip.data import read_spice, write_spice
-    from openmlip.data.generate import TEMPLATES
+    from openmlip.data.templates import TEMPLATES
 
     out = work / "data.h5"
     if not out.is_file():

@@ -7,7 +7,8 @@ import pytest
 from helpers.physics import Tol, assert_charges_sum_to_total, assert_forces_match_finite_differences
 from openmlip import units
 from openmlip.data import XTB_LABELS, read_spice
-from openmlip.data.generate import TEMPLATES, generate
+from openmlip.data.generate import generate
+from openmlip.data.templates import TEMPLATES
 
 
 
@@ -54,7 +55,8 @@ def test_generate_resumes_and_labels_charged_species(tmp_path):
 
 
 def test_template_formal_charges_follow_the_atom_order_and_waters():
-    from openmlip.data.generate import TEMPLATES, build_template, template_formal_charges
+    from openmlip.data.generate import build_template, template_formal_charges
+    from openmlip.data.templates import TEMPLATES
 
     for name in ("ammonium-water4", "chloride-water5", "methylammonium", "water-16", "alanine-dipeptide"):
         t = TEMPLATES[name]
