@@ -31,6 +31,8 @@ BOHR_TO_ANGSTROM: Final[float] = BOHR_ANGSTROM
 ANGSTROM_TO_BOHR: Final[float] = 1.0 / BOHR_ANGSTROM
 BOHR_TO_NM: Final[float] = BOHR_ANGSTROM * ANGSTROM_TO_NM
 NM2_TO_ANGSTROM2: Final[float] = NM_TO_ANGSTROM**2
+NM_TO_M: Final[float] = 1e-9
+FS_TO_PS: Final[float] = 1e-3
 
 # --- energies ----------------------------------------------------------------------------
 EV_TO_KJ_PER_MOL: Final[float] = ELEMENTARY_CHARGE_C * AVOGADRO_PER_MOL / 1000.0  # 96.485332123310...
@@ -48,6 +50,8 @@ GAS_CONSTANT_KJ_PER_MOL_K: Final[float] = BOLTZMANN_J_PER_K * AVOGADRO_PER_MOL /
 # --- transport ---------------------------------------------------------------------------
 # diffusion coefficients: 1 nm²/ps = 1e-14 cm² / 1e-12 s = 1e-2 cm²/s = 1000 × (1e-5 cm²/s)
 NM2_PER_PS_TO_1E5_CM2_PER_S: Final[float] = 1000.0
+M2_PER_S_TO_NM2_PER_PS: Final[float] = 1e6  # 1 m²/s = 1e18 nm² / 1e12 ps
+MPA_S_TO_PA_S: Final[float] = 1e-3  # viscosity
 
 # --- forces / gradients ------------------------------------------------------------------
 HARTREE_PER_BOHR_TO_EV_PER_ANGSTROM: Final[float] = HARTREE_EV / BOHR_ANGSTROM

@@ -145,8 +145,8 @@ YEH_HUMMER_XI = 2.837297  # cubic lattice constant ξ of the Yeh–Hummer finite
 def yeh_hummer_correction(temperature_K: float, viscosity_mPa_s: float, box_length_nm: float) -> float:
     """ΔD = k_B T ξ / (6 π η L) in nm²/ps (Yeh & Hummer, J. Phys. Chem. B 108, 15873 (2004)): add it to a
     diffusion coefficient measured in a cubic periodic box of edge L to estimate the infinite-system value."""
-    from ..units import BOLTZMANN_J_PER_K
+    from .. import units
 
-    d_m2_per_s = BOLTZMANN_J_PER_K * temperature_K * YEH_HUMMER_XI / (
-        6.0 * np.pi * viscosity_mPa_s * 1e-3 * box_length_nm * 1e-9)
-    return float(d_m2_per_s * 1e6)  # 1 m²/s = 1e18 nm² / 1e12 ps
+    d_m2_per_s = units.BOLTZMANN_J_PER_K * temperature_K * YEH_HUMMER_XI / (
+        6.0 * np.pi * viscosity_mPa_s * units.MPA_S_TO_PA_S * box_length_nm * units.NM_TO_M)
+    return float(d_m2_per_s * units.M2_PER_S_TO_NM2_PER_PS)

@@ -209,7 +209,7 @@ class MDRunner:
 
             with tables.open_file(str(self.traj_path), "r") as fh:
                 times = np.asarray(fh.root.time[:], dtype=float) if "time" in fh.root else np.zeros(0)
-            keep = int(np.sum(times <= (step + 0.5 * self.report_interval) * self.timestep_fs / 1000.0))
+            keep = int(np.sum(times <= (step + 0.5 * self.report_interval) * self.timestep_fs * units.FS_TO_PS))
             if keep < len(times):  # frames past the checkpoint (kept after a blow-up): rewrite a copy, then swap
                 with atomic_path(self.traj_path) as tmp:
                     shutil.copyfile(self.traj_path, tmp)
@@ -246,7 +246,7 @@ class MDRunner:
             a, b, c = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(u.nanometer)
             la, lb, lc, al, be, ga = box_vectors_to_lengths_and_angles(a, b, c)
             kwargs = dict(cell_lengths=np.array([[la, lb, lc]], dtype=np.float32), cell_angles=np.array([[al, be, ga]], dtype=np.float32))
-        self._frames.append((step, pos, step * self.timestep_fs / 1000.0, kwargs.get("cell_lengths"), kwargs.get("cell_angles")))
+        self._frames.append((step, pos, step * self.timestep_fs * units.FS_TO_PS, kwargs.get("cell_lengths"), kwargs.get("cell_angles")))
         if len(self._frames) * pos.nbytes > FRAME_BUFFER_BYTES:
             self._flush_frames()  # long checkpoint intervals: bound the memory (segments past a checkpoint are dropped on resume)
         pe = state.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
@@ -254,7 +254,7 @@ class MDRunner:
         temp = 2 * ke / (self.n_dof * units.GAS_CONSTANT_KJ_PER_MOL_K) if self.n_dof > 0 else 0.0
         with open(self.csv_path, "a", newline="") as fh:
             csv.DictWriter(fh, fieldnames=CSV_FIELDS).writerow(dict(
-                step=step, time_ps=step * self.timestep_fs / 1000.0, potential_kJmol=pe, kinetic_kJmol=ke,
+                step=step, time_ps=step * self.timestep_fs * units.FS_TO_PS, potential_kJmol=pe, kinetic_kJmol=ke,
                 total_kJmol=pe + ke, temperature_K=temp))
 
     def _flush_frames(self) -> None:
@@ -298,7 +298,7 @@ class MDRunner:
 
             with tables.open_file(str(self.traj_path), "r") as fh:
                 if "time" in fh.root and fh.root.time.nrows:
-                    last = float(fh.root.time[-1]) / (self.timestep_fs / 1000.0)
+                    last = float(fh.root.time[-1]) / (self.timestep_fs * units.FS_TO_PS)
         new = [p for p in segments if int(p.stem) > last + 0.5 * self.report_interval]
         if new:
             with atomic_path(self.traj_path) as tmp:

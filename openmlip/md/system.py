@@ -245,7 +245,7 @@ def analyze_system(spec: SystemSpec, trajectory, out, smoke: bool = False, **md_
 
     md = spec.md_settings(smoke, **md_overrides)
     traj = load_trajectory(str(trajectory))
-    t_eq = md["equilibrate_steps"] * md["timestep_fs"] / 1000.0
+    t_eq = md["equilibrate_steps"] * md["timestep_fs"] * units.FS_TO_PS
     keep = np.where(np.asarray(traj.time) >= t_eq - 1e-9)[0]
     if len(keep) < 2:
         raise SpecError(f"{trajectory}: only {len(keep)} frame(s) after equilibration ({t_eq:g} ps); "
