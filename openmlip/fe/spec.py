@@ -30,6 +30,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from ..errors import ConfigError
+from ..md.spec import check_keys
 from .engine import FESettings
 
 LEG_KEYS = ("description", "structure", "forcefield", "nonbonded", "box_nm", "ml")
@@ -101,17 +102,6 @@ def _settings(d: Dict[str, Any], where: str) -> FESettings:
         raise ConfigError(msg if msg.startswith(where) else f"{where}: {msg}") from None
 
 
-def _keys(d: Any, allowed, where: str) -> Dict[str, Any]:
-    if d is None:
-        return {}
-    if not isinstance(d, dict):
-        raise _err(where, f"must be a mapping, got {type(d).__name__}")
-    unknown = sorted(set(d) - set(allowed))
-    if unknown:
-        raise _err(where, f"unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(allowed)}")
-    return dict(d)
-
-
 def _load_system_spec(path: Path):
     """The spec, validated by :func:`openmlip.md.spec.load_spec` (which allows the free_energy key)."""
     from ..md.spec import load_spec
@@ -139,7 +129,7 @@ def load_fe_spec(path: Union[str, Path]) -> FESpec:
     if not isinstance(raw, dict) or "free_energy" not in raw:
         raise _err(f, "no free_energy section: add one (see docs/free_energy.md) to run free-energy corrections")
     system = _load_system_spec(p)
-    sec = _keys(raw["free_energy"], SECTION_KEYS, f"{f}: free_energy")
+    sec = check_keys(raw["free_energy"], SECTION_KEYS, f"{f}: free_energy", error=ConfigError)
     legs_raw = sec.get("legs")
     if not isinstance(legs_raw, dict) or not legs_raw:
         raise _err(f"{f}: free_energy.legs", "needs at least one leg: {name: {overrides}}")
@@ -148,20 +138,21 @@ def load_fe_spec(path: Union[str, Path]) -> FESpec:
         where = f"{f}: free_energy.legs.{name}"
         if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
             raise _err(where, "leg names are letters, digits, '-' and '_' (they name folders)")
-        o = _keys(o, LEG_KEYS, where)
+        o = check_keys(o, LEG_KEYS, where, error=ConfigError)
         if "structure" in o:
             st = o["structure"]
-            files = [st] if isinstance(st, str) else list(_keys(st, ("prmtop", "inpcrd"), f"{where}.structure").values())
+            files = [st] if isinstance(st, str) else list(
+                check_keys(st, ("prmtop", "inpcrd"), f"{where}.structure", error=ConfigError).values())
             if not isinstance(st, str) and set(st) != {"prmtop", "inpcrd"}:
                 raise _err(f"{where}.structure", "an Amber structure needs both prmtop and inpcrd")
             for name_ in files:
                 if not (system.root / name_).is_file():
                     raise _err(f"{where}.structure", f"file {name_!r} not found in {system.root}")
-        nb = _keys(o.get("nonbonded"), tuple(system.nonbonded), f"{where}.nonbonded")
+        nb = check_keys(o.get("nonbonded"), tuple(system.nonbonded), f"{where}.nonbonded", error=ConfigError)
         for key, allowed in (("method", NONBONDED), ("constraints", CONSTRAINTS), ("implicit_solvent", IMPLICIT)):
             if key in nb and nb[key] not in allowed:
                 raise _err(f"{where}.nonbonded.{key}", f"{nb[key]!r} is not one of {', '.join(map(str, allowed))}")
-        ml = _keys(o.get("ml"), tuple(system.ml), f"{where}.ml")
+        ml = check_keys(o.get("ml"), tuple(system.ml), f"{where}.ml", error=ConfigError)
         emb = ml.get("embedding", system.ml["embedding"])
         if emb not in EMBEDDINGS:
             raise _err(f"{where}.ml.embedding", f"{emb!r}: a free-energy correction needs an MM end state; "
@@ -173,11 +164,11 @@ def load_fe_spec(path: Union[str, Path]) -> FESpec:
             raise _err(f"{f}: free_energy.difference", f"must name two different legs [minuend, subtrahend] of "
                        f"{', '.join(legs)}; got {diff!r}")
         diff = (diff[0], diff[1])
-    settings = _keys(sec.get("settings"), [x.name for x in dataclasses.fields(FESettings)] + ["windows"],
-                     f"{f}: free_energy.settings")
+    settings = check_keys(sec.get("settings"), [x.name for x in dataclasses.fields(FESettings)] + ["windows"],
+                          f"{f}: free_energy.settings", error=ConfigError)
     settings.setdefault("temperature_K", float(system.md["temperature_K"]))
-    smoke = _keys(sec.get("smoke"), [x.name for x in dataclasses.fields(FESettings)] + ["windows"],
-                  f"{f}: free_energy.smoke")
+    smoke = check_keys(sec.get("smoke"), [x.name for x in dataclasses.fields(FESettings)] + ["windows"],
+                       f"{f}: free_energy.smoke", error=ConfigError)
     spec = FESpec(system=system, description=str(sec.get("description", "")), legs=legs, difference=diff,
                   settings=settings, smoke=smoke)
     spec.fe_settings(False)  # validate both sets now, not after hours of compute

@@ -116,14 +116,15 @@ def _err(where: str, msg: str) -> SpecError:
     return SpecError(f"{where}: {msg}")
 
 
-def _check_keys(d: Any, allowed: Sequence[str], where: str) -> Dict[str, Any]:
+def check_keys(d: Any, allowed: Sequence[str], where: str, error: type = SpecError) -> Dict[str, Any]:
+    """A section of a spec file as a dict ({} when absent), or ``error`` naming the unknown keys."""
     if d is None:
         return {}
     if not isinstance(d, dict):
-        raise _err(where, f"must be a mapping of keys ({', '.join(allowed)}), got {type(d).__name__}")
+        raise error(f"{where}: must be a mapping of keys ({', '.join(allowed)}), got {type(d).__name__}")
     unknown = sorted(set(d) - set(allowed))
     if unknown:
-        raise _err(where, f"unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(allowed)}")
+        raise error(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(allowed)}")
     return dict(d)
 
 
@@ -212,7 +213,7 @@ def _check_structure(raw, f: str, root: Path):
         if not structure.lower().endswith((".pdb", ".xyz", ".extxyz")):
             raise _err(f"{f}: structure", f"{structure!r}: use a .pdb, .xyz/.extxyz file or {{prmtop: ..., inpcrd: ...}}")
     else:
-        structure = _check_keys(structure, ("prmtop", "inpcrd"), f"{f}: structure")
+        structure = check_keys(structure, ("prmtop", "inpcrd"), f"{f}: structure")
         if set(structure) != {"prmtop", "inpcrd"}:
             raise _err(f"{f}: structure", "an Amber structure needs both prmtop and inpcrd")
         files = list(structure.values())
@@ -228,7 +229,7 @@ def _check_nonbonded(raw, f: str):
     if isinstance(forcefield, str):
         forcefield = [forcefield]
     nonbonded = {"method": "PME", "cutoff_nm": 0.9, "constraints": "HBonds", "rigid_water": True, "implicit_solvent": None}
-    nonbonded.update(_check_keys(raw.get("nonbonded"), tuple(nonbonded), f"{f}: nonbonded"))
+    nonbonded.update(check_keys(raw.get("nonbonded"), tuple(nonbonded), f"{f}: nonbonded"))
     for key, allowed in (("method", NONBONDED), ("constraints", CONSTRAINTS), ("implicit_solvent", IMPLICIT)):
         if nonbonded[key] not in allowed:
             raise _err(f"{f}: nonbonded.{key}", f"{nonbonded[key]!r} is not one of {', '.join(map(str, allowed))}")
@@ -239,7 +240,7 @@ def _check_ml(raw, f: str, structure, forcefield) -> Dict[str, Any]:
     """The ML region's settings with defaults: selection, potential, embedding, charge state, precision."""
     ml = {"selection": "all", "potential": DEFAULT_POTENTIAL, "embedding": "mechanical", "charge": None,
           "formal_charges": None, "precision": "single", "spin_multiplicity": 1}
-    ml.update(_check_keys(raw["ml"], tuple(ml), f"{f}: ml"))
+    ml.update(check_keys(raw["ml"], tuple(ml), f"{f}: ml"))
     if ml["embedding"] not in EMBEDDINGS:
         raise _err(f"{f}: ml.embedding", f"{ml['embedding']!r} is not one of {', '.join(EMBEDDINGS)}")
     if ml["precision"] not in ("single", "double"):
@@ -257,7 +258,7 @@ def _check_ml(raw, f: str, structure, forcefield) -> Dict[str, Any]:
     if isinstance(ml["selection"], str) and ml["selection"] != "all":
         _check_selection(ml["selection"], f, "ml.selection")
     for k, fc in enumerate(ml["formal_charges"] or []):
-        _check_keys(fc, ("selection", "charge"), f"{f}: ml.formal_charges[{k}]")
+        check_keys(fc, ("selection", "charge"), f"{f}: ml.formal_charges[{k}]")
         if "selection" not in fc or "charge" not in fc:
             raise _err(f"{f}: ml.formal_charges[{k}]", "needs selection and charge")
         if isinstance(fc["selection"], str) and fc["selection"] != "all":
@@ -267,7 +268,7 @@ def _check_ml(raw, f: str, structure, forcefield) -> Dict[str, Any]:
 
 def _check_analysis(raw, f: str) -> Dict[str, List[Dict[str, Any]]]:
     """The bonds/rdf/msd analyses, each named once, selections parsed."""
-    analysis = _check_keys(raw.get("analysis"), ("bonds", "rdf", "msd"), f"{f}: analysis")
+    analysis = check_keys(raw.get("analysis"), ("bonds", "rdf", "msd"), f"{f}: analysis")
     required = {"bonds": ("name", "elements"), "rdf": ("name", "a", "b"), "msd": ("name", "selection")}
     optional = {"bonds": ("selection",), "rdf": ("r_max_nm", "bin_width_nm"), "msd": ("fit_window_ps", "viscosity_mPa_s")}
     names = set()
@@ -277,7 +278,7 @@ def _check_analysis(raw, f: str) -> Dict[str, List[Dict[str, Any]]]:
             raise _err(f"{f}: analysis.{kind}", "must be a list")
         for k, item in enumerate(items):
             where = f"{f}: analysis.{kind}[{k}]"
-            _check_keys(item, required[kind] + optional[kind], where)
+            check_keys(item, required[kind] + optional[kind], where)
             missing = [r for r in required[kind] if r not in item]
             if missing:
                 raise _err(where, f"missing key(s) {', '.join(missing)}")
@@ -316,7 +317,7 @@ def _check_expected(raw, f: str, analysis) -> List[Dict[str, Any]]:
         raise _err(f"{f}: expected", "must be a list of {observable, range, note, smoke}")
     for k, e in enumerate(expected):
         where = f"{f}: expected[{k}]"
-        _check_keys(e, ("observable", "range", "note", "smoke"), where)
+        check_keys(e, ("observable", "range", "note", "smoke"), where)
         if "observable" not in e or "range" not in e:
             raise _err(where, "needs observable (analysis-name.key) and range [low, high]")
         if str(e["observable"]).split(".", 1)[0] not in names:
@@ -349,7 +350,7 @@ def load_spec(path: Union[str, Path]) -> SystemSpec:
     """Load and validate a system spec: a ``system.yaml`` file or a folder that holds one."""
     p, raw = _read_yaml(path)
     f = str(p)
-    raw = _check_keys(raw, ("name", "description", "structure", "forcefield", "nonbonded", "box_nm", "ml", "md",
+    raw = check_keys(raw, ("name", "description", "structure", "forcefield", "nonbonded", "box_nm", "ml", "md",
                             "smoke", "analysis", "expected", "free_energy"), f)
     for key in ("name", "structure", "ml"):
         if key not in raw:
@@ -359,8 +360,8 @@ def load_spec(path: Union[str, Path]) -> SystemSpec:
     forcefield, nonbonded = _check_nonbonded(raw, f)
     ml = _check_ml(raw, f, structure, forcefield)
     md = dict(MD_DEFAULTS)
-    md.update(_check_keys(raw.get("md"), tuple(MD_DEFAULTS), f"{f}: md"))
-    smoke = _check_keys(raw.get("smoke"), tuple(MD_DEFAULTS), f"{f}: smoke")
+    md.update(check_keys(raw.get("md"), tuple(MD_DEFAULTS), f"{f}: md"))
+    smoke = check_keys(raw.get("smoke"), tuple(MD_DEFAULTS), f"{f}: smoke")
     _check_md(md, f, "md")
     _check_md({**md, **smoke}, f, "smoke")
 
