@@ -29,6 +29,7 @@ import torch
 from ase.calculators.calculator import Calculator as _ASECalculator, all_changes
 from ase.neighborlist import neighbor_list
 
+from . import keys as K
 from .charges import ChargeState, bonds_from_positions, check_formal, resolve_charge_state
 from .deploy import cast_model, load_model, torch_dtype
 from .errors import ChargeError, GeometryError, from_graph
@@ -113,15 +114,15 @@ class Calculator(_ASECalculator):
         state = self._state
         t = dict(dtype=self.dtype, device=self.device)
         data = {
-            "pos": torch.tensor(atoms.positions, **t),
-            "atomic_numbers": torch.tensor(atoms.numbers, dtype=torch.long, device=self.device),
-            "total_charge": torch.tensor([float(state.total)], **t),
-            "spin_multiplicity": torch.tensor([float(state.multiplicity)], **t),
-            "formal_charges": torch.tensor(state.formal, **t),
+            K.POSITIONS: torch.tensor(atoms.positions, **t),
+            K.ATOMIC_NUMBERS: torch.tensor(atoms.numbers, dtype=torch.long, device=self.device),
+            K.TOTAL_CHARGE: torch.tensor([float(state.total)], **t),
+            K.SPIN_MULTIPLICITY: torch.tensor([float(state.multiplicity)], **t),
+            K.FORMAL_CHARGES: torch.tensor(state.formal, **t),
         }
         if np.any(atoms.pbc):
-            data["cell"] = torch.tensor(np.asarray(atoms.cell[:]), **t).unsqueeze(0)
-            data["pbc"] = torch.tensor(np.asarray(atoms.pbc), dtype=torch.bool, device=self.device).unsqueeze(0)
+            data[K.CELL] = torch.tensor(np.asarray(atoms.cell[:]), **t).unsqueeze(0)
+            data[K.PBC] = torch.tensor(np.asarray(atoms.pbc), dtype=torch.bool, device=self.device).unsqueeze(0)
         try:
             out = self.model(data, True)
         except torch.jit.Error as exc:  # a check inside the scripted model (models saved since the strict checks)
@@ -129,11 +130,11 @@ class Calculator(_ASECalculator):
             if typed is None:
                 raise
             raise typed from None
-        energy = float(out["energy"].detach().sum())
+        energy = float(out[K.ENERGY].detach().sum())
         self.results = {
             "energy": energy,
             "free_energy": energy,
-            "forces": out["forces"].detach().cpu().double().numpy(),
-            "charges": out["charges"].detach().cpu().double().numpy(),
-            "energies": out["atomic_energies"].detach().cpu().double().numpy(),
+            "forces": out[K.FORCES].detach().cpu().double().numpy(),
+            "charges": out[K.CHARGES].detach().cpu().double().numpy(),
+            "energies": out[K.ATOMIC_ENERGIES].detach().cpu().double().numpy(),
         }

@@ -14,7 +14,7 @@ import torch
 import openmm
 import openmm.unit as u
 
-from . import DEFAULT_POTENTIAL, units
+from . import DEFAULT_POTENTIAL, keys as K, units
 from .deploy import load_model, save_model
 from .models import build_model
 from .openmm.registry import resolve_potential
@@ -40,12 +40,12 @@ def energy_check(built: dict, model_path: Path) -> dict:
     e_openmm = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
     module, _ = load_model(model_path)
     pos = np.asarray(built["positions"].value_in_unit(u.nanometer)) * units.NM_TO_ANGSTROM
-    inputs = {"pos": torch.tensor(pos, dtype=torch.float32),
-              "atomic_numbers": torch.tensor([a.element.atomic_number for a in built["topology"].atoms()]),
-              "total_charge": torch.tensor([float(built["ml_charge"] or 0.0)])}
+    inputs = {K.POSITIONS: torch.tensor(pos, dtype=torch.float32),
+              K.ATOMIC_NUMBERS: torch.tensor([a.element.atomic_number for a in built["topology"].atoms()]),
+              K.TOTAL_CHARGE: torch.tensor([float(built["ml_charge"] or 0.0)])}
     if built["ml_formal_charges"] is not None:
-        inputs["formal_charges"] = torch.tensor(built["ml_formal_charges"], dtype=torch.float32)
-    e_model = float(module(inputs, False)["energy"].detach().sum()) * units.EV_TO_KJ_PER_MOL
+        inputs[K.FORMAL_CHARGES] = torch.tensor(built["ml_formal_charges"], dtype=torch.float32)
+    e_model = float(module(inputs, False)[K.ENERGY].detach().sum()) * units.EV_TO_KJ_PER_MOL
     return {"energy_openmm_kJmol": e_openmm, "energy_model_kJmol": e_model,
             "energy_rel_diff": abs(e_openmm - e_model) / max(abs(e_model), 1e-12)}
 

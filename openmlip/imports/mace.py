@@ -14,6 +14,7 @@ from typing import Dict, List, Optional
 
 import torch
 
+from .. import keys as K
 from ..errors import ModelFileError
 from ..nn.embedding import SpeciesIndex
 from .shell import input_charges, integer_shifts, outputs, single_structure_inputs
@@ -53,7 +54,7 @@ class MACEModel(torch.nn.Module):
                 c = torch.zeros((3, 3), dtype=dtype, device=pos.device)
         inp: Dict[str, torch.Tensor] = {
             "positions": p,
-            "node_attrs": torch.nn.functional.one_hot(self.species(data["atomic_numbers"]), self.num_elements).to(dtype),
+            "node_attrs": torch.nn.functional.one_hot(self.species(data[K.ATOMIC_NUMBERS]), self.num_elements).to(dtype),
             "edge_index": edge_index,
             "shifts": sh,
             "unit_shifts": unit_shifts,

@@ -14,6 +14,7 @@ from typing import Dict, List, Optional
 
 import torch
 
+from .. import keys as K
 from ..errors import ConfigError, ModelFileError
 from ..nn.embedding import SpeciesIndex
 from .shell import input_charges, integer_shifts, outputs, single_structure_inputs, symbols_for_types
@@ -58,7 +59,7 @@ class NequIPFrameworkModel(torch.nn.Module):
             raise ConfigError("edge shifts without a cell: pass 'cell' and 'pbc' for a periodic structure")
         inp: Dict[str, torch.Tensor] = {
             "pos": p,
-            "atom_types": self.types.index_select(0, self.species(data["atomic_numbers"])),
+            "atom_types": self.types.index_select(0, self.species(data[K.ATOMIC_NUMBERS])),
             "edge_index": edge_index,
         }
         if cell is not None:

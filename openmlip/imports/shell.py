@@ -13,6 +13,7 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
+from .. import keys as K
 from ..errors import ConfigError
 from ..nn.neighbors import neighbor_list
 
@@ -40,25 +41,25 @@ def single_structure_inputs(data: Dict[str, torch.Tensor], cutoff: float
     """``(pos, cell [3,3] or None, edge_index, shift)`` of one structure, with openmlip's neighbour list
     (``edge_index[0]`` centre, ``edge_index[1]`` neighbour, vector ``pos[j] - pos[i] + shift``, shift in Å)
     unless the caller gave one.  Raises :class:`ConfigError` for a batch of several structures."""
-    pos = data["pos"]
+    pos = data[K.POSITIONS]
     n = pos.shape[0]
     batch = torch.zeros(n, dtype=torch.long, device=pos.device)
-    if "batch" in data:
-        batch = data["batch"]
+    if K.BATCH in data:
+        batch = data[K.BATCH]
         if n > 0 and bool((batch != 0).any()):
             raise ConfigError("imported models evaluate one structure at a time; call them per structure (batch 0)")
     cell: Optional[torch.Tensor] = None
     pbc: Optional[torch.Tensor] = None
-    if "cell" in data:
-        cell = data["cell"].to(pos.dtype).reshape(-1, 3, 3)
-    if "pbc" in data:
-        pbc = data["pbc"].reshape(-1, 3)
+    if K.CELL in data:
+        cell = data[K.CELL].to(pos.dtype).reshape(-1, 3, 3)
+    if K.PBC in data:
+        pbc = data[K.PBC].reshape(-1, 3)
     if cell is not None and pbc is None:
         pbc = torch.ones((1, 3), dtype=torch.bool, device=pos.device)
-    if "edge_index" in data:
-        edge_index = data["edge_index"]
-        if "edge_shift" in data:
-            shift = data["edge_shift"].to(pos.dtype)
+    if K.EDGE_INDEX in data:
+        edge_index = data[K.EDGE_INDEX]
+        if K.EDGE_SHIFT in data:
+            shift = data[K.EDGE_SHIFT].to(pos.dtype)
         else:
             shift = torch.zeros((edge_index.shape[1], 3), dtype=pos.dtype, device=pos.device)
     else:
@@ -80,11 +81,11 @@ def integer_shifts(shift: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
 
 def input_charges(data: Dict[str, torch.Tensor], n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """The charges an imported model reports: the formal charges when given, else Q/N (it predicts none)."""
-    if "formal_charges" in data:
-        return data["formal_charges"].to(dtype)
+    if K.FORMAL_CHARGES in data:
+        return data[K.FORMAL_CHARGES].to(dtype)
     q = torch.zeros(1, dtype=dtype, device=device)
-    if "total_charge" in data:
-        q = data["total_charge"].to(dtype).reshape(-1)[:1]
+    if K.TOTAL_CHARGE in data:
+        q = data[K.TOTAL_CHARGE].to(dtype).reshape(-1)[:1]
     return q.expand(n) / float(max(n, 1))
 
 
@@ -95,12 +96,12 @@ def outputs(pos: torch.Tensor, energy: torch.Tensor, forces: torch.Tensor, atomi
         a = atomic.to(pos.dtype)
         f = forces.to(pos.dtype)
     out: Dict[str, torch.Tensor] = {
-        "energy": energy_with_forces(pos, energy, forces).to(pos.dtype),
-        "atomic_energies": a,
-        "charges": charges,
+        K.ENERGY: energy_with_forces(pos, energy, forces).to(pos.dtype),
+        K.ATOMIC_ENERGIES: a,
+        K.CHARGES: charges,
     }
     if compute_forces:
-        out["forces"] = f
+        out[K.FORCES] = f
     return out
 
 

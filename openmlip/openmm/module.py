@@ -21,6 +21,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from .. import keys as K
 from .. import units
 from ..deploy import cast_model
 from ..errors import BoxError, ConfigError, GeometryError, SelectionError
@@ -268,18 +269,18 @@ class OpenMMPotential(torch.nn.Module):
             raise GeometryError(coincident_error("ML particles", i, j))
         ok = ok & ~close.any()
         data: Dict[str, torch.Tensor] = {
-            "pos": pos,
-            "atomic_numbers": self.atomic_numbers,
-            "total_charge": self.total_charge,
-            "spin_multiplicity": self.spin_multiplicity,
-            "edge_index": edge_index,
-            "edge_shift": shift,
+            K.POSITIONS: pos,
+            K.ATOMIC_NUMBERS: self.atomic_numbers,
+            K.TOTAL_CHARGE: self.total_charge,
+            K.SPIN_MULTIPLICITY: self.spin_multiplicity,
+            K.EDGE_INDEX: edge_index,
+            K.EDGE_SHIFT: shift,
         }
         if self.has_formal_charges:
-            data["formal_charges"] = self.formal_charges
+            data[K.FORMAL_CHARGES] = self.formal_charges
         if box is not None:
-            data["cell"] = box.unsqueeze(0)
-            data["pbc"] = torch.ones((1, 3), dtype=torch.bool, device=pos.device)
+            data[K.CELL] = box.unsqueeze(0)
+            data[K.PBC] = torch.ones((1, 3), dtype=torch.bool, device=pos.device)
         return data, ok
 
     @torch.jit.export
@@ -296,9 +297,9 @@ class OpenMMPotential(torch.nn.Module):
         Both are NaN when a check failed in a :attr:`capturable` module."""
         data, ok = self.ml_inputs(positions, boxvectors)
         out = self.model(data, self.output_forces)
-        energy = self.poison(out["energy"].sum() * self.energy_scale, ok)
+        energy = self.poison(out[K.ENERGY].sum() * self.energy_scale, ok)
         if self.output_forces:
-            f_ml = out["forces"] * self.force_scale
+            f_ml = out[K.FORCES] * self.force_scale
             forces = torch.zeros((positions.shape[0], 3), dtype=f_ml.dtype, device=f_ml.device)
             forces = self.poison(forces.index_copy(0, self.indices, f_ml), ok)
             return energy.to(positions.dtype), forces.to(positions.dtype)
@@ -318,7 +319,7 @@ def _capturable_model(model: torch.nn.Module, use_cell_list: bool) -> torch.nn.M
         raise ConfigError("capturable=True (CUDA graphs) needs an openmlip Potential in eager form, not a "
                           f"{type(model).__name__}: rebuild it with openmlip.models.rebuild_model(module, metadata['config']), or "
                           "pass capturable=False")
-    model = rebuild_model(model, model.config_dict)
+    model = rebuild_model(model, model.config_dict)  # private: the flags below must not change the caller's model
     model.species.validate = False
     model.capturable = True
     model.aggregation.capturable = True
