@@ -16,6 +16,7 @@ from typing import Optional, Sequence, Tuple
 
 import torch
 
+from .. import keys as K
 from .. import units
 from ..errors import ConfigError, SelectionError
 from ..nn.electrostatics import coulomb_kernel
@@ -76,12 +77,12 @@ class EmbeddedPotential(OpenMMPotential):
         check failed in a capturable module)."""
         data, ok = self.ml_inputs(positions, boxvectors)
         out = self.model(data, False)
-        q_ml = out["charges"]
+        q_ml = out[K.CHARGES]
         pos_mm = positions.index_select(0, self.mm_indices).to(self.dtype) * self.length_scale
-        vec = (pos_mm.unsqueeze(0) - data["pos"].unsqueeze(1)).reshape(-1, 3)
+        vec = (pos_mm.unsqueeze(0) - data[K.POSITIONS].unsqueeze(1)).reshape(-1, 3)
         if self.periodic and boxvectors is not None:
             vec = minimum_image(vec, boxvectors.to(self.dtype) * self.length_scale)
         r = torch.linalg.norm(vec, dim=-1)
         pair_q = (q_ml.unsqueeze(1) * self.mm_charges.unsqueeze(0)).reshape(-1)
         e_emb = self.coulomb * (pair_q * coulomb_kernel(r, self.damping, self.embedding_cutoff)).sum()
-        return self.poison(out["energy"].sum() * self.energy_scale, ok), self.poison(e_emb * self.energy_scale, ok), q_ml
+        return self.poison(out[K.ENERGY].sum() * self.energy_scale, ok), self.poison(e_emb * self.energy_scale, ok), q_ml
