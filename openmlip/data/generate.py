@@ -139,8 +139,85 @@ def _solvate(z, pos, charge: int, n: int, rng) -> tuple:
     return np.concatenate(zs), np.concatenate(ps)
 
 
+def _contact_site(mol, pos, frag, acceptor: bool):
+    """(point, outward unit vector, whether it accepts an H-bond) where fragment ``frag`` (atom indices) meets its
+    partner: its charged atom, else its first N/O/S (preferably an acceptor, one without H, when ``acceptor``, else a
+    donor), pointing away from the atom's neighbours; else (no heteroatom, e.g. benzene) its centre along the ring
+    normal."""
+    atoms = [mol.GetAtomWithIdx(i) for i in frag]
+    hetero = [a for a in atoms if a.GetAtomicNum() in (7, 8, 16)]
+    picks = ([a for a in atoms if a.GetFormalCharge() != 0]
+             + [a for a in hetero if (a.GetTotalNumHs(includeNeighbors=True) == 0) == acceptor] + hetero)
+    if picks:
+        a = picks[0]
+        site = pos[a.GetIdx()]
+        nb = [n.GetIdx() for n in a.GetNeighbors()]
+        out = site - (pos[nb].mean(0) if nb else pos[list(frag)].mean(0))
+        if np.linalg.norm(out) > 1e-6:
+            accepts = a.GetFormalCharge() < 0 or a.GetTotalNumHs(includeNeighbors=True) == 0
+            return site, out / np.linalg.norm(out), accepts
+    heavy = [i for i in frag if mol.GetAtomWithIdx(i).GetAtomicNum() > 1] or list(frag)
+    centre = pos[heavy].mean(0)
+    normal = np.linalg.svd(pos[heavy] - centre)[2][-1] if len(heavy) > 2 else np.array([0.0, 0.0, 1.0])
+    return centre, normal / np.linalg.norm(normal), False
+
+
+def _rotation(a, b) -> np.ndarray:
+    """The rotation matrix that turns unit vector ``a`` into unit vector ``b``."""
+    v, c = np.cross(a, b), float(np.dot(a, b))
+    if c < -1 + 1e-9:  # antiparallel: half a turn about any axis perpendicular to a
+        p = np.cross(a, [1.0, 0.0, 0.0] if abs(a[0]) < 0.9 else [0.0, 1.0, 0.0])
+        p /= np.linalg.norm(p)
+        return 2 * np.outer(p, p) - np.eye(3)
+    k = np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
+    return np.eye(3) + k + k @ k / (1 + c)
+
+
+def _place_fragments(smiles: str, z, pos, contact: float = 3.0, clash: float = 2.0) -> np.ndarray:
+    """Positions of a two-fragment SMILES (``"A.B"``, a dimer) with B moved rigidly to contact distance from A.
+
+    RDKit embeds each fragment about the origin, so they overlap.  Deterministically: B's contact site
+    (:func:`_contact_site`: a charged atom, else a heteroatom, else the ring centre) faces A's, along A's outward
+    direction (B offers an acceptor to a donor or cation of A, a donor to an acceptor or anion); of 12 twists about
+    that axis, the one that lets B come closest is kept, at the smallest separation (0.02 Å steps) where the closest
+    heavy atoms of A and B are ``contact`` Å apart and no atom pair is closer than ``clash`` Å.  Atom order (RDKit's,
+    as the formal charges follow it) is kept.
+    """
+    from rdkit import Chem
+
+    mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
+    frags = [list(f) for f in Chem.GetMolFrags(mol)]
+    if len(frags) == 1:
+        return pos
+    if len(frags) > 2:
+        raise ValueError(f"{smiles!r}: only one- and two-fragment SMILES are placed, not {len(frags)} fragments")
+    a, b = frags
+    pos = np.array(pos, dtype=float)
+    heavy_a, heavy_b = z[a] > 1, z[b] > 1
+    site_a, out_a, accepts = _contact_site(mol, pos, a, acceptor=False)
+    site_b, out_b, _ = _contact_site(mol, pos, b, acceptor=not accepts)
+    turn = _rotation(out_b, -out_a)
+    body = (pos[b] - site_b) @ turn.T  # B about its site, facing A
+    best = None
+    for k in range(12):
+        phi = np.pi * k / 6  # twist about A's outward direction (Rodrigues)
+        twisted = (body * np.cos(phi) + np.cross(out_a, body) * np.sin(phi)
+                   + np.outer(body @ out_a, out_a) * (1 - np.cos(phi)))
+        for r in np.arange(0.0, 12.0, 0.02):
+            moved = site_a + r * out_a + twisted
+            d = np.linalg.norm(pos[a][:, None] - moved[None], axis=-1)
+            if d[np.ix_(heavy_a, heavy_b)].min() >= contact and d.min() >= clash:
+                if best is None or r < best[0] - 1e-9:
+                    best = (r, moved)
+                break
+    pos[b] = best[1]
+    return pos
+
+
 def build_template(t: Template, seed: int = 0):
     z, pos = _embed(t.smiles, seed)
+    if "." in t.smiles:
+        pos = _place_fragments(t.smiles, z, pos)
     if t.waters:
         z, pos = _solvate(z, pos, t.charge, t.waters, np.random.default_rng(seed))
     return z, pos
@@ -218,10 +295,11 @@ def _structure(atoms, t: Template) -> Structure:
 
 
 def _xh_bonds(atoms) -> List[tuple]:
-    """(heavy atom, hydrogen) index pairs closer than 1.25 Å."""
+    """(heavy atom, hydrogen) index pairs closer than 1.45 Å: every X–H bond of H C N O F P S Cl Br (S–H 1.34 Å,
+    P–H 1.42 Å), no hydrogen bond (H···O/N >= 1.6 Å)."""
     pos, z = atoms.positions, atoms.numbers
     return [(i, j) for i in range(len(z)) if z[i] > 1 for j in range(len(z))
-            if z[j] == 1 and np.linalg.norm(pos[i] - pos[j]) < 1.25]
+            if z[j] == 1 and np.linalg.norm(pos[i] - pos[j]) < 1.45]
 
 
 SAMPLING_PROGRESS = "openmlip-sampling-progress"

@@ -4,7 +4,7 @@ xTB MD or by X–H bond stretching."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict
+from typing import Dict, List
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,7 @@ class Template:
     sampling: str = "md"  # "md": xTB Langevin MD; "stretch": one X–H bond pulled from 0.85× to 2.6×
 
 
-TEMPLATES: Dict[str, Template] = {t.name: t for t in [
+TEMPLATE_LIST: List[Template] = [
     Template("water", "O", subset="water"),
     Template("water-dimer", "O", waters=1, temperature=300.0, subset="water"),
     Template("water-tetramer", "O", waters=3, temperature=300.0, subset="water"),
@@ -67,4 +67,52 @@ TEMPLATES: Dict[str, Template] = {t.name: t for t in [
     Template("water-stretch", "O", temperature=300.0, subset="bond stretch", sampling="stretch"),
     Template("methylammonium-stretch", "C[NH3+]", charge=1, temperature=300.0, subset="bond stretch", sampling="stretch"),
     Template("methanol-stretch", "CO", temperature=300.0, subset="bond stretch", sampling="stretch"),
-]}
+    # v4 (issue #19): SPICE's organic elements (H C N O F P S Cl Br) and protein chemistry.
+    # Amino acids as capped dipeptides ACE-X-NME (L), common protonation states (alanine: alanine-dipeptide above)
+    *[Template(f"{name}-dipeptide", f"CC(=O)N{x}C(=O)NC", charge=q, subset="amino acids") for name, x, q in [
+        ("gly", "C", 0), ("ser", "[C@@H](CO)", 0), ("thr", "[C@@H]([C@@H](C)O)", 0), ("cys", "[C@@H](CS)", 0),
+        ("met", "[C@@H](CCSC)", 0), ("asn", "[C@@H](CC(N)=O)", 0), ("gln", "[C@@H](CCC(N)=O)", 0),
+        ("asp", "[C@@H](CC(=O)[O-])", -1), ("glu", "[C@@H](CCC(=O)[O-])", -1), ("lys", "[C@@H](CCCC[NH3+])", 1),
+        ("arg", "[C@@H](CCCNC(N)=[NH2+])", 1), ("hid", "[C@@H](Cc1cnc[nH]1)", 0), ("hie", "[C@@H](Cc1c[nH]cn1)", 0),
+        ("hip", "[C@@H](Cc1c[nH]c[nH+]1)", 1), ("pro", "1CCC[C@H]1", 0), ("val", "[C@@H](C(C)C)", 0),
+        ("leu", "[C@@H](CC(C)C)", 0), ("ile", "[C@@H]([C@@H](C)CC)", 0), ("phe", "[C@@H](Cc1ccccc1)", 0),
+        ("tyr", "[C@@H](Cc1ccc(O)cc1)", 0), ("trp", "[C@@H](Cc1c[nH]c2ccccc12)", 0)]],
+    # drug-like fragments
+    *[Template(name, smiles, charge=q, subset="fragments") for name, smiles, q in [
+        ("pyridine", "c1ccncc1", 0), ("imidazole", "c1c[nH]cn1", 0), ("pyrrole", "c1cc[nH]c1", 0),
+        ("thiophene", "c1ccsc1", 0), ("furan", "c1ccoc1", 0), ("indole", "c1ccc2[nH]ccc2c1", 0),
+        ("pyrimidine", "c1cncnc1", 0), ("phenol", "Oc1ccccc1", 0), ("acetamide", "CC(N)=O", 0),
+        ("dimethylformamide", "CN(C)C=O", 0), ("methanesulfonamide", "CS(N)(=O)=O", 0),
+        ("benzenesulfonamide", "NS(=O)(=O)c1ccccc1", 0), ("dimethyl-phosphate", "COP(=O)([O-])OC", -1),
+        ("methyl-phosphate", "COP(=O)(O)O", 0), ("fluorobenzene", "Fc1ccccc1", 0), ("chlorobenzene", "Clc1ccccc1", 0),
+        ("bromobenzene", "Brc1ccccc1", 0), ("4-fluorotoluene", "Cc1ccc(F)cc1", 0), ("bromoethane", "CCBr", 0),
+        ("benzoate", "O=C([O-])c1ccccc1", -1), ("anilinium", "[NH3+]c1ccccc1", 1),
+        ("trimethylammonium", "C[NH+](C)C", 1),
+        ("methylguanidinium", "CNC(N)=[NH2+]", 1), ("dimethyl-sulfide", "CSC", 0), ("methanethiol", "CS", 0),
+        ("trifluoromethylbenzene", "FC(F)(F)c1ccccc1", 0), ("trifluoroethanol", "OCC(F)(F)F", 0),
+        ("acetonitrile", "CC#N", 0)]],
+    # ions in water
+    Template("bromide-water4", "[Br-]", charge=-1, waters=4, temperature=300.0, subset="ion clusters"),
+    Template("fluoride-water4", "[F-]", charge=-1, waters=4, temperature=300.0, subset="ion clusters"),
+    Template("acetate-water2", "CC(=O)[O-]", charge=-1, waters=2, temperature=300.0, subset="ion clusters"),
+    Template("methylammonium-water2", "C[NH3+]", charge=1, waters=2, temperature=300.0, subset="ion clusters"),
+    # noncovalent dimers: solute-water, side-chain pairs (ion-amide and amide-amide H-bonds, cation-pi, stacking); a
+    # dotted SMILES is placed at contact distance by generate._place_fragments.  No contact salt bridge: on the
+    # gas-phase GFN2-xTB surface acetate + methylammonium or methylguanidinium transfer a proton (even with 2-8 waters)
+    *[Template(name, smiles, charge=q, waters=w, temperature=300.0, subset="dimers") for name, smiles, q, w in [
+        ("phenol-water1", "Oc1ccccc1", 0, 1), ("pyridine-water1", "c1ccncc1", 0, 1),
+        ("imidazole-water2", "c1c[nH]cn1", 0, 2), ("methanethiol-water1", "CS", 0, 1),
+        ("n-methylacetamide-water2", "CNC(C)=O", 0, 2), ("imidazole-methanol", "c1c[nH]cn1.CO", 0, 0),
+        ("benzene-methylammonium", "c1ccccc1.C[NH3+]", 1, 0), ("n-methylacetamide-dimer", "CNC(C)=O.CNC(C)=O", 0, 0),
+        ("benzene-dimer", "c1ccccc1.c1ccccc1", 0, 0), ("acetate-n-methylacetamide", "CC(=O)[O-].CNC(C)=O", -1, 0),
+        ("methylammonium-methanol", "C[NH3+].CO", 1, 0),
+        ("methylguanidinium-n-methylacetamide", "CNC(N)=[NH2+].CNC(C)=O", 1, 0)]],
+    # X-H bond stretching of the new bond classes (the sampler pulls a random X-H bond, so molecules where the wanted
+    # one is common; methanethiol: 1 of 4 is S-H)
+    *[Template(name, smiles, charge=q, temperature=300.0, subset="bond stretch", sampling="stretch")
+      for name, smiles, q in [("formamide-stretch", "NC=O", 0), ("guanidinium-stretch", "NC(N)=[NH2+]", 1),
+                              ("phenol-stretch", "Oc1ccccc1", 0), ("benzene-stretch", "c1ccccc1", 0),
+                              ("formic-acid-stretch", "OC=O", 0),
+                              ("methanethiol-stretch", "CS", 0)]],
+]
+TEMPLATES: Dict[str, Template] = {t.name: t for t in TEMPLATE_LIST}  # names are unique (tests/test_templates.py)
