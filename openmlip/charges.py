@@ -133,8 +133,11 @@ def formal_charges_from_bonds(atomic_numbers: Sequence[int], bonds: Iterable[Tup
     its SMILES ``C(=O)[O-]`` in the training data does; an amidinium cation (a three-bonded carbon
     whose neighbours include two or more nitrogens, every one of them three-bonded, and no oxygen:
     Arg's guanidinium, doubly protonated His (HIP), protonated imidazoles and amidines) carries +1 on
-    its last nitrogen, as ``C(N)=[NH2+]`` would.  Neutral look-alikes keep 0: an amide or urea carbon
-    has an oxygen, and a neutral amidine, His (HID/HIE) or guanine has a two-bonded nitrogen.
+    its last nitrogen, as ``C(N)=[NH2+]`` would; a phosphate P with t >= 2 oxygens that have no other bond
+    carries -(t - 1) and a sulfonate/sulfate S with t >= 3 such oxygens -(t - 2), one -1 on each of those
+    oxygens but the first (dimethyl phosphate ``COP(=O)([O-])OC``, methanesulfonate ``CS(=O)(=O)[O-]``).
+    Neutral look-alikes keep 0: an amide or urea carbon has an oxygen, a neutral amidine, His (HID/HIE)
+    or guanine has a two-bonded nitrogen, a phosphoric acid or a sulfonamide has fewer terminal oxygens.
     Anything else is 0.
     """
     fc = _rule_charges(atomic_numbers, bonds, atoms)
@@ -164,6 +167,11 @@ def _rule_charges(atomic_numbers: Sequence[int], bonds: Iterable[Tuple[int, int]
             fc[index[a]] = float(MONATOMIC_IONS[z])
         elif z == 7 and len(nb) == 4:
             fc[index[a]] = 1.0
+        elif z in (15, 16):  # phosphate, sulfonate/sulfate: -1 on every terminal O but the first (or two first)
+            terminal_o = sorted(o for o in nb if z_all[o] == 8 and degree[o] == 1)
+            for o in terminal_o[(1 if z == 15 else 2):]:
+                if o in index:
+                    fc[index[o]] = -1.0
         elif z == 6:
             terminal_o = [o for o in nb if z_all[o] == 8 and degree[o] == 1]
             if len(terminal_o) == 2 and max(terminal_o) in index:

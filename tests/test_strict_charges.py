@@ -84,6 +84,14 @@ def test_resolver_rules_on_plain_element_and_bond_lists():
     bonds = [(0, 1), (0, 2), (0, 3), (0, 4), (6, 5), (6, 7), (6, 8)]
     assert formal_charges_from_bonds(z, bonds, 0.0) == [1.0, 0, 0, 0, 0, 0, 0, -1.0, 0]
     assert formal_charges_from_bonds(z, bonds, 1.0) is None
+    # dimethyl phosphate COP(=O)([O-])OC, methyl phosphate dianion, methanesulfonate, and neutral look-alikes
+    dmp = ([6, 8, 15, 8, 8, 8, 6], [(0, 1), (1, 2), (2, 3), (2, 4), (2, 5), (5, 6)])
+    assert formal_charges_from_bonds(*dmp, -1.0) == [0, 0, 0, 0, -1.0, 0, 0]
+    assert formal_charges_from_bonds([6, 8, 15, 8, 8, 8], [(0, 1), (1, 2), (2, 3), (2, 4), (2, 5)], -2.0) == [0, 0, 0, 0, -1.0, -1.0]
+    assert formal_charges_from_bonds([6, 16, 8, 8, 8], [(0, 1), (1, 2), (1, 3), (1, 4)], -1.0) == [0, 0, 0, 0, -1.0]
+    assert formal_charges_from_bonds([7, 16, 8, 8, 6], [(0, 1), (1, 2), (1, 3), (1, 4)], 0.0) == [0.0] * 5  # sulfonamide
+    assert formal_charges_from_bonds([6, 8, 15, 8, 8, 8, 1, 1], [(0, 1), (1, 2), (2, 3), (2, 4), (2, 5), (4, 6), (5, 7)],
+                                     0.0) == [0.0] * 8  # methyl phosphoric acid
     state = resolve_charge_state(z[:5], total=1, bonds=bonds[:4])
     assert (state.total, state.formal, state.multiplicity, state.source) == (1, (1.0, 0, 0, 0, 0), 1, "bonds")
     with pytest.raises(ChargeError, match=r"formalCharges sum to \+0 e but the total charge is \+1 e"):
