@@ -1,4 +1,5 @@
-"""Write a dataset's README (method, sampling, counts per template and per charge) from its manifest."""
+"""Write a dataset's README (method, sampling, counts per template, element, charge and template class) from its
+manifest."""
 from __future__ import annotations
 
 import json
@@ -7,7 +8,9 @@ from pathlib import Path
 import numpy as np
 
 
-def dataset_readme(h5_path) -> str:
+def dataset_readme(h5_path, regenerate: str = "") -> str:
+    """The README of a dataset written by ``openmlip data generate`` (``regenerate``: the commands that made it,
+    default the one ``generate`` call with the most common conformer count)."""
     from .spice import read_spice
 
     h5 = Path(h5_path)
@@ -19,14 +22,16 @@ def dataset_readme(h5_path) -> str:
     from ase.data import chemical_symbols
 
     tpl = man["templates"]
+    c = [t["conformers"] for t in tpl.values()]
     lines = [f"# Shipped dataset `{h5.name}`", "",
              f"{man['conformers']} conformers of {len(tpl)} templates (molecules, ion–water clusters and X–H bond-stretch scans) "
              f"covering {', '.join(chemical_symbols[z] for z in elements)}, labelled with GFN2-xTB energies, forces and partial "
              f"charges at each template's total charge. SPICE HDF5 layout (`openmlip.data.read_spice` with "
              f"`energy_key='{keys['energy']}', gradient_key='{keys['gradient']}', charges_key='{keys['charges']}'`), "
              f"1 file of {h5.stat().st_size / 1e6:.1f} MB. Manifest: `{h5.with_suffix('.json').name}`.", "",
-             "Regenerate (resumes per conformer after a kill; the 1,650 conformers added in v3 took 6.7 min on one core, the large clusters at ~1 conformer/s):", "", "```bash",
-             f"openmlip data generate --out openmlip/datasets/{h5.name} --conformers 150 --seed {man['sampling']['seed']}",
+             "Regenerate (resumable: a killed run recomputes at most 10 conformers of one template):", "", "```bash",
+             regenerate or (f"openmlip data generate --out openmlip/datasets/{h5.name} --conformers "
+                            f"{max(set(c), key=c.count)} --stride {man['sampling']['stride_steps']} --seed {man['sampling']['seed']}"),
              "python -c \"from openmlip.data.card import dataset_readme as r; "
              f"open('openmlip/datasets/README.md','w').write(r('openmlip/datasets/{h5.name}'))\"", "```", "",
              "## Method", "", f"- Labels: {man['method']}. Units in the file: bohr, hartree, hartree/bohr (gradient), e.",
@@ -47,8 +52,16 @@ def dataset_readme(h5_path) -> str:
     for name, t in tpl.items():
         lines.append(f"| {name} | `{t['smiles']}` | {t['charge']:+d} | {t['waters']} | {t.get('sampling', 'md')} | "
                      f"{t['temperature']:g} | {atoms[name]} | {t['conformers']} |")
-    by_q = {}
-    for t in tpl.values():
-        by_q[t["charge"]] = by_q.get(t["charge"], 0) + t["conformers"]
-    lines += ["", "| total charge | conformers |", "| ---: | ---: |"] + [f"| {q:+d} | {n} |" for q, n in sorted(by_q.items())]
+    lines += ["", "| element | templates | conformers with it | atoms in all conformers |", "| --- | ---: | ---: | ---: |"]
+    for z in elements:
+        having = [s for s in data if z in s.numbers]
+        lines.append(f"| {chemical_symbols[z]} | {len({s.name for s in having})} | {len(having)} | "
+                     f"{sum(int(np.sum(s.numbers == z)) for s in having)} |")
+    for title, key in (("total charge", "charge"), ("template class", "subset")):
+        groups: dict = {}
+        for t in tpl.values():
+            n, k = groups.get(t[key], (0, 0))
+            groups[t[key]] = (n + 1, k + t["conformers"])
+        lines += ["", f"| {title} | templates | conformers |", "| --- | ---: | ---: |"]
+        lines += [f"| {f'{g:+d}' if key == 'charge' else g} | {n} | {k} |" for g, (n, k) in sorted(groups.items())]
     return "\n".join(lines) + "\n"
