@@ -108,14 +108,16 @@ def _cmd_import(args) -> int:
 
 
 def _cmd_data_generate(args) -> int:
-    from .data.generate import TEMPLATES, generate
+    from .data.generate import generate
+    from .data.templates import TEMPLATES
 
     unknown = [t for t in args.templates or [] if t not in TEMPLATES]
     if unknown:
         raise ConfigError(f"--templates: unknown template(s) {', '.join(unknown)}; available: {', '.join(sorted(TEMPLATES))}")
     _positive_int(args.conformers, "--conformers", "conformers per template")
     _positive_int(args.stride, "--stride", "MD steps between kept conformers")
-    man = generate(args.out, args.templates or None, args.conformers, args.seed, args.stride, progress=not args.quiet)
+    man = generate(args.out, args.templates or None, args.conformers, args.seed, args.stride, progress=not args.quiet,
+                   reuse=args.reuse or ())
     print(f"{man['conformers']} conformers ({man['computed_this_run']} computed in this run) in {args.out}; "
           f"manifest {Path(args.out).with_suffix('.json')}")
     return 0
@@ -255,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     dg.add_argument("--conformers", type=int, default=150, help="conformers per template (default 150)")
     dg.add_argument("--stride", type=int, default=20, help="MD steps between kept conformers (default 20)")
     dg.add_argument("--seed", type=int, default=0)
+    dg.add_argument("--reuse", nargs="*", help="datasets written by `data generate` whose conformers of the same "
+                    "templates (same seed and stride) are taken instead of recomputed (e.g. the shipped v3 file)")
     dg.add_argument("--quiet", action="store_true")
     dg.set_defaults(func=_cmd_data_generate)
     dr = dsub.add_parser("relabel", help="recompute a subset of conformers with DFT (PySCF; resumable)")

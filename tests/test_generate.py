@@ -68,6 +68,20 @@ def test_template_formal_charges_follow_the_atom_order_and_waters():
         template_formal_charges(TEMPLATES["ammonium"], [1, 7, 1, 1, 1])
 
 
+def test_reuse_takes_conformers_of_the_same_templates_and_records_it(tmp_path):
+    from openmlip.data.generate import reuse_templates
+
+    first = generate(tmp_path / "a.h5", ["water", "ammonium"], conformers=2, progress=False)
+    assert first["computed_this_run"] == 4
+    again = generate(tmp_path / "b.h5", ["ammonium", "water"], conformers=2, progress=False, reuse=[tmp_path / "a.h5"])
+    assert again["computed_this_run"] == 0 and again["reused"] == {"a.h5": ["ammonium", "water"]}
+    a = {(s.name, s.energy) for s in read_spice(tmp_path / "a.h5", **XTB_LABELS.kwargs())}
+    assert {(s.name, s.energy) for s in read_spice(tmp_path / "b.h5", **XTB_LABELS.kwargs())} == a
+    # another stride or seed is another sampling: nothing is taken
+    assert reuse_templates(tmp_path / "a.h5", ["water"], tmp_path, seed=0, stride=10) == []
+    assert reuse_templates(tmp_path / "a.h5", ["water"], tmp_path, seed=1, stride=20) == []
+
+
 def test_unknown_template_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"unknown template\(s\) \['ammonium-ice'\]; available: "):
         generate(tmp_path / "x.h5", ["ammonium-ice"], conformers=1, progress=False)

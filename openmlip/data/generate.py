@@ -385,10 +385,36 @@ def sample_template(t: Template, n_conformers: int, seed: int = 0, stride: int =
     return out
 
 
+def reuse_templates(dataset, names: Sequence[str], parts: Path, seed: int, stride: int) -> List[str]:
+    """Write ``parts/<name>.h5`` for each of ``names`` whose conformers ``dataset`` (written by :func:`generate`) holds
+    for the same template, seed and stride (its manifest beside it says so); returns the names taken."""
+    dataset = Path(dataset)
+    try:
+        man = json.loads(dataset.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        raise DataFileError(f"--reuse {dataset}: no readable manifest {dataset.with_suffix('.json').name} beside it; "
+                            "reuse only files written by `openmlip data generate`") from None
+    if (man.get("sampling", {}).get("seed"), man.get("sampling", {}).get("stride_steps")) != (seed, stride):
+        return []
+    same = [n for n in names if {k: v for k, v in man.get("templates", {}).get(n, {}).items() if k != "conformers"}
+            == asdict(TEMPLATES[n])]
+    taken: Dict[str, List[Structure]] = {n: [] for n in same}
+    for st in read_spice(dataset, **XTB_LABELS.kwargs()):
+        if st.name in taken:
+            taken[st.name].append(st)
+    for name, structs in taken.items():
+        write_spice(parts / f"{name}.h5", structs, smiles={name: TEMPLATES[name].smiles}, **XTB_LABELS.kwargs())
+    return same
+
+
 def generate(output, templates: Optional[Sequence[str]] = None, conformers: int = 150, seed: int = 0, stride: int = 20,
              progress: bool = True, stop_after_templates: Optional[int] = None,
-             stop_after_conformers: Optional[int] = None, checkpoint_every: int = 10) -> Dict[str, object]:
-    """Generate (or finish generating) a dataset; returns a manifest (also written as ``<output>.json``)."""
+             stop_after_conformers: Optional[int] = None, checkpoint_every: int = 10,
+             reuse: Sequence = ()) -> Dict[str, object]:
+    """Generate (or finish generating) a dataset; returns a manifest (also written as ``<output>.json``).
+
+    ``reuse``: datasets written by this function whose conformers of the same templates (same SMILES, charge, waters,
+    temperature, sampling, seed and stride) are taken as they are instead of recomputed (:func:`reuse_templates`)."""
     from tqdm.auto import tqdm
 
     output = Path(output)
@@ -398,6 +424,10 @@ def generate(output, templates: Optional[Sequence[str]] = None, conformers: int 
         raise ValueError(f"unknown template(s) {unknown}; available: {sorted(TEMPLATES)}")
     parts = output.parent / (output.name + ".parts")
     parts.mkdir(parents=True, exist_ok=True)
+    reused = {}
+    for path in reuse:
+        todo = [n for n in names if not (parts / f"{n}.h5").exists() and not (parts / f"{n}.partial.json").exists()]
+        reused[Path(path).name] = reuse_templates(path, todo, parts, seed, stride)
     done = {n for n in names if (parts / f"{n}.h5").exists()}
     computed = 0
     with tqdm(total=len(names) * conformers, initial=len(done) * conformers, desc="xTB conformers", unit="conf",
@@ -434,6 +464,7 @@ def generate(output, templates: Optional[Sequence[str]] = None, conformers: int 
                      "equilibration_steps": 100, "stride_steps": stride, "seed": seed},
         "units_in_file": {"positions": "bohr", "energy": "hartree", "gradient": "hartree/bohr", "charges": "e"},
         "label_keys": vars(XTB_LABELS),
+        **({"reused": reused} if reused else {}),
         "templates": {n: {**asdict(TEMPLATES[n]), "conformers": counts[n]} for n in names},
         "isolated_atom_energies_eV": isolated_atom_energies(sorted({_symbol(z) for s in merged for z in s.numbers})),
     }
