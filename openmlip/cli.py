@@ -190,6 +190,18 @@ def _pair(text: str):
     return parts[0], parts[1]
 
 
+def _cmd_evaluate(args) -> int:
+    from .data.spice import DFT_LABELS, SPICE_LABELS, XTB_LABELS
+    from .evaluate import write_evaluation
+
+    keys = {"xtb": XTB_LABELS, "dft": DFT_LABELS, "spice": SPICE_LABELS}[args.labels]
+    tables = write_evaluation(args.model, args.data, keys, args.out, args.molecules, args.scan or ())
+    a = tables["all"]
+    print(f"{a['conformers']} conformers: energy MAE {a['energy_mae_meV_per_atom']:.1f} meV/atom, force MAE "
+          f"{a['forces_mae_meV_per_A']:.1f} meV/Å; tables in {Path(args.out) / 'errors.md'}")
+    return 0
+
+
 def _cmd_analyze(args) -> int:
     from .analysis import select
     from .analysis.report import MSD, RDF, Bonds, analyze, load_trajectory
@@ -292,6 +304,15 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--type-map", nargs="*", metavar="TYPE=ELEMENT", help="element of each custom nequip atom type")
     im.add_argument("--head", help="MACE head (default: the model's last, as MACE's calculators)")
     im.set_defaults(func=_cmd_import)
+    ev = sub.add_parser("evaluate", help="errors of a model file by molecule, element and charge; X-H dissociation curves")
+    ev.add_argument("model", help="model file (or an installed potential's model file)")
+    ev.add_argument("data", nargs="+", help="SPICE-layout HDF5 files with reference labels")
+    ev.add_argument("--labels", choices=["xtb", "dft", "spice"], default="xtb", help="which labels (default xtb)")
+    ev.add_argument("--molecules", nargs="*", help="only these molecules (group names), e.g. the held-out ones")
+    ev.add_argument("--scan", nargs="*", metavar="TEMPLATE:ELEMENT",
+                    help="X-H dissociation curves against GFN2-xTB, e.g. ammonium:N methanol:O methanethiol:S")
+    ev.add_argument("--out", default="out/evaluate", help="output folder (default out/evaluate)")
+    ev.set_defaults(func=_cmd_evaluate)
     an = sub.add_parser("analyze", help="bond lengths, RDFs and MSD of a trajectory: CSV/JSON, PNG plots, Markdown report")
     an.add_argument("trajectory", help="trajectory (mdtraj HDF5 .h5 carries its topology; DCD/XTC need --top)")
     an.add_argument("--top", help="topology file for DCD/XTC trajectories")

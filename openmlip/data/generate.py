@@ -223,7 +223,8 @@ def build_template(t: Template, seed: int = 0):
     return z, pos
 
 
-def _xtb(atoms, t: Template):
+def xtb_calculator(t: Template):
+    """tblite's GFN2-xTB ASE calculator at the template's total charge and multiplicity."""
     from tblite.ase import TBLite
 
     return TBLite(method="GFN2-xTB", charge=float(t.charge), multiplicity=int(t.multiplicity), verbosity=0)
@@ -342,7 +343,7 @@ def sample_template(t: Template, n_conformers: int, seed: int = 0, stride: int =
     out: List[Structure] = []
     z, pos = build_template(t, seed)
     atoms = Atoms(numbers=z, positions=pos)
-    atoms.calc = _xtb(atoms, t)
+    atoms.calc = xtb_calculator(t)
     state = read_progress(checkpoint, SAMPLING_PROGRESS) if checkpoint is not None else None
     if state is not None:
         out = [structure_from_json(d) for d in state["conformers"]]

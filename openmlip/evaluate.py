@@ -1,0 +1,173 @@
+"""A model file against reference data: errors by molecule, element and total charge, and X–H dissociation curves.
+
+``openmlip evaluate MODEL DATA...`` writes ``errors.json`` / ``errors.md`` (and, with ``--scan``,
+``dissociation.json`` / ``dissociation.png``): the tables of a model card.  Errors are model minus reference on
+the conformers of the named molecules (default: all): energy per atom (meV/atom), force components (meV/Å, of the
+atoms of each element for the element table) and partial charges (e).  A scan pulls one X–H bond of a template's
+GFN2-xTB-optimised structure from 0.8× to 3× its length and compares the model's energy profile with GFN2-xTB's
+(both relative to the optimised structure).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .data.dataset import ConformerSet
+from .data.spice import LabelKeys
+from .deploy import load_model, torch_dtype
+from .errors import ConfigError
+from .train.batching import collate, model_inputs
+from .train.trainer import residuals
+
+
+def _summary(rows: List[dict]) -> dict:
+    """MAEs over per-conformer residual rows (``e`` eV/atom, ``f`` [n,3] eV/Å, ``q`` [n] e or None)."""
+    f = np.concatenate([r["f"].ravel() for r in rows]) if rows else np.zeros(0)
+    q = [r["q"] for r in rows if r["q"] is not None]
+    out = {"conformers": len(rows), "energy_mae_meV_per_atom": 1000 * float(np.mean([abs(r["e"]) for r in rows])),
+           "forces_mae_meV_per_A": 1000 * float(np.mean(np.abs(f))),
+           "forces_rmse_meV_per_A": 1000 * float(np.sqrt(np.mean(f ** 2)))}
+    if q:
+        out["charges_mae_e"] = float(np.mean(np.abs(np.concatenate(q))))
+    return out
+
+
+def error_tables(model_path, data_paths: Sequence, keys: LabelKeys, molecules: Optional[Sequence[str]] = None,
+                 batch_size: int = 16) -> Dict[str, object]:
+    """Errors of a model file on the conformers of ``molecules`` (all by default) of ``data_paths``: overall, per
+    molecule, per element (force and charge errors of that element's atoms; energy per atom of conformers
+    containing it) and per total charge."""
+    model, meta = load_model(model_path)
+    dtype = torch_dtype(meta["dtype"])
+    data = ConformerSet([Path(p) for p in data_paths], keys, progress=False)
+    names = [g.header.name for g in data.groups]
+    wanted = list(dict.fromkeys(molecules or names))
+    missing = sorted(set(wanted) - set(names))
+    if missing:
+        raise ConfigError(f"molecule(s) {', '.join(missing)} are not in {', '.join(map(str, data_paths))}; "
+                          f"choose from {', '.join(sorted(set(names)))}")
+    rows = []
+    for g in [k for k, n in enumerate(names) if n in wanted]:
+        idx = data.conformers_of([g])
+        for start in range(0, len(idx), batch_size):
+            structs = [data[int(i)] for i in idx[start:start + batch_size]]
+            batch = collate(structs, dtype)
+            r = residuals(model(model_inputs(batch), True), batch)
+            cut = np.cumsum([0] + [len(s.numbers) for s in structs])
+            for k, s in enumerate(structs):
+                a, b = cut[k], cut[k + 1]
+                rows.append({"name": s.name, "charge": int(round(s.total_charge)), "z": np.asarray(s.numbers),
+                             "e": float(r["energy"][k].detach()), "f": r["forces"][a:b].detach().double().numpy(),
+                             "q": r["charges"][a:b].detach().double().numpy() if "charges" in r else None})
+    data.close()
+    from ase.data import chemical_symbols
+
+    by_element = {}
+    for z in sorted({int(v) for r in rows for v in r["z"]}):
+        having = [r for r in rows if z in r["z"]]
+        only = [{"e": r["e"], "f": r["f"][r["z"] == z], "q": None if r["q"] is None else r["q"][r["z"] == z]}
+                for r in having]
+        by_element[chemical_symbols[z]] = _summary(only)
+    return {"model": Path(model_path).name, "data": [Path(p).name for p in data_paths], "label_keys": vars(keys),
+            "all": _summary(rows),
+            "molecules": {n: _summary([r for r in rows if r["name"] == n]) for n in wanted},
+            "elements": by_element,
+            "total_charge": {f"{q:+d}": _summary([r for r in rows if r["charge"] == q])
+                             for q in sorted({r["charge"] for r in rows})}}
+
+
+def tables_markdown(t: Dict[str, object]) -> str:
+    """The error tables as Markdown."""
+    def block(title: str, rows: Dict[str, dict]) -> List[str]:
+        lines = ["", f"| {title} | conformers | energy MAE (meV/atom) | force MAE (meV/Å) | force RMSE (meV/Å) | "
+                     "charge MAE (e) |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+        for name, s in rows.items():
+            q = f"{s['charges_mae_e']:.3f}" if "charges_mae_e" in s else "–"
+            lines.append(f"| {name} | {s['conformers']} | {s['energy_mae_meV_per_atom']:.1f} | "
+                         f"{s['forces_mae_meV_per_A']:.1f} | {s['forces_rmse_meV_per_A']:.1f} | {q} |")
+        return lines
+
+    lines = [f"Errors of `{t['model']}` against {', '.join(t['data'])} (labels {t['label_keys']['energy']}); per element: "
+             "forces and charges of that element's atoms, energy per atom of the conformers containing it."]
+    lines += block("all", {"all": t["all"]}) + block("molecule", t["molecules"]) + block("element", t["elements"])
+    lines += block("total charge", t["total_charge"])
+    return "\n".join(lines) + "\n"
+
+
+def dissociation_curve(model_path, template: str, element: str, factors=np.linspace(0.8, 3.0, 23)) -> Dict[str, object]:
+    """Energy (eV, relative to the optimised structure) of the model and of GFN2-xTB along one X–H bond of
+    ``template`` with X = ``element``, scaled by ``factors`` (other atoms fixed at the xTB-optimised structure)."""
+    from ase import Atoms
+    from ase.data import atomic_numbers
+    from ase.optimize import BFGS
+
+    from .ase import Calculator
+    from .data.generate import build_template, xtb_calculator
+    from .data.templates import TEMPLATES
+
+    if template not in TEMPLATES:
+        raise ConfigError(f"--scan {template}:{element}: unknown template; choose from {', '.join(sorted(TEMPLATES))}")
+    t = TEMPLATES[template]
+    z, pos = build_template(t)
+    atoms = Atoms(numbers=z, positions=pos, info={"charge": t.charge, "spin": t.multiplicity})
+    atoms.calc = xtb_calculator(t)
+    BFGS(atoms, logfile=None).run(fmax=0.01, steps=300)
+    ref_pos = atoms.positions.copy()
+    target = atomic_numbers.get(element)
+    bond = next(((i, j) for i in range(len(z)) if z[i] == target for j in range(len(z))
+                 if z[j] == 1 and np.linalg.norm(ref_pos[i] - ref_pos[j]) < 1.45), None)
+    if bond is None:
+        raise ConfigError(f"--scan {template}:{element}: {template} has no {element}–H bond")
+    i, j = bond
+    r0 = float(np.linalg.norm(ref_pos[j] - ref_pos[i]))
+    model = Calculator(model_path)
+    curves = {"model": [], "xtb": []}
+    for factor in [1.0, *factors]:
+        p = ref_pos.copy()
+        p[j] = p[i] + (ref_pos[j] - ref_pos[i]) * factor
+        for name, calc in (("model", model), ("xtb", xtb_calculator(t))):
+            a = Atoms(numbers=z, positions=p, info=dict(atoms.info))
+            a.calc = calc
+            curves[name].append(float(a.get_potential_energy()))
+    return {"template": template, "bond": f"{element}–H", "atoms": [int(i), int(j)], "r0_A": r0,
+            "r_A": [r0 * f for f in factors],
+            **{name: [e - c[0] for e in c[1:]] for name, c in curves.items()}}
+
+
+def plot_dissociation(curves: List[Dict[str, object]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(curves), figsize=(3.2 * len(curves), 3.0), squeeze=False)
+    for ax, c in zip(axes[0], curves):
+        ax.plot(c["r_A"], c["xtb"], "k-", label="GFN2-xTB")
+        ax.plot(c["r_A"], c["model"], "o", ms=3, label="model")
+        ax.set(title=f"{c['template']} {c['bond']}", xlabel="r (Å)", ylabel="E − E(opt) (eV)")
+    axes[0][0].legend(frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_evaluation(model_path, data_paths: Sequence, keys: LabelKeys, out, molecules=None,
+                     scans: Sequence[str] = ()) -> Dict[str, object]:
+    """:func:`error_tables` (and :func:`dissociation_curve` for each ``template:element`` of ``scans``) into ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tables = error_tables(model_path, data_paths, keys, molecules)
+    (out / "errors.json").write_text(json.dumps(tables, indent=1))
+    (out / "errors.md").write_text(tables_markdown(tables))
+    if scans:
+        curves = []
+        for scan in scans:
+            template, _, element = scan.partition(":")
+            curves.append(dissociation_curve(model_path, template, element))
+        (out / "dissociation.json").write_text(json.dumps(curves, indent=1))
+        plot_dissociation(curves, out / "dissociation.png")
+        tables["dissociation"] = curves
+    return tables

@@ -1,0 +1,63 @@
+"""openmlip evaluate: the model card's tables (by molecule, element, total charge) and X–H dissociation curves."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from openmlip.data import XTB_LABELS
+from openmlip.deploy import load_model
+from openmlip.errors import ConfigError
+from openmlip.evaluate import dissociation_curve, error_tables
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = ROOT / "plugins" / "openmlip-xtb-v3" / "openmlip_plugin_openmlip_xtb_v3" / "model.pt"
+DATA = ROOT / "openmlip" / "datasets" / "openmlip-xtb-v3.h5"
+
+
+def test_tables_reproduce_the_card_and_partition_consistently():
+    meta = load_model(MODEL)[1]
+    test = meta["provenance"]["split"]["test_molecules"]
+    t = error_tables(MODEL, [DATA], XTB_LABELS, test)
+    card = meta["metrics"]["test"]
+    for key in ("energy_mae_meV_per_atom", "forces_mae_meV_per_A", "forces_rmse_meV_per_A", "charges_mae_e"):
+        assert t["all"][key] == pytest.approx(card[key], rel=1e-3), key  # the training run's own numbers
+    assert set(t["molecules"]) == set(test) and t["all"]["conformers"] == 600
+    # molecules and total charges partition the conformers; element force MAEs average (by atom) to the total
+    for part in ("molecules", "total_charge"):
+        rows = t[part].values()
+        assert sum(r["conformers"] for r in rows) == 600
+        assert sum(r["conformers"] * r["energy_mae_meV_per_atom"] for r in rows) / 600 == pytest.approx(
+            t["all"]["energy_mae_meV_per_atom"], rel=1e-12)
+    assert set(t["total_charge"]) == {"-1", "+0"} and set(t["elements"]) == {"H", "C", "N", "O", "Cl"}
+    atoms = {"H": 0, "C": 0, "N": 0, "O": 0, "Cl": 0}
+    for name, counts in {"propanol": {"C": 3, "O": 1, "H": 8}, "dimethyl-ether": {"C": 2, "O": 1, "H": 6},
+                         "chloride-water3": {"Cl": 1, "O": 3, "H": 6}, "methylamine": {"C": 1, "N": 1, "H": 5}}.items():
+        for el, n in counts.items():
+            atoms[el] += 150 * n
+    total = sum(atoms[el] * t["elements"][el]["forces_mae_meV_per_A"] for el in atoms) / sum(atoms.values())
+    assert total == pytest.approx(t["all"]["forces_mae_meV_per_A"], rel=1e-10)
+    with pytest.raises(ConfigError, match="molecule\\(s\\) ice are not in"):
+        error_tables(MODEL, [DATA], XTB_LABELS, ["ice"])
+
+
+def test_dissociation_curve_follows_xtb_near_the_minimum_and_the_cli_writes_the_card_files(tmp_path):
+    c = dissociation_curve(MODEL, "ammonium", "N", factors=np.array([0.9, 1.0, 1.2, 1.6, 2.2]))
+    assert c["bond"] == "N–H" and 1.0 < c["r0_A"] < 1.06
+    assert c["model"][1] == pytest.approx(0.0, abs=1e-5) and c["xtb"][1] == pytest.approx(0.0, abs=1e-9)
+    assert np.all(np.diff(c["xtb"][1:]) > 0) and np.all(np.diff(c["model"][1:]) > 0)  # bonds cost energy
+    assert np.max(np.abs(np.subtract(c["model"], c["xtb"]))) < 0.1  # eV, inside the trained range
+    with pytest.raises(ConfigError, match="ammonium has no S–H bond"):
+        dissociation_curve(MODEL, "ammonium", "S")
+    out = tmp_path / "ev"
+    res = subprocess.run([sys.executable, "-m", "openmlip.cli", "evaluate", str(MODEL), str(DATA), "--molecules",
+                          "methylamine", "--scan", "methanol:O", "--out", str(out)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "150 conformers: energy MAE" in res.stdout
+    assert {p.name for p in out.iterdir()} == {"errors.json", "errors.md", "dissociation.json", "dissociation.png"}
+    assert json.loads((out / "errors.json").read_text())["molecules"]["methylamine"]["conformers"] == 150
+    assert "| methylamine | 150 |" in (out / "errors.md").read_text()
