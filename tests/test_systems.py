@@ -82,11 +82,21 @@ def test_ml_region_and_charge_of_the_charged_system():
     top = built["mdtraj_topology"]
     assert [top.atom(i).residue.name for i in built["ml_atoms"]] == ["NH4"] * 5
     import openmm
+    import openmmtorch
+    import torch
 
-    # mechanical embedding: the ML atoms' intramolecular MM terms are gone, their LJ/charges to water stay
+    # electrostatic embedding: the ML atoms carry no MM charge (the water's charges stay, Cl- keeps -1); the charges
+    # the model predicts for the ion, which meet the MM charges in the TorchForce, sum to the region's +1
     nb = [f for f in built["system"].getForces() if isinstance(f, openmm.NonbondedForce)][0]
-    q = sum(nb.getParticleParameters(i)[0]._value for i in built["ml_atoms"])
-    assert q == pytest.approx(1.0, abs=1e-6)
+    q = [nb.getParticleParameters(i)[0]._value for i in range(nb.getNumParticles())]
+    assert [q[i] for i in built["ml_atoms"]] == [0.0] * 5 and sum(q) == pytest.approx(-1.0, abs=1e-6)
+    force = next(f for f in built["system"].getForces() if f.getName() == "TorchForce")
+    module = openmmtorch.TorchForce.cast(force).getModule()
+    pos = torch.tensor(built["positions"].value_in_unit(openmm.unit.nanometer), dtype=torch.float64)
+    box = torch.tensor([v.value_in_unit(openmm.unit.nanometer) for v in built["system"].getDefaultPeriodicBoxVectors()],
+                       dtype=torch.float64)
+    _, e_embedding, q_ml = module.potential.embedding_energy_terms(pos, box)
+    assert float(q_ml.sum()) == pytest.approx(1.0, abs=1e-5) and float(e_embedding) < -100.0  # kJ/mol: NH4+ is solvated
 
 
 BAD = {
