@@ -16,28 +16,20 @@ import torch
 
 from .. import keys as K
 from ..errors import ModelFileError
-from ..nn.embedding import SpeciesIndex
-from .shell import input_charges, integer_shifts, outputs, single_structure_inputs
+from .shell import ImportedModel, input_charges, integer_shifts, outputs, single_structure_inputs
 
 
-class MACEModel(torch.nn.Module):
-    """A scripted MACE model behind openmlip's model contract (Å, eV)."""
+class MACEModel(ImportedModel):
+    """A scripted MACE model behind openmlip's model contract (Å, eV); ``elements`` in the order of the model's
+    atomic_numbers buffer."""
 
     def __init__(self, model: torch.jit.ScriptModule, elements: List[str], cutoff: float, head: int = 0):
-        super().__init__()
-        self.model = model
-        self.elements: List[str] = list(elements)  # in the order of the model's atomic_numbers buffer
-        self.species = SpeciesIndex(elements)
+        super().__init__(model, elements, cutoff)
         self.num_elements = len(elements)
-        self.cutoff = float(cutoff)
         self.register_buffer("head", torch.tensor([int(head)], dtype=torch.long))
         # follows the model through .to(dtype): MACE takes inputs in its parameters' dtype
         dtype = next(iter(model.parameters())).dtype
         self.register_buffer("dtype_probe", torch.zeros(0, dtype=dtype))
-
-    @torch.jit.export
-    def get_elements(self) -> List[str]:
-        return self.elements
 
     def forward(self, data: Dict[str, torch.Tensor], compute_forces: bool = True) -> Dict[str, torch.Tensor]:
         pos, cell, edge_index, shift = single_structure_inputs(data, self.cutoff)

@@ -16,13 +16,12 @@ import torch
 
 from .. import keys as K
 from ..errors import ConfigError, ModelFileError
-from ..nn.embedding import SpeciesIndex
-from .shell import input_charges, integer_shifts, outputs, single_structure_inputs, symbols_for_types
+from .shell import ImportedModel, input_charges, integer_shifts, outputs, single_structure_inputs, symbols_for_types
 
 METADATA_KEYS = ("r_max", "type_names", "model_dtype", "per_edge_type_cutoff", "allow_tf32")
 
 
-class NequIPFrameworkModel(torch.nn.Module):
+class NequIPFrameworkModel(ImportedModel):
     """A compiled nequip-framework model behind openmlip's model contract (Å, eV).
 
     ``length_scale``: model length units per Å; ``energy_scale``: eV per model energy unit.
@@ -30,18 +29,10 @@ class NequIPFrameworkModel(torch.nn.Module):
 
     def __init__(self, model: torch.jit.ScriptModule, elements: List[str], types: List[int], cutoff: float,
                  length_scale: float = 1.0, energy_scale: float = 1.0):
-        super().__init__()
-        self.model = model
-        self.elements: List[str] = list(elements)
-        self.species = SpeciesIndex(elements)
+        super().__init__(model, elements, cutoff)
         self.register_buffer("types", torch.tensor(types, dtype=torch.long))
-        self.cutoff = float(cutoff)  # Å
         self.length_scale = float(length_scale)
         self.energy_scale = float(energy_scale)
-
-    @torch.jit.export
-    def get_elements(self) -> List[str]:
-        return self.elements
 
     def forward(self, data: Dict[str, torch.Tensor], compute_forces: bool = True) -> Dict[str, torch.Tensor]:
         pos, cell, edge_index, shift = single_structure_inputs(data, self.cutoff)

@@ -15,7 +15,8 @@ import torch
 
 from .. import keys as K
 from ..errors import ConfigError
-from ..nn.neighbors import neighbor_list
+from ..nn.embedding import SpeciesIndex
+from ..nn.neighbors import cell_and_pbc, neighbor_list
 
 
 def energy_with_forces(pos: torch.Tensor, energy: torch.Tensor, forces: torch.Tensor) -> torch.Tensor:
@@ -36,6 +37,22 @@ def energy_with_forces(pos: torch.Tensor, energy: torch.Tensor, forces: torch.Te
     return (c - (f * pos.to(torch.float64)).sum()).reshape(-1)
 
 
+class ImportedModel(torch.nn.Module):
+    """The part every imported model shares: the wrapped TorchScript ``model``, its ``elements`` (openmlip's
+    species contract, :meth:`get_elements`) and its ``cutoff`` (Å)."""
+
+    def __init__(self, model: torch.jit.ScriptModule, elements: List[str], cutoff: float):
+        super().__init__()
+        self.model = model
+        self.elements: List[str] = list(elements)
+        self.species = SpeciesIndex(elements)
+        self.cutoff = float(cutoff)
+
+    @torch.jit.export
+    def get_elements(self) -> List[str]:
+        return self.elements
+
+
 def single_structure_inputs(data: Dict[str, torch.Tensor], cutoff: float
                             ) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor, torch.Tensor]:
     """``(pos, cell [3,3] or None, edge_index, shift)`` of one structure, with openmlip's neighbour list
@@ -48,12 +65,7 @@ def single_structure_inputs(data: Dict[str, torch.Tensor], cutoff: float
         batch = data[K.BATCH]
         if n > 0 and bool((batch != 0).any()):
             raise ConfigError("imported models evaluate one structure at a time; call them per structure (batch 0)")
-    cell: Optional[torch.Tensor] = None
-    pbc: Optional[torch.Tensor] = None
-    if K.CELL in data:
-        cell = data[K.CELL].to(pos.dtype).reshape(-1, 3, 3)
-    if K.PBC in data:
-        pbc = data[K.PBC].reshape(-1, 3)
+    cell, pbc = cell_and_pbc(data, pos.dtype)
     if cell is not None and pbc is None:
         pbc = torch.ones((1, 3), dtype=torch.bool, device=pos.device)
     if K.EDGE_INDEX in data:

@@ -20,7 +20,7 @@ when electrostatics is on).
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import torch
 
@@ -28,7 +28,7 @@ from .. import keys as K
 from ..nn.aggregation import Aggregation
 from ..nn.electrostatics import DampedCoulomb
 from ..nn.embedding import SpeciesIndex
-from ..nn.neighbors import neighbor_list
+from ..nn.neighbors import cell_and_pbc, neighbor_list
 from ..nn.radial import BesselBasis, PolynomialCutoff
 from ..nn.zbl import ZBLRepulsion
 from .config import ModelConfig, core_class
@@ -96,12 +96,7 @@ class Potential(torch.nn.Module):
             spin = data[K.SPIN_MULTIPLICITY].to(pos.dtype)
         else:
             spin = torch.ones(num_graphs, dtype=pos.dtype, device=pos.device)
-        cell: Optional[torch.Tensor] = None
-        pbc: Optional[torch.Tensor] = None
-        if K.CELL in data:
-            cell = data[K.CELL].to(pos.dtype).reshape(-1, 3, 3)
-        if K.PBC in data:
-            pbc = data[K.PBC].reshape(-1, 3)
+        cell, pbc = cell_and_pbc(data, pos.dtype)
 
         counts = torch.zeros(num_graphs, dtype=pos.dtype, device=pos.device).index_add(
             0, batch, torch.ones(n, dtype=pos.dtype, device=pos.device)

@@ -12,10 +12,11 @@ out of every pair and silently contribute a constant energy and zero force) and 
 """
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
+from .. import keys as K
 from ..errors import GeometryError
 
 #: Two atoms closer than this (Å) sit "on one position" (a duplicated atom): refused, not evaluated.
@@ -287,3 +288,15 @@ def cell_list_pairs(pos: torch.Tensor, cutoff: float, box: Optional[torch.Tensor
     within = torch.arange(total, device=pos.device) - first
     j = order[starts[nb_id].repeat_interleave(cnt, output_size=total) + within]
     return _filter_pairs(pos, i, j, cutoff, box)
+
+
+def cell_and_pbc(data: Dict[str, torch.Tensor], dtype: torch.dtype) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """The periodic cells [B, 3, 3] (Å, rows = lattice vectors; cast to ``dtype``) and flags [B, 3] of an
+    atomic-data dictionary, each None when absent."""
+    cell: Optional[torch.Tensor] = None
+    pbc: Optional[torch.Tensor] = None
+    if K.CELL in data:
+        cell = data[K.CELL].to(dtype).reshape(-1, 3, 3)
+    if K.PBC in data:
+        pbc = data[K.PBC].reshape(-1, 3)
+    return cell, pbc
