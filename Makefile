@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.openmlip-installed
 # Deliberate thread settings for 2-core machines (see docs/benchmarks.md, "Speed, 1 torch + 1 OpenMM thread"): xdist runs 2 workers,
 # each test process pins torch to 1 thread (tests/conftest.py).
-PYTEST_ARGS ?= -n 2
+PYTEST_ARGS ?= -n 2 --dist worksteal
 
 .PHONY: venv run test doctor demo bench clean
 

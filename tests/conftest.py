@@ -20,6 +20,17 @@ pytest.register_assert_rewrite("helpers")
 # CI); more torch threads than cores per worker slows everything by an order of magnitude.
 torch.set_num_threads(1)
 
+# The longest test files first (minutes each on one worker: a local SLURM cluster, whole system specs, foreign-model
+# imports, free-energy legs, torchrun, frozen TorchForce graphs), then the rest, so that with pytest-xdist's work
+# stealing (Makefile: --dist worksteal) the two CI workers finish together instead of one waiting on a long tail.
+LONG_FIRST = ("test_slurm.py", "test_systems.py", "test_imports.py", "test_fe.py", "test_distributed.py",
+              "test_capturable.py", "test_mlmm.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: k for k, name in enumerate(LONG_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FIRST)))  # stable: file order kept within
+
 
 @pytest.fixture(params=[torch.float64, torch.float32], ids=["float64", "float32"])
 def dtype(request):
