@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ sys.path.insert(0, str(HERE))
 import torch  # noqa: E402  (torch before openmm)
 
 import openmlip  # noqa: E402,F401
+from model_speed import median_ms  # noqa: E402
 from systems import alanine_dipeptide_vacuum  # noqa: E402
 
 DEFAULT_SIZES = ["small:num_channels=4,latent_dim=16", "default:", "large:num_channels=16,latent_dim=64"]
@@ -75,14 +75,7 @@ def ms_per_step(model_file: Path, threads: int, warmup: int, repeats: int) -> fl
         p = positions.clone().requires_grad_(True)
         torch.autograd.grad(pot(p)[0], p)
 
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    return 1000.0 * statistics.median(times)
+    return median_ms(step, warmup, repeats)
 
 
 def main(argv=None):

@@ -25,7 +25,8 @@ from openmlip.openmm import OpenMMPotential  # noqa: E402
 from systems import alanine_dipeptide_vacuum, water_box  # noqa: E402
 
 
-def _time(fn, warmup, repeats):
+def median_ms(fn, warmup, repeats):
+    """Median wall time of ``fn()`` in ms over ``repeats`` calls after ``warmup`` calls."""
     for _ in range(warmup):
         fn()
     ts = []
@@ -49,10 +50,10 @@ def measure(arch, z, pos, box, warmup, repeats, dtype=torch.float32, overrides=N
         e, _ = scripted(p, boxv)
         torch.autograd.grad(e, p)
 
-    ms = _time(step, warmup, repeats)
+    ms = median_ms(step, warmup, repeats)
     # neighbour list alone (in-graph, same settings)
     nl = torch.jit.script(pot).ml_inputs
-    ms_nl = _time(lambda: nl(positions, boxv), warmup, repeats)
+    ms_nl = median_ms(lambda: nl(positions, boxv), warmup, repeats)
     with torch.no_grad():
         data, _ = pot.ml_inputs(positions, boxv)
     edges = int(data["edge_index"].shape[1])  # the static list's capacity for regions up to BRUTE_FORCE_MAX_ATOMS
