@@ -15,6 +15,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ._io import atomic_path
 from .data.dataset import ConformerSet
 from .data.spice import LabelKeys
 from .deploy import load_model, torch_dtype
@@ -110,6 +111,9 @@ def dissociation_curve(model_path, template: str, element: str, factors=np.linsp
 
     if template not in TEMPLATES:
         raise ConfigError(f"--scan {template}:{element}: unknown template; choose from {', '.join(sorted(TEMPLATES))}")
+    if atomic_numbers.get(element, 1) == 1:
+        raise ConfigError(f"--scan {template}:{element} is not TEMPLATE:ELEMENT; give the heavy atom of the X-H bond, "
+                          "e.g. methanol:O")
     t = TEMPLATES[template]
     z, pos = build_template(t)
     atoms = Atoms(numbers=z, positions=pos, info={"charge": t.charge, "spin": t.multiplicity})
@@ -150,7 +154,7 @@ def plot_dissociation(curves: List[Dict[str, object]], path: Path) -> None:
         ax.set(title=f"{c['template']} {c['bond']}", xlabel="r (Å)", ylabel="E − E(opt) (eV)")
     axes[0][0].legend(frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, format="png")
     plt.close(fig)
 
 
@@ -160,14 +164,15 @@ def write_evaluation(model_path, data_paths: Sequence, keys: LabelKeys, out, mol
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tables = error_tables(model_path, data_paths, keys, molecules)
-    (out / "errors.json").write_text(json.dumps(tables, indent=1))
-    (out / "errors.md").write_text(tables_markdown(tables))
-    if scans:
-        curves = []
-        for scan in scans:
-            template, _, element = scan.partition(":")
-            curves.append(dissociation_curve(model_path, template, element))
-        (out / "dissociation.json").write_text(json.dumps(curves, indent=1))
-        plot_dissociation(curves, out / "dissociation.png")
+    curves = [dissociation_curve(model_path, *scan.partition(":")[::2]) for scan in scans]
+    files = {"errors.json": json.dumps(tables, indent=1), "errors.md": tables_markdown(tables)}
+    if curves:
+        files["dissociation.json"] = json.dumps(curves, indent=1)
         tables["dissociation"] = curves
+    for name, text in files.items():  # each file whole or not at all; a failed scan writes nothing
+        with atomic_path(out / name) as tmp:
+            Path(tmp).write_text(text)
+    if curves:
+        with atomic_path(out / "dissociation.png") as tmp:
+            plot_dissociation(curves, Path(tmp))
     return tables

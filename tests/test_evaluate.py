@@ -53,6 +53,9 @@ def test_dissociation_curve_follows_xtb_near_the_minimum_and_the_cli_writes_the_
     assert np.max(np.abs(np.subtract(c["model"], c["xtb"]))) < 0.1  # eV, inside the trained range
     with pytest.raises(ConfigError, match="ammonium has no S–H bond"):
         dissociation_curve(MODEL, "ammonium", "S")
+    for element in ("", "Xx", "H"):  # `--scan methanol` (no element), a non-element, the H itself
+        with pytest.raises(ConfigError, match="is not TEMPLATE:ELEMENT; give the heavy atom"):
+            dissociation_curve(MODEL, "methanol", element)
     out = tmp_path / "ev"
     res = subprocess.run([sys.executable, "-m", "openmlip.cli", "evaluate", str(MODEL), str(DATA), "--molecules",
                           "methylamine", "--scan", "methanol:O", "--out", str(out)], capture_output=True, text=True)
