@@ -10,6 +10,9 @@ PYTEST_ARGS ?= -n 2 --dist worksteal
 
 .PHONY: venv run test doctor demo bench clean
 
+# PyPI's torch 2.9.1 for x86_64 is the CUDA build (with its nvidia-* wheels, several GB): no pip cache, so the wheels
+# are not stored twice on a small disk (a CI run once failed with "No space left on device" here).
+$(STAMP): export PIP_NO_CACHE_DIR = 1
 $(STAMP): pyproject.toml plugins/openmlip-xtb-v3/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
