@@ -75,6 +75,11 @@ def test_reuse_takes_conformers_of_the_same_templates_and_records_it(tmp_path):
     assert first["computed_this_run"] == 4
     again = generate(tmp_path / "b.h5", ["ammonium", "water"], conformers=2, progress=False, reuse=[tmp_path / "a.h5"])
     assert again["computed_this_run"] == 0 and again["reused"] == {"a.h5": ["ammonium", "water"]}
+    # a rerun (a resumed run finds the parts already there) still reports what was reused; a part computed
+    # after all no longer counts as reused
+    (tmp_path / "b.h5.parts" / "water.h5").unlink()
+    resumed = generate(tmp_path / "b.h5", ["ammonium", "water"], conformers=2, progress=False)
+    assert resumed["computed_this_run"] == 2 and resumed["reused"] == {"a.h5": ["ammonium"]}
     a = {(s.name, s.energy) for s in read_spice(tmp_path / "a.h5", **XTB_LABELS.kwargs())}
     assert {(s.name, s.energy) for s in read_spice(tmp_path / "b.h5", **XTB_LABELS.kwargs())} == a
     # another stride or seed is another sampling: nothing is taken

@@ -404,8 +404,26 @@ def reuse_templates(dataset, names: Sequence[str], parts: Path, seed: int, strid
         if st.name in taken:
             taken[st.name].append(st)
     for name, structs in taken.items():
+        # the record first: a part whose record is missing would be reported as computed; a record without its part
+        # is redone (reused again, or computed, which removes the record) by the next run
+        with atomic_path(parts / f"{name}{REUSED_SUFFIX}") as tmp:
+            Path(tmp).write_text(json.dumps({"source": dataset.name}))
         write_spice(parts / f"{name}.h5", structs, smiles={name: TEMPLATES[name].smiles}, **XTB_LABELS.kwargs())
     return same
+
+
+REUSED_SUFFIX = ".reused.json"
+
+
+def _reused_parts(parts: Path, names: Sequence[str]) -> Dict[str, List[str]]:
+    """{source dataset: [templates whose part was taken from it]}, from the records :func:`reuse_templates` leaves
+    beside the parts, so that a resumed run reports what an earlier run reused."""
+    out: Dict[str, List[str]] = {}
+    for name in names:
+        record = parts / f"{name}{REUSED_SUFFIX}"
+        if record.exists():
+            out.setdefault(json.loads(record.read_text())["source"], []).append(name)
+    return out
 
 
 def generate(output, templates: Optional[Sequence[str]] = None, conformers: int = 150, seed: int = 0, stride: int = 20,
@@ -425,10 +443,9 @@ def generate(output, templates: Optional[Sequence[str]] = None, conformers: int 
         raise ValueError(f"unknown template(s) {unknown}; available: {sorted(TEMPLATES)}")
     parts = output.parent / (output.name + ".parts")
     parts.mkdir(parents=True, exist_ok=True)
-    reused = {}
     for path in reuse:
         todo = [n for n in names if not (parts / f"{n}.h5").exists() and not (parts / f"{n}.partial.json").exists()]
-        reused[Path(path).name] = reuse_templates(path, todo, parts, seed, stride)
+        reuse_templates(path, todo, parts, seed, stride)
     done = {n for n in names if (parts / f"{n}.h5").exists()}
     computed = 0
     with tqdm(total=len(names) * conformers, initial=len(done) * conformers, desc="xTB conformers", unit="conf",
@@ -444,8 +461,10 @@ def generate(output, templates: Optional[Sequence[str]] = None, conformers: int 
             computed += len(structs) - had
             if len(structs) < conformers:
                 return {"status": "interrupted", "computed": computed}
+            (parts / f"{name}{REUSED_SUFFIX}").unlink(missing_ok=True)
             write_spice(parts / f"{name}.h5", structs, smiles={name: TEMPLATES[name].smiles}, **XTB_LABELS.kwargs())
             partial.unlink(missing_ok=True)
+    reused = _reused_parts(parts, names)
     merged: List[Structure] = []
     smiles = {}
     for name in names:
