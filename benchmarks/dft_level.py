@@ -5,17 +5,17 @@ For each molecule (an openmlip template: ``build_template``, a short GFN2-xTB BF
 with a fixed seed so that forces are non-zero) this computes, on that one geometry:
 
 * GFN2-xTB forces (tblite, at the template's charge and multiplicity);
-* for each requested level, ``openmlip.data.dft.dft_label`` (PySCF RKS/UKS, no density fitting, conv_tol 1e-9,
-  analytic gradient, meta-Löwdin charges), timed wall-clock with 1 thread.
+* for each requested level, ``openmlip.data.dft.dft_label`` (PySCF RKS/UKS, density fitting unless
+  ``--no-density-fit``, conv_tol 1e-9, analytic gradient, meta-Löwdin charges), timed wall-clock with 1 thread.
 
 Levels (PySCF names):
 
-* ``L1`` = ``wb97m-v/def2-tzvppd`` (SPICE-like; SPICE uses ωB97M-D3BJ, i.e. ωB97M with D3BJ instead of VV10;
-  ``wb97m-d3bj`` needs the ``pyscf-dispersion`` package, not installed here, so ωB97M-V stands in),
-* ``L2`` = ``wb97m-v/def2-svp``,
-* ``L3`` = ``wb97x/def2-svp`` (``openmlip data relabel``'s default),
-* ``L1n``, ``L2n``: as L1, L2 with VV10 switched off (``mf.nlc = False``), i.e. ωB97M-D3BJ less the D3BJ term.
-  PySCF's VV10 is a double loop over grid points and dominates the cost of ωB97M-V for small molecules.
+* ``L1`` = ``wb97m-d3bj/def2-tzvppd`` (SPICE's level, ``openmlip data relabel``'s default; the D3BJ term comes
+  from pyscf-dispersion),
+* ``L2`` = ``wb97m-d3bj/def2-svp``,
+* ``L3`` = ``wb97x/def2-svp``,
+* ``L1v`` = ``wb97m-v/def2-tzvppd`` (VV10 instead of D3BJ; PySCF's VV10 is a double loop over grid points and
+  dominates the cost for small molecules),
 
 or any ``xc/basis`` string.  L1 is run only for molecules of at most ``--l1-max-atoms`` atoms, and first, so
 that the later levels can be compared with it.  One JSON line per calculation is appended to ``--out``:
@@ -26,11 +26,13 @@ root mean square over all 3N Cartesian components of the force difference.
 
     OMP_NUM_THREADS=1 taskset -c 0 python benchmarks/dft_level.py --molecules methanethiol acetamide \\
         --levels L1 L2 L3 --out benchmarks/results/dft-level.jsonl --timeout 900
+
+``benchmarks/results/dft-level-session9.jsonl`` was measured before density fitting and D3BJ were available: its
+``L1`` is ωB97M-V and its ``L1n``/``L2n`` are ωB97M with VV10 switched off.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import signal
@@ -44,30 +46,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-LEVELS = {"L1": ("wb97m-v", "def2-tzvppd"), "L2": ("wb97m-v", "def2-svp"), "L3": ("wb97x", "def2-svp"),
-          # ωB97M with VV10 switched off = ωB97M-D3BJ less its (cheap, pairwise) D3BJ term
-          "L1n": ("wb97m-nonlc", "def2-tzvppd"), "L2n": ("wb97m-nonlc", "def2-svp")}
-
-
-@contextlib.contextmanager
-def no_vv10():
-    """PySCF KS objects made inside get ``nlc = False`` (VV10 off), so ``dft_label`` runs ωB97M without VV10."""
-    from pyscf import dft
-
-    saved = dft.RKS, dft.UKS
-
-    def wrap(cls):
-        def make(mol, *args, **kw):
-            mf = cls(mol, *args, **kw)
-            mf.nlc = False
-            return mf
-        return make
-
-    dft.RKS, dft.UKS = wrap(saved[0]), wrap(saved[1])
-    try:
-        yield
-    finally:
-        dft.RKS, dft.UKS = saved
+LEVELS = {"L1": ("wb97m-d3bj", "def2-tzvppd"), "L2": ("wb97m-d3bj", "def2-svp"), "L3": ("wb97x", "def2-svp"),
+          "L1v": ("wb97m-v", "def2-tzvppd")}
 DEFAULT_MOLECULES = ["methanethiol", "acetamide", "methylguanidinium", "thiophene", "bromobenzene",
                      "dimethyl-phosphate", "gly-dipeptide"]
 
@@ -113,6 +93,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--timeout", type=float, default=0, help="seconds per DFT calculation (0: none); a timed-out one "
                    "is recorded with seconds = null and timed_out_after")
+    p.add_argument("--no-density-fit", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--noise", type=float, default=0.05, help="Å, standard deviation of the displacement")
     p.add_argument("--note", default="2-core VM, other core busy")
@@ -137,17 +118,13 @@ def main(argv=None) -> int:
             rec = {"molecule": name, "atoms": n, "charge": t.charge, "level": lv, "xc": xc, "basis": basis,
                    "seconds": None, "cpu_seconds": None, "threads": a.threads, "force_rmsd_vs_L1_meV_per_A": None,
                    "force_rmsd_vs_xtb_meV_per_A": None, "energy_eV": None, "machine": a.note,
-                   "method_note": "PySCF dft_label, no density fitting, conv_tol 1e-9; geometry xTB-BFGS + N(0,%g A) seed %d"
-                                  % (a.noise, a.seed)}
+                   "method_note": "PySCF dft_label, %s, conv_tol 1e-9; geometry xTB-BFGS + N(0,%g A) seed %d"
+                                  % ("no density fitting" if a.no_density_fit else "density fitting", a.noise, a.seed)}
             t0, c0 = time.perf_counter(), time.process_time()
             try:
                 if a.timeout:
                     signal.alarm(int(a.timeout))
-                if xc.endswith("-nonlc"):
-                    with no_vv10():
-                        lab = dft_label(s, xc[:-len("-nonlc")] + "-v", basis, a.threads)
-                else:
-                    lab = dft_label(s, xc, basis, a.threads)
+                lab = dft_label(s, xc, basis, a.threads, density_fit=not a.no_density_fit)
                 signal.alarm(0)
             except Timeout:
                 rec["timed_out_after"] = a.timeout

@@ -177,7 +177,7 @@ def _cmd_data_relabel(args) -> int:
 
     _positive_int(args.conformers, "--conformers", "conformers to relabel")
     man = relabel(args.input, args.out, args.conformers, args.xc, args.basis, args.seed, args.molecules or None,
-                  progress=not args.quiet)
+                  progress=not args.quiet, density_fit=not args.no_density_fit)
     print(f"{man['conformers']} conformers relabelled with {man['method']} ({man['computed_this_run']} computed in this run) "
           f"in {args.out}; keys dft_total_energy, dft_total_gradient, dft_charges (meta-Löwdin)")
     return 0
@@ -246,6 +246,8 @@ def _cmd_analyze(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .data.dft import DEFAULT_BASIS as DFT_BASIS, DEFAULT_XC as DFT_XC
+
     p = argparse.ArgumentParser(prog="openmlip", description="Charge-aware equivariant ML potentials in OpenMM.")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = p.add_subparsers(dest="command", required=True)
@@ -277,8 +279,11 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("input", help="SPICE-layout HDF5 with xTB labels (from data generate)")
     dr.add_argument("--out", required=True, help="output SPICE-layout HDF5 (keys dft_total_energy, dft_total_gradient, dft_charges)")
     dr.add_argument("--conformers", type=int, default=20, help="how many, spread evenly over molecules (default 20)")
-    dr.add_argument("--xc", default="wb97x", help="exchange-correlation functional (PySCF/libxc name; default wb97x)")
-    dr.add_argument("--basis", default="def2-svp", help="basis set (default def2-svp)")
+    dr.add_argument("--xc", default=DFT_XC, help=f"exchange-correlation functional, PySCF/libxc name with an optional "
+                    f"dispersion suffix (default {DFT_XC}, SPICE's)")
+    dr.add_argument("--basis", default=DFT_BASIS, help=f"basis set (default {DFT_BASIS})")
+    dr.add_argument("--no-density-fit", action="store_true", help="exact Coulomb and exchange integrals (slower; "
+                    "the default fits them with PySCF's def2-universal-JKFIT basis)")
     dr.add_argument("--molecules", nargs="*", help="only these molecules (group names)")
     dr.add_argument("--seed", type=int, default=0)
     dr.add_argument("--quiet", action="store_true")

@@ -8,6 +8,8 @@ from helpers.physics import Tol, assert_charges_sum_to_total, assert_forces_matc
 from openmlip import units
 from openmlip.data import XTB_LABELS, read_spice
 from openmlip.data.generate import generate
+from openmlip.data.structure import Structure
+from openmlip.errors import ResumeError
 from openmlip.data.templates import TEMPLATES
 
 
@@ -146,6 +148,9 @@ def test_dft_relabel_charged_species_resumes_and_is_consistent(tmp_path):
     out = tmp_path / "dft.h5"
     first = relabel(src, out, 2, xc="b3lyp", basis="sto-3g", progress=False, stop_after=1)
     assert first == {"status": "interrupted", "computed": 1} and not out.exists()
+    # a rerun at another level would mix two levels of theory in one file: refused, the progress kept
+    with pytest.raises(ResumeError, match="holds labels computed at .*b3lyp.*rerun with that level, or delete it"):
+        relabel(src, out, 2, xc="b3lyp", basis="sto-3g", progress=False, density_fit=False)
     man = relabel(src, out, 2, xc="b3lyp", basis="sto-3g", progress=False)
     assert man["computed_this_run"] == 1 and man["conformers"] == 2
     data = list(read_spice(out, **DFT_LABELS.kwargs()))
@@ -157,3 +162,25 @@ def test_dft_relabel_charged_species_resumes_and_is_consistent(tmp_path):
 
     assert_forces_match_finite_differences(lambda p: dft_label(replace(s, positions=p), "b3lyp", "sto-3g").energy, s.positions,
                                            s.forces, h=1e-3, coords=[(1, 0)], tol=Tol(atol=2e-3))
+
+
+def test_dft_dispersion_correction_enters_energy_and_forces(monkeypatch):
+    """b3lyp-d3bj = b3lyp + the D3(BJ) term (pyscf-dispersion), in the energy and in its gradient; without the
+    package the level is refused before any SCF."""
+    import sys
+    from dataclasses import replace
+
+    from openmlip.data.dft import dft_label
+    from openmlip.data.generate import build_template
+    from openmlip.errors import ConfigError
+
+    z, pos = build_template(TEMPLATES["methylammonium"], 0)
+    s = Structure(numbers=np.asarray(z), positions=np.asarray(pos), total_charge=1.0, spin_multiplicity=1.0, name="m")
+    plain, d3 = dft_label(s, "b3lyp", "sto-3g"), dft_label(s, "b3lyp-d3bj", "sto-3g")
+    assert -0.5 < d3.energy - plain.energy < -1e-3  # eV: D3(BJ) is attractive, a few tens of meV here
+    assert not np.allclose(d3.forces, plain.forces, atol=1e-6)
+    assert_forces_match_finite_differences(lambda p: dft_label(replace(s, positions=p), "b3lyp-d3bj", "sto-3g").energy,
+                                           s.positions, d3.forces, h=1e-3, coords=[(0, 0), (1, 2)], tol=Tol(atol=2e-3))
+    monkeypatch.setitem(sys.modules, "pyscf.dispersion", None)
+    with pytest.raises(ConfigError, match="needs the pyscf-dispersion package: pip install pyscf-dispersion"):
+        dft_label(s, "wb97m-d3bj", "sto-3g")

@@ -2,7 +2,10 @@
 
 Each chosen conformer is recomputed at the given functional/basis at its own total charge and spin
 multiplicity (restricted Kohn–Sham for singlets, unrestricted otherwise): energy, analytic gradient and
-meta-Löwdin partial charges (basis-set stable, unlike Mulliken).  Written in the SPICE layout with keys
+meta-Löwdin partial charges (basis-set stable, unlike Mulliken).  The default level is SPICE's,
+ωB97M-D3BJ/def2-TZVPPD, with density fitting (PySCF's def2-universal-JKFIT auxiliary basis); a dispersion
+suffix (``-d3bj``, ``-d3zero``, ``-d4``) needs the ``pyscf-dispersion`` package (in the ``data`` extra) and its
+term enters energy and gradient.  Written in the SPICE layout with keys
 ``dft_total_energy``, ``dft_total_gradient``, ``dft_charges`` (hartree, hartree/bohr, e), so the same
 reader and trainer take it.  A checkpoint (``<output>.partial.json``, JSON: reading it runs no code) is
 written after every conformer: a killed run recomputes nothing it finished; the output file is written
@@ -16,7 +19,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from ..errors import DataFileError, ResumeError
+from ..errors import ConfigError, DataFileError, ResumeError
 from .generate import read_progress, structure_from_json, structure_to_json, write_progress
 from .structure import Structure
 
@@ -24,13 +27,29 @@ RELABEL_PROGRESS = "openmlip-relabel-progress"
 
 
 
-def dft_label(s: Structure, xc: str = "wb97x", basis: str = "def2-svp", threads: int = 1) -> Structure:
+DEFAULT_XC, DEFAULT_BASIS = "wb97m-d3bj", "def2-tzvppd"  # SPICE 2's level
+DISPERSION_SUFFIXES = ("-d3bj", "-d3zero", "-d3bjm", "-d3zerom", "-d3op", "-d4")
+
+
+def check_level(xc: str) -> None:
+    """A dispersion-corrected functional needs pyscf-dispersion; without it PySCF would stop mid-run."""
+    if xc.lower().endswith(DISPERSION_SUFFIXES):
+        try:
+            import pyscf.dispersion  # noqa: F401
+        except ImportError:
+            raise ConfigError(f"--xc {xc}: the dispersion correction needs the pyscf-dispersion package: "
+                              "pip install pyscf-dispersion (it is in openmlip's data extra)") from None
+
+
+def dft_label(s: Structure, xc: str = DEFAULT_XC, basis: str = DEFAULT_BASIS, threads: int = 1,
+              density_fit: bool = True) -> Structure:
     """A copy of ``s`` with PySCF energy (eV), forces (eV/Å) and meta-Löwdin charges (e)."""
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     from pyscf import dft, gto, lib
 
     from .. import units
 
+    check_level(xc)
     lib.num_threads(threads)
     charge = int(round(s.total_charge))
     spin = int(round(s.spin_multiplicity)) - 1
@@ -38,6 +57,8 @@ def dft_label(s: Structure, xc: str = "wb97x", basis: str = "def2-svp", threads:
                 charge=charge, spin=spin, verbose=0)
     mf = dft.RKS(mol) if spin == 0 else dft.UKS(mol)
     mf.xc = xc
+    if density_fit:
+        mf = mf.density_fit()
     mf.conv_tol = 1e-9
     e = mf.kernel()
     if not mf.converged:
@@ -51,11 +72,13 @@ def dft_label(s: Structure, xc: str = "wb97x", basis: str = "def2-svp", threads:
     return out
 
 
-def relabel(input_path, output, n: int, xc: str = "wb97x", basis: str = "def2-svp", seed: int = 0,
+def relabel(input_path, output, n: int, xc: str = DEFAULT_XC, basis: str = DEFAULT_BASIS, seed: int = 0,
             molecules: Optional[List[str]] = None, source_keys: Optional[Dict[str, str]] = None, progress: bool = True,
-            stop_after: Optional[int] = None) -> Dict[str, object]:
+            stop_after: Optional[int] = None, density_fit: bool = True) -> Dict[str, object]:
     """Relabel ``n`` conformers of ``input_path`` (spread evenly over molecules, random within each)."""
     from tqdm.auto import tqdm
+
+    check_level(xc)
 
     from .spice import DFT_LABELS, XTB_LABELS, read_spice, write_spice
 
@@ -82,16 +105,22 @@ def relabel(input_path, output, n: int, xc: str = "wb97x", basis: str = "def2-sv
     if state is not None and state["chosen"][:len(done)] != chosen[:len(done)]:
         raise ResumeError(f"{partial} was written for a different choice of conformers (input, n, seed or molecules "
                           "changed); rerun with the original settings, or delete it to start again")
+    level = {"xc": xc, "basis": basis, "density_fit": density_fit}
+    if state is not None and state.get("level") != level:  # one file, one level of theory
+        raise ResumeError(f"{partial} holds labels computed at {state.get('level', 'an unrecorded level')}, not {level}; "
+                          "rerun with that level, or delete it to start again")
     computed = 0
     with tqdm(total=len(chosen), initial=len(done), desc=f"{xc}/{basis}", unit="conf", disable=not progress) as bar:
         for i in chosen[len(done):]:
             if stop_after is not None and computed >= stop_after:
                 return {"status": "interrupted", "computed": computed}
-            done.append(dft_label(structs[i], xc, basis))
+            done.append(dft_label(structs[i], xc, basis, density_fit=density_fit))
             computed += 1
-            write_progress(partial, RELABEL_PROGRESS, {"done": [structure_to_json(d) for d in done], "chosen": chosen})
+            write_progress(partial, RELABEL_PROGRESS, {"done": [structure_to_json(d) for d in done], "chosen": chosen,
+                                                          "level": level})
             bar.update(1)
     counts = write_spice(output, done, **DFT_LABELS.kwargs())
     partial.unlink(missing_ok=True)
-    return {"status": "finished", "computed_this_run": computed, "conformers": sum(counts.values()), "method": f"{xc}/{basis} (PySCF)",
+    return {"status": "finished", "computed_this_run": computed, "conformers": sum(counts.values()),
+            "method": f"{xc}/{basis} (PySCF{', density fitting' if density_fit else ''})",
             "charges": "meta-Löwdin", "keys": DFT_LABELS.kwargs()}
