@@ -231,22 +231,44 @@ def test_langevin_md_200_steps_real_systems(model_file, which):
     assert len(ml) == (22 if which != "t4l99a-pxylene" else 18)
 
 
-def test_mechanical_link_atoms_cut_covalent_bonds(model_file):
-    """ML on the ALA residue only: two peptide bonds cross the boundary, openmm-ml adds link atoms."""
+def test_link_atoms_in_both_embeddings(model_file):
+    """ML on the ALA residue only: two peptide bonds cross the boundary and each embedding caps them with a
+    hydrogen virtual site.  Forces (the caps' spread onto their two atoms by OpenMM) are -dE/dx; the
+    electrostatic embedding's MM charges keep their monopole with each boundary MM atom emptied into its MM
+    neighbours."""
+    from openmmml.embeddings import utilities
+
+    from openmlip.openmm.links import embedding_charges
+
     base = SYSTEMS / "alanine-dipeptide" / "vacuum" / "alanine-dipeptide"
     prm = app.AmberPrmtopFile(str(base) + ".prmtop")
     crd = app.AmberInpcrdFile(str(base) + ".crd")
     system = prm.createSystem(nonbondedMethod=app.NoCutoff, constraints=None)
-    ala = [a.index for a in prm.topology.atoms() if a.residue.name == "ALA"]
+    top = prm.topology
+    ala = [a.index for a in top.atoms() if a.residue.name == "ALA"]
     pot = MLPotential("openmlip", modelPath=model_file)
-    info = pot.createMixedSystem(prm.topology, system, ala, returnInfo=True)  # Amber residue charges sum to 0
-    n_caps = info["topology"].getNumAtoms() - prm.topology.getNumAtoms()
-    assert n_caps == 2  # one link hydrogen per cut bond
-    with pytest.raises(SelectionError, match="without covalent bonds to MM atoms"):
-        pot.createMixedSystem(prm.topology, system, ala, charge=0, embedding="electrostatic")
     pos = list(crd.getPositions())
-    e, f = openmm_energy_forces(info["system"], pos + [pos[0]] * n_caps, virtual_sites=True)  # link sites are virtual: OpenMM places them
-    assert np.isfinite(e) and np.all(np.isfinite(f))
+    for embedding in ("mechanical", "electrostatic"):
+        info = pot.createMixedSystem(top, system, ala, embedding=embedding, returnInfo=True)  # Amber ALA sums to 0
+        n_caps = info["topology"].getNumAtoms() - top.getNumAtoms()
+        assert n_caps == 2 and info["system"].getNumParticles() == top.getNumAtoms() + 2, embedding
+        full = pos + [pos[0]] * n_caps  # the caps are virtual: OpenMM places them
+        e, f = openmm_energy_forces(info["system"], full, virtual_sites=True)
+        assert np.isfinite(e) and np.all(np.isfinite(f)), embedding
+
+        def energy(x):
+            return openmm_energy_forces(info["system"], [openmm.Vec3(*r) for r in x], virtual_sites=True)[0]
+
+        x = np.vstack([crd.getPositions(asNumpy=True).value_in_unit(u.nanometer), np.zeros((n_caps, 3))])
+        n, ca, c = (next(a.index for a in top.atoms() if a.residue.name == "ALA" and a.name == k) for k in ("N", "CA", "C"))
+        ace_c = next(a.index for a in top.atoms() if a.residue.name == "ACE" and a.name == "C")
+        assert_forces_match_finite_differences(energy, x, f, h=1e-4, coords=[(n, 0), (c, 1), (ca, 2), (ace_c, 0)],
+                                               tol=Tol(rtol=2e-3, atol=0.5), what=embedding)
+    links = utilities.findLinkBonds(top, ala)
+    nb = next(f for f in system.getForces() if isinstance(f, openmm.NonbondedForce))
+    mm = {i: nb.getParticleParameters(i)[0].value_in_unit(u.elementary_charge) for i in range(top.getNumAtoms()) if i not in ala}
+    moved = embedding_charges(top, ala, mm, links)
+    assert {m for _, m in links}.isdisjoint(moved) and abs(sum(moved.values()) - sum(mm.values())) < 1e-12
 
 
 def test_formal_charges_inferred_from_bonds_match_the_explicit_ones(model_file):

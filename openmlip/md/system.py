@@ -144,6 +144,7 @@ def build_system(spec: SystemSpec, potential: Optional[str] = None, backend: str
 
     from ..charges import total_charge
     from ..errors import ModelFileError
+    from ..openmm.links import copy_topology, place_link_atoms
     from ..openmm.registry import resolve_potential
 
     top, pos, box, mm_system = _structure(spec)
@@ -186,7 +187,12 @@ def build_system(spec: SystemSpec, potential: Optional[str] = None, backend: str
             # terms for constrained bonds, so removing the constraints (openmm-ml's default) would leave λ = 0
             # with unbound hydrogens (they fall onto their heavy atom during minimisation)
             args["removeConstraints"] = False
-        system = mlp.createMixedSystem(top, mm_system, atoms, embedding=ml["embedding"], interpolate=interpolate, **args)
+        info = mlp.createMixedSystem(top, mm_system, atoms, embedding=ml["embedding"], interpolate=interpolate,
+                                     returnInfo=True, **args)
+        system = info["system"]
+        caps = system.getNumParticles() - top.getNumAtoms()
+        if caps:  # link-atom caps of cut bonds (virtual sites) join the topology and the trajectory
+            top, pos = copy_topology(top, caps), place_link_atoms(system, pos)
     return {"topology": top, "positions": pos * u.nanometer, "box": box, "system": system, "ml_atoms": atoms,
             "mdtraj_topology": md_top, "potential": name, "ml_charge": args.get("charge"),
             "ml_formal_charges": args.get("formalCharges")}

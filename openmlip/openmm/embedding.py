@@ -37,14 +37,24 @@ class EmbeddedPotential(OpenMMPotential):
         Cutoff of the ML–MM Coulomb interaction in nm (shifted force; <= 0: none, open systems only).
     damping_length : float
         erf damping length of the Coulomb kernel in nm (> 0).
+    charge_sites : sequence of int, optional
+        For each ML atom, the ML atom (position in the ML list) at which its predicted charge meets the MM
+        charges: itself by default; a link-atom cap's charge sits on the ML atom it caps
+        (:mod:`openmlip.openmm.links`), so the ML region's whole charge is on real atoms.
 
     A periodic box must be at least twice ``max(model cutoff, embedding_cutoff)`` wide (minimum image);
     a narrower one raises :class:`~openmlip.errors.BoxError` at evaluation.
     """
 
     def __init__(self, model, atomic_numbers, mm_indices: Sequence[int], mm_charges: Sequence[float],
-                 embedding_cutoff: float = 1.0, damping_length: float = 0.05, **kwargs):
+                 embedding_cutoff: float = 1.0, damping_length: float = 0.05,
+                 charge_sites: Optional[Sequence[int]] = None, **kwargs):
         super().__init__(model, atomic_numbers, **kwargs)
+        n_ml = len(atomic_numbers)
+        sites = list(range(n_ml)) if charge_sites is None else [int(k) for k in charge_sites]
+        if len(sites) != n_ml or any(k < 0 or k >= n_ml for k in sites):
+            raise SelectionError(f"charge_sites must give one ML atom position (0..{n_ml - 1}) per ML atom, got {sites[:8]}")
+        self.register_buffer("charge_sites", torch.tensor(sites, dtype=torch.long))
         dtype = kwargs.get("dtype", torch.float32)
         mm = [int(i) for i in mm_indices]
         if len(mm) != len(mm_charges):
@@ -79,7 +89,8 @@ class EmbeddedPotential(OpenMMPotential):
         out = self.model(data, False)
         q_ml = out[K.CHARGES]
         pos_mm = positions.index_select(0, self.mm_indices).to(self.dtype) * self.length_scale
-        vec = (pos_mm.unsqueeze(0) - data[K.POSITIONS].unsqueeze(1)).reshape(-1, 3)
+        pos_q = data[K.POSITIONS].index_select(0, self.charge_sites)
+        vec = (pos_mm.unsqueeze(0) - pos_q.unsqueeze(1)).reshape(-1, 3)
         if self.periodic and boxvectors is not None:
             vec = minimum_image(vec, boxvectors.to(self.dtype) * self.length_scale)
         r = torch.linalg.norm(vec, dim=-1)

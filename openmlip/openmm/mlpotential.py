@@ -78,6 +78,7 @@ from ..nn.embedding import SpeciesIndex
 from ..models import rebuild_model
 from .electrostatic_system import ElectrostaticEmbedding
 from .forces import copy_model, create_force
+from .links import pad_solvation_forces
 from .module import OpenMMPotential
 from .registry import model_path
 from .settings import (ARGUMENTS, ELECTROSTATIC_ARGUMENTS, MECHANICAL_ARGUMENTS, MM_REFERENCE, ForceSettings,
@@ -200,5 +201,7 @@ class OpenMLIPPotentialImpl(MLPotentialImpl):
         if args.get("formalCharges") is not None:
             caps = len(utilities.findLinkBonds(topology, atoms))
             args["formalCharges"] = check_formal(args["formalCharges"], len(atoms)) + [0.0] * caps
-        return MechanicalEmbedding().createMixedSystem(self, topology, system, atoms, forceGroup, interpolate,
-                                                       returnInfo=returnInfo, **args)
+        result = MechanicalEmbedding().createMixedSystem(self, topology, system, atoms, forceGroup, interpolate,
+                                                         returnInfo=returnInfo, **args)
+        pad_solvation_forces(result["system"] if returnInfo else result)  # link-atom caps in implicit solvent
+        return result
