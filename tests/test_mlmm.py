@@ -334,3 +334,33 @@ def test_formal_charges_inferred_residue_by_residue_match_amber():
     assert {("ARG", 1), ("LYS", 1), ("ASP", -1), ("GLU", -1), ("ALA", 0)} <= seen
     arg = next(r for r in top.residues() if r.name == "ARG")
     assert [a.name for a in arg.atoms() if by_atom[a.index]] == ["NH2"]
+
+
+def test_link_cap_charge_meets_the_mm_charges_on_the_atom_it_caps():
+    """charge_sites: the embedding energy with a cap's charge placed on its ML atom equals the hand sum in
+    which that charge sits at the ML atom's position (the cap's own position does not enter)."""
+    from scipy.special import erf
+
+    from openmlip.openmm.embedding import EmbeddedPotential
+
+    model = make_model(agg="charge-gated", dtype=torch.float64)
+    pos = torch.tensor([[0.0, 0.0, 0.0], [0.1, 0.0, 0.0], [0.0, 0.11, 0.0],  # ML: C, H, cap (nm)
+                        [0.0, 0.26, 0.02], [0.3, 0.3, 0.1]], dtype=torch.float64)  # MM charges
+    q_mm = [-0.4, 0.3]
+
+    def terms(sites):
+        pot = EmbeddedPotential(model, [6, 1, 1], [3, 4], q_mm, embedding_cutoff=0.0, damping_length=0.05,
+                                charge_sites=sites, indices=[0, 1, 2], num_particles=5, total_charge=1.0,
+                                dtype=torch.float64)
+        return pot.embedding_energy_terms(pos)
+
+    _, e_on_c, q = terms([0, 1, 0])
+    _, e_own, _ = terms(None)
+    x = pos.numpy() * 10.0
+    site = x[[0, 1, 0]]
+    r = np.linalg.norm(x[[3, 4]][None] - site[:, None], axis=-1)
+    hand = units.COULOMB_EV_ANGSTROM * np.sum(q.detach().numpy()[:, None] * np.array(q_mm)[None] * erf(r / 0.5) / r)
+    assert float(e_on_c) == pytest.approx(hand * units.EV_TO_KJ_PER_MOL, rel=1e-10)
+    assert abs(float(e_on_c) - float(e_own)) > 1e-3  # the cap's own position would give another energy
+    with pytest.raises(SelectionError, match="charge_sites must give one ML atom position"):
+        terms([0, 1])
