@@ -364,3 +364,32 @@ def test_link_cap_charge_meets_the_mm_charges_on_the_atom_it_caps():
     assert abs(float(e_on_c) - float(e_own)) > 1e-3  # the cap's own position would give another energy
     with pytest.raises(SelectionError, match="charge_sites must give one ML atom position"):
         terms([0, 1])
+
+
+def test_link_caps_join_implicit_solvent_or_are_refused():
+    """A cap appended after the real particles gets a GBSAOBCForce particle (uncharged, negligible descreening),
+    also inside a CustomCVForce; a CustomGBForce, whose parameters openmlip cannot know, is a one-line error."""
+    from openmlip.openmm.links import CAP_GB_RADIUS_NM, pad_solvation_forces
+
+    system = openmm.System()
+    for _ in range(3):
+        system.addParticle(1.0)
+    gb, inner = openmm.GBSAOBCForce(), openmm.GBSAOBCForce()
+    for f in (gb, inner):
+        for _ in range(2):
+            f.addParticle(0.1, 0.15, 0.8)
+    cv = openmm.CustomCVForce("e")
+    cv.addCollectiveVariable("e", inner)
+    system.addForce(gb)
+    system.addForce(cv)
+    pad_solvation_forces(system)
+    for f in (system.getForce(0), system.getForce(1).getCollectiveVariable(0)):
+        assert f.getNumParticles() == 3
+        q, radius, scale = f.getParticleParameters(2)
+        assert (q.value_in_unit(u.elementary_charge), radius.value_in_unit(u.nanometer)) == (0.0, CAP_GB_RADIUS_NM) and 0 < scale < 1e-5
+    custom = openmm.CustomGBForce()
+    custom.addPerParticleParameter("q")
+    custom.addParticle([0.1])
+    system.addForce(custom)
+    with pytest.raises(ConfigError, match="CustomGBForce whose per-particle parameters openmlip cannot set"):
+        pad_solvation_forces(system)
