@@ -17,6 +17,7 @@ from ase.calculators.emt import EMT
 
 from openmlip.data import Structure, write_spice
 from openmlip.deploy import load_model
+from openmlip.errors import ConfigError
 from openmlip.train import Trainer, TrainConfig, deploy_run, reference_energies, split_by_molecule
 
 MOLECULES = ["H2O", "NH3", "CH4", "CH3OH", "C2H6", "HCOOH", "CH3CHO", "C2H4"]
@@ -169,3 +170,39 @@ def test_validation_loss_is_the_training_loss(tmp_path):
     err = _errors(model, structures, len(structures), torch.float64)
     assert "charges_mse" in err
     assert _loss_value(cfg, err) == pytest.approx(float(step), rel=1e-12)
+
+
+def test_fine_tuning_from_a_model_file_refits_the_element_shifts(tmp_path):
+    """init_model: the architecture and weights come from the file and the per-element shifts are refitted, so
+    labels that differ from the file's model by a constant per element (xTB vs DFT total energies) are met
+    from step 0; a model: section or fixed reference energies beside it are refused."""
+    from openmlip.train.trainer import load_checkpoint
+
+    data = tmp_path / "d.h5"
+    structures = _dataset(data, per_molecule=3)
+    Trainer(_config(tmp_path / "a", data, max_epochs=1, dtype="float64"), progress=False).run()
+    deploy_run(tmp_path / "a" / "run", tmp_path / "a.pt")
+    model, meta = load_model(tmp_path / "a.pt")
+    delta = {1: -13.6, 6: -1029.8, 7: -1485.3, 8: -2041.1}  # eV per atom
+    relabelled = []
+    for s in structures:
+        out = model({"pos": torch.tensor(s.positions), "atomic_numbers": torch.tensor(s.numbers),
+                     "total_charge": torch.zeros(1, dtype=torch.float64)})
+        forces = out["forces"].detach()
+        relabelled.append(Structure(numbers=s.numbers, positions=s.positions, name=s.name, subset="shifted",
+                                    energy=float(out["energy"].sum()) + sum(delta[int(z)] for z in s.numbers),
+                                    forces=forces.numpy()))
+    write_spice(tmp_path / "b.h5", relabelled)
+    cfg = _config(tmp_path / "b", tmp_path / "b.h5", max_epochs=1, lr=1e-12, dtype="float64", init_model=str(tmp_path / "a.pt"),
+                  model={})
+    assert cfg.model["num_channels"] == 4 and cfg.init_model == str(tmp_path / "a.pt")
+    report = Trainer(cfg, progress=False).run()
+    state = load_checkpoint(tmp_path / "b" / "run" / "checkpoint.pt")
+    shift = np.array(state["reference_energies"]) - model.state_dict()["per_species_shift"].numpy()
+    np.testing.assert_allclose(shift, [delta[z] for z in (1, 6, 7, 8)], atol=1e-6)
+    assert report["test"]["energy_mae_meV_per_atom"] < 1e-3 and report["test"]["forces_mae_meV_per_A"] < 1e-3
+    with pytest.raises(ConfigError, match="init_model takes the architecture from its model file: remove the model: section"):
+        _config(tmp_path / "c", tmp_path / "b.h5", init_model=str(tmp_path / "a.pt"))
+    with pytest.raises(ConfigError, match="leave reference_energies at least_squares"):
+        _config(tmp_path / "c", tmp_path / "b.h5", init_model=str(tmp_path / "a.pt"), model={},
+                reference_energies="gfn2-xtb-atoms")

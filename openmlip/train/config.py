@@ -60,7 +60,7 @@ TRAIN_RULES: Dict[str, Rule] = {
 }
 # settings a resumed run may change: they do not change which batches it sees or what it computes
 RESUMABLE_CHANGES = ("stop_after_steps", "device", "loader_workers")
-OPTIONAL = {"max_steps", "stop_after_steps", "valid_molecules", "test_molecules"}
+OPTIONAL = {"max_steps", "stop_after_steps", "valid_molecules", "test_molecules", "init_model"}
 MODEL_RULES: Dict[str, Rule] = {
     "architecture": ("str", " or ".join(repr(a) for a in ARCHITECTURES), lambda v: v in ARCHITECTURES),
     "cutoff": ("number", "> 0 (Å)", lambda v: v > 0),
@@ -185,6 +185,10 @@ class TrainConfig:
     # held-out molecules by name (instead of drawing valid_fraction/test_fraction of them at random)
     valid_molecules: Optional[List[str]] = None
     test_molecules: Optional[List[str]] = None
+    # fine-tuning: start from this model (a file written by `openmlip deploy`, or an installed potential's name),
+    # its architecture and weights; the per-element energy shifts are refitted to the new labels (least squares
+    # of label − model over the training molecules), so a model trained on xTB can be tuned on DFT energies
+    init_model: Optional[str] = None
 
     def __post_init__(self):
         if isinstance(self.data, (str, Path)):  # one file
@@ -211,12 +215,29 @@ class TrainConfig:
         for key in ("valid_molecules", "test_molecules"):
             if getattr(self, key) is not None:
                 setattr(self, key, _str_list(key, getattr(self, key), "molecule names"))
+        if self.init_model is not None:
+            self.model = self._init_model_section()
         self.model = validate_model_section(self.model)
         ref = self.reference_energies
         if not (ref in ("least_squares", "gfn2-xtb-atoms") or (isinstance(ref, dict) and all(
                 isinstance(k, str) and _is_kind(v, "number") for k, v in ref.items()))):
             raise ConfigError(f"reference_energies must be 'least_squares', 'gfn2-xtb-atoms' or a mapping element -> eV "
                               f"(finite numbers), got {ref!r}")
+
+    def _init_model_section(self) -> Dict[str, Any]:
+        """The ``model:`` section of ``init_model``'s file (a config must not give its own)."""
+        from ..deploy import load_model
+        from ..openmm.registry import resolve_potential
+
+        if not isinstance(self.init_model, str):
+            raise ConfigError(f"init_model={self.init_model!r} is not a model file path or a potential name")
+        if self.model:
+            raise ConfigError("init_model takes the architecture from its model file: remove the model: section")
+        if self.reference_energies != "least_squares":
+            raise ConfigError("init_model refits the per-element energy shifts to the new labels: leave "
+                              "reference_energies at least_squares")
+        self.init_model = str(resolve_potential(self.init_model))
+        return dict(load_model(self.init_model)[1]["config"])
 
     @classmethod
     def from_yaml(cls, path: Union[str, Path]) -> "TrainConfig":
@@ -242,6 +263,9 @@ class TrainConfig:
             data = [data]
         if isinstance(data, list) and all(isinstance(p, str) for p in data):
             raw["data"] = [p if Path(p).is_absolute() else str((base / p).resolve()) for p in data]
+        init = raw.get("init_model")
+        if isinstance(init, str) and not Path(init).is_absolute() and (base / init).is_file():
+            raw["init_model"] = str((base / init).resolve())
         if isinstance(raw.get("output"), str) and not Path(raw["output"]).is_absolute():
             raw["output"] = str((base / raw["output"]).resolve())
         return cls(**raw)

@@ -311,9 +311,12 @@ class Trainer:
                 raise ConfigError(f"reference_energies lacks element(s) {missing}; give an energy (eV) for every model element")
             e_ref = np.array([float(ref[e]) for e in elements])
         f_rms = math.sqrt(sum(g.force_sq_sum for g in groups) / sum(3 * len(g.header.numbers) * g.count for g in groups))
-        with torch.no_grad():
-            model.per_species_shift.copy_(torch.tensor(e_ref, dtype=self.dtype))
-            model.per_species_scale.fill_(max(f_rms, 1e-3))
+        if self.cfg.init_model is not None:
+            e_ref = self._init_from_file(model, data, train, elements)
+        else:
+            with torch.no_grad():
+                model.per_species_shift.copy_(torch.tensor(e_ref, dtype=self.dtype))
+                model.per_species_scale.fill_(max(f_rms, 1e-3))
         opt = torch.optim.AdamW(self._trainable(model), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
         return {
             "model": model.state_dict(), "optimizer": opt.state_dict(),
@@ -322,6 +325,34 @@ class Trainer:
             "history": [], "config": self.cfg.to_dict(), "reference_energies": e_ref.tolist(), "elements": list(elements),
             "done": False, "epoch_losses": [], "world_size": self.proc.world_size,
         }
+
+    def _init_from_file(self, model, data: ConformerSet, train: np.ndarray, elements, per_group: int = 8) -> np.ndarray:
+        """Load ``init_model``'s weights into ``model`` and refit its per-element shifts to this data: the file's
+        shifts plus a least-squares fit of (label − model) over the training molecules (up to ``per_group``
+        conformers each).  Returns the new shifts (eV)."""
+        from ..deploy import load_model
+        from ..models import rebuild_model
+
+        module, meta = load_model(self.cfg.init_model)
+        if list(meta["elements"]) != list(elements):
+            raise ConfigError(f"init_model {self.cfg.init_model} knows elements {meta['elements']}, this run {list(elements)}")
+        model.load_state_dict(rebuild_model(module, meta["config"]).to(self.dtype).state_dict())
+        model.eval()
+        rows = data.group_of(train)
+        groups = sorted(set(rows.tolist()))
+        residual = []
+        for g in groups:
+            picks = train[rows == g][:per_group]
+            batch = collate([data[int(i)] for i in picks], self.dtype)
+            predicted = model(model_inputs(batch), False)[K.ENERGY].detach().double().numpy()
+            residual.append(float(np.mean(batch[K.ENERGY_REF].double().numpy() - predicted)))
+        shift = fit_reference_energies(_composition([data.groups[g].header.numbers for g in groups], elements),
+                                       np.array(residual), np.array([data.groups[g].count for g in groups]))
+        e_ref = model.per_species_shift.detach().double().numpy() + shift
+        with torch.no_grad():
+            model.per_species_shift.copy_(torch.tensor(e_ref, dtype=self.dtype))
+        model.train()
+        return e_ref
 
     def _check_resume(self, state):
         old = dict(state["config"])
