@@ -264,6 +264,12 @@ def test_link_atoms_in_both_embeddings(model_file):
         ace_c = next(a.index for a in top.atoms() if a.residue.name == "ACE" and a.name == "C")
         assert_forces_match_finite_differences(energy, x, f, h=1e-4, coords=[(n, 0), (c, 1), (ca, 2), (ace_c, 0)],
                                                tol=Tol(rtol=2e-3, atol=0.5), what=embedding)
+        # interpolation carries the caps too: lambda = 1 is the ML/MM System, lambda = 0 the MM one
+        interp = pot.createMixedSystem(top, system, ala, embedding=embedding, interpolate=True)
+        e1 = openmm_energy_forces(interp, full, virtual_sites=True, params={"lambda_interpolate": 1.0}, forces=False)[0]
+        e0 = openmm_energy_forces(interp, full, virtual_sites=True, params={"lambda_interpolate": 0.0}, forces=False)[0]
+        assert e1 == pytest.approx(e, rel=1e-6, abs=1e-3), embedding
+        assert e0 == pytest.approx(openmm_energy_forces(system, pos, forces=False)[0], rel=1e-6, abs=1e-3), embedding
     links = utilities.findLinkBonds(top, ala)
     nb = next(f for f in system.getForces() if isinstance(f, openmm.NonbondedForce))
     mm = {i: nb.getParticleParameters(i)[0].value_in_unit(u.elementary_charge) for i in range(top.getNumAtoms()) if i not in ala}
