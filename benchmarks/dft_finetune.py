@@ -1,0 +1,107 @@
+"""xTB-only vs DFT-tuned on held-out DFT labels (issue #19, point 2): one table from one run.
+
+Input: the DFT-relabelled subset of the v3 data (``openmlip data relabel``, ωB97M-D3BJ/def2-TZVPPD) and the
+fine-tuning config ``openmlip/datasets/finetune-openmlip-xtb-v3-dft.yaml`` (held out: its test molecules).
+On the held-out conformers this reports, against the DFT labels:
+
+* ``GFN2-xTB`` — the teacher itself (its labels for the same conformers, taken from the v3 data file);
+* ``v3 (xTB-only)`` — the shipped potential, forces only (its energies are on the xTB scale);
+* ``v3, shifts refitted`` — v3 with only its per-element energy shifts refitted on the DFT training molecules
+  (the fine-tuning run's step 0: ``lr`` 1e-12, one epoch), so its energies can be compared;
+* ``v3 fine-tuned on DFT`` — the config's run (``init_model: openmlip-xtb-v3``).
+
+    OMP_NUM_THREADS=1 python benchmarks/dft_finetune.py --out benchmarks/results/dft-finetune.json
+
+Training runs resume when rerun (their folders are under ``out/``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+CONFIG = ROOT / "openmlip/datasets/finetune-openmlip-xtb-v3-dft.yaml"
+
+
+def xtb_errors(dft_file: Path, xtb_file: Path, molecules) -> dict:
+    """GFN2-xTB's force error against DFT on the same conformers (matched by their coordinates)."""
+    from openmlip.data import DFT_LABELS, XTB_LABELS, read_spice
+
+    xtb = {(s.name, np.round(s.positions, 6).tobytes()): s for s in read_spice(xtb_file, **XTB_LABELS.kwargs())
+           if s.name in molecules}
+    diffs, n = [], 0
+    for s in read_spice(dft_file, **DFT_LABELS.kwargs()):
+        if s.name not in molecules:
+            continue
+        ref = xtb[(s.name, np.round(s.positions, 6).tobytes())]
+        diffs.append((ref.forces - s.forces).ravel())
+        n += 1
+    f = np.concatenate(diffs)
+    return {"conformers": n, "forces_mae_meV_per_A": 1000 * float(np.mean(np.abs(f))),
+            "forces_rmse_meV_per_A": 1000 * float(np.sqrt(np.mean(f ** 2)))}
+
+
+def train(cfg, out_model: Path) -> float:
+    from openmlip.train import Trainer, deploy_run
+
+    t0 = time.process_time()
+    Trainer(cfg, progress=False).run()
+    deploy_run(cfg.output, out_model)
+    return time.process_time() - t0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", default="benchmarks/results/dft-finetune.json")
+    a = p.parse_args(argv)
+
+    import torch
+
+    from openmlip.data import DFT_LABELS
+    from openmlip.evaluate import error_tables
+    from openmlip.openmm.registry import resolve_potential
+    from openmlip.train import TrainConfig
+
+    torch.set_num_threads(1)
+    cfg = TrainConfig.from_yaml(CONFIG)
+    dft_file = Path(cfg.data[0])
+    held_out = list(cfg.test_molecules)
+    out_dir = Path(cfg.output).parent
+    rows = {"GFN2-xTB": xtb_errors(dft_file, ROOT / "openmlip/datasets/openmlip-xtb-v3.h5", held_out)}
+    v3 = resolve_potential("openmlip-xtb-v3")
+    rows["v3 (xTB-only)"] = {k: v for k, v in error_tables(v3, [dft_file], DFT_LABELS, held_out)["all"].items()
+                             if not k.startswith("energy")}
+    aligned = TrainConfig.from_yaml(CONFIG)
+    aligned.output, aligned.lr, aligned.max_epochs = str(out_dir / "finetune-v3-dft-shifts-only"), 1e-12, 1
+    cost = {"shifts refitted": train(aligned, out_dir / "v3-dft-shifts-only.pt")}
+    rows["v3, shifts refitted"] = error_tables(out_dir / "v3-dft-shifts-only.pt", [dft_file], DFT_LABELS, held_out)["all"]
+    cost["fine-tuned"] = train(cfg, out_dir / "finetune-openmlip-xtb-v3-dft.pt")
+    tuned = error_tables(out_dir / "finetune-openmlip-xtb-v3-dft.pt", [dft_file], DFT_LABELS, held_out)
+    rows["v3 fine-tuned on DFT"] = tuned["all"]
+    result = {"held_out": held_out, "labels": "wB97M-D3BJ/def2-TZVPPD (PySCF, density fitting)", "rows": rows,
+              "per_molecule_fine_tuned": tuned["molecules"], "train_cpu_seconds": cost,
+              "threads": {"torch": 1, "OMP": os.environ.get("OMP_NUM_THREADS")}}
+    print(f"held out: {', '.join(held_out)} ({rows['GFN2-xTB']['conformers']} conformers), against DFT labels")
+    print("| model | energy MAE (meV/atom) | force MAE (meV/Å) | force RMSE (meV/Å) |")
+    print("| --- | ---: | ---: | ---: |")
+    for name, r in rows.items():
+        e = r.get("energy_mae_meV_per_atom")
+        print(f"| {name} | {'—' if e is None else f'{e:.1f}'} | {r['forces_mae_meV_per_A']:.0f} | {r['forces_rmse_meV_per_A']:.0f} |")
+    print(f"training CPU time (1 thread): {', '.join(f'{k} {v:.0f} s' for k, v in cost.items())}")
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
