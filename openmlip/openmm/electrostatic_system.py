@@ -50,9 +50,9 @@ class ElectrostaticEmbedding(Embedding):
         if links:  # one hydrogen cap (a virtual site) per cut bond, as in openmm-ml's mechanical embedding
             new_topology = copy_topology(topology)
             mm_system = copy.deepcopy(system) if interpolate else system
-            caps, _ = utilities.addLinkAtomSites(new_topology, [new_system] + ([mm_system] if interpolate else []),
-                                                 links, args.get("linkAtomDistances", []))
-            for s in (new_system, mm_system):
+            capped = [new_system] + ([mm_system] if interpolate else [])
+            caps, _ = utilities.addLinkAtomSites(new_topology, capped, links, args.get("linkAtomDistances", []))
+            for s in capped:
                 pad_solvation_forces(s)
             mm_charges = embedding_charges(topology, atoms, mm_charges, links)
         ml_atoms = atoms + caps
