@@ -252,6 +252,9 @@ def test_link_atoms_in_both_embeddings(model_file):
         info = pot.createMixedSystem(top, system, ala, embedding=embedding, returnInfo=True)  # Amber ALA sums to 0
         n_caps = info["topology"].getNumAtoms() - top.getNumAtoms()
         assert n_caps == 2 and info["system"].getNumParticles() == top.getNumAtoms() + 2, embedding
+        atoms_of_new = set(info["topology"].atoms())  # a Topology whose bonds join its own atoms (mdtraj, PDB writers)
+        assert all(b[0] in atoms_of_new and b[1] in atoms_of_new for b in info["topology"].bonds()), embedding
+        assert info["topology"].getNumBonds() == top.getNumBonds()
         full = pos + [pos[0]] * n_caps  # the caps are virtual: OpenMM places them
         e, f = openmm_energy_forces(info["system"], full, virtual_sites=True)
         assert np.isfinite(e) and np.all(np.isfinite(f)), embedding

@@ -78,7 +78,7 @@ from ..nn.embedding import SpeciesIndex
 from ..models import rebuild_model
 from .electrostatic_system import ElectrostaticEmbedding
 from .forces import copy_model, create_force
-from .links import pad_solvation_forces
+from .links import copy_topology, pad_solvation_forces
 from .module import OpenMMPotential
 from .registry import model_path
 from .settings import (ARGUMENTS, ELECTROSTATIC_ARGUMENTS, MECHANICAL_ARGUMENTS, MM_REFERENCE, ForceSettings,
@@ -204,4 +204,6 @@ class OpenMLIPPotentialImpl(MLPotentialImpl):
         result = MechanicalEmbedding().createMixedSystem(self, topology, system, atoms, forceGroup, interpolate,
                                                          returnInfo=returnInfo, **args)
         pad_solvation_forces(result["system"] if returnInfo else result)  # link-atom caps in implicit solvent
+        if returnInfo:  # openmm-ml's deep-copied Topology keeps its bonds on the original atoms: a real copy
+            result["topology"] = copy_topology(topology, result["system"].getNumParticles() - topology.getNumAtoms())
         return result
