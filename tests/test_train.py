@@ -201,7 +201,9 @@ def test_fine_tuning_from_a_model_file_refits_the_element_shifts(tmp_path):
     shift = np.array(state["reference_energies"]) - model.state_dict()["per_species_shift"].numpy()
     np.testing.assert_allclose(shift, [delta[z] for z in (1, 6, 7, 8)], atol=1e-6)
     assert report["test"]["energy_mae_meV_per_atom"] < 1e-3 and report["test"]["forces_mae_meV_per_A"] < 1e-3
-    with pytest.raises(ConfigError, match="init_model takes the architecture from its model file: remove the model: section"):
+    deploy_run(tmp_path / "b" / "run", tmp_path / "b.pt")  # the saved config (model section filled in) loads again
+    assert load_model(tmp_path / "b.pt")[1]["config"] == meta["config"]
+    with pytest.raises(ConfigError, match="init_model takes the architecture from its model file, and this model: section differs"):
         _config(tmp_path / "c", tmp_path / "b.h5", init_model=str(tmp_path / "a.pt"))
     with pytest.raises(ConfigError, match="leave reference_energies at least_squares"):
         _config(tmp_path / "c", tmp_path / "b.h5", init_model=str(tmp_path / "a.pt"), model={},

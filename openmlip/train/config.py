@@ -231,13 +231,16 @@ class TrainConfig:
 
         if not isinstance(self.init_model, str):
             raise ConfigError(f"init_model={self.init_model!r} is not a model file path or a potential name")
-        if self.model:
-            raise ConfigError("init_model takes the architecture from its model file: remove the model: section")
         if self.reference_energies != "least_squares":
             raise ConfigError("init_model refits the per-element energy shifts to the new labels: leave "
                               "reference_energies at least_squares")
         self.init_model = str(resolve_potential(self.init_model))
-        return dict(load_model(self.init_model)[1]["config"])
+        of_file = dict(load_model(self.init_model)[1]["config"])
+        # a saved run's config (checkpoint, deploy) holds the file's section already
+        if self.model and validate_model_section(self.model) != validate_model_section(of_file):
+            raise ConfigError("init_model takes the architecture from its model file, and this model: section differs "
+                              "from it: remove the model: section")
+        return of_file
 
     @classmethod
     def from_yaml(cls, path: Union[str, Path]) -> "TrainConfig":
