@@ -140,6 +140,14 @@ def test_reference_energy_options_set_the_isolated_atom_limit(tmp_path):
         _config(tmp_path, data, reference_energies="magic")
 
 
+def test_an_element_only_in_held_out_molecules_is_named(tmp_path):
+    data = tmp_path / "d.h5"
+    _dataset(data, per_molecule=2)
+    cfg = _config(tmp_path, data, max_epochs=1, test_molecules=["NH3"], valid_molecules=["CH4"])
+    with pytest.warns(UserWarning, match="element N occurs in test molecules \\(NH3\\) but in no training molecule"):
+        Trainer(cfg, progress=False).run()
+
+
 def test_named_held_out_molecules(tmp_path):
     data = _dataset(tmp_path / "d.h5", per_molecule=2)
     train, valid, test = split_by_molecule(data, 0.3, 0.3, seed=0, valid_molecules=["NH3"], test_molecules=["H2O", "CH4"])

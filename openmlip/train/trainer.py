@@ -118,6 +118,23 @@ def reference_energies(structures: Sequence[Structure], elements: Sequence[str])
 
 
 # ------------------------------------------------------------------------------------------ helpers
+def _warn_unfitted_elements(data: ConformerSet, parts, elements) -> None:
+    """Least-squares reference energies come from the training molecules: an element found only in held-out ones
+    keeps an unfitted energy, and their energy errors say nothing about the model."""
+    from ase.data import chemical_symbols
+
+    trained = {int(z) for g in parts[0] for z in data.groups[g].header.numbers}
+    for part, what in ((parts[1], "validation"), (parts[2], "test")):
+        missing = {}
+        for g in part:
+            for z in sorted({int(z) for z in data.groups[g].header.numbers} - trained):
+                missing.setdefault(chemical_symbols[z], []).append(data.groups[g].header.name)
+        for element, names in missing.items():
+            warnings.warn(f"element {element} occurs in {what} molecules ({', '.join(sorted(set(names)))}) but in no training "
+                          f"molecule: its reference energy is not fitted and their energy errors are meaningless (forces "
+                          f"are fine); train on a molecule with {element}, or hold out another one", UserWarning, stacklevel=3)
+
+
 def _non_finite(tensors: Dict[str, torch.Tensor]) -> List[str]:
     """Names of the floating-point tensors in ``tensors`` that hold a NaN or an infinity."""
     return [k for k, v in tensors.items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
@@ -285,6 +302,8 @@ class Trainer:
         parts: Tuple[List[int], List[int], List[int]] = ([], [], [])
         for k, g in enumerate(data.groups):
             parts[2 if g.header.name in test_names else 1 if g.header.name in val_names else 0].append(k)
+        if self.cfg.reference_energies == "least_squares" and proc.is_main:
+            _warn_unfitted_elements(data, parts, elements)
         return data, tuple(data.conformers_of(p) for p in parts), elements
 
     def _trainable(self, model):
