@@ -273,6 +273,14 @@ def test_link_atoms_in_both_embeddings(model_file):
         e0 = openmm_energy_forces(interp, full, virtual_sites=True, params={"lambda_interpolate": 0.0}, forces=False)[0]
         assert e1 == pytest.approx(e, rel=1e-6, abs=1e-3), embedding
         assert e0 == pytest.approx(openmm_energy_forces(system, pos, forces=False)[0], rel=1e-6, abs=1e-3), embedding
+    # the cap distance can be set in both embeddings; two link bonds on one MM atom are refused in one line
+    ala_n = next(a.index for a in top.atoms() if a.residue.name == "ALA" and a.name == "N")
+    short = pot.createMixedSystem(top, system, ala, embedding="electrostatic", linkAtomDistances=[(ala_n, ace_c, 0.1 * u.nanometer)])
+    sites = [short.getVirtualSite(i) for i in range(short.getNumParticles()) if short.isVirtualSite(i)]
+    assert sorted(v.getLocalPosition().value_in_unit(u.nanometer)[0] for v in sites)[0] == pytest.approx(0.1)
+    for embedding in ("mechanical", "electrostatic"):
+        with pytest.raises(SelectionError, match=f"are both bonded to MM atom {ala_n}, which would get two link atoms"):
+            pot.createMixedSystem(top, system, [ace_c, ca], embedding=embedding, charge=0)
     links = utilities.findLinkBonds(top, ala)
     nb = next(f for f in system.getForces() if isinstance(f, openmm.NonbondedForce))
     mm = {i: nb.getParticleParameters(i)[0].value_in_unit(u.elementary_charge) for i in range(top.getNumAtoms()) if i not in ala}
@@ -400,5 +408,5 @@ def test_link_caps_join_implicit_solvent_or_are_refused():
     custom.addPerParticleParameter("q")
     custom.addParticle([0.1])
     system.addForce(custom)
-    with pytest.raises(ConfigError, match="CustomGBForce whose per-particle parameters openmlip cannot set"):
+    with pytest.raises(ConfigError, match="is a CustomGBForce .* whose per-particle parameters openmlip cannot set"):
         pad_solvation_forces(system)

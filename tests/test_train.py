@@ -209,8 +209,17 @@ def test_fine_tuning_from_a_model_file_refits_the_element_shifts(tmp_path):
     shift = np.array(state["reference_energies"]) - model.state_dict()["per_species_shift"].numpy()
     np.testing.assert_allclose(shift, [delta[z] for z in (1, 6, 7, 8)], atol=1e-6)
     assert report["test"]["energy_mae_meV_per_atom"] < 1e-3 and report["test"]["forces_mae_meV_per_A"] < 1e-3
-    deploy_run(tmp_path / "b" / "run", tmp_path / "b.pt")  # the saved config (model section filled in) loads again
-    assert load_model(tmp_path / "b.pt")[1]["config"] == meta["config"]
+    (tmp_path / "a.pt").rename(tmp_path / "moved.pt")  # the saved config (model section filled in) needs no file
+    deploy_run(tmp_path / "b" / "run", tmp_path / "b.pt")
+    meta_b = load_model(tmp_path / "b.pt")[1]
+    assert meta_b["config"] == meta["config"]
+    assert meta_b["provenance"]["training"]["init_model"] == {"file": "a.pt", "sha256": None}  # by name, not by path
+    (tmp_path / "moved.pt").rename(tmp_path / "a.pt")
+    # fine-tuning data without N: N keeps the starting model's reference, which is named
+    write_spice(tmp_path / "no-n.h5", [s for s in relabelled if 7 not in s.numbers])
+    with pytest.warns(UserWarning, match="fine-tuning: element\\(s\\) N of a.pt occur in no training molecule"):
+        Trainer(_config(tmp_path / "c", tmp_path / "no-n.h5", max_epochs=1, lr=1e-12, dtype="float64",
+                        init_model=str(tmp_path / "a.pt"), model={}), progress=False).run()
     with pytest.raises(ConfigError, match="init_model takes the architecture from its model file, and this model: section differs"):
         _config(tmp_path / "c", tmp_path / "b.h5", init_model=str(tmp_path / "a.pt"))
     with pytest.raises(ConfigError, match="leave reference_energies at least_squares"):

@@ -141,6 +141,7 @@ def build_system(spec: SystemSpec, potential: Optional[str] = None, backend: str
     """
     import mdtraj
     from openmmml import MLPotential
+    from openmmml.embeddings.utilities import findLinkBonds
 
     from ..charges import total_charge
     from ..errors import ModelFileError
@@ -190,9 +191,10 @@ def build_system(spec: SystemSpec, potential: Optional[str] = None, backend: str
         info = mlp.createMixedSystem(top, mm_system, atoms, embedding=ml["embedding"], interpolate=interpolate,
                                      returnInfo=True, **args)
         system = info["system"]
-        caps = system.getNumParticles() - top.getNumAtoms()
+        caps = len(findLinkBonds(top, atoms))
         if caps:  # link-atom caps of cut bonds (virtual sites) join the topology and the trajectory
             top, pos = copy_topology(top, caps), place_link_atoms(system, pos)
+            md_top = mdtraj.Topology.from_openmm(top)
     return {"topology": top, "positions": pos * u.nanometer, "box": box, "system": system, "ml_atoms": atoms,
             "mdtraj_topology": md_top, "potential": name, "ml_charge": args.get("charge"),
             "ml_formal_charges": args.get("formalCharges")}

@@ -18,7 +18,7 @@ from ..charges import check_formal
 from ..errors import ConfigError
 from .embedding import EmbeddedPotential
 from .forces import create_force
-from .links import copy_topology, embedding_charges, pad_solvation_forces
+from .links import check_links, copy_topology, embedding_charges, pad_solvation_forces
 from .settings import LAMBDA, MM_REFERENCE, check_atoms, mm_reference
 
 # erf damping length of the ML-MM Coulomb kernel (nm) when embeddingDampingLength is not given
@@ -38,7 +38,7 @@ class ElectrostaticEmbedding(Embedding):
         if args.get("outputForces"):
             raise ConfigError("outputForces=True is not available with embedding='electrostatic': its forces come "
                               "from openmm-torch's autograd; omit outputForces")
-        links = utilities.findLinkBonds(topology, atoms)
+        links = check_links(utilities.findLinkBonds(topology, atoms))
         args = {**args, "outputForces": False}
         reference = mm_reference(system, atoms)  # the ML region's MM charge, before the caps come
         if reference is not None:

@@ -8,7 +8,9 @@ around it live here, used by both embeddings:
   ``CustomNonbondedForce`` only; a System with implicit solvent (``GBSAOBCForce``, e.g. OBC2 from a prmtop)
   then fails with "GBSAOBCForce must have exactly as many particles as the System".  Each cap is added to it
   uncharged (no polar solvation energy) and with a descreening scale of 1e-6 (it hides no other atom from the
-  solvent: the MM atom it stands in for is still there).
+  solvent: the MM atom it stands in for is still there).  OBC2's surface-area (ACE) term does not depend on the
+  charge: each cap adds about 1 kJ/mol of it (1.2 kJ/mol for a cap 1.09 Å out on a C–C bond, measured), a nearly
+  constant offset with a small force.
 * :func:`embedding_charges` — the MM point charges that the electrostatic embedding lets the ML charges
   see: each MM atom bonded to the ML region (M1) gives its charge, in equal parts, to its other MM
   neighbours (M2), so that no MM point charge sits 1.1–1.5 Å from an ML atom or cap while the monopole of
@@ -36,12 +38,24 @@ def _pad(force: openmm.Force, n: int) -> None:
             force.addParticle(0.0, CAP_GB_RADIUS_NM, CAP_GB_SCALE)
     elif isinstance(force, openmm.CustomGBForce) and force.getNumParticles() < n:
         raise ConfigError("an ML region that cuts covalent bonds needs link atoms, and this System's implicit solvent "
-                          "is a CustomGBForce whose per-particle parameters openmlip cannot set for them; build the "
-                          "System with a GBSAOBCForce (AmberPrmtopFile.createSystem(implicitSolvent=OBC2) makes one) "
-                          "or select whole molecules")
+                          "is a CustomGBForce (ForceField implicit files, or a prmtop with salt) whose per-particle "
+                          "parameters openmlip cannot set for them; use AmberPrmtopFile.createSystem(implicitSolvent=OBC2) "
+                          "without implicitSolventKappa (a GBSAOBCForce), or select whole molecules")
     elif isinstance(force, openmm.CustomCVForce):
         for k in range(force.getNumCollectiveVariables()):
             _pad(force.getCollectiveVariable(k), n)
+
+
+def check_links(links: Sequence[Tuple[int, int]]) -> List[Tuple[int, int]]:
+    """The (ML atom, MM atom) link bonds, or :class:`SelectionError` when two of them end on one MM atom (its caps
+    would sit on top of each other)."""
+    seen: Dict[int, int] = {}
+    for ml, mm in links:
+        if mm in seen:
+            raise SelectionError(f"ML atoms {seen[mm]} and {ml} are both bonded to MM atom {mm}, which would get two "
+                                 f"link atoms; add atom {mm} to the ML region or remove one of the two from it")
+        seen[mm] = ml
+    return list(links)
 
 
 def pad_solvation_forces(system: openmm.System) -> openmm.System:
@@ -88,6 +102,9 @@ def copy_topology(topology, caps: int = 0):
     T4 lysozyme prmtop: all 2,641 bonds), which mdtraj cannot convert."""
     from openmm import app
 
+    if any(a.index != k for k, a in enumerate(topology.atoms())):  # Modeller.add numbers atoms in chain order
+        raise ConfigError("the Topology's atom indices are not in chain/residue order; openmlip cannot copy it with "
+                          "link atoms: build it in order (e.g. with Modeller)")
     modeller = app.Modeller(app.Topology(), [])
     modeller.add(topology, [openmm.Vec3(0.0, 0.0, 0.0)] * topology.getNumAtoms() * openmm.unit.nanometer)  # copies
     new = modeller.topology

@@ -78,10 +78,10 @@ from ..nn.embedding import SpeciesIndex
 from ..models import rebuild_model
 from .electrostatic_system import ElectrostaticEmbedding
 from .forces import copy_model, create_force
-from .links import copy_topology, pad_solvation_forces
+from .links import check_links, copy_topology, pad_solvation_forces
 from .module import OpenMMPotential
 from .registry import model_path
-from .settings import (ARGUMENTS, ELECTROSTATIC_ARGUMENTS, MECHANICAL_ARGUMENTS, MM_REFERENCE, ForceSettings,
+from .settings import (ARGUMENTS, ELECTROSTATIC_ARGUMENTS, LINK_ARGUMENTS, MM_REFERENCE, ForceSettings,
                        check_atoms, check_names, check_values, mm_reference, resolve_settings)
 
 
@@ -95,12 +95,12 @@ class OpenMLIPPotentialImpl(MLPotentialImpl):
     """``MLPotential('openmlip', modelPath=...)`` or ``MLPotential('<installed potential>')``.
 
     Constructor keyword arguments (any of :data:`ARGUMENTS`, :data:`ELECTROSTATIC_ARGUMENTS`,
-    :data:`MECHANICAL_ARGUMENTS`) are defaults that the same names in a call override.
+    :data:`LINK_ARGUMENTS`) are defaults that the same names in a call override.
     """
 
     def __init__(self, name: str, modelPath: Optional[str] = None, **defaults):
         self.name = name
-        check_names(defaults, ("modelPath",) + ARGUMENTS + ELECTROSTATIC_ARGUMENTS + MECHANICAL_ARGUMENTS,
+        check_names(defaults, ("modelPath",) + ARGUMENTS + ELECTROSTATIC_ARGUMENTS + LINK_ARGUMENTS,
                     f"MLPotential({name!r})")
         self.defaults = check_values(defaults)
         if modelPath is None:
@@ -156,7 +156,7 @@ class OpenMLIPPotentialImpl(MLPotentialImpl):
             pot.check_box(torch.tensor(box))
 
     def addForces(self, topology: app.Topology, system: openmm.System, atoms: Optional[Iterable[int]], forceGroup: int, **args):
-        args = self.arguments(args, ARGUMENTS + MECHANICAL_ARGUMENTS, "createSystem/addForces")
+        args = self.arguments(args, ARGUMENTS + LINK_ARGUMENTS, "createSystem/addForces")
         settings = self.settings(topology, system, atoms, args)
         pot = OpenMMPotential(self.ml_model(settings), list(settings.atomic_numbers), **settings.module_kwargs())
         self.check_box(pot, system, topology)
@@ -177,7 +177,7 @@ class OpenMLIPPotentialImpl(MLPotentialImpl):
 
     def createMixedSystem(self, topology, system, atoms, forceGroup, interpolate, embedding, returnInfo=False, **args):
         if embedding == "mechanical":
-            args = self.arguments(args, ARGUMENTS + MECHANICAL_ARGUMENTS, "createMixedSystem(embedding='mechanical')")
+            args = self.arguments(args, ARGUMENTS + LINK_ARGUMENTS, "createMixedSystem(embedding='mechanical')")
             return self._mechanical(topology, system, atoms, forceGroup, interpolate, returnInfo, args)
         if embedding != "electrostatic":
             raise ConfigError(f"unknown openmlip embedding {embedding!r}; choose 'mechanical' or 'electrostatic'")
@@ -186,7 +186,8 @@ class OpenMLIPPotentialImpl(MLPotentialImpl):
                 f"{self.model_path}: a model imported from {self.metadata['imported'].get('framework')} predicts no "
                 "partial charges, so it has no electrostatic embedding; use embedding='mechanical' (the ML region "
                 "keeps its MM charges for ML-MM interactions)")
-        args = self.arguments(args, ARGUMENTS + ELECTROSTATIC_ARGUMENTS, "createMixedSystem(embedding='electrostatic')")
+        args = self.arguments(args, ARGUMENTS + ELECTROSTATIC_ARGUMENTS + LINK_ARGUMENTS,
+                              "createMixedSystem(embedding='electrostatic')")
         return ElectrostaticEmbedding().createMixedSystem(self, topology, system, atoms, forceGroup, interpolate,
                                                           returnInfo, **args)
 
@@ -195,15 +196,15 @@ class OpenMLIPPotentialImpl(MLPotentialImpl):
         builds the ML terms in an empty System) and ``formalCharges`` extended by 0 for each link-atom cap
         (openmm-ml appends one hydrogen cap per cut bond after the ML atoms)."""
         atoms = check_atoms(topology, atoms)
+        caps = len(check_links(utilities.findLinkBonds(topology, atoms)))
         reference = mm_reference(system, atoms)
         if reference is not None:
             args[MM_REFERENCE] = reference
         if args.get("formalCharges") is not None:
-            caps = len(utilities.findLinkBonds(topology, atoms))
             args["formalCharges"] = check_formal(args["formalCharges"], len(atoms)) + [0.0] * caps
         result = MechanicalEmbedding().createMixedSystem(self, topology, system, atoms, forceGroup, interpolate,
                                                          returnInfo=returnInfo, **args)
         pad_solvation_forces(result["system"] if returnInfo else result)  # link-atom caps in implicit solvent
         if returnInfo:  # openmm-ml's deep-copied Topology keeps its bonds on the original atoms: a real copy
-            result["topology"] = copy_topology(topology, result["system"].getNumParticles() - topology.getNumAtoms())
+            result["topology"] = copy_topology(topology, caps)
         return result

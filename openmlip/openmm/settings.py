@@ -30,7 +30,7 @@ ARGUMENTS = ("charge", "multiplicity", "spinMultiplicity", "formalCharges", "pre
              "outputForces", "neighborMethod", "neighborCapacity", "useCUDAGraphs")
 ELECTROSTATIC_ARGUMENTS = ("embeddingCutoff", "embeddingDampingLength")
 # read by openmm-ml's mechanical embedding, which passes every createMixedSystem argument on to addForces
-MECHANICAL_ARGUMENTS = ("linkAtomDistances",)
+LINK_ARGUMENTS = ("linkAtomDistances",)
 # arguments that changed meaning: a plain number must not silently mean something else now
 RENAMED = {"embeddingDamping": "embeddingDamping (Å) is now embeddingDampingLength, in nm like every OpenMM length "
                                "(0.5 Å = 0.05 nm); pass embeddingDampingLength=0.05"}

@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 import yaml
 
 from ..data.spice import SPICE_LABELS
-from ..errors import ConfigError, first_line
+from ..errors import ConfigError, ModelFileError, first_line
 from ..models.config import ARCHITECTURES, ModelConfig
 from ..nn.aggregation import AGGREGATIONS
 
@@ -234,9 +234,13 @@ class TrainConfig:
         if self.reference_energies != "least_squares":
             raise ConfigError("init_model refits the per-element energy shifts to the new labels: leave "
                               "reference_energies at least_squares")
-        self.init_model = str(resolve_potential(self.init_model))
+        try:
+            self.init_model = str(Path(resolve_potential(self.init_model)).resolve())
+        except ModelFileError:
+            if self.model:  # a saved run's config (resume, deploy) holds the file's section: the file is not needed
+                return self.model
+            raise
         of_file = dict(load_model(self.init_model)[1]["config"])
-        # a saved run's config (checkpoint, deploy) holds the file's section already
         if self.model and validate_model_section(self.model) != validate_model_section(of_file):
             raise ConfigError("init_model takes the architecture from its model file, and this model: section differs "
                               "from it: remove the model: section")

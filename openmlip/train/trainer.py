@@ -118,12 +118,22 @@ def reference_energies(structures: Sequence[Structure], elements: Sequence[str])
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def _warn_unfitted_elements(data: ConformerSet, parts, elements) -> None:
+def _warn_unfitted_elements(data: ConformerSet, parts, elements, init_model: Optional[str] = None) -> None:
     """Least-squares reference energies come from the training molecules: an element found only in held-out ones
-    keeps an unfitted energy, and their energy errors say nothing about the model."""
+    keeps an unfitted energy, and their energy errors say nothing about the model; when fine-tuning, an element
+    of the model found in no training molecule keeps the starting model's reference energy (another method's)."""
     from ase.data import chemical_symbols
 
+    from ..nn.embedding import normalize_elements
+
     trained = {int(z) for g in parts[0] for z in data.groups[g].header.numbers}
+    if init_model is not None:
+        kept = [e for e in normalize_elements(elements) if chemical_symbols.index(e) not in trained]
+        if kept:
+            warnings.warn(f"fine-tuning: element(s) {', '.join(kept)} of {Path(init_model).name} occur in no training "
+                          "molecule and keep that model's reference energies, which may belong to another method: "
+                          "energies of molecules with them mix two references; add training molecules with them",
+                          UserWarning, stacklevel=3)
     for part, what in ((parts[1], "validation"), (parts[2], "test")):
         missing = {}
         for g in part:
@@ -303,7 +313,7 @@ class Trainer:
         for k, g in enumerate(data.groups):
             parts[2 if g.header.name in test_names else 1 if g.header.name in val_names else 0].append(k)
         if self.cfg.reference_energies == "least_squares" and proc.is_main:
-            _warn_unfitted_elements(data, parts, elements)
+            _warn_unfitted_elements(data, parts, elements, self.cfg.init_model)
         return data, tuple(data.conformers_of(p) for p in parts), elements
 
     def _trainable(self, model):
@@ -605,7 +615,7 @@ MACHINE_SETTINGS = ("data", "model", "output", "device", "loader_workers", "stop
 
 def deploy_run(run_dir, output, extra_provenance: Optional[dict] = None) -> Dict[str, object]:
     """Write the best (EMA) weights of a training run as a model file with provenance and metrics."""
-    from ..deploy import save_model
+    from ..deploy import file_sha256, save_model
 
     run_dir = Path(run_dir)
     best = run_dir / BEST
@@ -620,5 +630,8 @@ def deploy_run(run_dir, output, extra_provenance: Optional[dict] = None) -> Dict
     # files by name and hash, not by the folders of the machine that trained (those belong to no user of the file)
     data = [{"file": Path(d["path"]).name, "sha256": d.get("sha256")} for d in report.get("data", [{"path": p} for p in cfg.data])]
     training = {k: v for k, v in cfg.to_dict().items() if k not in MACHINE_SETTINGS}
+    if cfg.init_model is not None:  # by name and hash, like the data
+        start = Path(cfg.init_model)
+        training["init_model"] = {"file": start.name, "sha256": file_sha256(start) if start.is_file() else None}
     provenance = {"data": data, "split": report.get("split", {}), "training": training, **(extra_provenance or {})}
     return save_model(model, output, provenance=provenance, metrics={"test": report.get("test", {}), "valid": report.get("valid", {})})
