@@ -60,3 +60,24 @@ def test_shipped_dataset_covers_the_required_species_and_its_readme_is_current()
     for s in data:
         assert_charges_sum_to_total(s.charges, s.total_charge, atol=1e-5, what=f"labels of {s.name}")
     assert (ROOT / "openmlip" / "datasets" / "README.md").read_text() == dataset_readme(h5)
+
+
+def test_v4_dataset_covers_species_charges_and_residues_and_its_card_is_current():
+    """openmlip-xtb-v4.h5 (issue #19): SPICE's organic elements, the amino acids' charged side chains, every
+    conformer's charges summing to its total charge; its card is what dataset_readme writes from its manifest."""
+    import json
+
+    from openmlip.data.card import dataset_readme
+
+    h5 = ROOT / "openmlip" / "datasets" / "openmlip-xtb-v4.h5"
+    manifest = json.loads(h5.with_suffix(".json").read_text())
+    assert manifest["conformers"] == 20950 and sorted(manifest["reused"]) == ["openmlip-xtb-v3.h5"]
+    data = list(read_spice(h5, **XTB_LABELS.kwargs()))
+    assert len(data) == 20950
+    assert {int(z) for s in data for z in s.numbers} == {1, 6, 7, 8, 9, 11, 15, 16, 17, 35}
+    charge = {s.name: s.total_charge for s in data}
+    assert (charge["lys-dipeptide"], charge["arg-dipeptide"], charge["asp-dipeptide"], charge["glu-dipeptide"],
+            charge["hip-dipeptide"], charge["hid-dipeptide"]) == (1.0, 1.0, -1.0, -1.0, 1.0, 0.0)
+    for s in data[::50]:
+        assert_charges_sum_to_total(s.charges, s.total_charge, atol=1e-5, what=f"labels of {s.name}")
+    assert (h5.parent / "openmlip-xtb-v4.md").read_text() == dataset_readme(h5, card="openmlip-xtb-v4.md")

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 
 
-def dataset_readme(h5_path, regenerate: str = "") -> str:
+def dataset_readme(h5_path, regenerate: str = "", card: str = "README.md") -> str:
     """The README of a dataset written by ``openmlip data generate`` (``regenerate``: the commands that made it,
-    default the one ``generate`` call with the most common conformer count)."""
+    default the one ``generate`` call with the most common conformer count and the manifest's ``--reuse`` sources;
+    ``card``: the card's file name beside the dataset, for the command that rewrites it)."""
     from .spice import read_spice
 
     h5 = Path(h5_path)
@@ -31,9 +32,11 @@ def dataset_readme(h5_path, regenerate: str = "") -> str:
              f"1 file of {h5.stat().st_size / 1e6:.1f} MB. Manifest: `{h5.with_suffix('.json').name}`.", "",
              "Regenerate (resumable: a killed run recomputes at most 10 conformers of one template):", "", "```bash",
              regenerate or (f"openmlip data generate --out openmlip/datasets/{h5.name} --conformers "
-                            f"{max(set(c), key=c.count)} --stride {man['sampling']['stride_steps']} --seed {man['sampling']['seed']}"),
+                            f"{max(set(c), key=c.count)} --stride {man['sampling']['stride_steps']} --seed {man['sampling']['seed']}"
+                            + "".join(f" \\\n    --reuse openmlip/datasets/{src}" for src in man.get("reused", {}))),
              "python -c \"from openmlip.data.card import dataset_readme as r; "
-             f"open('openmlip/datasets/README.md','w').write(r('openmlip/datasets/{h5.name}'))\"", "```", "",
+             f"open('openmlip/datasets/{card}','w').write(r('openmlip/datasets/{h5.name}'"
+             + ("" if card == "README.md" else f", card='{card}'") + "))\"", "```", "",
              "## Method", "", f"- Labels: {man['method']}. Units in the file: bohr, hartree, hartree/bohr (gradient), e.",
              "- Templates: 3D structures from SMILES with RDKit (ETKDG + MMFF); clusters get waters placed on a sphere around "
              "the solute (O towards cations, H towards anions).",
