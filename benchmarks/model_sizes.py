@@ -2,7 +2,7 @@
 
     python benchmarks/model_sizes.py --config openmlip/datasets/train-openmlip-xtb-v4.yaml --epochs 20
     python benchmarks/model_sizes.py ... --sizes "small:num_channels=4,latent_dim=16" "default:" \\
-        "large:num_channels=16,latent_dim=64"
+        "large:num_channels=16,latent_dim=64" "large-es:num_channels=16,latent_dim=64,electrostatics=true"
 
 Each size trains with the config's data, split and settings (only ``model`` overridden and ``max_epochs`` set,
 patience off) into ``out/model-sizes/NAME`` with ``openmlip train`` (resumable: rerunning the command continues
@@ -44,7 +44,11 @@ def parse_size(text: str):
     overrides = {}
     for item in filter(None, spec.split(",")):
         key, _, value = item.partition("=")
-        overrides[key.strip()] = int(value) if value.strip().lstrip("-").isdigit() else float(value)
+        value = value.strip()
+        if value.lower() in ("true", "false"):
+            overrides[key.strip()] = value.lower() == "true"
+        else:
+            overrides[key.strip()] = int(value) if value.lstrip("-").isdigit() else float(value)
     return name, overrides
 
 
@@ -108,11 +112,12 @@ def main(argv=None):
         deploy_run(run, model_file)
         cfg = TrainConfig.from_yaml(cfg_path)
         keys = LabelKeys(cfg.energy_key, cfg.gradient_key, cfg.charges_key)
-        errors = error_tables(model_file, cfg.data, keys, cfg.test_molecules)["all"]
+        tables = error_tables(model_file, cfg.data, keys, cfg.test_molecules)
+        errors = tables["all"]
         params = sum(p.numel() for p in torch.jit.load(str(model_file)).parameters())
         row = {"size": name, "overrides": overrides, "parameters": params, "epochs": report["epochs"],
                "train_wall_s": report.get("wall_s_this_run"), "wall_s_this_invocation": time.time() - t0,
-               "test": errors, "ms_per_step_22_atoms": ms_per_step(model_file, args.threads, args.warmup, args.repeats),
+               "test": errors, "test_molecules": tables["molecules"], "ms_per_step_22_atoms": ms_per_step(model_file, args.threads, args.warmup, args.repeats),
                "threads": args.threads, "data": [Path(d).name for d in cfg.data],
                "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"}
         rows.append(row)

@@ -51,7 +51,14 @@ def _cmd_demo(args) -> int:
 def _cmd_plugin(args) -> int:
     from .plugin import create_plugin
 
-    out = create_plugin(args.name, args.model, args.out or f"openmlip-plugin-{args.name}", args.description, args.overwrite)
+    notes = ""
+    if args.notes:
+        try:
+            notes = Path(args.notes).read_text()
+        except OSError as exc:
+            raise ConfigError(f"--notes {args.notes}: cannot read it ({exc.strerror or exc}); give a Markdown file") from None
+    out = create_plugin(args.name, args.model, args.out or f"openmlip-plugin-{args.name}", args.description,
+                        args.overwrite, args.evaluation, notes)
     print(f"plugin {args.name!r} written to {out}; install it with `pip install {out}`, then MLPotential({args.name!r})")
     return 0
 
@@ -352,6 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("model", help="model file written by openmlip (deploy)")
     g.add_argument("--out", help="output directory (default ./openmlip-plugin-NAME, the distribution's name)")
     g.add_argument("--description", default="", help="one paragraph for the model card")
+    g.add_argument("--evaluation", help="an `openmlip evaluate` output folder of this model file: its error tables "
+                                        "and dissociation curves go into the model card")
+    g.add_argument("--notes", help="Markdown file: the card's 'Known failures and limits' section")
     g.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     g.set_defaults(func=_cmd_plugin)
     from .fe.cli import add_parser as add_fe_parser

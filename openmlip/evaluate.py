@@ -18,7 +18,7 @@ import numpy as np
 from ._io import atomic_path
 from .data.dataset import ConformerSet
 from .data.spice import LabelKeys
-from .deploy import load_model, torch_dtype
+from .deploy import file_sha256, load_model, torch_dtype
 from .errors import ConfigError
 from .train.batching import collate, model_inputs
 from .train.trainer import residuals
@@ -72,7 +72,8 @@ def error_tables(model_path, data_paths: Sequence, keys: LabelKeys, molecules: O
         only = [{"e": r["e"], "f": r["f"][r["z"] == z], "q": None if r["q"] is None else r["q"][r["z"] == z]}
                 for r in having]
         by_element[chemical_symbols[z]] = _summary(only)
-    return {"model": Path(model_path).name, "data": [Path(p).name for p in data_paths], "label_keys": vars(keys),
+    return {"model": Path(model_path).name, "model_sha256": file_sha256(model_path),
+            "data": [Path(p).name for p in data_paths], "label_keys": vars(keys),
             "all": _summary(rows),
             "molecules": {n: _summary([r for r in rows if r["name"] == n]) for n in wanted},
             "elements": by_element,
@@ -136,7 +137,8 @@ def dissociation_curve(model_path, template: str, element: str, factors=np.linsp
             a = Atoms(numbers=z, positions=p, info=dict(atoms.info))
             a.calc = calc
             curves[name].append(float(a.get_potential_energy()))
-    return {"template": template, "bond": f"{element}–H", "atoms": [int(i), int(j)], "r0_A": r0,
+    return {"template": template, "bond": f"{element}–H", "model_sha256": file_sha256(model_path),
+            "atoms": [int(i), int(j)], "r0_A": r0,
             "r_A": [r0 * f for f in factors],
             **{name: [e - c[0] for e in c[1:]] for name, c in curves.items()}}
 
@@ -158,6 +160,23 @@ def plot_dissociation(curves: List[Dict[str, object]], path: Path) -> None:
     plt.close(fig)
 
 
+def dissociation_markdown(curves: List[Dict[str, object]]) -> str:
+    """One row per scan: where the model and GFN2-xTB put the minimum along the bond, their energies at the
+    stretched end, the largest model − xTB difference near the minimum (≤ 1.5 r0) and over the whole scan, and
+    whether the model's curve turns down anywhere past its minimum (a spurious well: xTB's rises or levels off)."""
+    lines = ["| scan | r0 xTB-opt (Å) | model min (Å) | E(3 r0) xTB / model (eV) | max abs ΔE ≤ 1.5 r0 (eV) | "
+             "max abs ΔE (eV) | model falls past its minimum |", "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for c in curves:
+        r, m, x = np.asarray(c["r_A"]), np.asarray(c["model"]), np.asarray(c["xtb"])
+        near = r <= 1.5 * c["r0_A"] + 1e-9
+        k = int(np.argmin(m))
+        falls = np.diff(m[k:]) < -0.05  # eV per scan step: more than noise
+        where = f"yes, from {r[k + int(np.argmax(falls))]:.2f} Å" if falls.any() else "no"
+        lines.append(f"| {c['template']} {c['bond']} | {c['r0_A']:.3f} | {r[k]:.2f} | {x[-1]:.2f} / {m[-1]:.2f} | "
+                     f"{np.max(np.abs(m - x)[near]):.3f} | {np.max(np.abs(m - x)):.2f} | {where} |")
+    return "\n".join(lines) + "\n"
+
+
 def write_evaluation(model_path, data_paths: Sequence, keys: LabelKeys, out, molecules=None,
                      scans: Sequence[str] = ()) -> Dict[str, object]:
     """:func:`error_tables` (and :func:`dissociation_curve` for each ``template:element`` of ``scans``) into ``out``."""
@@ -168,6 +187,7 @@ def write_evaluation(model_path, data_paths: Sequence, keys: LabelKeys, out, mol
     files = {"errors.json": json.dumps(tables, indent=1), "errors.md": tables_markdown(tables)}
     if curves:
         files["dissociation.json"] = json.dumps(curves, indent=1)
+        files["dissociation.md"] = dissociation_markdown(curves)
         tables["dissociation"] = curves
     for name, text in files.items():  # each file whole or not at all; a failed scan writes nothing
         with atomic_path(out / name) as tmp:

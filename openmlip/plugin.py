@@ -19,7 +19,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Union
+from typing import Dict, Optional, Union
 
 from .deploy import load_model
 from .errors import ConfigError, OutputError, PluginExistsError
@@ -52,11 +52,44 @@ def _check_out(out: Path, model: Path, own_model: Path, overwrite: bool) -> None
                           "of it first, or choose another --out")
 
 
+def _evaluation_sections(folder: Path, sha256: str) -> Dict[str, object]:
+    """The card's tables from an ``openmlip evaluate`` folder of this very model file (checked by sha256)."""
+    from .evaluate import dissociation_markdown, tables_markdown
+
+    sections: Dict[str, object] = {}
+    errors = folder / "errors.json"
+    if not errors.is_file():
+        raise ConfigError(f"--evaluation {folder}: no errors.json there; write it with `openmlip evaluate MODEL DATA... "
+                          f"--out {folder}`")
+    for file in ("errors.json", "dissociation.json"):
+        path = folder / file
+        if not path.is_file():
+            continue
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"--evaluation {folder}: {file} is not readable JSON ({exc}); run openmlip evaluate again") from None
+        shas = {d.get("model_sha256") for d in (data if isinstance(data, list) else [data])}
+        if shas != {sha256}:
+            raise ConfigError(f"--evaluation {folder}: {file} was written for another model file (sha256 "
+                              f"{', '.join(sorted(map(str, shas)))}, this one is {sha256}); run `openmlip evaluate` on "
+                              "this model file again")
+        sections[file] = tables_markdown(data) if file == "errors.json" else dissociation_markdown(data)
+    if (folder / "dissociation.json").is_file():
+        if not (folder / "dissociation.png").is_file():
+            raise ConfigError(f"--evaluation {folder}: dissociation.json without dissociation.png; run openmlip evaluate again")
+        sections["dissociation.png"] = (folder / "dissociation.png").read_bytes()
+    return sections
+
+
 def create_plugin(name: str, model_path: Union[str, Path], out_dir: Union[str, Path], description: str = "",
-                  overwrite: bool = False) -> Path:
+                  overwrite: bool = False, evaluation: Optional[Union[str, Path]] = None, notes: str = "") -> Path:
     """Write the plugin distribution for ``model_path`` into ``out_dir``; returns ``out_dir``.
 
     ``model_path`` may be the ``model.pt`` of the plugin being replaced (re-packaging in place).
+    ``evaluation``: an ``openmlip evaluate`` output folder of this model file (``errors.json``, optionally the
+    ``--scan`` files): its tables and dissociation plot go into the card. ``notes``: Markdown for the card's
+    "Known failures and limits" section.
     """
     if not _NAME_RE.match(name):
         raise ConfigError(f"plugin name {name!r} must be lower-case letters, digits and '-', starting with a letter")
@@ -65,6 +98,7 @@ def create_plugin(name: str, model_path: Union[str, Path], out_dir: Union[str, P
     package = "openmlip_plugin_" + name.replace("-", "_")
     _check_out(out, Path(model_path), out / package / "model.pt", overwrite)
     data = Path(model_path).read_bytes()  # before anything is replaced
+    sections = _evaluation_sections(Path(evaluation), hashlib.sha256(data).hexdigest()) if evaluation else {}
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
@@ -74,7 +108,7 @@ def create_plugin(name: str, model_path: Union[str, Path], out_dir: Union[str, P
     except OSError as exc:
         raise OutputError(f"cannot write the plugin folder {out} ({exc.strerror or exc}): choose another --out") from None
     try:
-        _write_plugin(tmp, name, package, data, meta, description)
+        _write_plugin(tmp, name, package, data, meta, description, sections, notes)
         if out.exists():
             old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old."))
             out.rename(old / out.name)
@@ -87,7 +121,8 @@ def create_plugin(name: str, model_path: Union[str, Path], out_dir: Union[str, P
     return out
 
 
-def _write_plugin(out: Path, name: str, package: str, data: bytes, meta: dict, description: str) -> None:
+def _write_plugin(out: Path, name: str, package: str, data: bytes, meta: dict, description: str,
+                  sections: Dict[str, object], notes: str) -> None:
     pkg_dir = out / package
     pkg_dir.mkdir(parents=True)
     (pkg_dir / "model.pt").write_bytes(data)
@@ -135,7 +170,19 @@ packages = ["{package}"]
             f"| model file sha256 | `{hashlib.sha256(data).hexdigest()}` |", f"| openmlip format | {meta['format_version']} |", "",
             "## Provenance", "", "```json", json.dumps(meta.get("provenance", {}), indent=1), "```", "",
             "## Test metrics (from the run that produced the file)", "", "```json",
-            json.dumps(meta.get("metrics", {}), indent=1), "```", "", "## Use", "", "```python",
+            json.dumps(meta.get("metrics", {}), indent=1), "```", ""]
+    if "errors.json" in sections:
+        card += ["## Errors by molecule, element and total charge (`openmlip evaluate` of this file)", "",
+                 sections["errors.json"].strip(), ""]
+    if "dissociation.json" in sections:
+        (out / "dissociation.png").write_bytes(sections["dissociation.png"])
+        card += ["## X–H dissociation curves (`openmlip evaluate --scan` of this file)", "",
+                 "One X–H bond of each GFN2-xTB-optimised template stretched from 0.8× to 3× (other atoms fixed); "
+                 "energies relative to the optimised structure.", "", sections["dissociation.json"].strip(), "",
+                 "![dissociation curves](dissociation.png)", ""]
+    if notes.strip():
+        card += ["## Known failures and limits", "", notes.strip(), ""]
+    card += ["## Use", "", "```python",
             "import openmlip\nfrom openmmml import MLPotential\n"
             f"potential = MLPotential({name!r})\nsystem = potential.createSystem(topology, charge=0)", "```", ""]
     (out / "README.md").write_text("\n".join(card))

@@ -8,11 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+from helpers.systems import make_model
 from openmlip.data import XTB_LABELS
-from openmlip.deploy import load_model
+from openmlip.deploy import load_model, save_model
 from openmlip.errors import ConfigError
-from openmlip.evaluate import dissociation_curve, error_tables
+from openmlip.evaluate import dissociation_curve, dissociation_markdown, error_tables
+from openmlip.plugin import create_plugin
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "plugins" / "openmlip-xtb-v3" / "openmlip_plugin_openmlip_xtb_v3" / "model.pt"
@@ -61,6 +64,32 @@ def test_dissociation_curve_follows_xtb_near_the_minimum_and_the_cli_writes_the_
                           "methylamine", "--scan", "methanol:O", "--out", str(out)], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert "150 conformers: energy MAE" in res.stdout
-    assert {p.name for p in out.iterdir()} == {"errors.json", "errors.md", "dissociation.json", "dissociation.png"}
+    assert {p.name for p in out.iterdir()} == {"errors.json", "errors.md", "dissociation.json", "dissociation.md",
+                                                "dissociation.png"}
     assert json.loads((out / "errors.json").read_text())["molecules"]["methylamine"]["conformers"] == 150
     assert "| methylamine | 150 |" in (out / "errors.md").read_text()
+    assert "| methanol O–H | 0.9" in (out / "dissociation.md").read_text()
+
+    # the plugin's model card takes these tables and the plot, for this model file only
+    dist = create_plugin("card-test", MODEL, tmp_path / "dist", "A card.", evaluation=out, notes="- fails at X\n")
+    card = (dist / "README.md").read_text()
+    assert "| methylamine | 150 |" in card and "| methanol O–H | 0.9" in card
+    assert "![dissociation curves](dissociation.png)" in card and "## Known failures and limits\n\n- fails at X" in card
+    assert (dist / "dissociation.png").read_bytes() == (out / "dissociation.png").read_bytes()
+    other = tmp_path / "other.pt"
+    save_model(make_model("allegro", "sum", torch.float32), other)
+    with pytest.raises(ConfigError, match="errors.json was written for another model file .*run `openmlip evaluate` on"):
+        create_plugin("card-test", other, tmp_path / "dist2", evaluation=out)
+    with pytest.raises(ConfigError, match="no errors.json there"):
+        create_plugin("card-test", MODEL, tmp_path / "dist3", evaluation=tmp_path)
+    assert not (tmp_path / "dist2").exists() and not (tmp_path / "dist3").exists()
+
+
+def test_dissociation_table_flags_a_spurious_well():
+    r = np.linspace(0.8, 3.0, 12)
+    xtb = list(4.0 * (1 - np.exp(-2.0 * (r - 1.0))) ** 2)
+    good = {"template": "t", "bond": "O–H", "r0_A": 1.0, "r_A": list(r), "xtb": xtb, "model": [e + 0.01 for e in xtb]}
+    well = {**good, "model": [e if x < 2.0 else e - 3.0 * (x - 2.0) for x, e in zip(r, xtb)]}
+    rows = dissociation_markdown([good, well]).splitlines()[2:]
+    assert rows[0].endswith("| 0.010 | 0.01 | no |") and "| 1.00 |" in rows[0]
+    assert "yes, from 2.0" in rows[1]
