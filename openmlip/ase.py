@@ -33,6 +33,7 @@ from . import keys as K
 from .charges import ChargeState, bonds_from_positions, check_formal, resolve_charge_state
 from .deploy import cast_model, load_model, torch_dtype
 from .errors import ChargeError, GeometryError, from_graph
+from .nn.electrostatics import check_coulomb_cell, coulomb_cutoff_of
 from .nn.embedding import SpeciesIndex
 
 # Two atoms closer than this (Å) are a broken geometry (the model gives NaN on top of each other).
@@ -90,6 +91,7 @@ class Calculator(_ASECalculator):
         if dtype is None:
             dtype = torch_dtype(self.metadata["dtype"])
         self.model = cast_model(self.model, dtype)
+        self.coulomb_cutoff = coulomb_cutoff_of(self.model)
         self.dtype = dtype
         self.device = device
         self.species = SpeciesIndex(self.metadata["elements"])
@@ -121,6 +123,10 @@ class Calculator(_ASECalculator):
             K.FORMAL_CHARGES: torch.tensor(state.formal, **t),
         }
         if np.any(atoms.pbc):
+            if self.coulomb_cutoff is not None:
+                cell = np.asarray(atoms.cell[:])
+                widths = abs(np.linalg.det(cell)) / np.linalg.norm(np.cross(cell[[1, 2, 0]], cell[[2, 0, 1]]), axis=1)
+                check_coulomb_cell(self.coulomb_cutoff, widths[np.asarray(atoms.pbc)], "periodic cell (atoms.cell)")
             data[K.CELL] = torch.tensor(np.asarray(atoms.cell[:]), **t).unsqueeze(0)
             data[K.PBC] = torch.tensor(np.asarray(atoms.pbc), dtype=torch.bool, device=self.device).unsqueeze(0)
         try:

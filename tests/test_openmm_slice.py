@@ -141,14 +141,40 @@ def test_periodic_translation_and_wrapping(triclinic, method):
                                      wrap=True, energy=Tol(rtol=1e-9), forces=Tol(rtol=1e-7, rtol_largest=1e-8))
 
 
-def test_box_too_small_and_bad_indices():
-    from openmlip.errors import BoxError, SelectionError
+def test_box_too_small_and_bad_indices(tmp_path):
+    from openmlip.errors import BoxError, ConfigError, SelectionError
 
     model = make_model("allegro", "sum", torch.float64)
     pot = OpenMMPotential(model, [8, 1, 1], periodic=True, dtype=torch.float64)
     with pytest.raises(BoxError, match=r"shorter than twice the model cutoff \(9 Å\); use a larger box"):
         pot.check_box(torch.eye(3) * 0.85)
     pot.check_box(torch.eye(3) * 1.2)
+    # a model with its own Coulomb term between predicted charges: the box must hold that cutoff's sphere too
+    # (minimum image), or the Coulomb energy silently loses the pairs between half the box and the cutoff
+    es = make_model("allegro", "sum", torch.float64, electrostatics=True, coulomb_cutoff=7.0)
+    pot = OpenMMPotential(es, [8, 1, 1], periodic=True, dtype=torch.float64)
+    with pytest.raises(BoxError, match=r"shorter than twice the model's Coulomb cutoff \(14 Å\); use a larger box"):
+        pot.check_box(torch.eye(3) * 1.2)
+    pot.check_box(torch.eye(3) * 1.41)
+    OpenMMPotential(es, [8, 1, 1], periodic=False, dtype=torch.float64)  # no box: no limit
+    from ase import Atoms
+
+    from openmlip.ase import Calculator
+    from openmlip.deploy import save_model
+
+    save_model(es, tmp_path / "es.pt")  # the ASE route refuses the same cells
+    water = Atoms("OH2", positions=[[0, 0, 0], [0.957, 0, 0], [-0.24, 0.927, 0]], cell=[14.5, 13.9, 14.5], pbc=True)
+    water.calc = Calculator(tmp_path / "es.pt")
+    with pytest.raises(BoxError, match=r"periodic cell \(atoms.cell\) widths \[13.9\] Å are shorter than twice the model's "
+                                       r"Coulomb cutoff \(14 Å\)"):
+        water.pbc = [False, True, False]
+        water.get_potential_energy()
+    water.cell = [14.5, 14.1, 14.5]
+    water.pbc = True
+    assert np.isfinite(water.get_potential_energy())
+    with pytest.raises(ConfigError, match=r"Coulomb term .* has no cutoff \(coulomb_cutoff <= 0\), which a periodic box"):
+        OpenMMPotential(make_model("allegro", "sum", torch.float64, electrostatics=True, coulomb_cutoff=0.0), [8, 1, 1],
+                        periodic=True)
     with pytest.raises(SelectionError, match=r"ML atom indices \[7\] out of range for a system of 5 particles"):
         OpenMMPotential(model, [8, 1, 1], indices=[0, 1, 7], num_particles=5)
     with pytest.raises(SelectionError, match="duplicates"):

@@ -13,8 +13,30 @@ from typing import Optional
 
 import torch
 
+from ..errors import BoxError, ConfigError
 from ..units import COULOMB_EV_ANGSTROM
 from .neighbors import minimum_image
+
+
+def coulomb_cutoff_of(model: torch.nn.Module) -> Optional[float]:
+    """The cutoff (Å) of a model's own Coulomb term between its predicted charges (``electrostatics: true``), eager or
+    scripted; ``0.0`` when that term has no cutoff, None when the model has no such term."""
+    if not bool(getattr(model, "use_electrostatics", False)):
+        return None
+    return float(model.coulomb.cutoff)
+
+
+def check_coulomb_cell(cutoff: Optional[float], widths, what: str = "periodic cell") -> None:
+    """:class:`BoxError` unless every perpendicular width (Å) of a periodic cell is at least twice the Coulomb
+    ``cutoff`` (the minimum image would otherwise drop pairs between half the cell and the cutoff, silently)."""
+    if cutoff is None:
+        return
+    if cutoff <= 0.0:
+        raise ConfigError(f"this model's Coulomb term between predicted charges has no cutoff (coulomb_cutoff <= 0), "
+                          f"which a {what} cannot hold: use it without periodic boundaries, or train with a coulomb_cutoff")
+    if min(float(w) for w in widths) < 2.0 * cutoff:
+        raise BoxError(f"{what} widths {[round(float(w), 3) for w in widths]} Å are shorter than twice the model's Coulomb "
+                       f"cutoff ({2 * cutoff:g} Å); use a larger cell (more solvent) or a model with a shorter coulomb_cutoff")
 
 
 def coulomb_kernel(r: torch.Tensor, damping: float, cutoff: float) -> torch.Tensor:

@@ -25,6 +25,7 @@ from .. import keys as K
 from .. import units
 from ..deploy import cast_model
 from ..errors import BoxError, ConfigError, GeometryError, SelectionError
+from ..nn.electrostatics import check_coulomb_cell, coulomb_cutoff_of
 from ..nn.embedding import check_elements
 from ..nn.neighbors import cell_list_pairs, coincident, coincident_error, static_pairs
 
@@ -130,6 +131,7 @@ class OpenMMPotential(torch.nn.Module):
         elements = _model_elements(model)
         if elements is not None:
             check_elements(elements, list(atomic_numbers))
+        coulomb = coulomb_cutoff_of(model)
         z = [int(v) for v in atomic_numbers]
         if indices is None:
             indices = list(range(len(z)))
@@ -159,6 +161,11 @@ class OpenMMPotential(torch.nn.Module):
         self.box_cutoff = self.cutoff
         self.box_cutoff_name = "model cutoff"
         self.periodic = bool(periodic)
+        if coulomb is not None and self.periodic:
+            check_coulomb_cell(coulomb, [math.inf], "periodic box")  # no cutoff: refused here; widths: check_box
+            if coulomb > self.box_cutoff:  # minimum image: the box must hold the whole Coulomb sphere too
+                self.box_cutoff = coulomb
+                self.box_cutoff_name = "model's Coulomb cutoff"
         self.output_forces = bool(output_forces)
         if neighbor_capacity is not None and (isinstance(neighbor_capacity, bool) or not isinstance(neighbor_capacity, numbers.Integral)
                                               or neighbor_capacity < 1):
