@@ -5,12 +5,14 @@ fine-tuning config ``openmlip/datasets/finetune-openmlip-xtb-v3-dft.yaml`` (held
 On the held-out conformers this reports, against the DFT labels:
 
 * ``GFN2-xTB`` — the teacher itself (its labels for the same conformers, taken from the v3 data file);
-* ``v3 (xTB-only)`` — the shipped potential, forces only (its energies are on the xTB scale);
-* ``v3, shifts refitted`` — v3 with only its per-element energy shifts refitted on the DFT training molecules
+* ``BASE (xTB-only)`` — the xTB-trained potential (``--base``, default the config's ``init_model``, v3), forces
+  only (its energies are on the xTB scale);
+* ``BASE, shifts refitted`` — BASE with only its per-element energy shifts refitted on the DFT training molecules
   (the fine-tuning run's step 0: ``lr`` 1e-12, one epoch), so its energies can be compared;
-* ``v3 fine-tuned on DFT`` — the config's run (``init_model: openmlip-xtb-v3``).
+* ``BASE fine-tuned on DFT`` — the config's run with ``init_model: BASE``.
 
     OMP_NUM_THREADS=1 python benchmarks/dft_finetune.py --out benchmarks/results/dft-finetune.json
+    OMP_NUM_THREADS=1 python benchmarks/dft_finetune.py --base openmlip-xtb-v4 --out benchmarks/results/dft-finetune-v4.json
 
 Training runs resume when rerun (their folders are under ``out/``).
 """
@@ -50,6 +52,26 @@ def xtb_errors(dft_file: Path, xtb_file: Path, molecules) -> dict:
     return out
 
 
+def config_for(base: Path, tag: str, shifts_only: bool = False):
+    """The fine-tuning config with ``init_model: base`` (a file), its run folder named after ``tag``; ``shifts_only``:
+    one epoch at lr 1e-12, so only the per-element energy shifts (refitted by least squares at the start) change."""
+    import yaml
+
+    from openmlip.train import TrainConfig
+
+    raw = yaml.safe_load(CONFIG.read_text())
+    raw["data"] = [str((CONFIG.parent / d).resolve()) for d in raw["data"]]
+    raw["init_model"] = str(base)
+    run = f"finetune-{tag}-dft" + ("-shifts-only" if shifts_only else "")
+    raw["output"] = str((CONFIG.parent / raw["output"]).parent.resolve() / run)
+    if shifts_only:
+        raw.update(lr=1e-12, max_epochs=1)
+    path = Path(raw["output"] + ".yaml")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return TrainConfig.from_yaml(path)
+
+
 def trained_elements(cfg) -> set:
     from openmlip.data import DFT_LABELS, read_spice
 
@@ -69,30 +91,33 @@ def train(cfg, out_model: Path) -> float:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default="benchmarks/results/dft-finetune.json")
+    p.add_argument("--base", default="openmlip-xtb-v3", help="xTB-trained potential to fine-tune: installed name or file")
     a = p.parse_args(argv)
 
     import torch
 
     from openmlip.data import DFT_LABELS
+    from openmlip.deploy import file_sha256
     from openmlip.evaluate import error_tables
     from openmlip.openmm.registry import resolve_potential
-    from openmlip.train import TrainConfig
 
     torch.set_num_threads(1)
-    cfg = TrainConfig.from_yaml(CONFIG)
+    base = resolve_potential(a.base)
+    tag = Path(a.base).stem if base == Path(a.base) else a.base  # a file: its stem; else the potential's name
+    label = tag.replace("openmlip-xtb-", "")
+    cfg = config_for(base, tag)
     dft_file = Path(cfg.data[0])
     held_out = list(cfg.test_molecules)
     out_dir = Path(cfg.output).parent
     rows = {"GFN2-xTB": xtb_errors(dft_file, ROOT / "openmlip/datasets/openmlip-xtb-v3.h5", held_out)}
-    v3 = resolve_potential("openmlip-xtb-v3")
-    rows["v3 (xTB-only)"] = error_tables(v3, [dft_file], DFT_LABELS, held_out)["molecules"]
-    aligned = TrainConfig.from_yaml(CONFIG)
-    aligned.output, aligned.lr, aligned.max_epochs = str(out_dir / "finetune-v3-dft-shifts-only"), 1e-12, 1
-    cost = {"shifts refitted": train(aligned, out_dir / "v3-dft-shifts-only.pt")}
-    rows["v3, shifts refitted"] = error_tables(out_dir / "v3-dft-shifts-only.pt", [dft_file], DFT_LABELS, held_out)["molecules"]
-    cost["fine-tuned"] = train(cfg, out_dir / "finetune-openmlip-xtb-v3-dft.pt")
-    rows["v3 fine-tuned on DFT"] = error_tables(out_dir / "finetune-openmlip-xtb-v3-dft.pt", [dft_file], DFT_LABELS,
-                                                held_out)["molecules"]
+    rows[f"{label} (xTB-only)"] = error_tables(base, [dft_file], DFT_LABELS, held_out)["molecules"]
+    aligned = config_for(base, tag, shifts_only=True)
+    cost = {"shifts refitted": train(aligned, out_dir / f"{tag}-dft-shifts-only.pt")}
+    rows[f"{label}, shifts refitted"] = error_tables(out_dir / f"{tag}-dft-shifts-only.pt", [dft_file], DFT_LABELS,
+                                                     held_out)["molecules"]
+    cost["fine-tuned"] = train(cfg, out_dir / f"finetune-{tag}-dft.pt")
+    rows[f"{label} fine-tuned on DFT"] = error_tables(out_dir / f"finetune-{tag}-dft.pt", [dft_file], DFT_LABELS,
+                                                      held_out)["molecules"]
     # energies only where they mean something: the xTB-scale model has no DFT energy scale, and a molecule with an
     # element that no DFT training molecule has keeps an unfitted reference energy (the trainer warns)
     from openmlip.data import read_spice
@@ -101,9 +126,9 @@ def main(argv=None) -> int:
     covered = {s.name for s in read_spice(dft_file, **DFT_LABELS.kwargs()) if set(map(int, s.numbers)) <= seen}
     for name, per in rows.items():
         for m, r in per.items():
-            if name in ("GFN2-xTB", "v3 (xTB-only)") or m not in covered:
+            if name in ("GFN2-xTB", f"{label} (xTB-only)") or m not in covered:
                 r["energy_mae_meV_per_atom"] = None
-    result = {"held_out": held_out, "labels": "wB97M-D3BJ/def2-TZVPPD (PySCF, density fitting)", "rows": rows,
+    result = {"base": tag, "base_sha256": file_sha256(base), "held_out": held_out, "labels": "wB97M-D3BJ/def2-TZVPPD (PySCF, density fitting)", "rows": rows,
               "train_cpu_seconds": cost, "threads": {"torch": 1, "OMP": os.environ.get("OMP_NUM_THREADS")},
               "train_conformers": "DFT subset less the held-out and validation molecules"}
     print(f"held out: {', '.join(held_out)}; against DFT labels (energy: — where not comparable)")

@@ -101,7 +101,8 @@ def tables_markdown(t: Dict[str, object]) -> str:
 
 def dissociation_curve(model_path, template: str, element: str, factors=np.linspace(0.8, 3.0, 23)) -> Dict[str, object]:
     """Energy (eV, relative to the optimised structure) of the model and of GFN2-xTB along one X–H bond of
-    ``template`` with X = ``element``, scaled by ``factors`` (other atoms fixed at the xTB-optimised structure)."""
+    ``template`` with X = ``element``, scaled by ``factors`` (other atoms fixed at the xTB-optimised structure);
+    ``r0_A`` is that bond in GFN2-xTB's optimised structure, ``r_model_opt_A`` in the model's (optimised from it)."""
     from ase import Atoms
     from ase.data import atomic_numbers
     from ase.optimize import BFGS
@@ -129,6 +130,10 @@ def dissociation_curve(model_path, template: str, element: str, factors=np.linsp
     i, j = bond
     r0 = float(np.linalg.norm(ref_pos[j] - ref_pos[i]))
     model = Calculator(model_path)
+    relaxed = Atoms(numbers=z, positions=ref_pos, info=dict(atoms.info))  # the model's own minimum, from xTB's
+    relaxed.calc = model
+    BFGS(relaxed, logfile=None).run(fmax=0.001, steps=500)
+    r_model = float(np.linalg.norm(relaxed.positions[j] - relaxed.positions[i]))
     curves = {"model": [], "xtb": []}
     for factor in [1.0, *factors]:
         p = ref_pos.copy()
@@ -138,7 +143,7 @@ def dissociation_curve(model_path, template: str, element: str, factors=np.linsp
             a.calc = calc
             curves[name].append(float(a.get_potential_energy()))
     return {"template": template, "bond": f"{element}–H", "model_sha256": file_sha256(model_path),
-            "atoms": [int(i), int(j)], "r0_A": r0,
+            "atoms": [int(i), int(j)], "r0_A": r0, "r_model_opt_A": r_model,
             "r_A": [r0 * f for f in factors],
             **{name: [e - c[0] for e in c[1:]] for name, c in curves.items()}}
 
@@ -161,10 +166,10 @@ def plot_dissociation(curves: List[Dict[str, object]], path: Path) -> None:
 
 
 def dissociation_markdown(curves: List[Dict[str, object]]) -> str:
-    """One row per scan: where the model and GFN2-xTB put the minimum along the bond, their energies at the
+    """One row per scan: the bond in GFN2-xTB's and in the model's optimised structure, their energies at the
     stretched end, the largest model − xTB difference near the minimum (≤ 1.5 r0) and over the whole scan, and
     whether the model's curve turns down anywhere past its minimum (a spurious well: xTB's rises or levels off)."""
-    lines = ["| scan | r0 xTB-opt (Å) | model min (Å) | E(3 r0) xTB / model (eV) | max abs ΔE ≤ 1.5 r0 (eV) | "
+    lines = ["| scan | r xTB-optimised (Å) | r model-optimised (Å) | E(3 r0) xTB / model (eV) | max abs ΔE ≤ 1.5 r0 (eV) | "
              "max abs ΔE (eV) | model falls past its minimum |", "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
     for c in curves:
         r, m, x = np.asarray(c["r_A"]), np.asarray(c["model"]), np.asarray(c["xtb"])
@@ -172,7 +177,8 @@ def dissociation_markdown(curves: List[Dict[str, object]]) -> str:
         k = int(np.argmin(m))
         falls = np.diff(m[k:]) < -0.05  # eV per scan step: more than noise
         where = f"yes, from {r[k + int(np.argmax(falls))]:.2f} Å" if falls.any() else "no"
-        lines.append(f"| {c['template']} {c['bond']} | {c['r0_A']:.3f} | {r[k]:.2f} | {x[-1]:.2f} / {m[-1]:.2f} | "
+        opt = f"{c['r_model_opt_A']:.4f}" if "r_model_opt_A" in c else "–"
+        lines.append(f"| {c['template']} {c['bond']} | {c['r0_A']:.4f} | {opt} | {x[-1]:.2f} / {m[-1]:.2f} | "
                      f"{np.max(np.abs(m - x)[near]):.3f} | {np.max(np.abs(m - x)):.2f} | {where} |")
     return "\n".join(lines) + "\n"
 
