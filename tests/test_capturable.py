@@ -239,7 +239,8 @@ def test_cuda_graphs_need_a_capturable_potential():
 
 def _graph_cases():
     model = make_model("allegro", "charge-gated")
-    nequip = make_model("nequip", "charge-gated", electrostatics=True)
+    # Coulomb cutoff 5 Å: the 1.1 nm box must hold twice it (minimum image)
+    nequip = make_model("nequip", "charge-gated", electrostatics=True, coulomb_cutoff=5.0)
     pos_nm, z = _water_cluster(5, seed=6, spread=0.6)
     pos = torch.tensor(pos_nm)
     box = torch.tensor(_triclinic_box())
