@@ -51,12 +51,16 @@ def _cmd_demo(args) -> int:
 def _cmd_plugin(args) -> int:
     from .plugin import create_plugin
 
-    notes = ""
+    notes, why = "", None
     if args.notes:
         try:
-            notes = Path(args.notes).read_text()
+            notes = Path(args.notes).read_text(encoding="utf-8")
         except OSError as exc:
-            raise ConfigError(f"--notes {args.notes}: cannot read it ({exc.strerror or exc}); give a Markdown file") from None
+            why = exc.strerror or str(exc)
+        except UnicodeDecodeError:
+            why = "not UTF-8 text"
+        if why:
+            raise ConfigError(f"--notes {args.notes}: cannot read it ({why}); give a UTF-8 Markdown file")
     out = create_plugin(args.name, args.model, args.out or f"openmlip-plugin-{args.name}", args.description,
                         args.overwrite, args.evaluation, notes)
     print(f"plugin {args.name!r} written to {out}; install it with `pip install {out}`, then MLPotential({args.name!r})")

@@ -69,12 +69,18 @@ def _evaluation_sections(folder: Path, sha256: str) -> Dict[str, object]:
             data = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             raise ConfigError(f"--evaluation {folder}: {file} is not readable JSON ({exc}); run openmlip evaluate again") from None
-        shas = {d.get("model_sha256") for d in (data if isinstance(data, list) else [data])}
+        items = data if file == "dissociation.json" and isinstance(data, list) else [data]
+        if not all(isinstance(d, dict) for d in items) or (file == "errors.json") != isinstance(data, dict):
+            raise ConfigError(f"--evaluation {folder}: {file} is not what openmlip evaluate writes; run it again")
+        shas = {d.get("model_sha256") for d in items}
         if shas != {sha256}:
             raise ConfigError(f"--evaluation {folder}: {file} was written for another model file (sha256 "
                               f"{', '.join(sorted(map(str, shas)))}, this one is {sha256}); run `openmlip evaluate` on "
                               "this model file again")
-        sections[file] = tables_markdown(data) if file == "errors.json" else dissociation_markdown(data)
+        try:
+            sections[file] = tables_markdown(data) if file == "errors.json" else dissociation_markdown(data)
+        except (KeyError, TypeError, ValueError, IndexError):
+            raise ConfigError(f"--evaluation {folder}: {file} lacks what openmlip evaluate writes; run it again") from None
     if (folder / "dissociation.json").is_file():
         if not (folder / "dissociation.png").is_file():
             raise ConfigError(f"--evaluation {folder}: dissociation.json without dissociation.png; run openmlip evaluate again")

@@ -374,6 +374,29 @@ def test_plugin_cli_refuses_the_working_folder(capsys, tmp_path, monkeypatch):
     assert (tmp_path / "m.pt").is_file()
 
 
+def test_plugin_card_inputs_that_are_not_what_evaluate_writes_are_one_line_errors(capsys, tmp_path, monkeypatch):
+    _model(tmp_path / "m.pt")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.md").write_bytes(b"\xff\xfe bad")
+    _one_line_error(*_main(capsys, "plugin", "p", "m.pt", "--notes", "notes.md"), "--notes notes.md", "not UTF-8 text")
+    _one_line_error(*_main(capsys, "plugin", "p", "m.pt", "--notes", "nowhere.md"), "--notes nowhere.md", "No such file")
+    ev = tmp_path / "ev"
+    ev.mkdir()
+    _one_line_error(*_main(capsys, "plugin", "p", "m.pt", "--evaluation", "ev"), "no errors.json there")
+    for text in ("42", "[1, 2]", "{not json"):
+        (ev / "errors.json").write_text(text)
+        _one_line_error(*_main(capsys, "plugin", "p", "m.pt", "--evaluation", "ev"), "errors.json", "run")
+    (ev / "errors.json").write_text('{"model_sha256": "0"}')
+    (ev / "dissociation.json").write_text('{"model_sha256": "0"}')  # a list of scans is what evaluate writes
+    _one_line_error(*_main(capsys, "plugin", "p", "m.pt", "--evaluation", "ev"), "errors.json was written for another model")
+    from openmlip.deploy import file_sha256
+
+    (ev / "errors.json").write_text(f'{{"model_sha256": "{file_sha256(tmp_path / "m.pt")}"}}')
+    _one_line_error(*_main(capsys, "plugin", "p", "m.pt", "--evaluation", "ev"),
+                    "errors.json lacks what openmlip evaluate writes")  # the right file's sha, but no tables
+    assert not (tmp_path / "openmlip-plugin-p").exists()
+
+
 def test_plugin_docs_match_the_shipped_model():
     from openmlip.deploy import load_model
 
