@@ -87,6 +87,18 @@ def test_reuse_takes_conformers_of_the_same_templates_and_records_it(tmp_path):
     # another stride or seed is another sampling: nothing is taken
     assert reuse_templates(tmp_path / "a.h5", ["water"], tmp_path, seed=0, stride=10) == []
     assert reuse_templates(tmp_path / "a.h5", ["water"], tmp_path, seed=1, stride=20) == []
+    # a manifest written before a Template field existed (v4's has no stretch_to) matches where the field's
+    # default is the template's value, and not where the value differs
+    import json
+
+    man = json.loads((tmp_path / "a.json").read_text())
+    for entry in man["templates"].values():
+        del entry["stretch_to"]
+    (tmp_path / "a.json").write_text(json.dumps(man))
+    assert reuse_templates(tmp_path / "a.h5", ["water"], tmp_path / "b.h5.parts", seed=0, stride=20) == ["water"]
+    man["templates"]["water"]["stretch_to"] = 3.2
+    (tmp_path / "a.json").write_text(json.dumps(man))
+    assert reuse_templates(tmp_path / "a.h5", ["water"], tmp_path / "b.h5.parts", seed=0, stride=20) == []
 
 
 def test_unknown_template_is_named(tmp_path):
@@ -127,6 +139,11 @@ def test_stretch_template_spans_the_bond_breaking_curve(tmp_path):
     assert e[-1] - e.min() > 2.0  # eV: pulling an H off NH4+ costs energy (xTB), which the model must learn
     for s in confs:
         assert_charges_sum_to_total(s.charges, 1.0, atol=1e-6)
+    # a template's stretch_to sets the longest stretch: 3.2x reaches past the 3 r0 the dissociation scans end at
+    assert TEMPLATES["ammonium-long-stretch"].stretch_to == 3.2 and TEMPLATES["ammonium-stretch"].stretch_to == 2.6
+    long = sample_template(TEMPLATES["ammonium-long-stretch"], 8, seed=0)
+    r_long = np.array([np.linalg.norm(s.positions[1:] - s.positions[0], axis=1).max() for s in long])
+    assert r_long.max() > 3.0 > r.max()
 
 
 def test_isolated_atom_energies_are_ground_state_atoms():

@@ -3,7 +3,7 @@
 Each template (a molecule or ion–water cluster at its total charge) is optimised briefly with xTB,
 then sampled by Langevin MD on the xTB surface; every ``stride`` steps the geometry and its xTB
 energy, forces and partial charges are kept.  ``stretch`` templates instead pull one X–H bond of the
-optimised structure out to 2.6× its length (with thermal noise on all atoms), so that the potential
+optimised structure out to ``stretch_to`` (2.6 unless set) × its length (with thermal noise on all atoms), so that the potential
 learns that bonds cost energy to break.  Templates are written one by one as shards
 (``<output>.parts/<name>.h5``, atomic writes); within a template, a checkpoint
 (``<name>.partial.json``: conformers so far, MD positions, momenta and random state; JSON, so reading it
@@ -321,12 +321,31 @@ def stretched_geometry(reference: np.ndarray, bonds: Sequence[Tuple[int, int]], 
             return noisy
 
 
+STRETCH_DRAWS = 10
+
+
+def _stretched_structure(atoms, t: Template, reference, bonds, rng, factor: float) -> Structure:
+    """A labelled stretch conformer at ``factor``: far out (3x and more) xTB's SCF on the half-broken bond now and
+    then does not converge; that draw has no label and is drawn again (another bond, other noise), up to
+    ``STRETCH_DRAWS`` times."""
+    from ase.calculators.calculator import CalculationFailed
+
+    for _ in range(STRETCH_DRAWS):
+        atoms.positions = stretched_geometry(reference, bonds, rng, factor)
+        try:
+            return _structure(atoms, t)
+        except CalculationFailed:
+            atoms.calc.reset()
+    raise CalculationFailed(f"template {t.name!r}: GFN2-xTB's SCF did not converge in {STRETCH_DRAWS} draws at "
+                            f"{factor:.2f}x the X-H bond; lower the template's stretch_to")
+
+
 def sample_template(t: Template, n_conformers: int, seed: int = 0, stride: int = 20, equilibration: int = 100,
                     timestep_fs: float = 0.5, on_conformer: Optional[Callable[[], None]] = None,
                     checkpoint: Optional[Path] = None, checkpoint_every: int = 10,
                     stop_after: Optional[int] = None) -> List[Structure]:
     """xTB-optimise the template, then sample it (``md``: Langevin MD every ``stride`` steps; ``stretch``: X–H bonds
-    pulled evenly from 0.85x to 2.6x, :func:`stretched_geometry`); returns the conformers.
+    pulled evenly from 0.85x to ``t.stretch_to``x, :func:`stretched_geometry`); returns the conformers.
 
     With ``checkpoint``, progress is saved there every ``checkpoint_every`` conformers and picked up
     from there when it exists.  ``stop_after`` (tests) returns early after that many new conformers.
@@ -371,9 +390,10 @@ def sample_template(t: Template, n_conformers: int, seed: int = 0, stride: int =
         if t.sampling == "md":
             if len(atoms) > 1:
                 dyn.run(stride)
+            out.append(_structure(atoms, t))
         else:
-            atoms.positions = stretched_geometry(reference, bonds, rng, 0.85 + (2.6 - 0.85) * (len(out) + 0.5) / n_conformers)
-        out.append(_structure(atoms, t))
+            out.append(_stretched_structure(atoms, t, reference, bonds, rng,
+                                            0.85 + (t.stretch_to - 0.85) * (len(out) + 0.5) / n_conformers))
         new += 1
         if on_conformer is not None:
             on_conformer()
@@ -397,8 +417,11 @@ def reuse_templates(dataset, names: Sequence[str], parts: Path, seed: int, strid
                             "reuse only files written by `openmlip data generate`") from None
     if (man.get("sampling", {}).get("seed"), man.get("sampling", {}).get("stride_steps")) != (seed, stride):
         return []
-    same = [n for n in names if {k: v for k, v in man.get("templates", {}).get(n, {}).items() if k != "conformers"}
-            == asdict(TEMPLATES[n])]
+    # a field the manifest lacks was added to Template later, and the file was made with its default
+    defaults = asdict(Template("", ""))
+    same = [n for n in names if n in man.get("templates", {}) and asdict(TEMPLATES[n]) == {
+        **{k: v for k, v in defaults.items() if k not in ("name", "smiles")},
+        **{k: v for k, v in man["templates"][n].items() if k != "conformers"}}]
     taken: Dict[str, List[Structure]] = {n: [] for n in same}
     for st in read_spice(dataset, **XTB_LABELS.kwargs()):
         if st.name in taken:
@@ -479,7 +502,8 @@ def generate(output, templates: Optional[Sequence[str]] = None, conformers: int 
         "method": "GFN2-xTB (tblite), total charge and multiplicity given explicitly; OMP_NUM_THREADS=1",
         "sampling": {"optimisation": "ASE BFGS on xTB, fmax 0.1 eV/Å, <= 60 steps (stretch templates: 0.02, <= 200)",
                      "md": "ASE Langevin, 0.5 fs, friction 0.02/fs",
-                     "stretch": "one random X–H bond of the optimised structure set to 0.85–2.6× its length (evenly), "
+                     "stretch": "one random X–H bond of the optimised structure set to 0.85–stretch_to× its length (evenly; "
+                                "stretch_to: 2.6 unless the template says otherwise), "
                                 "all atoms displaced by N(0, 0.04 Å)",
                      "equilibration_steps": 100, "stride_steps": stride, "seed": seed},
         "units_in_file": {"positions": "bohr", "energy": "hartree", "gradient": "hartree/bohr", "charges": "e"},
