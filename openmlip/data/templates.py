@@ -125,7 +125,7 @@ TEMPLATE_LIST: List[Template] = [
         ("pyrazine", "c1cnccn1", 0), ("pyridazine", "c1ccnnc1", 0), ("2-methylpyridine", "Cc1ccccn1", 0),
         ("2-aminopyrimidine", "Nc1ncccn1", 0),
         ("benzoic-acid", "OC(=O)c1ccccc1", 0), ("4-methylbenzoate", "Cc1ccc(cc1)C(=O)[O-]", -1),
-        ("phenylacetate", "[O-]C(=O)Cc1ccccc1", -1)]],
+        ("phenylacetate", "O=C([O-])Cc1ccccc1", -1)]],
     # ... more small chloride clusters (v4 lost accuracy on Cl-(H2O)3: 113 meV/Å vs v3's 43) ...
     *[Template(name, smiles, charge=-1, waters=w, temperature=300.0, subset="ion clusters") for name, smiles, w in [
         ("chloride-water1", "[Cl-]", 1), ("chloride-water2", "[Cl-]", 2), ("chloride-water4", "[Cl-]", 4)]],
