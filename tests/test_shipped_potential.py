@@ -84,6 +84,42 @@ def test_v4_dataset_covers_species_charges_and_residues_and_its_card_is_current(
     assert (h5.parent / "openmlip-xtb-v4.md").read_text() == dataset_readme(h5, card="openmlip-xtb-v4.md")
 
 
+def test_v5_dataset_extends_v4_unchanged_and_its_card_is_current():
+    """openmlip-xtb-v5.h5 (issue #19): v4's conformers taken as they are (same positions and labels), plus relatives
+    of v4's worst held-out molecules, small Cl- clusters and X-H stretches out to 3.2x; charges sum to the total."""
+    import json
+
+    from openmlip.data.card import dataset_readme
+
+    h5 = ROOT / "openmlip" / "datasets" / "openmlip-xtb-v5.h5"
+    manifest = json.loads(h5.with_suffix(".json").read_text())
+    assert manifest["conformers"] == 26150 and sorted(manifest["reused"]) == ["openmlip-xtb-v4.h5"]
+    v4 = {(s.name, i): s for name, group in _by_name(ROOT / "openmlip" / "datasets" / "openmlip-xtb-v4.h5").items()
+          for i, s in enumerate(group)}
+    v5 = _by_name(h5)
+    assert set(manifest["reused"]["openmlip-xtb-v4.h5"]) == {name for name, _ in v4} <= set(v5)
+    for (name, i), s in list(v4.items())[::97]:
+        # reuse reads Å and writes bohr again: equal to the last bit or two
+        np.testing.assert_allclose(v5[name][i].positions, s.positions, rtol=1e-14, atol=1e-14)
+        assert v5[name][i].energy == pytest.approx(s.energy, rel=1e-14)
+    for name, q in [("methyl-hydrogen-phosphate", -1.0), ("phosphoric-acid", 0.0), ("thiazole", 0.0),
+                    ("pyrazine", 0.0), ("4-methylbenzoate", -1.0), ("chloride-water1", -1.0)]:
+        assert len(v5[name]) == 200 and {c.total_charge for c in v5[name]} == {q}, name
+        for c in v5[name][::40]:
+            assert_charges_sum_to_total(c.charges, q, atol=1e-5, what=f"labels of {name}")
+    # the long stretches reach past the 3 r0 where v4's dissociation curves turned down
+    last = v5["ammonium-long-stretch"][-1]
+    assert np.linalg.norm(last.positions[1:] - last.positions[0], axis=1).max() > 3.0 * 1.0296
+    assert (h5.parent / "openmlip-xtb-v5.md").read_text() == dataset_readme(h5, card="openmlip-xtb-v5.md")
+
+
+def _by_name(h5):
+    out = {}
+    for s in read_spice(h5, **XTB_LABELS.kwargs()):
+        out.setdefault(s.name, []).append(s)
+    return out
+
+
 V4 = "openmlip-xtb-v4"
 
 

@@ -53,7 +53,10 @@ def dataset_readme(h5_path, regenerate: str = "", card: str = "README.md") -> st
              "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: |"]
     atoms = {s.name: len(s.numbers) for s in data}
     for name, t in tpl.items():
-        lines.append(f"| {name} | `{t['smiles']}` | {t['charge']:+d} | {t['waters']} | {t.get('sampling', 'md')} | "
+        sampling = t.get("sampling", "md")
+        if sampling == "stretch" and t.get("stretch_to", 2.6) != 2.6:  # a manifest before stretch_to: 2.6
+            sampling = f"stretch to {t['stretch_to']:g}×"
+        lines.append(f"| {name} | `{t['smiles']}` | {t['charge']:+d} | {t['waters']} | {sampling} | "
                      f"{t['temperature']:g} | {atoms[name]} | {t['conformers']} |")
     lines += ["", "| element | templates | conformers with it | atoms in all conformers |", "| --- | ---: | ---: | ---: |"]
     for z in elements:
