@@ -134,6 +134,30 @@ def _cmd_data_generate(args) -> int:
     return 0
 
 
+def _cmd_data_harvest(args) -> int:
+    from .data.harvest import harvest
+    from .md.spec import load_spec
+    from .md.system import build_system
+
+    _positive_int(args.frames, "--frames", "last frames of the run to cut clusters from")
+    _positive_int(args.centres, "--centres", "stretched X-H bonds per frame")
+    if not args.radius > 0:
+        raise ConfigError(f"--radius {args.radius}: must be > 0 (Å of whole molecules around each centre), e.g. --radius 4")
+    spec = load_spec(args.system)
+    run = Path(args.run)
+    trajectory = run / "md" / "trajectory.h5" if run.is_dir() else run
+    if not trajectory.is_file():
+        raise ConfigError(f"{args.run}: no trajectory (give a run folder of `openmlip run`, holding md/trajectory.h5, "
+                          "or the trajectory file)")
+    built = build_system(spec)
+    man = harvest(trajectory, built["mdtraj_topology"], built["ml_atoms"], built["ml_formal_charges"], args.out,
+                  prefix=f"harvest-{spec.name}", frames=args.frames, centres=args.centres, radius=args.radius,
+                  progress=not args.quiet)
+    print(f"{man['clusters']} clusters of {man['atoms_per_cluster'][0]}-{man['atoms_per_cluster'][1]} atoms "
+          f"({len(man['skipped'])} skipped) in {args.out}; manifest {Path(args.out).with_suffix('.json')}")
+    return 0
+
+
 def _md_overrides(args) -> dict:
     return {"steps": args.steps, "equilibrate_steps": args.equilibrate_steps, "report_interval": args.report_interval}
 
@@ -286,6 +310,16 @@ def build_parser() -> argparse.ArgumentParser:
                     "templates (same seed and stride) are taken instead of recomputed (e.g. the shipped v3 file)")
     dg.add_argument("--quiet", action="store_true")
     dg.set_defaults(func=_cmd_data_generate)
+    dh = dsub.add_parser("harvest", help="GFN2-xTB clusters cut from an MD run where it went wrong: the last frames' "
+                         "most stretched X-H bonds (resumable; needs the `data` extra)")
+    dh.add_argument("system", help="the run's system.yaml (its ML region and formal charges)")
+    dh.add_argument("run", help="the `openmlip run` output folder (or its md/trajectory.h5)")
+    dh.add_argument("--out", required=True, help="output SPICE-layout HDF5 file (list it in a training config's data)")
+    dh.add_argument("--frames", type=int, default=20, help="last frames to use (default 20)")
+    dh.add_argument("--centres", type=int, default=2, help="most stretched X-H bonds per frame (default 2)")
+    dh.add_argument("--radius", type=float, default=4.0, help="Å of whole molecules around each centre (default 4)")
+    dh.add_argument("--quiet", action="store_true")
+    dh.set_defaults(func=_cmd_data_harvest)
     dr = dsub.add_parser("relabel", help="recompute a subset of conformers with DFT (PySCF; resumable)")
     dr.add_argument("input", help="SPICE-layout HDF5 with xTB labels (from data generate)")
     dr.add_argument("--out", required=True, help="output SPICE-layout HDF5 (keys dft_total_energy, dft_total_gradient, dft_charges)")

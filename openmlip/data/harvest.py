@@ -1,0 +1,178 @@
+"""Training data from where MD with a potential went wrong: clusters cut from a run's trajectory, labelled by GFN2-xTB.
+
+A potential that fails in MD (a water's H flies off in bulk water, a bond stretches without limit) does so in
+configurations its training data never showed it.  The standard fix is to label those configurations with the
+reference method and train on them.  :func:`harvest` takes the last frames a run wrote (a run that blew up ends its
+trajectory at the last good frame, so these are the frames that led into the failure), and in each the hydrogens
+pulled furthest from their heavy atom; around each such hydrogen it cuts the whole molecules (residues) of the ML
+region within ``radius`` Å, undoing the periodic wrap, and labels the cluster with GFN2-xTB at the sum of its atoms'
+formal charges (the spec's, as the run had them).  A cluster with an atom that has flown off (no other atom within
+``ISOLATED_A``) or a charge that is not a closed shell is skipped, and the manifest says why.
+
+Clusters differ in composition, so each is its own group of the SPICE-layout output
+(``<prefix>-f<frame>-h<atom>``, subset ``harvested``), ready to list beside the template data in a training config.
+Progress is saved (JSON) every few clusters; a rerun continues and never mixes in clusters of other settings.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..errors import ConfigError, DataFileError
+from .generate import read_progress, structure_from_json, structure_to_json, write_progress
+from .spice import XTB_LABELS, write_spice
+from .structure import Structure
+
+HARVEST_PROGRESS = "openmlip-harvest-progress"
+# a cluster atom with no other atom this close (Å) has left the liquid (the frames of a blow-up): not labelled, since
+# the model cannot see it and xTB's state for it (radical? ion?) teaches nothing (Cl-...H in water: 2.2 Å)
+ISOLATED_A = 3.5
+
+
+def stretched_hydrogens(xyz: np.ndarray, box: Optional[np.ndarray], bonds: Sequence[Tuple[int, int]],
+                        count: int) -> List[int]:
+    """The ``count`` hydrogens of ``bonds`` (heavy atom, H) farthest from their heavy atom in ``xyz`` (Å; minimum
+    image under an orthorhombic ``box``, edge lengths in Å), longest first, at most one per heavy atom."""
+    def dist(x, h):
+        v = xyz[h] - xyz[x]
+        return float(np.linalg.norm(v if box is None else v - box * np.round(v / box)))
+
+    d = [(dist(x, h), h, x) for x, h in bonds]
+    out, heavy = [], set()
+    for _, h, x in sorted(d, reverse=True):
+        if x not in heavy:
+            out.append(h)
+            heavy.add(x)
+        if len(out) == count:
+            break
+    return out
+
+
+def cut_cluster(xyz: np.ndarray, box: Optional[np.ndarray], molecules: Sequence[Sequence[int]], centre: int,
+                radius: float) -> Tuple[List[int], np.ndarray]:
+    """(atom indices, positions in Å) of the whole molecules with an atom within ``radius`` Å of atom ``centre``;
+    under an orthorhombic ``box`` (edge lengths, Å) each molecule is moved to its image nearest the centre and made
+    whole first (atoms at their image nearest the molecule's first atom)."""
+    atoms: List[int] = []
+    parts = []
+    for mol in molecules:
+        p = xyz[list(mol)]
+        if box is not None:
+            p = p - box * np.round((p - p[0]) / box)  # whole
+            p = p - box * np.round((p[0] - xyz[centre]) / box)  # nearest the centre
+        if np.linalg.norm(p - xyz[centre], axis=1).min() <= radius:
+            atoms.extend(mol)
+            parts.append(p)
+    return atoms, np.concatenate(parts)
+
+
+def harvest(trajectory, topology, ml_atoms: Sequence[int], formal_charges: Optional[Sequence[float]], out, prefix: str,
+            frames: int = 20, centres: int = 2, radius: float = 4.0, progress: bool = True,
+            checkpoint_every: int = 5, stop_after: Optional[int] = None) -> Dict[str, Any]:
+    """Label clusters from the last ``frames`` frames of ``trajectory`` (an mdtraj file of the run with
+    ``topology``, an mdtraj Topology) around the ``centres`` most stretched X–H bonds of each; ``ml_atoms``: the ML
+    region, whose whole residues are the clusters' molecules; ``formal_charges``: per ML atom (None: all 0).
+    Writes ``out`` (SPICE layout, xTB label keys) and ``<out>.json``; returns that manifest."""
+    import mdtraj
+    from tqdm.auto import tqdm
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from ase import Atoms
+    from tblite.ase import TBLite
+
+    for name, value, low in (("frames", frames, 1), ("centres", centres, 1)):
+        if not isinstance(value, int) or value < low:
+            raise ConfigError(f"harvest: {name} must be an integer >= {low}, got {value!r}")
+    if not radius > 0:
+        raise ConfigError(f"harvest: radius must be > 0 Å, got {radius!r}")
+    trajectory, out = Path(trajectory), Path(out)
+    try:
+        # an HDF5 trajectory carries its topology (mdtraj ignores top= for it); other formats need ours
+        traj = mdtraj.load(str(trajectory), **({} if trajectory.suffix == ".h5" else {"top": topology}))
+    except (OSError, ValueError) as exc:
+        raise DataFileError(f"{trajectory}: not a trajectory of this system ({str(exc).splitlines()[0]})") from None
+    if traj.n_atoms != topology.n_atoms:
+        raise DataFileError(f"{trajectory}: {traj.n_atoms} atoms, but the system has {topology.n_atoms}: not a run of "
+                            "this spec")
+    ml = {int(a): k for k, a in enumerate(ml_atoms)}
+    fc = np.zeros(len(ml)) if formal_charges is None else np.asarray(formal_charges, dtype=float)
+    molecules = [[a.index for a in r.atoms] for r in topology.residues if all(a.index in ml for a in r.atoms)]
+    in_molecule = {i for m in molecules for i in m}
+    numbers = np.array([a.element.atomic_number for a in topology.atoms])
+    bonds = [(x.index, h.index) if h.element.symbol == "H" else (h.index, x.index) for x, h in topology.bonds
+             if (x.element.symbol == "H") != (h.element.symbol == "H")]
+    bonds = [(x, h) for x, h in bonds if h in in_molecule]
+    if not bonds:
+        raise ConfigError(f"harvest: the ML region of {trajectory} has no X–H bond in whole residues to centre on")
+    first = max(0, traj.n_frames - frames)
+    settings = {"trajectory": trajectory.name, "frames": [first, traj.n_frames], "centres": centres, "radius_A": radius,
+                "prefix": prefix}
+    partial = out.with_name(out.name + ".partial.json")
+    state = read_progress(partial, HARVEST_PROGRESS)
+    if state is not None and state["settings"] != settings:
+        raise ConfigError(f"{partial} holds a harvest with other settings ({state['settings']}); delete it or use "
+                          "another --out")
+    done: Dict[str, Any] = {} if state is None else state["clusters"]
+    skipped: Dict[str, str] = {} if state is None else state["skipped"]  # cluster -> why it has no label
+    if traj.unitcell_lengths is not None and not np.allclose(traj.unitcell_angles[first:], 90.0):
+        raise ConfigError(f"harvest: {trajectory} has a triclinic box; clusters are cut from orthorhombic boxes only")
+
+    def box(f):
+        return None if traj.unitcell_lengths is None else traj.unitcell_lengths[f] * 10.0
+
+    todo = [(f, h) for f in range(first, traj.n_frames)
+            for h in stretched_hydrogens(traj.xyz[f] * 10.0, box(f), bonds, centres)]
+    new = 0
+    with tqdm(total=len(todo), initial=len(done) + len(skipped), desc="xTB clusters", unit="cluster",
+              disable=not progress) as bar:
+        for f, h in todo:
+            key = f"{prefix}-f{f:05d}-h{h}"
+            if key in done or key in skipped:
+                continue
+            idx, pos = cut_cluster(traj.xyz[f] * 10.0, box(f), molecules, h, radius)
+            q = float(fc[[ml[i] for i in idx]].sum())
+            if abs(q - round(q)) > 1e-6 or (int(numbers[idx].sum()) - round(q)) % 2:
+                skipped[key] = f"formal charges sum to {q:g}: not a closed shell"
+                bar.update(1)
+                continue
+            gap = np.linalg.norm(pos[:, None] - pos[None], axis=-1) + np.eye(len(pos)) * 1e9
+            if len(pos) > 1 and gap.min(axis=1).max() > ISOLATED_A:
+                skipped[key] = f"an atom {gap.min(axis=1).max():.1f} Å from all others: it flew off"
+                bar.update(1)
+                continue
+            atoms = Atoms(numbers=numbers[idx], positions=pos)
+            atoms.calc = TBLite(method="GFN2-xTB", charge=round(q), multiplicity=1, verbosity=0)
+            try:
+                st = Structure(numbers=numbers[idx].copy(), positions=pos, total_charge=float(round(q)),
+                               spin_multiplicity=1.0, energy=float(atoms.get_potential_energy()),
+                               forces=atoms.get_forces().copy(), charges=np.asarray(atoms.get_charges(), dtype=float),
+                               formal_charges=fc[[ml[i] for i in idx]].copy(), name=key, subset="harvested")
+                done[key] = structure_to_json(st)
+            except Exception as exc:  # noqa: BLE001  tblite: SCF not converged
+                if "SCF" not in str(exc):
+                    raise
+                skipped[key] = "GFN2-xTB SCF did not converge"
+            new += 1
+            bar.update(1)
+            if new % checkpoint_every == 0 or (stop_after is not None and new >= stop_after):
+                write_progress(partial, HARVEST_PROGRESS, {"settings": settings, "clusters": done, "skipped": skipped})
+            if stop_after is not None and new >= stop_after:
+                return {"status": "interrupted", "labelled": len(done)}
+    structures = [structure_from_json(done[k]) for k in sorted(done)]
+    if not structures:
+        raise DataFileError(f"harvest: no cluster of {trajectory} could be labelled ({len(skipped)} skipped)")
+    write_spice(out, structures, **XTB_LABELS.kwargs())
+    sizes = [len(s.numbers) for s in structures]
+    manifest = {"status": "finished", "source": settings, "clusters": len(structures),
+                "skipped": dict(sorted(skipped.items())),
+                "atoms_per_cluster": [min(sizes), max(sizes)],
+                "total_charges": sorted({int(s.total_charge) for s in structures}),
+                "method": "GFN2-xTB (tblite) at the cluster's summed formal charge, singlet; OMP_NUM_THREADS=1",
+                "label_keys": vars(XTB_LABELS), "units_in_file": {"positions": "bohr", "energy": "hartree"}}
+    out.with_suffix(".json").write_text(json.dumps(manifest, indent=1))
+    partial.unlink(missing_ok=True)
+    return manifest
