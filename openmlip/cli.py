@@ -229,8 +229,10 @@ def _cmd_evaluate(args) -> int:
     from .data.spice import DFT_LABELS, SPICE_LABELS, XTB_LABELS
     from .evaluate import write_evaluation
 
+    from .openmm.registry import resolve_potential
+
     keys = {"xtb": XTB_LABELS, "dft": DFT_LABELS, "spice": SPICE_LABELS}[args.labels]
-    tables = write_evaluation(args.model, args.data, keys, args.out, args.molecules, args.scan or ())
+    tables = write_evaluation(resolve_potential(args.model), args.data, keys, args.out, args.molecules, args.scan or ())
     a = tables["all"]
     print(f"{a['conformers']} conformers: energy MAE {a['energy_mae_meV_per_atom']:.1f} meV/atom, force MAE "
           f"{a['forces_mae_meV_per_A']:.1f} meV/Å; tables in {Path(args.out) / 'errors.md'}")
@@ -355,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--head", help="MACE head (default: the model's last, as MACE's calculators)")
     im.set_defaults(func=_cmd_import)
     ev = sub.add_parser("evaluate", help="errors of a model file by molecule, element and charge; X-H dissociation curves")
-    ev.add_argument("model", help="model file (or an installed potential's model file)")
+    ev.add_argument("model", help="model file, or an installed potential's name (e.g. openmlip-xtb-v4)")
     ev.add_argument("data", nargs="+", help="SPICE-layout HDF5 files with reference labels")
     ev.add_argument("--labels", choices=["xtb", "dft", "spice"], default="xtb", help="which labels (default xtb)")
     ev.add_argument("--molecules", nargs="*", help="only these molecules (group names), e.g. the held-out ones")

@@ -61,7 +61,8 @@ def test_dissociation_curve_follows_xtb_near_the_minimum_and_the_cli_writes_the_
         with pytest.raises(ConfigError, match="is not TEMPLATE:ELEMENT; give the heavy atom"):
             dissociation_curve(MODEL, "methanol", element)
     out = tmp_path / "ev"
-    res = subprocess.run([sys.executable, "-m", "openmlip.cli", "evaluate", str(MODEL), str(DATA), "--molecules",
+    # the installed potential's name means its file (the CLI's one resolver), as for `openmlip run --potential`
+    res = subprocess.run([sys.executable, "-m", "openmlip.cli", "evaluate", "openmlip-xtb-v3", str(DATA), "--molecules",
                           "methylamine", "--scan", "methanol:O", "--out", str(out)], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert "150 conformers: energy MAE" in res.stdout
