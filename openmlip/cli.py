@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import warnings
 from pathlib import Path
@@ -150,9 +151,14 @@ def _cmd_data_harvest(args) -> int:
         raise ConfigError(f"{args.run}: no trajectory (give a run folder of `openmlip run`, holding md/trajectory.h5, "
                           "or the trajectory file)")
     built = build_system(spec)
+    about = {"spec": spec.name}
+    try:  # the run's own record of its potential (openmlip run writes it beside its checkpoint)
+        about["potential"] = json.loads((trajectory.parent / "checkpoint.json").read_text())["settings"]["potential"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
     man = harvest(trajectory, built["mdtraj_topology"], built["ml_atoms"], built["ml_formal_charges"], args.out,
                   prefix=f"harvest-{spec.name}", frames=args.frames, centres=args.centres, radius=args.radius,
-                  progress=not args.quiet)
+                  progress=not args.quiet, about=about)
     print(f"{man['clusters']} clusters of {man['atoms_per_cluster'][0]}-{man['atoms_per_cluster'][1]} atoms "
           f"({len(man['skipped'])} skipped) in {args.out}; manifest {Path(args.out).with_suffix('.json')}")
     return 0

@@ -72,11 +72,13 @@ def cut_cluster(xyz: np.ndarray, box: Optional[np.ndarray], molecules: Sequence[
 
 def harvest(trajectory, topology, ml_atoms: Sequence[int], formal_charges: Optional[Sequence[float]], out, prefix: str,
             frames: int = 20, centres: int = 2, radius: float = 4.0, progress: bool = True,
-            checkpoint_every: int = 5, stop_after: Optional[int] = None) -> Dict[str, Any]:
+            checkpoint_every: int = 5, stop_after: Optional[int] = None,
+            about: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Label clusters from the last ``frames`` frames of ``trajectory`` (an mdtraj file of the run with
     ``topology``, an mdtraj Topology) around the ``centres`` most stretched X–H bonds of each; ``ml_atoms``: the ML
     region, whose whole residues are the clusters' molecules; ``formal_charges``: per ML atom (None: all 0).
-    Writes ``out`` (SPICE layout, xTB label keys) and ``<out>.json``; returns that manifest."""
+    Writes ``out`` (SPICE layout, xTB label keys) and ``<out>.json`` (with ``about``, e.g. the spec and the
+    run's potential); returns that manifest."""
     import mdtraj
     from tqdm.auto import tqdm
 
@@ -167,7 +169,7 @@ def harvest(trajectory, topology, ml_atoms: Sequence[int], formal_charges: Optio
         raise DataFileError(f"harvest: no cluster of {trajectory} could be labelled ({len(skipped)} skipped)")
     write_spice(out, structures, **XTB_LABELS.kwargs())
     sizes = [len(s.numbers) for s in structures]
-    manifest = {"status": "finished", "source": settings, "clusters": len(structures),
+    manifest = {"status": "finished", "source": {**settings, **(about or {})}, "clusters": len(structures),
                 "skipped": dict(sorted(skipped.items())),
                 "atoms_per_cluster": [min(sizes), max(sizes)],
                 "total_charges": sorted({int(s.total_charge) for s in structures}),
