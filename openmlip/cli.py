@@ -141,7 +141,11 @@ def _cmd_data_harvest(args) -> int:
     from .md.system import build_system
 
     _positive_int(args.frames, "--frames", "last frames of the run to cut clusters from")
-    _positive_int(args.centres, "--centres", "stretched X-H bonds per frame")
+    for option, value in (("--centres", args.centres), ("--contacts", args.contacts)):
+        if value < 0:
+            raise ConfigError(f"{option} {value}: must be 0 or more (clusters per frame), e.g. {option} 2")
+    if args.centres + args.contacts == 0:
+        raise ConfigError("--centres 0 --contacts 0: nothing to cut clusters around; give one of them >= 1")
     if not args.radius > 0:
         raise ConfigError(f"--radius {args.radius}: must be > 0 (Å of whole molecules around each centre), e.g. --radius 4")
     spec = load_spec(args.system)
@@ -158,6 +162,7 @@ def _cmd_data_harvest(args) -> int:
         pass
     man = harvest(trajectory, built["mdtraj_topology"], built["ml_atoms"], built["ml_formal_charges"], args.out,
                   prefix=f"harvest-{spec.name}", frames=args.frames, centres=args.centres, radius=args.radius,
+                  contacts=args.contacts,
                   progress=not args.quiet, about=about)
     print(f"{man['clusters']} clusters of {man['atoms_per_cluster'][0]}-{man['atoms_per_cluster'][1]} atoms "
           f"({len(man['skipped'])} skipped) in {args.out}; manifest {Path(args.out).with_suffix('.json')}")
@@ -325,6 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     dh.add_argument("--out", required=True, help="output SPICE-layout HDF5 file (list it in a training config's data)")
     dh.add_argument("--frames", type=int, default=20, help="last frames to use (default 20)")
     dh.add_argument("--centres", type=int, default=2, help="most stretched X-H bonds per frame (default 2)")
+    dh.add_argument("--contacts", type=int, default=0, help="closest heavy-atom pairs between molecules per frame "
+                    "(default 0; where molecules collapse onto each other)")
     dh.add_argument("--radius", type=float, default=4.0, help="Å of whole molecules around each centre (default 4)")
     dh.add_argument("--quiet", action="store_true")
     dh.set_defaults(func=_cmd_data_harvest)

@@ -110,3 +110,18 @@ def test_a_hydrogen_that_flew_off_is_not_labelled_and_the_manifest_says_why(tmp_
     (c,) = read_spice(tmp_path / "h.h5", **XTB_LABELS.kwargs())
     assert c.name == "w-f00000-h2" and len(c.numbers) == 3 and c.total_charge == 0.0  # intact: its H2 0.9605 Å
     assert json.loads((tmp_path / "h.json").read_text())["clusters"] == 1
+
+
+def test_close_contacts_are_the_closest_heavy_atoms_of_different_molecules_across_the_box():
+    from openmlip.data.harvest import close_contacts
+
+    box = np.array([10.0, 10.0, 10.0])
+    # three waters' oxygens (H omitted, they are not heavy): A at 0.5 and C at 9.3 are 1.2 Å apart through the
+    # x faces; B is 2.5 Å from A directly; the O and its own H never count
+    xyz = np.array([[0.5, 5.0, 5.0], [1.4, 5.0, 5.0], [0.5, 7.5, 5.0], [9.3, 5.0, 5.0]])
+    heavy = np.array([True, False, True, True])
+    mols = [[0, 1], [2], [3]]
+    assert close_contacts(xyz, box, mols, heavy, 1) == [0]  # A-C, 1.2 Å
+    assert close_contacts(xyz, box, mols, heavy, 3) == [0]  # B-A and B-C reuse a used atom: one pair only
+    assert close_contacts(xyz, None, mols, heavy, 1) == [0]  # A-B 2.5 Å without the box (C is 8.8 Å away)
+    assert close_contacts(xyz, box, [[0, 1, 2, 3]], heavy, 2) == []  # one molecule: no contact between molecules

@@ -4,13 +4,14 @@ A potential that fails in MD (a water's H flies off in bulk water, a bond stretc
 configurations its training data never showed it.  The standard fix is to label those configurations with the
 reference method and train on them.  :func:`harvest` takes the last frames a run wrote (a run that blew up ends its
 trajectory at the last good frame, so these are the frames that led into the failure), and in each the hydrogens
-pulled furthest from their heavy atom; around each such hydrogen it cuts the whole molecules (residues) of the ML
-region within ``radius`` Å, undoing the periodic wrap, and labels the cluster with GFN2-xTB at the sum of its atoms'
-formal charges (the spec's, as the run had them).  A cluster with an atom that has flown off (no other atom within
+pulled furthest from their heavy atom and (``contacts``) the heavy atoms of different molecules pushed closest
+together; around each such centre it cuts the whole molecules (residues) of the ML region within ``radius`` Å,
+undoing the periodic wrap, and labels the cluster with GFN2-xTB at the sum of its atoms' formal charges (the
+spec's, as the run had them).  A cluster with an atom that has flown off (no other atom within
 ``ISOLATED_A``) or a charge that is not a closed shell is skipped, and the manifest says why.
 
 Clusters differ in composition, so each is its own group of the SPICE-layout output
-(``<prefix>-f<frame>-h<atom>``, subset ``harvested``), ready to list beside the template data in a training config.
+(``<prefix>-f<frame>-h<atom>``, ``-c<atom>`` for a contact; subset ``harvested``), ready to list beside the template data in a training config.
 Progress is saved (JSON) every few clusters; a rerun continues and never mixes in clusters of other settings.
 """
 from __future__ import annotations
@@ -41,6 +42,8 @@ def stretched_hydrogens(xyz: np.ndarray, box: Optional[np.ndarray], bonds: Seque
         v = xyz[h] - xyz[x]
         return float(np.linalg.norm(v if box is None else v - box * np.round(v / box)))
 
+    if count < 1:
+        return []
     d = [(dist(x, h), h, x) for x, h in bonds]
     out, heavy = [], set()
     for _, h, x in sorted(d, reverse=True):
@@ -49,6 +52,34 @@ def stretched_hydrogens(xyz: np.ndarray, box: Optional[np.ndarray], bonds: Seque
             heavy.add(x)
         if len(out) == count:
             break
+    return out
+
+
+def close_contacts(xyz: np.ndarray, box: Optional[np.ndarray], molecules: Sequence[Sequence[int]], heavy: np.ndarray,
+                   count: int) -> List[int]:
+    """One heavy atom of each of the ``count`` closest heavy-atom pairs in different molecules (Å; minimum image
+    under an orthorhombic ``box``), closest first, no atom twice: where a potential with too soft a wall lets
+    molecules collapse onto each other (two water oxygens at 2.2 Å)."""
+    atoms = np.array([i for m in molecules for i in m if heavy[i]])
+    if len(atoms) < 2 or count < 1:
+        return []
+    owner = np.empty(len(heavy), dtype=int)
+    for k, m in enumerate(molecules):
+        owner[list(m)] = k
+    v = xyz[atoms][:, None] - xyz[atoms][None]
+    if box is not None:
+        v = v - box * np.round(v / box)
+    d = np.linalg.norm(v, axis=-1)
+    d[owner[atoms][:, None] == owner[atoms][None]] = np.inf
+    out: List[int] = []
+    used = set()
+    for flat in np.argsort(d, axis=None):
+        i, j = np.unravel_index(flat, d.shape)
+        if not np.isfinite(d[i, j]) or len(out) == count:
+            break
+        if atoms[i] not in used and atoms[j] not in used:
+            out.append(int(atoms[i]))
+            used.update((int(atoms[i]), int(atoms[j])))
     return out
 
 
@@ -71,11 +102,12 @@ def cut_cluster(xyz: np.ndarray, box: Optional[np.ndarray], molecules: Sequence[
 
 
 def harvest(trajectory, topology, ml_atoms: Sequence[int], formal_charges: Optional[Sequence[float]], out, prefix: str,
-            frames: int = 20, centres: int = 2, radius: float = 4.0, progress: bool = True,
+            frames: int = 20, centres: int = 2, radius: float = 4.0, contacts: int = 0, progress: bool = True,
             checkpoint_every: int = 5, stop_after: Optional[int] = None,
             about: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Label clusters from the last ``frames`` frames of ``trajectory`` (an mdtraj file of the run with
-    ``topology``, an mdtraj Topology) around the ``centres`` most stretched X–H bonds of each; ``ml_atoms``: the ML
+    ``topology``, an mdtraj Topology) around the ``centres`` most stretched X–H bonds of each and its ``contacts``
+    closest heavy-atom pairs between molecules (:func:`close_contacts`); ``ml_atoms``: the ML
     region, whose whole residues are the clusters' molecules; ``formal_charges``: per ML atom (None: all 0).
     Writes ``out`` (SPICE layout, xTB label keys) and ``<out>.json`` (with ``about``, e.g. the spec and the
     run's potential); returns that manifest."""
@@ -86,11 +118,13 @@ def harvest(trajectory, topology, ml_atoms: Sequence[int], formal_charges: Optio
     from ase import Atoms
     from tblite.ase import TBLite
 
-    for name, value, low in (("frames", frames, 1), ("centres", centres, 1)):
+    for name, value, low in (("frames", frames, 1), ("centres", centres, 0), ("contacts", contacts, 0)):
         if not isinstance(value, int) or value < low:
             raise ConfigError(f"harvest: {name} must be an integer >= {low}, got {value!r}")
     if not radius > 0:
         raise ConfigError(f"harvest: radius must be > 0 Å, got {radius!r}")
+    if centres + contacts == 0:
+        raise ConfigError("harvest: centres and contacts are both 0: nothing to centre clusters on")
     trajectory, out = Path(trajectory), Path(out)
     try:
         # an HDF5 trajectory carries its topology (mdtraj ignores top= for it); other formats need ours
@@ -108,11 +142,11 @@ def harvest(trajectory, topology, ml_atoms: Sequence[int], formal_charges: Optio
     bonds = [(x.index, h.index) if h.element.symbol == "H" else (h.index, x.index) for x, h in topology.bonds
              if (x.element.symbol == "H") != (h.element.symbol == "H")]
     bonds = [(x, h) for x, h in bonds if h in in_molecule]
-    if not bonds:
+    if centres and not bonds:
         raise ConfigError(f"harvest: the ML region of {trajectory} has no X–H bond in whole residues to centre on")
     first = max(0, traj.n_frames - frames)
     settings = {"trajectory": trajectory.name, "frames": [first, traj.n_frames], "centres": centres, "radius_A": radius,
-                "prefix": prefix}
+                "prefix": prefix, **({"contacts": contacts} if contacts else {})}
     partial = out.with_name(out.name + ".partial.json")
     state = read_progress(partial, HARVEST_PROGRESS)
     if state is not None and state["settings"] != settings:
@@ -126,13 +160,16 @@ def harvest(trajectory, topology, ml_atoms: Sequence[int], formal_charges: Optio
     def box(f):
         return None if traj.unitcell_lengths is None else traj.unitcell_lengths[f] * 10.0
 
+    heavy = numbers > 1
     todo = [(f, h) for f in range(first, traj.n_frames)
             for h in stretched_hydrogens(traj.xyz[f] * 10.0, box(f), bonds, centres)]
+    todo += [(f, a) for f in range(first, traj.n_frames)
+             for a in close_contacts(traj.xyz[f] * 10.0, box(f), molecules, heavy, contacts)]
     new = 0
     with tqdm(total=len(todo), initial=len(done) + len(skipped), desc="xTB clusters", unit="cluster",
               disable=not progress) as bar:
         for f, h in todo:
-            key = f"{prefix}-f{f:05d}-h{h}"
+            key = f"{prefix}-f{f:05d}-{'h' if numbers[h] == 1 else 'c'}{h}"
             if key in done or key in skipped:
                 continue
             idx, pos = cut_cluster(traj.xyz[f] * 10.0, box(f), molecules, h, radius)
