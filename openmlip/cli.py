@@ -239,7 +239,6 @@ def _pair(text: str):
 def _cmd_evaluate(args) -> int:
     from .data.spice import DFT_LABELS, SPICE_LABELS, XTB_LABELS
     from .evaluate import write_evaluation
-
     from .openmm.registry import resolve_potential
 
     keys = {"xtb": XTB_LABELS, "dft": DFT_LABELS, "spice": SPICE_LABELS}[args.labels]

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .templates import Template
+
 
 def dataset_readme(h5_path, regenerate: str = "", card: str = "README.md") -> str:
     """The README of a dataset written by ``openmlip data generate`` (``regenerate``: the commands that made it,
@@ -54,7 +56,7 @@ def dataset_readme(h5_path, regenerate: str = "", card: str = "README.md") -> st
     atoms = {s.name: len(s.numbers) for s in data}
     for name, t in tpl.items():
         sampling = t.get("sampling", "md")
-        if sampling == "stretch" and t.get("stretch_to", 2.6) != 2.6:  # a manifest before stretch_to: 2.6
+        if sampling == "stretch" and t.get("stretch_to", Template.stretch_to) != Template.stretch_to:
             sampling = f"stretch to {t['stretch_to']:g}×"
         lines.append(f"| {name} | `{t['smiles']}` | {t['charge']:+d} | {t['waters']} | {sampling} | "
                      f"{t['temperature']:g} | {atoms[name]} | {t['conformers']} |")

@@ -3,8 +3,8 @@
 Each template (a molecule or ion–water cluster at its total charge) is optimised briefly with xTB,
 then sampled by Langevin MD on the xTB surface; every ``stride`` steps the geometry and its xTB
 energy, forces and partial charges are kept.  ``stretch`` templates instead pull one X–H bond of the
-optimised structure out to ``stretch_to`` (2.6 unless set) × its length (with thermal noise on all atoms), so that the potential
-learns that bonds cost energy to break.  Templates are written one by one as shards
+optimised structure out to ``stretch_to`` (2.6 unless set) × its length (with thermal noise on all atoms),
+so that the potential learns that bonds cost energy to break.  Templates are written one by one as shards
 (``<output>.parts/<name>.h5``, atomic writes); within a template, a checkpoint
 (``<name>.partial.json``: conformers so far, MD positions, momenta and random state; JSON, so reading it
 runs no code and floats round-trip exactly) is written every ``checkpoint_every`` conformers, so a killed
@@ -225,9 +225,14 @@ def build_template(t: Template, seed: int = 0):
 
 def xtb_calculator(t: Template):
     """tblite's GFN2-xTB ASE calculator at the template's total charge and multiplicity."""
+    return gfn2_xtb(t.charge, t.multiplicity)
+
+
+def gfn2_xtb(charge: float, multiplicity: int = 1):
+    """tblite's GFN2-xTB ASE calculator at an explicit total charge and multiplicity (never tblite's default 0)."""
     from tblite.ase import TBLite
 
-    return TBLite(method="GFN2-xTB", charge=float(t.charge), multiplicity=int(t.multiplicity), verbosity=0)
+    return TBLite(method="GFN2-xTB", charge=float(charge), multiplicity=int(multiplicity), verbosity=0)
 
 
 GROUND_STATE_MULTIPLICITY = {"H": 2, "C": 3, "N": 4, "O": 3, "F": 2, "Na": 2, "P": 4, "S": 3, "Cl": 2, "K": 2, "Br": 2}

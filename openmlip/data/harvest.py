@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import ConfigError, DataFileError
-from .generate import read_progress, structure_from_json, structure_to_json, write_progress
+from .generate import gfn2_xtb, read_progress, structure_from_json, structure_to_json, write_progress
 from .spice import XTB_LABELS, write_spice
 from .structure import Structure
 
@@ -116,7 +116,7 @@ def harvest(trajectory, topology, ml_atoms: Sequence[int], formal_charges: Optio
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from ase import Atoms
-    from tblite.ase import TBLite
+    from ase.calculators.calculator import CalculationFailed
 
     for name, value, low in (("frames", frames, 1), ("centres", centres, 0), ("contacts", contacts, 0)):
         if not isinstance(value, int) or value < low:
@@ -184,16 +184,14 @@ def harvest(trajectory, topology, ml_atoms: Sequence[int], formal_charges: Optio
                 bar.update(1)
                 continue
             atoms = Atoms(numbers=numbers[idx], positions=pos)
-            atoms.calc = TBLite(method="GFN2-xTB", charge=round(q), multiplicity=1, verbosity=0)
+            atoms.calc = gfn2_xtb(round(q))
             try:
                 st = Structure(numbers=numbers[idx].copy(), positions=pos, total_charge=float(round(q)),
                                spin_multiplicity=1.0, energy=float(atoms.get_potential_energy()),
                                forces=atoms.get_forces().copy(), charges=np.asarray(atoms.get_charges(), dtype=float),
                                formal_charges=fc[[ml[i] for i in idx]].copy(), name=key, subset="harvested")
                 done[key] = structure_to_json(st)
-            except Exception as exc:  # noqa: BLE001  tblite: SCF not converged
-                if "SCF" not in str(exc):
-                    raise
+            except CalculationFailed:  # tblite: SCF not converged
                 skipped[key] = "GFN2-xTB SCF did not converge"
             new += 1
             bar.update(1)
