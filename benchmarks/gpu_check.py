@@ -3,8 +3,8 @@
     python benchmarks/gpu_check.py                       # CUDA: writes docs/gpu.md (called by gpu_check.sh)
     python benchmarks/gpu_check.py --platform CPU --quick --out out/gpu_check_dry_run.md   # the CPU dry run
 
-Systems (the shipped potential, openmlip-xtb-v3, float32 model through ``MLPotential`` as a user would):
-``ala2-vacuum`` (22 atoms, all ML), ``water-648`` and ``water-3000`` (all ML, periodic), ``ala2-mlmm``
+Systems (the default shipped potential ``openmlip.DEFAULT_POTENTIAL``, float32 model through ``MLPotential`` as
+a user would): ``ala2-vacuum`` (22 atoms, all ML), ``water-648`` and ``water-3000`` (all ML, periodic), ``ala2-mlmm``
 (alanine dipeptide ML in TIP3P, mechanical embedding) and ``ammonium-water`` (NH4+ ML in TIP3P + Cl-).
 
 1. Equality: energies and forces on the target platform (CUDA: ``Precision=mixed``) equal those of the CPU
@@ -37,7 +37,7 @@ import openmm.unit as u  # noqa: E402
 
 from harness import benchmark_system, machine  # noqa: E402
 
-POTENTIAL = "openmlip-xtb-v3"
+POTENTIAL = openmlip.DEFAULT_POTENTIAL
 SYSTEMS = ["ala2-vacuum", "water-648", "water-3000", "ala2-mlmm", "ammonium-water"]
 QUICK_SYSTEMS = ["ala2-vacuum", "ammonium-water"]
 E_TOL, F_TOL, GRAPH_TOL = 1e-5, 1e-3, 1e-6

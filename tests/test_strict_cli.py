@@ -109,8 +109,11 @@ def test_spec_resume_settings_name_the_potential_and_ml_region(tmp_path):
     _runner(out, settings=spec.resume_settings()).run(10, progress=False)
     with pytest.raises(ResumeError) as err:
         _runner(out, settings=spec.resume_settings(str(other))).run(20, progress=False)
-    sha = hashlib.sha256(SHIPPED_MODEL.read_bytes()).hexdigest()[:16]
-    assert f"potential: openmlip-xtb-v3 (model sha256 {sha}) -> other.pt (model sha256 " in str(err.value)
+    from openmlip.openmm.registry import resolve_potential
+
+    name = spec.ml["potential"]
+    sha = hashlib.sha256(resolve_potential(name).read_bytes()).hexdigest()[:16]
+    assert f"potential: {name} (model sha256 {sha}) -> other.pt (model sha256 " in str(err.value)
     spec.ml["charge"] = 0
     with pytest.raises(ResumeError, match="ml.charge: 1 -> 0"):
         _runner(out, settings=spec.resume_settings()).run(20, progress=False)
