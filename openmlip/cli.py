@@ -121,14 +121,12 @@ def _cmd_import(args) -> int:
 
 def _cmd_data_generate(args) -> int:
     from .data.generate import generate
-    from .data.templates import TEMPLATES
+    from .data.templates import expand_templates
 
-    unknown = [t for t in args.templates or [] if t not in TEMPLATES]
-    if unknown:
-        raise ConfigError(f"--templates: unknown template(s) {', '.join(unknown)}; available: {', '.join(sorted(TEMPLATES))}")
+    templates = expand_templates(args.templates) if args.templates else None
     _positive_int(args.conformers, "--conformers", "conformers per template")
     _positive_int(args.stride, "--stride", "MD steps between kept conformers")
-    man = generate(args.out, args.templates or None, args.conformers, args.seed, args.stride, progress=not args.quiet,
+    man = generate(args.out, templates, args.conformers, args.seed, args.stride, progress=not args.quiet,
                    reuse=args.reuse or ())
     print(f"{man['conformers']} conformers ({man['computed_this_run']} computed in this run) in {args.out}; "
           f"manifest {Path(args.out).with_suffix('.json')}")
@@ -314,7 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     dsub = da.add_subparsers(dest="data_command", required=True)
     dg = dsub.add_parser("generate", help="GFN2-xTB conformers of built-in templates (resumable; needs the `data` extra)")
     dg.add_argument("--out", required=True, help="output SPICE-layout HDF5 file")
-    dg.add_argument("--templates", nargs="*", help="template names (default: all)")
+    dg.add_argument("--templates", nargs="*", help="template names, or a release's list (v3, v4, v5: the templates of "
+                    "that shipped dataset); default: all")
     dg.add_argument("--conformers", type=int, default=150, help="conformers per template (default 150)")
     dg.add_argument("--stride", type=int, default=20, help="MD steps between kept conformers (default 20)")
     dg.add_argument("--seed", type=int, default=0)

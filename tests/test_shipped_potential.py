@@ -113,6 +113,28 @@ def test_v5_dataset_extends_v4_unchanged_and_its_card_is_current():
     assert (h5.parent / "openmlip-xtb-v5.md").read_text() == dataset_readme(h5, card="openmlip-xtb-v5.md")
 
 
+def test_v6_extra_dataset_is_the_templates_added_after_v5_and_its_card_is_current():
+    """openmlip-xtb-v6-extra.h5 (issue #19): only the 12 templates appended after v5 (relatives of what v5 missed
+    most), 200 conformers each at the template's charge (the labels' charges sum to it); v6 trains on it beside
+    openmlip-xtb-v5.h5, so no conformer ships twice."""
+    import json
+
+    from openmlip.data.card import dataset_readme
+    from openmlip.data.templates import RELEASES, TEMPLATE_LIST
+
+    h5 = ROOT / "openmlip" / "datasets" / "openmlip-xtb-v6-extra.h5"
+    manifest = json.loads(h5.with_suffix(".json").read_text())
+    added = [t.name for t in TEMPLATE_LIST[RELEASES["v5"]:]]
+    assert list(manifest["templates"]) == added and len(added) == 12 and not manifest.get("reused")
+    extra = _by_name(h5)
+    assert sorted(extra) == sorted(added) and not set(extra) & set(_by_name(ROOT / "openmlip" / "datasets" / "openmlip-xtb-v5.h5"))
+    for name, group in extra.items():
+        q = float(manifest["templates"][name]["charge"])
+        assert len(group) == 200 and {c.total_charge for c in group} == {q}, name
+        assert_charges_sum_to_total(group[-1].charges, q, atol=1e-5, what=f"labels of {name}")
+    assert (h5.parent / "openmlip-xtb-v6-extra.md").read_text() == dataset_readme(h5, card="openmlip-xtb-v6-extra.md")
+
+
 def _by_name(h5):
     out = {}
     for s in read_spice(h5, **XTB_LABELS.kwargs()):

@@ -8,7 +8,7 @@ import pytest
 
 from openmlip.charges import bonds_from_positions
 from openmlip.data.generate import _place_fragments, _xh_bonds, build_template, template_formal_charges
-from openmlip.data.templates import TEMPLATE_LIST, TEMPLATES
+from openmlip.data.templates import RELEASES, TEMPLATE_LIST, TEMPLATES, expand_templates, templates_argument
 
 rdkit = pytest.importorskip("rdkit")
 from rdkit import Chem  # noqa: E402
@@ -34,6 +34,28 @@ def test_names_are_unique_and_v3_comes_first_unchanged():
     names = [t.name for t in TEMPLATE_LIST]
     assert len(names) == len(set(names)) == len(TEMPLATES), sorted({n for n in names if names.count(n) > 1})
     assert names[:len(V3)] == V3
+
+
+def test_releases_name_the_template_lists_of_the_shipped_datasets():
+    """``--templates v5`` is openmlip-xtb-v5.h5's list whatever was appended since: each release is a prefix of the
+    list, equal to the shipped manifest's templates, and a dataset card names the shortest way to say its list."""
+    import json
+    from pathlib import Path
+
+    from openmlip.errors import ConfigError
+
+    datasets = Path(__file__).resolve().parents[1] / "openmlip" / "datasets"
+    for release in RELEASES:
+        manifest = json.loads((datasets / f"openmlip-xtb-{release}.json").read_text())
+        assert expand_templates([release]) == list(manifest["templates"]), release
+        assert templates_argument(manifest["templates"]) == release
+    assert expand_templates(["v3"]) == V3 and templates_argument(list(TEMPLATES)) == ""
+    assert expand_templates(["v3", "water", "pyrimidine"]) == V3 + ["pyrimidine"]  # in order, each once
+    assert templates_argument(["propanoate", "butanoate"]) == "propanoate butanoate"
+    with pytest.raises(ConfigError) as err:
+        expand_templates(["v3", "v9", "benzen"])
+    msg = str(err.value)
+    assert "unknown template(s) v9, benzen" in msg and "a release (v3, v4, v5)" in msg and "\n" not in msg
 
 
 @pytest.mark.parametrize("t", TEMPLATE_LIST, ids=lambda t: t.name)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .templates import Template
+from .templates import Template, templates_argument
 
 
 def dataset_readme(h5_path, regenerate: str = "", card: str = "README.md") -> str:
@@ -35,6 +35,7 @@ def dataset_readme(h5_path, regenerate: str = "", card: str = "README.md") -> st
              "Regenerate (resumable: a killed run recomputes at most 10 conformers of one template):", "", "```bash",
              regenerate or (f"openmlip data generate --out openmlip/datasets/{h5.name} --conformers "
                             f"{max(set(c), key=c.count)} --stride {man['sampling']['stride_steps']} --seed {man['sampling']['seed']}"
+                            + (f" \\\n    --templates {names}" if (names := templates_argument(man["templates"])) else "")
                             + "".join(f" \\\n    --reuse openmlip/datasets/{src}" for src in man.get("reused", {}))),
              "python -c \"from openmlip.data.card import dataset_readme as r; "
              f"open('openmlip/datasets/{card}','w').write(r('openmlip/datasets/{h5.name}'"
