@@ -30,7 +30,7 @@ sys.path.insert(0, str(HERE))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402  (before openmm)
 
-import openmlip  # noqa: E402,F401
+import openmlip  # noqa: E402
 import openmm  # noqa: E402
 import openmm.app as app  # noqa: E402
 import openmm.unit as u  # noqa: E402

@@ -8,7 +8,7 @@
 #
 # On a machine without openmlip installed (the lent GPU: Python with torch, no OpenMM, no network) it installs
 # the wheels that --prepare put in .whl/ (OpenMM 8.5.2 + CUDA platform, an openmm-torch build for the device's
-# torch, openmm-ml, mdtraj, ase, openmlip and the shipped potential) into /tmp/site.
+# torch, openmm-ml, mdtraj, ase, openmlip and the shipped potentials) into /tmp/site.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-check}"
@@ -17,7 +17,7 @@ if [ "$mode" = "--prepare" ]; then
   bash ../shared/gpu/prepare-wheels.sh "${2:-acellera}"
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 -d .whl ase pyyaml tqdm
-  python3 -m pip wheel -q --no-deps -w .whl . plugins/openmlip-xtb-v3
+  python3 -m pip wheel -q --no-deps -w .whl . plugins/openmlip-xtb-v3 plugins/openmlip-xtb-v4 plugins/openmlip-xtb-v5
   du -sh .whl; exit 0
 fi
 PY="${PYTHON:-python3}"

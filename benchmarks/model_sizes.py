@@ -1,4 +1,4 @@
-"""Model size vs accuracy vs speed: held-out force MAE against ms per MD-step evaluation at 22 atoms.
+"""Model size vs accuracy vs speed: held-out force MAE against ms per MD-step evaluation at 22 and 375 atoms.
 
     python benchmarks/model_sizes.py --config openmlip/datasets/train-openmlip-xtb-v4.yaml --epochs 20
     python benchmarks/model_sizes.py ... --sizes "small:num_channels=4,latent_dim=16" "default:" \\
@@ -9,9 +9,10 @@ patience off) into ``out/model-sizes/NAME`` with ``openmlip train`` (resumable: 
 unfinished trainings and skips finished ones), is deployed, and is then measured:
 
 * accuracy: ``openmlip.evaluate.error_tables`` on the config's test molecules (energy meV/atom, force meV/Å);
-* speed: what openmm-torch does per MD step for alanine dipeptide in vacuum (22 atoms, the shipped Amber file):
+* speed: what openmm-torch does per MD step for alanine dipeptide in vacuum (22 atoms, the shipped Amber file;
+  overhead-bound) and for 125 waters in a periodic box (375 atoms, about the full-ML specs; compute-bound):
   energy then forces by autograd of the deployed TorchScript model inside ``OpenMMPotential``, float32, median
-  of --repeats after --warmup, ``--threads`` torch threads (stated in the table).
+  of --repeats (375 atoms: a fifth of them) after --warmup, ``--threads`` torch threads (stated in the table).
 
 The table goes to stdout, JSON lines to ``benchmarks/results/model-sizes.jsonl``.
 """
@@ -69,7 +70,9 @@ def ms_per_step(model_file: Path, threads: int, warmup: int, repeats: int, syste
     """What openmm-torch does per MD step with the deployed model: energy, then forces by autograd (float32).
 
     ``system``: ``ala2`` (alanine dipeptide in vacuum, 22 atoms: overhead-bound) or ``water375`` (125 waters in a
-    periodic box, 375 atoms, the size of the shipped full-ML specs: compute-bound)."""
+    periodic box, 375 atoms, about the size of the shipped full-ML specs: compute-bound)."""
+    if system not in ("ala2", "water375"):
+        raise ValueError(f"unknown speed system {system!r}; choose ala2 or water375")
     from openmlip.deploy import load_model
     from openmlip.openmm import OpenMMPotential
 
@@ -128,7 +131,7 @@ def main(argv=None):
                "train_wall_s": report.get("wall_s_this_run"), "wall_s_this_invocation": time.time() - t0,
                "test": errors, "test_molecules": tables["molecules"],
                "ms_per_step_22_atoms": ms_per_step(model_file, args.threads, args.warmup, args.repeats),
-               "ms_per_step_375_atoms": ms_per_step(model_file, args.threads, args.warmup, args.repeats // 5, "water375"),
+               "ms_per_step_375_atoms": ms_per_step(model_file, args.threads, args.warmup, max(1, args.repeats // 5), "water375"),
                "threads": args.threads, "data": [Path(d).name for d in cfg.data],
                "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"}
         rows.append(row)
@@ -137,7 +140,7 @@ def main(argv=None):
             fh.write(json.dumps(row) + "\n")
     print(f"\n{rows[0]['machine']}; torch {torch.__version__}; {args.threads} torch thread(s), OMP_NUM_THREADS="
           f"{args.threads}; {args.epochs} epochs each; speed: alanine dipeptide (22 atoms, median of {args.repeats}) and "
-          f"125 waters in a periodic box (375 atoms, median of {args.repeats // 5}), energy + autograd forces, float32\n")
+          f"125 waters in a periodic box (375 atoms, median of {max(1, args.repeats // 5)}), energy + autograd forces, float32\n")
     print("| size | overrides | parameters | test force MAE (meV/Å) | test energy MAE (meV/atom) | ms/step (22 atoms) "
           "| ms/step (375 atoms) |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")

@@ -119,7 +119,7 @@ def test_blow_up_stops_with_clear_error_and_keeps_good_outputs(tmp_path):
 
 
 def test_runner_with_shipped_potential_full_ml_cluster(tmp_path):
-    """NH4+(H2O)4, all ML with the shipped potential, minimised then 200 MD steps: N–H stays bonded,
+    """NH4+(H2O)4, all ML with the shipped openmlip-xtb-v3, minimised then 200 MD steps: N–H stays bonded,
     and the saved frames of an open system are not wrapped into a box (a bug this test caught)."""
     from ase.io import read
 

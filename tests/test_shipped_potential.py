@@ -1,4 +1,5 @@
-"""The shipped potential: installed plugin, metadata, and its card's test metrics reproduced from the data."""
+"""The shipped potentials (v3 by NAME below; v4/v5 and their datasets further down): installed plugins, metadata,
+and their cards' test metrics reproduced from the data."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +26,6 @@ from openmlip.md import MDRunner
 from openmlip.md.spec import SpecError, load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED_MODEL = ROOT / "plugins/openmlip-xtb-v3/openmlip_plugin_openmlip_xtb_v3/model.pt"
 
 
 def _main(capsys, *args):
@@ -400,16 +400,22 @@ def test_plugin_card_inputs_that_are_not_what_evaluate_writes_are_one_line_error
     assert not (tmp_path / "openmlip-plugin-p").exists()
 
 
-def test_plugin_docs_match_the_shipped_model():
+@pytest.mark.parametrize("version", ["v3", "v4", "v5"])
+def test_plugin_docs_match_the_shipped_model(version):
+    from openmlip import DEFAULT_POTENTIAL
     from openmlip.deploy import load_model
 
-    _, meta = load_model(SHIPPED_MODEL)
-    card = (ROOT / "plugins/openmlip-xtb-v3/README.md").read_text()
+    name = f"openmlip-xtb-{version}"
+    model = ROOT / f"plugins/{name}/openmlip_plugin_openmlip_xtb_{version}/model.pt"
+    _, meta = load_model(model)
+    card = (ROOT / f"plugins/{name}/README.md").read_text()
     agg = meta["config"]["aggregation"]
-    assert f"| aggregation | {agg} |" in card and f"`{agg}` aggregation" in card
-    assert hashlib.sha256(SHIPPED_MODEL.read_bytes()).hexdigest() in card
+    assert f"| aggregation | {agg} |" in card and re.search(f"`?{agg}`? aggregation", card)
+    assert hashlib.sha256(model.read_bytes()).hexdigest() in card
     readme = (ROOT / "plugins/README.md").read_text()
-    assert "No trained potential ships yet" not in readme and "openmlip-xtb-v3" in readme
+    assert "No trained potential ships yet" not in readme and f"[`{name}`]({name}/README.md)" in readme
+    if name == DEFAULT_POTENTIAL:
+        assert "**the default**" in readme.split(f"[`{name}`]")[1].split("\n* ")[0]
 
 
 # ------------------------------------------------------------------------------------ CLI error handling

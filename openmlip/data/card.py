@@ -10,6 +10,18 @@ import numpy as np
 from .templates import Template, templates_argument
 
 
+def _templates_option(value: str, width: int = 110) -> str:
+    """`` \\``-continued ``--templates VALUE`` lines of a shell command (none for "")."""
+    if not value:
+        return ""
+    lines = ["--templates"]
+    for word in value.split():
+        if len(lines[-1]) + 1 + len(word) > width:
+            lines.append("")
+        lines[-1] = f"{lines[-1]} {word}".strip()
+    return "".join(f" \\\n    {line}" for line in lines)
+
+
 def dataset_readme(h5_path, regenerate: str = "", card: str = "README.md") -> str:
     """The README of a dataset written by ``openmlip data generate`` (``regenerate``: the commands that made it,
     default the one ``generate`` call with the most common conformer count and the manifest's ``--reuse`` sources;
@@ -35,7 +47,7 @@ def dataset_readme(h5_path, regenerate: str = "", card: str = "README.md") -> st
              "Regenerate (resumable: a killed run recomputes at most 10 conformers of one template):", "", "```bash",
              regenerate or (f"openmlip data generate --out openmlip/datasets/{h5.name} --conformers "
                             f"{max(set(c), key=c.count)} --stride {man['sampling']['stride_steps']} --seed {man['sampling']['seed']}"
-                            + (f" \\\n    --templates {names}" if (names := templates_argument(man["templates"])) else "")
+                            + _templates_option(templates_argument(man["templates"]))
                             + "".join(f" \\\n    --reuse openmlip/datasets/{src}" for src in man.get("reused", {}))),
              "python -c \"from openmlip.data.card import dataset_readme as r; "
              f"open('openmlip/datasets/{card}','w').write(r('openmlip/datasets/{h5.name}'"

@@ -151,6 +151,7 @@ TEMPLATE_LIST: List[Template] = [
 TEMPLATES: Dict[str, Template] = {t.name: t for t in TEMPLATE_LIST}  # names are unique (tests/test_templates.py)
 #: the template lists of the shipped datasets, by release: the first N of TEMPLATE_LIST (which only grows at its end),
 #: so ``openmlip data generate --templates v5`` names openmlip-xtb-v5.h5's templates whatever has been added since
+#: (a dataset shipped from the whole list gets its release here, or its card's command would drift)
 RELEASES: Dict[str, int] = {"v3": 45, "v4": 116, "v5": 142}
 
 
@@ -167,9 +168,11 @@ def expand_templates(names: Sequence[str]) -> List[str]:
 
 
 def templates_argument(names: Sequence[str]) -> str:
-    """The shortest ``--templates`` value that names exactly ``names`` in this order ("" for all templates)."""
+    """The ``--templates`` value that names exactly ``names`` in this order: a release's name when they are its list,
+    else the names ("" only for all templates when no release has them: a card must not drift when templates are
+    appended)."""
     names = list(names)
-    if names == list(TEMPLATES):
-        return ""
     release = [r for r, n in RELEASES.items() if names == [t.name for t in TEMPLATE_LIST[:n]]]
-    return " ".join(release[:1] or names)
+    if release:
+        return release[0]
+    return "" if names == list(TEMPLATES) else " ".join(names)
