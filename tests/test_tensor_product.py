@@ -130,3 +130,33 @@ def test_fused_product_is_equivariant(in1, in2, allowed):
         errors = assert_equivariant(tp, args_in=[x1, x2], irreps_in=[as_e3nn(in1), as_e3nn(in2)], irreps_out=[irreps_out],
                                     tolerance=1e-9, ntrials=2)
     assert set(errors) == {(0, False), (1, False)}  # proper and improper rotations were both tested
+
+
+@pytest.mark.parametrize("in1,in2,allowed", _layer_irreps())
+def test_compact_product_equals_the_dense_one_with_gradients(in1, in2, allowed):
+    """Where at most half of the ``d1*d2`` products reach an output (a last layer keeping scalars) only those are
+    formed; values and first and second derivatives equal the dense outer-product matmul's, and the saved state
+    is ``weight`` alone (state dicts of either path load into the other)."""
+    E, C = 6, 3
+    with _float64_default():
+        tp = ChannelwiseTP(in1, in2, allowed)
+        rows_used = int((tp.weight != 0).any(dim=1).sum())
+        assert tp.compact == (2 * rows_used <= tp.d1 * tp.d2)
+        assert tp.compact == (allowed == [(0, 1)])  # the last layer, and only it
+        assert list(tp.state_dict()) == ["weight"]
+        gen = torch.Generator().manual_seed(2)
+        x1 = torch.randn(E, C, tp.d1, generator=gen, requires_grad=True)
+        x2 = torch.randn(E, C, tp.d2, generator=gen, requires_grad=True)
+        probe = torch.randn(E, C, tp.dim_out, generator=gen)
+
+        def dense(a, b):
+            return (a.unsqueeze(-1) * b.unsqueeze(-2)).reshape(E, C, -1) @ tp.weight
+
+        results = []
+        for f in (tp, dense):
+            out = f(x1, x2)
+            g1, g2 = torch.autograd.grad((out * probe).sum(), (x1, x2), create_graph=True)
+            h1, h2 = torch.autograd.grad((g1.pow(2).sum() + (g1 * g2.sum(-1, keepdim=True)).sum()), (x1, x2))
+            results.append((out, g1, g2, h1, h2))
+        for got, ref in zip(*results):
+            torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
