@@ -202,8 +202,8 @@ def _print_checks(checks) -> bool:
 
 
 def _cmd_run(args) -> int:
-    from .md.spec import load_spec
-    from .md.system import run_system
+    from .md.spec import TEMPERATURE, load_spec
+    from .md.system import run_system, temperature_text
 
     _positive_int(args.threads, "--threads", "CPU threads for torch and OpenMM")
     spec = load_spec(args.system)
@@ -211,6 +211,9 @@ def _cmd_run(args) -> int:
     out = writable_dir(args.out or f"out/{spec.name}", "run output")
     res = run_system(spec, out, args.smoke, args.potential, args.platform, args.threads, not args.quiet, **_md_overrides(args))
     _print_run(res["run"])
+    temperature = res["analysis"]["results"].get(TEMPERATURE)
+    if temperature is not None:
+        print(f"  temperature (production) {temperature_text(temperature)}")
     ok = _print_checks(res["analysis"]["checks"])
     print(f"report {res['report']}")
     return 0 if ok or not args.strict else 1

@@ -69,6 +69,9 @@ def test_spec_end_to_end_meets_expected_observables(spec_path, tmp_path):
     assert not failed, f"{spec.name}: {failed}"
     report = (tmp_path / "run/report.md").read_text()
     assert spec.name in report and "Expected observables" in report
+    temperature = res["analysis"]["results"]["temperature"]  # production rows of state.csv, in every report
+    assert temperature["target_K"] == md["temperature_K"] and temperature["rows"] >= 2 and temperature["mean_K"] > 0
+    assert f"{temperature['mean_K']:.1f} ± {temperature['std_K']:.1f} K (target {md['temperature_K']:g} K)" in report
     for c in res["analysis"]["checks"]:
         assert c["observable"] in report
     run = json.loads((tmp_path / "run/md/run.json").read_text())
@@ -117,6 +120,8 @@ BAD = {
                   "range must be [low, high]"),
     "unknown observable": ("name: x\nstructure: s.xyz\nml: {selection: all, embedding: none}\n"
                            "expected: [{observable: nh.mean_A, range: [1, 2]}]\n", "names no analysis"),
+    "reserved name": ("name: x\nstructure: s.xyz\nml: {selection: all, embedding: none}\n"
+                      "analysis: {bonds: [{name: temperature, elements: O-H}]}\n", "the run's own temperature observable"),
     "not yaml": ("name: [x\n", "not valid YAML"),
     "unknown potential": ("name: x\nstructure: s.xyz\nml: {selection: all, embedding: none, charge: 0, potential: nope-v9}\n",
                           "'nope-v9' is neither an installed openmlip potential"),
@@ -139,6 +144,31 @@ def test_bad_spec_is_one_line_exit_2(case, tmp_path):
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("openmlip: error:")]
     assert len(lines) == 1 and message in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_temperature_summary_is_the_production_rows_of_state_csv(tmp_path):
+    """Mean, standard deviation and least-squares slope of state.csv's temperatures from the end of equilibration on
+    (the equilibration rows, here far off, are left out); specs may check ``temperature.mean_K`` like any observable."""
+    from openmlip.md.system import temperature_summary
+
+    t = np.arange(1, 21) * 0.05  # ps
+    temps = np.where(t < 0.5, 900.0, 290.0 + 10.0 * (t - 0.5))  # production from 0.5 ps: 290 K rising 10 K/ps
+    with open(tmp_path / "state.csv", "w") as fh:
+        fh.write("step,time_ps,potential_kJmol,kinetic_kJmol,total_kJmol,temperature_K\n")
+        fh.writelines(f"{k},{tk},0,0,0,{T}\n" for k, (tk, T) in enumerate(zip(t, temps)))
+    s = temperature_summary(tmp_path / "state.csv", 0.5, 300.0)
+    prod = temps[t >= 0.5 - 1e-9]
+    assert s["rows"] == len(prod) == 11 and s["target_K"] == 300.0
+    assert s["mean_K"] == pytest.approx(prod.mean()) and s["std_K"] == pytest.approx(prod.std())
+    assert s["slope_K_per_ps"] == pytest.approx(10.0)
+    assert temperature_summary(tmp_path / "state.csv", 5.0, 300.0) is None  # no production rows
+    assert temperature_summary(tmp_path / "absent.csv", 0.5, 300.0) is None
+    spec = tmp_path / "spec"
+    spec.mkdir()
+    (spec / "s.xyz").write_text("3\nwater\nO 0 0 0\nH 0.96 0 0\nH -0.24 0.93 0\n")
+    (spec / "system.yaml").write_text("name: x\nstructure: s.xyz\nml: {selection: all, embedding: none}\n"
+                                      "expected: [{observable: temperature.mean_K, range: [270, 330]}]\n")
+    assert load_spec(spec).expected[0]["observable"] == "temperature.mean_K"
 
 
 def test_md_then_analyze_cli_and_resume_after_kill(tmp_path):

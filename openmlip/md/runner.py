@@ -25,6 +25,7 @@ the last checkpoint is kept.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -264,7 +265,7 @@ class MDRunner:
         from mdtraj.formats import HDF5TrajectoryFile
 
         self.seg_dir.mkdir(exist_ok=True)
-        with atomic_path(self.seg_dir / f"{self._frames[-1][0]:012d}.h5") as tmp:
+        with atomic_path(self.seg_dir / f"{self._frames[-1][0]:012d}.h5") as tmp, _tmp_h5_names_are_fine():
             with HDF5TrajectoryFile(tmp, "w") as fh:
                 fh.topology = self._mdtraj_topology()
                 cells = self._frames[0][3] is not None
@@ -301,7 +302,7 @@ class MDRunner:
                     last = float(fh.root.time[-1]) / (self.timestep_fs * units.FS_TO_PS)
         new = [p for p in segments if int(p.stem) > last + 0.5 * self.report_interval]
         if new:
-            with atomic_path(self.traj_path) as tmp:
+            with atomic_path(self.traj_path) as tmp, _tmp_h5_names_are_fine():
                 exists = self.traj_path.exists()
                 if exists:
                     shutil.copyfile(self.traj_path, tmp)
@@ -495,6 +496,15 @@ class MDRunner:
                     ns_day = units.ns_per_day(self.timestep_fs, elapsed / (step - start))
                     bar.set_postfix(ns_per_day=f"{ns_day:.2f}")
         return step
+
+
+@contextlib.contextmanager
+def _tmp_h5_names_are_fine():
+    """mdtraj warns that a file not ending in .h5 should (once per segment, i.e. dozens of times per run): ours are
+    the ``.tmp`` names of atomic writes, renamed to ``.h5`` when complete."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The .h5 extension is recommended", category=UserWarning)
+        yield
 
 
 def _raise_system_exit(signum, frame):

@@ -266,6 +266,10 @@ def _check_ml(raw, f: str, structure, forcefield) -> Dict[str, Any]:
     return ml
 
 
+# the observable every run has, from its state.csv: production temperature (see openmlip.md.system.temperature_summary)
+TEMPERATURE = "temperature"
+
+
 def _check_analysis(raw, f: str) -> Dict[str, List[Dict[str, Any]]]:
     """The bonds/rdf/msd analyses, each named once, selections parsed."""
     analysis = check_keys(raw.get("analysis"), ("bonds", "rdf", "msd"), f"{f}: analysis")
@@ -284,6 +288,9 @@ def _check_analysis(raw, f: str) -> Dict[str, List[Dict[str, Any]]]:
                 raise _err(where, f"missing key(s) {', '.join(missing)}")
             if item["name"] in names:
                 raise _err(where, f"duplicate analysis name {item['name']!r}")
+            if item["name"] == TEMPERATURE:
+                raise _err(where, f"the name {TEMPERATURE!r} is the run's own temperature observable "
+                           f"({TEMPERATURE}.mean_K, .std_K, .slope_K_per_ps); choose another name")
             names.add(item["name"])
             for key in {"bonds": ("selection",), "rdf": ("a", "b"), "msd": ("selection",)}[kind]:
                 if item.get(key) is not None:
@@ -311,7 +318,7 @@ def _check_analysis(raw, f: str) -> Dict[str, List[Dict[str, Any]]]:
 
 def _check_expected(raw, f: str, analysis) -> List[Dict[str, Any]]:
     """Expected observables, each naming an analysis."""
-    names = {item["name"] for kind in ("bonds", "rdf", "msd") for item in analysis[kind]}
+    names = {item["name"] for kind in ("bonds", "rdf", "msd") for item in analysis[kind]} | {TEMPERATURE}
     expected = raw.get("expected") or []
     if not isinstance(expected, list):
         raise _err(f"{f}: expected", "must be a list of {observable, range, note, smoke}")

@@ -9,6 +9,7 @@ Outputs of ``run_system(spec, out)``::
 """
 from __future__ import annotations
 
+import csv
 import json
 import math
 from pathlib import Path
@@ -25,7 +26,7 @@ from .. import units
 from .._io import atomic_path
 from ..errors import SpecError
 from .runner import MDRunner
-from .spec import SystemSpec, load_spec
+from .spec import TEMPERATURE, SystemSpec, load_spec
 
 
 def _select(spec: SystemSpec, md_top, selection, where: str) -> List[int]:
@@ -247,6 +248,30 @@ def _lookup(results: Dict[str, Any], observable: str) -> Optional[float]:
     return float(v) if isinstance(v, (int, float)) else None
 
 
+def temperature_summary(state_csv, t_equilibrated_ps: float, target_K: float) -> Optional[Dict[str, float]]:
+    """Production temperature from the runner's ``state.csv`` (rows at or after ``t_equilibrated_ps``): mean, standard
+    deviation, least-squares slope and the thermostat's target, all K (slope K/ps).  A Langevin thermostat holds the
+    mean at the target; a mean well above it with a rising slope is a potential feeding energy in (atoms falling into
+    a false well or a rough surface), which bond checks alone can miss.  ``None`` without two production rows."""
+    path = Path(state_csv)
+    if not path.is_file():
+        return None
+    with open(path, newline="") as fh:
+        rows = [(float(r["time_ps"]), float(r["temperature_K"])) for r in csv.DictReader(fh)]
+    prod = np.array([r for r in rows if r[0] >= t_equilibrated_ps - 1e-9], dtype=float).reshape(-1, 2)
+    if len(prod) < 2:
+        return None
+    t, T = prod[:, 0], prod[:, 1]
+    slope = float(np.polyfit(t, T, 1)[0]) if np.ptp(t) > 0 else 0.0
+    return {"mean_K": float(T.mean()), "std_K": float(T.std()), "slope_K_per_ps": slope, "target_K": float(target_K),
+            "rows": int(len(T))}
+
+
+def temperature_text(t: Dict[str, float]) -> str:
+    """:func:`temperature_summary` as one phrase (the report's row and the CLI's line)."""
+    return f"{t['mean_K']:.1f} ± {t['std_K']:.1f} K (target {t['target_K']:g} K), slope {t['slope_K_per_ps']:+.1f} K/ps"
+
+
 def analyze_system(spec: SystemSpec, trajectory, out, smoke: bool = False, **md_overrides) -> Dict[str, Any]:
     """The spec's analyses on the production part of ``trajectory``, and its expectations checked."""
     from ..analysis.report import MSD, RDF, Bonds, analyze, load_trajectory
@@ -264,6 +289,9 @@ def analyze_system(spec: SystemSpec, trajectory, out, smoke: bool = False, **md_
             + [RDF(r["a"], r["b"], r.get("r_max_nm"), float(r.get("bin_width_nm", 0.005)), r["name"]) for r in a["rdf"]]
             + [MSD(m["selection"], m.get("fit_window_ps"), m.get("viscosity_mPa_s"), m["name"]) for m in a["msd"]])
     results = analyze(traj, out, jobs, temperature_K=md["temperature_K"])
+    temperature = temperature_summary(Path(trajectory).parent / "state.csv", t_eq, md["temperature_K"])
+    if temperature is not None:
+        results[TEMPERATURE] = temperature
     checks = []
     for e in spec.expected:
         if smoke and e.get("smoke", True) is False:
@@ -316,8 +344,11 @@ def write_report(spec: SystemSpec, run_info: Dict[str, Any], analysis: Dict[str,
              f"| platform | {run_info['platform']} ({'; '.join(run_info['platform_reasons'])}) |",
              f"| platform settings | {_platform_settings(run_info)} |",
              f"| threads | torch {run_info['threads']['torch']}, OpenMM {run_info['threads']['openmm']} |",
-             f"| speed | {run_info['ms_per_step']:.2f} ms/step, {run_info['ns_per_day']:.3f} ns/day |",
-             "", "## Expected observables", ""]
+             f"| speed | {run_info['ms_per_step']:.2f} ms/step, {run_info['ns_per_day']:.3f} ns/day |"]
+    t = analysis["results"].get(TEMPERATURE)
+    if t is not None:
+        lines.append(f"| temperature (production) | {temperature_text(t)} |")
+    lines += ["", "## Expected observables", ""]
     lines += checks_table(analysis["checks"]) if analysis["checks"] else ["None listed in the spec."]
     body = (out / "analysis" / "report.md").read_text().split("\n", 1)[1]
     body = body.replace("](", "](analysis/")
