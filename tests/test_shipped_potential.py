@@ -145,12 +145,13 @@ def _by_name(h5):
 
 V4 = "openmlip-xtb-v4"
 # the charge-aware potentials of issue #19 and the data their cards were evaluated on
-ISSUE19 = [pytest.param(V4, "openmlip-xtb-v4.h5", id=V4), pytest.param("openmlip-xtb-v5", "openmlip-xtb-v5.h5", id="v5")]
+ISSUE19 = [pytest.param(V4, "openmlip-xtb-v4.h5", id=V4), pytest.param("openmlip-xtb-v5", "openmlip-xtb-v5.h5", id="v5"),
+           pytest.param("openmlip-xtb-v6", "openmlip-xtb-v5.h5", id="v6")]  # v6's test molecules are in v5's file
 
 
 @pytest.mark.parametrize("name, data", ISSUE19)
 def test_issue19_card_is_this_file_and_its_held_out_metrics_reproduce(name, data):
-    """openmlip-xtb-v4/v5 (issue #19): the card's numbers come from this very file — the training run's test
+    """openmlip-xtb-v4/v5/v6 (issue #19): the card's numbers come from this very file — the training run's test
     metrics reproduce on the named held-out molecules, and the card's per-molecule rows are this file's evaluation."""
     from openmlip.deploy import file_sha256
     from openmlip.evaluate import error_tables, tables_markdown
@@ -170,7 +171,7 @@ def test_issue19_card_is_this_file_and_its_held_out_metrics_reproduce(name, data
     assert "![dissociation curves](dissociation.png)" in card and (ROOT / "plugins" / name / "dissociation.png").is_file()
 
 
-@pytest.mark.parametrize("name", [p.values[0] for p in ISSUE19], ids=["v4", "v5"])
+@pytest.mark.parametrize("name", [p.values[0] for p in ISSUE19], ids=["v4", "v5", "v6"])
 def test_issue19_ammonium_bond_is_xtbs_within_5_mA(name):
     """Issue #19's target: NH4+ N–H within 0.005 Å of the reference method (both optimised here)."""
     from openmlip.evaluate import dissociation_curve
