@@ -189,3 +189,21 @@ def test_v5_bonds_pulled_to_3_r0_do_not_fall_into_a_false_well():
         c = dissociation_curve(shipped_models()["openmlip-xtb-v5"], template, element, factors=np.linspace(1.0, 3.0, 9))
         assert np.all(np.diff(c["model"]) > 0), (template, np.round(c["model"], 3))
         assert abs(c["model"][-1] - c["xtb"][-1]) < 0.15, (template, c["model"][-1], c["xtb"][-1])
+
+
+@pytest.mark.parametrize("name", ["openmlip-xtb-v5", "openmlip-xtb-v6"])
+def test_shipped_file_rebuilds_into_an_eager_model_with_the_same_energy(name):
+    """``rebuild_model`` (fine-tuning from a file, CUDA-graph capture) of a file whose TorchScript state dict also holds
+    derived, non-persistent buffers (v6's compact tensor product) loads and computes what the file does."""
+    import torch
+
+    from openmlip.models import rebuild_model
+    from openmlip.train.batching import collate, model_inputs
+
+    module, meta = load_model(shipped_models()[name])
+    model = rebuild_model(module, meta["config"])
+    s = next(iter(_by_name(ROOT / "openmlip" / "datasets" / "openmlip-xtb-v5.h5")["propanol"]))
+    batch = collate([s])
+    e_file = module(model_inputs(batch), False)["energy"]
+    e_eager = model(model_inputs(batch), False)["energy"]
+    torch.testing.assert_close(e_eager, e_file, rtol=0, atol=1e-4)

@@ -47,7 +47,10 @@ def rebuild_model(module: torch.nn.Module, config: Dict[str, Any]) -> Potential:
     """
     params = [p for p in module.parameters() if p.is_floating_point()]
     model = build_model(config, dtype=params[0].dtype if params else torch.float32)
-    model.load_state_dict(module.state_dict())
+    # a TorchScript module's state_dict also holds its non-persistent buffers (values derived from the config, e.g. the
+    # tensor product's compact rows): the new model derives its own
+    derived = {name for name, _ in model.named_buffers()} - set(model.state_dict())
+    model.load_state_dict({k: v for k, v in module.state_dict().items() if k not in derived})
     return model.eval()
 
 
