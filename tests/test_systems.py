@@ -163,6 +163,13 @@ def test_temperature_summary_is_the_production_rows_of_state_csv(tmp_path):
     assert s["slope_K_per_ps"] == pytest.approx(10.0)
     assert temperature_summary(tmp_path / "state.csv", 5.0, 300.0) is None  # no production rows
     assert temperature_summary(tmp_path / "absent.csv", 0.5, 300.0) is None
+    text = (tmp_path / "state.csv").read_text()
+    (tmp_path / "cut.csv").write_text(text + "21,1.05,0,0")  # a kill mid-row: that row is left out
+    assert temperature_summary(tmp_path / "cut.csv", 0.5, 300.0) == s
+    lines = text.splitlines()
+    (tmp_path / "bad.csv").write_text("\n".join(lines[:3] + ["x,y,0,0,0,z"] + lines[3:]) + "\n")
+    with pytest.raises(SpecError, match="bad.csv: row 4 has no readable time_ps/temperature_K"):
+        temperature_summary(tmp_path / "bad.csv", 0.5, 300.0)
     spec = tmp_path / "spec"
     spec.mkdir()
     (spec / "s.xyz").write_text("3\nwater\nO 0 0 0\nH 0.96 0 0\nH -0.24 0.93 0\n")

@@ -257,7 +257,16 @@ def temperature_summary(state_csv, t_equilibrated_ps: float, target_K: float) ->
     if not path.is_file():
         return None
     with open(path, newline="") as fh:
-        rows = [(float(r["time_ps"]), float(r["temperature_K"])) for r in csv.DictReader(fh)]
+        raw = list(csv.DictReader(fh))
+    rows = []
+    for k, r in enumerate(raw):
+        try:
+            rows.append((float(r["time_ps"]), float(r["temperature_K"])))
+        except (KeyError, TypeError, ValueError):
+            if k == len(raw) - 1:  # a row cut short by a kill: the runner drops it when the run resumes
+                break
+            raise SpecError(f"{path}: row {k + 2} has no readable time_ps/temperature_K ({dict(r)!r}); "
+                            "state.csv is written by openmlip md/run, rerun the MD to regenerate it") from None
     prod = np.array([r for r in rows if r[0] >= t_equilibrated_ps - 1e-9], dtype=float).reshape(-1, 2)
     if len(prod) < 2:
         return None
