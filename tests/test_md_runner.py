@@ -171,3 +171,73 @@ def test_long_checkpoint_interval_bounds_buffered_frames(tmp_path, monkeypatch):
     assert max(written) <= 3 and sum(written) == 10  # 10 frames, never more than the bound (+1) held
     assert _frame_steps(tmp_path / "md" / "trajectory.h5") == list(range(10, 101, 10))
     assert not (tmp_path / "md" / "trajectory.segments").exists()
+
+
+def _small_water(cutoff_nm=0.7):
+    import openmm.app as app
+    import openmm.unit as u
+
+    pdb = app.PDBFile(str(SYSTEMS / "ammonium-water" / "ammonium-water-small.pdb"))
+    ff = app.ForceField("amber14/tip3p.xml", str(SYSTEMS / "ammonium-water" / "ammonium.xml"))
+    system = ff.createSystem(pdb.topology, nonbondedMethod=app.PME, nonbondedCutoff=cutoff_nm * u.nanometer,
+                             constraints=app.HBonds)
+    return system, pdb
+
+
+def _production_temperature(out, from_step):
+    import csv
+
+    with open(out / "state.csv") as fh:
+        return float(np.mean([float(r["temperature_K"]) for r in csv.DictReader(fh) if int(r["step"]) > from_step]))
+
+
+def test_strong_equilibration_friction_brings_a_minimised_system_to_the_target_temperature(tmp_path):
+    """From a minimised structure half the kinetic energy drawn at 300 K goes into the potential; with γ = 1/ps the
+    deficit decays as exp(-2γt), and the structure's slower relaxation away from the minimum drains more for ~1 ps
+    (measured here: γ = 10/ps throughout gives 265, 284, 288, 301, 303 K in successive 0.4 ps windows). After 1 ps of
+    equilibration with 10/ps (then 1/ps) production runs at the target; with 1/ps throughout it does not."""
+    from openmlip.md import MDRunner
+
+    temps = {}
+    for gamma_eq in (1.0, 10.0):
+        system, pdb = _small_water()
+        runner = MDRunner(system, pdb.topology, pdb.positions, tmp_path / f"g{gamma_eq:g}", timestep_fs=1.0,
+                          report_interval=20, checkpoint_interval=200, platform="CPU", friction_per_ps=1.0,
+                          equilibrate_steps=1000, equilibrate_friction_per_ps=gamma_eq, minimize_iterations=200,
+                          box_vectors=pdb.topology.getPeriodicBoxVectors())
+        runner.run(1600, minimize=True, progress=False)
+        assert runner.integrator.getFriction().value_in_unit(runner.integrator.getFriction().unit) == 1.0  # production
+        temps[gamma_eq] = _production_temperature(tmp_path / f"g{gamma_eq:g}", 1000)
+    assert 290 < temps[10.0] < 310, temps
+    assert temps[1.0] < temps[10.0] - 10, temps
+
+
+def test_resume_inside_equilibration_keeps_the_phase_friction_and_refuses_another_equilibration(tmp_path):
+    from openmlip.errors import ResumeError
+    from openmlip.md import MDRunner
+
+    def runner(**kw):
+        system, pdb = _small_water()
+        args = dict(timestep_fs=1.0, report_interval=10, checkpoint_interval=50, platform="CPU", friction_per_ps=1.0,
+                    equilibrate_steps=100, equilibrate_friction_per_ps=10.0, box_vectors=pdb.topology.getPeriodicBoxVectors())
+        args.update(kw)
+        return MDRunner(system, pdb.topology, pdb.positions, tmp_path / "md", **args)
+
+    gamma = lambda r: r.integrator.getFriction().value_in_unit(r.integrator.getFriction().unit)  # noqa: E731
+    first = runner()
+    first.run(50, minimize=False, progress=False)  # stopped inside equilibration
+    assert gamma(first) == 10.0
+    with pytest.raises(ResumeError, match=r"equilibrate_friction_per_ps: 10.0 -> 5.0"):
+        runner(equilibrate_friction_per_ps=5.0).run(150, minimize=False, progress=False)
+    seen = []
+    second = runner()
+    step = second.integrator.step
+
+    def spy(n):
+        seen.append((n, gamma(second)))
+        step(n)
+
+    second.integrator.step = spy
+    second.run(150, minimize=False, progress=False)
+    assert seen == [(10, 10.0)] * 5 + [(10, 1.0)] * 5  # the phase boundary (step 100) ends a chunk; friction per phase
+    assert _frame_steps(tmp_path / "md" / "trajectory.h5") == list(range(10, 151, 10))

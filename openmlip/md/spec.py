@@ -30,7 +30,11 @@ and the fix.  Paths in a spec are relative to the folder holding ``system.yaml``
       - {observable: nh4.D_1e-5_cm2_per_s, range: [0.2, 6], smoke: false}
 
 ``steps`` counts all MD steps including ``equilibrate_steps``; analyses use only the frames after
-equilibration.  Selections are parsed on load (a syntax error names its key); an RDF's ``r_max_nm`` may
+equilibration.  Equilibration runs with friction ``equilibrate_friction_per_ps`` (default 10/ps), production with
+``friction_per_ps``: from a minimised structure (velocities drawn at the target temperature, half of that
+kinetic energy soon goes into the potential) the kinetic energy relaxes at rate 2γ, so γ = 1/ps would leave
+production starting ~15% below the target after 0.5 ps of equilibration; every report gives the production
+temperature (``temperature.mean_K`` may be checked like any observable).  Selections are parsed on load (a syntax error names its key); an RDF's ``r_max_nm`` may
 not exceed half the smallest width of the structure's box (``box_nm`` or a PDB's CRYST1), and when it
 is omitted it is the analysis default lowered, with a warning, to fit that box.  ``smoke`` overrides ``md`` for a short check run (``--smoke``); an expectation with
 ``smoke: false`` is checked only in full runs.
@@ -52,7 +56,7 @@ NONBONDED = ("PME", "NoCutoff", "CutoffPeriodic", "CutoffNonPeriodic", "Ewald")
 CONSTRAINTS = (None, "HBonds", "AllBonds", "HAngles")
 IMPLICIT = (None, "OBC1", "OBC2", "GBn", "GBn2", "HCT")
 MD_DEFAULTS: Dict[str, Any] = dict(temperature_K=300.0, pressure_bar=None, timestep_fs=0.5, friction_per_ps=1.0,
-                                   minimize_iterations=500, equilibrate_steps=0, steps=1000, report_interval=100,
+                                   equilibrate_friction_per_ps=10.0, minimize_iterations=500, equilibrate_steps=0, steps=1000, report_interval=100,
                                    checkpoint_interval=1000, seed=0, max_energy_jump_kJmol=1e4)
 
 
@@ -171,7 +175,7 @@ def _check_md(md: Dict[str, Any], file: str, where: str) -> None:
         v = md[k]
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
             raise _err(f"{file}: {where}.{k}", f"must be a non-negative integer, got {v!r}")
-    for k in ("temperature_K", "timestep_fs", "friction_per_ps", "max_energy_jump_kJmol"):
+    for k in ("temperature_K", "timestep_fs", "friction_per_ps", "equilibrate_friction_per_ps", "max_energy_jump_kJmol"):
         v = md[k]
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v <= 0:
             raise _err(f"{file}: {where}.{k}", f"must be a positive number, got {v!r}")

@@ -214,7 +214,8 @@ def run_md(spec: SystemSpec, out, smoke: bool = False, potential: Optional[str] 
                       report_interval=md["report_interval"], checkpoint_interval=md["checkpoint_interval"],
                       platform=platform, threads=threads, seed=md["seed"], max_energy_jump=md["max_energy_jump_kJmol"],
                       box_vectors=built["box"], minimize_iterations=md["minimize_iterations"],
-                      settings=spec.resume_settings(potential))
+                      settings=spec.resume_settings(potential), equilibrate_steps=md["equilibrate_steps"],
+                      equilibrate_friction_per_ps=md["equilibrate_friction_per_ps"])
     for line in runner.platform_reasons:
         print(f"platform {line}")
     res = runner.run(md["steps"], minimize=md["minimize_iterations"] > 0, progress=progress)
@@ -349,7 +350,8 @@ def write_report(spec: SystemSpec, run_info: Dict[str, Any], analysis: Dict[str,
              f"| potential | {run_info['potential']} |",
              f"| MD | {run_info['steps']} steps of {run_info['md']['timestep_fs']} fs, {run_info['md']['temperature_K']} K"
              + (f", {run_info['md']['pressure_bar']} bar (NPT)" if run_info["md"]["pressure_bar"] else " (NVT)")
-             + f", first {run_info['md']['equilibrate_steps']} steps equilibration |",
+             + f", Langevin γ {run_info['md']['friction_per_ps']:g}/ps; first {run_info['md']['equilibrate_steps']} steps "
+             f"equilibration (γ {run_info['md'].get('equilibrate_friction_per_ps', run_info['md']['friction_per_ps']):g}/ps) |",
              f"| platform | {run_info['platform']} ({'; '.join(run_info['platform_reasons'])}) |",
              f"| platform settings | {_platform_settings(run_info)} |",
              f"| threads | torch {run_info['threads']['torch']}, OpenMM {run_info['threads']['openmm']} |",
