@@ -69,6 +69,7 @@ class FESettings:
     friction_per_ps: float = 1.0
     minimize_iterations: int = 100
     equilibrate_steps: int = 1000
+    equilibrate_friction_per_ps: float = 10.0  # as the MD runner: reach the temperature before sampling
     samples: int = 200
     sample_interval: int = 50
     checkpoint_samples: int = 50
@@ -95,7 +96,7 @@ class FESettings:
                      "switch_stages", "switch_stage_steps", "bootstrap", "threads"):
             _check_int(name, getattr(self, name), 1)
         _check_int("seed", self.seed, 0)
-        for name in ("temperature_K", "timestep_fs", "friction_per_ps"):
+        for name in ("temperature_K", "timestep_fs", "friction_per_ps", "equilibrate_friction_per_ps"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
                 raise ConfigError(f"{name} must be a positive number, got {v!r}")
@@ -123,10 +124,10 @@ class FESettings:
         d = {k: v for k, v in asdict(self).items() if k not in self._RUNTIME}
         if kind == "window":
             keep = ("lambdas", "temperature_K", "timestep_fs", "friction_per_ps", "minimize_iterations",
-                    "equilibrate_steps", "samples", "sample_interval", "seed")
+                    "equilibrate_steps", "equilibrate_friction_per_ps", "samples", "sample_interval", "seed")
         else:
             keep = ("temperature_K", "timestep_fs", "friction_per_ps", "minimize_iterations", "equilibrate_steps",
-                    "switches", "switches_per_batch", "switch_stages", "switch_stage_steps",
+                    "equilibrate_friction_per_ps", "switches", "switches_per_batch", "switch_stages", "switch_stage_steps",
                     "switch_decorrelation_steps", "seed")
         return hashlib.sha256(json.dumps({k: d[k] for k in keep}, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -269,8 +270,11 @@ class Engine:
         if s.minimize_iterations:
             openmm.LocalEnergyMinimizer.minimize(ctx, 10.0, s.minimize_iterations)
         ctx.setVelocitiesToTemperature(s.temperature_K * u.kelvin, int(seed) % 2**31 or 1)
-        if s.equilibrate_steps:
-            ctx.getIntegrator().step(s.equilibrate_steps)
+        if s.equilibrate_steps:  # a strong coupling first (see MDRunner), then the sampling friction
+            integ = ctx.getIntegrator()
+            integ.setFriction(s.equilibrate_friction_per_ps / u.picosecond)
+            integ.step(s.equilibrate_steps)
+            integ.setFriction(s.friction_per_ps / u.picosecond)
 
     def _lambda_energy(self, ctx: openmm.Context, lam: float) -> float:
         """Energy (kJ/mol) of the λ-dependent forces at ``lam``; leaves λ at ``lam``."""
