@@ -146,7 +146,8 @@ def _by_name(h5):
 V4 = "openmlip-xtb-v4"
 # the charge-aware potentials of issue #19 and the data their cards were evaluated on
 ISSUE19 = [pytest.param(V4, "openmlip-xtb-v4.h5", id=V4), pytest.param("openmlip-xtb-v5", "openmlip-xtb-v5.h5", id="v5"),
-           pytest.param("openmlip-xtb-v6", "openmlip-xtb-v5.h5", id="v6")]  # v6's test molecules are in v5's file
+           pytest.param("openmlip-xtb-v6", "openmlip-xtb-v5.h5", id="v6"),  # v6's test molecules are in v5's file
+           pytest.param("openmlip-xtb-v7", "openmlip-xtb-v5.h5", id="v7")]
 
 
 @pytest.mark.parametrize("name, data", ISSUE19)
@@ -171,7 +172,7 @@ def test_issue19_card_is_this_file_and_its_held_out_metrics_reproduce(name, data
     assert "![dissociation curves](dissociation.png)" in card and (ROOT / "plugins" / name / "dissociation.png").is_file()
 
 
-@pytest.mark.parametrize("name", [p.values[0] for p in ISSUE19], ids=["v4", "v5", "v6"])
+@pytest.mark.parametrize("name", [p.values[0] for p in ISSUE19], ids=["v4", "v5", "v6", "v7"])
 def test_issue19_ammonium_bond_is_xtbs_within_5_mA(name):
     """Issue #19's target: NH4+ N–H within 0.005 Å of the reference method (both optimised here)."""
     from openmlip.evaluate import dissociation_curve
@@ -191,7 +192,7 @@ def test_v5_bonds_pulled_to_3_r0_do_not_fall_into_a_false_well():
         assert abs(c["model"][-1] - c["xtb"][-1]) < 0.15, (template, c["model"][-1], c["xtb"][-1])
 
 
-@pytest.mark.parametrize("name", ["openmlip-xtb-v5", "openmlip-xtb-v6"])
+@pytest.mark.parametrize("name", ["openmlip-xtb-v5", "openmlip-xtb-v7"])
 def test_shipped_file_rebuilds_into_an_eager_model_with_the_same_energy(name):
     """``rebuild_model`` (fine-tuning from a file, CUDA-graph capture) of a file whose TorchScript state dict also holds
     derived, non-persistent buffers (v6's compact tensor product) loads and computes what the file does."""

@@ -400,7 +400,7 @@ def test_plugin_card_inputs_that_are_not_what_evaluate_writes_are_one_line_error
     assert not (tmp_path / "openmlip-plugin-p").exists()
 
 
-@pytest.mark.parametrize("version", ["v3", "v4", "v5", "v6"])
+@pytest.mark.parametrize("version", ["v3", "v4", "v5", "v6", "v7"])
 def test_plugin_docs_match_the_shipped_model(version):
     from openmlip import DEFAULT_POTENTIAL
     from openmlip.deploy import load_model
