@@ -199,6 +199,10 @@ def test_md_then_analyze_cli_and_resume_after_kill(tmp_path):
     done = _cli("md", str(spec), "--smoke", "--out", str(out), "--quiet")
     assert done.returncode == 0, done.stderr
     assert "resumed" in done.stdout
+    speed = json.loads((out / "run.json").read_text())["ms_per_step"]
+    again = _cli("md", str(spec), "--smoke", "--out", str(out), "--quiet")  # finished: no step runs
+    assert again.returncode == 0, again.stderr
+    assert json.loads((out / "run.json").read_text())["ms_per_step"] == speed  # not the time of zero steps
     traj = mdtraj.load(str(out / "trajectory.h5"))
     md = load_spec(spec).md_settings(smoke=True)
     expected = np.arange(1, md["steps"] // md["report_interval"] + 1) * md["report_interval"] * md["timestep_fs"] / 1000

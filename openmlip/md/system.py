@@ -218,7 +218,10 @@ def run_md(spec: SystemSpec, out, smoke: bool = False, potential: Optional[str] 
                       equilibrate_friction_per_ps=md["equilibrate_friction_per_ps"])
     for line in runner.platform_reasons:
         print(f"platform {line}")
+    previous = _read_run_info(out / "run.json")
     res = runner.run(md["steps"], minimize=md["minimize_iterations"] > 0, progress=progress)
+    if res["steps_run"] == 0 and previous is not None and previous.get("ms_per_step") is not None:
+        res["ms_per_step"] = previous["ms_per_step"]  # a rerun of a finished run: the speed is that of the run that did the steps
     ns_day = units.ns_per_day(md["timestep_fs"], res["ms_per_step"] * 1e-3)
     info = {"system": spec.name, "spec": str(spec.path), "smoke": smoke, "md": md, "potential": built["potential"],
             "ml_atoms": len(built["ml_atoms"]), "atoms": built["topology"].getNumAtoms(), "embedding": spec.ml["embedding"],
@@ -229,6 +232,15 @@ def run_md(spec: SystemSpec, out, smoke: bool = False, potential: Optional[str] 
     with atomic_path(out / "run.json") as tmp:
         Path(tmp).write_text(json.dumps(info, indent=1))
     return info
+
+
+def _read_run_info(path: Path) -> Optional[Dict[str, Any]]:
+    """The ``run.json`` an earlier run of this output folder wrote, or None (absent or unreadable: then it is rewritten)."""
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None
 
 
 def _platform_settings(run_info: Dict[str, Any]) -> str:
