@@ -15,7 +15,7 @@ _ensure_torch_plugins()
 __version__ = "0.1.0"
 #: Version of the model-file format written by :mod:`openmlip.deploy`.
 MODEL_FORMAT_VERSION = 1
-#: the default shipped potential (plugins/openmlip-xtb-v5): the default of the demo, MD specs and ``make run``
-DEFAULT_POTENTIAL = "openmlip-xtb-v5"
+#: the default shipped potential (plugins/openmlip-xtb-v7): the default of the demo, MD specs and ``make run``
+DEFAULT_POTENTIAL = "openmlip-xtb-v7"
 
 __all__ = ["__version__", "MODEL_FORMAT_VERSION", "DEFAULT_POTENTIAL"]

@@ -37,8 +37,8 @@ def test_every_shipped_system_has_a_spec():
 # strict: fails every time (the test fails loudly the day a better model passes);
 # not strict: fails in some runs and passes in others (chaotic MD on a marginal potential), so the
 # physics check of that spec is NOT enforced until the model is fixed (issue "Data and training").
-# Specs the default potential is known to fail, {"dir/stem": (strict, reason)}: none with openmlip-xtb-v5, which
-# also passes every spec at full length (docs/training.md; v4 failed the two full-ML ones there, v3 passes them).
+# Specs the default potential is known to fail, {"dir/stem": (strict, reason)}: none with openmlip-xtb-v7, which
+# also passes every spec at full length (docs/training.md; v6 and v4 failed the two full-ML ones there).
 # v2 failed ammonium-cluster and the full-ML variant every time and two others now and then; v3's formal-charge
 # inputs, larger clusters and the MM-relaxed starting structures fixed them.
 KNOWN_MODEL_FAILURES: dict = {}

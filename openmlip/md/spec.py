@@ -11,7 +11,7 @@ and the fix.  Paths in a spec are relative to the folder holding ``system.yaml``
     box_nm: null                             # xyz only: cubic box edge (else open boundaries)
     ml:
       selection: resname NH4                 # mdtraj selection, a list of indices, or "all"
-      potential: openmlip-xtb-v5             # installed potential name or model file
+      potential: openmlip-xtb-v7             # installed potential name or model file
       embedding: mechanical                  # mechanical | electrostatic | none (whole system ML)
       charge: 1                              # total charge of the ML region (default: from MM charges)
       formal_charges: [{selection: resname NH4 and element N, charge: 1}]   # optional
