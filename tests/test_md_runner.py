@@ -203,13 +203,14 @@ def test_strong_equilibration_friction_brings_a_minimised_system_to_the_target_t
         system, pdb = _small_water()
         runner = MDRunner(system, pdb.topology, pdb.positions, tmp_path / f"g{gamma_eq:g}", timestep_fs=1.0,
                           report_interval=20, checkpoint_interval=200, platform="CPU", friction_per_ps=1.0,
-                          equilibrate_steps=1000, equilibrate_friction_per_ps=gamma_eq, minimize_iterations=200,
+                          equilibrate_steps=1000, equilibrate_friction_per_ps=gamma_eq, minimize_iterations=200, seed=11,
                           box_vectors=pdb.topology.getPeriodicBoxVectors())
         runner.run(1600, minimize=True, progress=False)
         assert runner.integrator.getFriction().value_in_unit(runner.integrator.getFriction().unit) == 1.0  # production
         temps[gamma_eq] = _production_temperature(tmp_path / f"g{gamma_eq:g}", 1000)
-    assert 290 < temps[10.0] < 310, temps
-    assert temps[1.0] < temps[10.0] - 10, temps
+    # 0.6 ps of production of 749 degrees of freedom give the mean to ~±5 K (measured 298-305 K with 10/ps, 253 K with 1/ps)
+    assert 285 < temps[10.0] < 315, temps
+    assert temps[1.0] < temps[10.0] - 25, temps
 
 
 def test_resume_inside_equilibration_keeps_the_phase_friction_and_refuses_another_equilibration(tmp_path):
