@@ -131,12 +131,13 @@ def test_electrostatic_embedding_hand_computation_and_forces(model_file, damping
     rc = 9.0  # Å: the MM cutoff
     g = lambda r: erf(r / a) / r  # noqa: E731
     dg = lambda r: 2 / (a * np.sqrt(np.pi)) * np.exp(-(r / a) ** 2) / r - erf(r / a) / r**2  # noqa: E731
+    q_ref = q_mm[ml] + (1.0 - q_mm[ml].sum()) / len(ml)  # the reference charges, in the NonbondedForce
     e_emb = 0.0
-    for i, qi in zip(ml, q_ml):
+    for i, qi, qr in zip(ml, q_ml, q_ref):
         d = _min_image(pos[5:] - pos[i], box) * 10.0
         r = np.linalg.norm(d, axis=1)
         phi = np.where(r < rc, g(r) - g(rc) - dg(rc) * (r - rc), 0.0)
-        e_emb += units.COULOMB_EV_ANGSTROM * np.sum(qi * q_mm[5:] * phi)
+        e_emb += units.COULOMB_EV_ANGSTROM * np.sum((qi - qr) * q_mm[5:] * phi + qr * q_mm[5:] * (g(r) - 1.0 / r))
     expected = (out["energy"].item() + e_emb) * units.EV_TO_KJ_PER_MOL
     assert abs(e_emb) * units.EV_TO_KJ_PER_MOL > 1.0  # a real interaction is being checked
     assert abs(e_group - expected) <= 1e-6 * abs(expected)
@@ -144,10 +145,11 @@ def test_electrostatic_embedding_hand_computation_and_forces(model_file, damping
     near = np.argsort(np.linalg.norm(_min_image(pos - pos[0], box), axis=1))[6:9]
     assert_forces_match_finite_differences(lambda p: openmm_energy_forces(mixed, p, groups={1})[0], pos, f_group, h=1e-5,
                                            coords=[(atom, k) for atom in near for k in range(3)], tol=Tol(rtol=1e-5, floor=1.0))
-    # total charge unchanged: MM charges left in the System + the ML region's Q = original total
+    # total charge unchanged: the MM charges + the ML region's reference charges in the NonbondedForce = original total
     nb_new = next(f for f in mixed.getForces() if isinstance(f, openmm.NonbondedForce))
-    q_left = sum(nb_new.getParticleParameters(i)[0].value_in_unit(u.elementary_charge) for i in range(mixed.getNumParticles()))
-    assert_charges_sum_to_total([q_left, *q_ml], q_mm.sum(), atol=1e-9, what="MM charges left + ML charges")
+    q_new = np.array([nb_new.getParticleParameters(i)[0].value_in_unit(u.elementary_charge) for i in range(mixed.getNumParticles())])
+    assert np.abs(q_new[ml] - q_ref).max() < 1e-12 and np.array_equal(q_new[5:], q_mm[5:])
+    assert_charges_sum_to_total(q_new, q_mm.sum(), atol=1e-9, what="MM + reference charges")
     assert_charges_sum_to_total(q_ml, 1.0, atol=1e-10, what="ML region")
 
 

@@ -17,20 +17,27 @@ import torch
 import openmm
 
 from ..errors import ConfigError
-from .module import EnergyForcesModule, EnergyModule, OpenMMPotential, ScaledOpenModule, ScaledPeriodicModule
+from .module import EmbeddingModule, EnergyForcesModule, EnergyModule, OpenMMPotential, ScaledOpenModule, ScaledPeriodicModule
 
 BACKENDS = ("torchforce", "pythonforce")
 #: openmm-torch's ``CUDAGraphWarmupSteps`` when CUDA graphs are on
 CUDA_GRAPH_WARMUP_STEPS = 10
 
 
-def torch_force_module(potential: OpenMMPotential, scale_parameter: Optional[str] = None) -> torch.jit.ScriptModule:
+def torch_force_module(potential: OpenMMPotential, scale_parameter: Optional[str] = None,
+                       electrostatics_parameter: Optional[str] = None) -> torch.jit.ScriptModule:
     """The TorchScript module that :func:`create_torch_force` hands to openmm-torch (which freezes it).
 
     ``scale_parameter``: name of an OpenMM global parameter (default 1) that multiplies the energy
-    (and forces) inside the graph, e.g. ``lambda_interpolate``.
+    (and forces) inside the graph, e.g. ``lambda_interpolate``.  ``electrostatics_parameter``: for an
+    electrostatically embedded potential, the global parameter that scales its ML–MM electrostatics
+    (:class:`~openmlip.openmm.module.EmbeddingModule`).
     """
-    if scale_parameter is not None:
+    if electrostatics_parameter is not None:
+        if not hasattr(potential, "embedding_energy_terms"):
+            raise ValueError("electrostatics_parameter needs an electrostatically embedded potential")
+        wrapper = EmbeddingModule(potential, scale_parameter is not None)
+    elif scale_parameter is not None:
         if potential.output_forces:
             raise ValueError("scale_parameter works with output_forces=False")
         wrapper = ScaledPeriodicModule(potential) if potential.periodic else ScaledOpenModule(potential)
@@ -45,11 +52,13 @@ def torch_force_module(potential: OpenMMPotential, scale_parameter: Optional[str
     return module
 
 
-def create_torch_force(potential: OpenMMPotential, use_cuda_graphs: bool = False, scale_parameter: Optional[str] = None):
+def create_torch_force(potential: OpenMMPotential, use_cuda_graphs: bool = False, scale_parameter: Optional[str] = None,
+                       electrostatics_parameter: Optional[str] = None):
     """TorchScript ``potential`` into an openmm-torch ``TorchForce`` (see :func:`torch_force_module`).
 
     ``use_cuda_graphs`` needs a :attr:`~OpenMMPotential.capturable` potential (no host synchronisation);
-    the CPU and OpenCL platforms ignore the property.
+    the CPU and OpenCL platforms ignore the property.  Every global parameter (default 1) gets its energy
+    derivative (``getState(getParameterDerivatives=True)``), which openmm-torch computes by autograd.
     """
     from .._plugins import import_openmmtorch
 
@@ -57,9 +66,11 @@ def create_torch_force(potential: OpenMMPotential, use_cuda_graphs: bool = False
     if use_cuda_graphs and not potential.capturable:
         raise ConfigError("CUDA graphs need a capturable openmlip potential (OpenMMPotential(..., capturable=True)): "
                           "its checks synchronise with the host otherwise; build it capturable or turn CUDA graphs off")
-    force = openmmtorch.TorchForce(torch_force_module(potential, scale_parameter))
-    if scale_parameter is not None:
-        force.addGlobalParameter(scale_parameter, 1.0)
+    force = openmmtorch.TorchForce(torch_force_module(potential, scale_parameter, electrostatics_parameter))
+    for name in (scale_parameter, electrostatics_parameter):
+        if name is not None:
+            force.addGlobalParameter(name, 1.0)
+            force.addEnergyParameterDerivative(name)
     force.setUsesPeriodicBoundaryConditions(potential.periodic)
     force.setOutputsForces(potential.output_forces)
     if use_cuda_graphs:
@@ -123,12 +134,12 @@ def create_python_force(potential: OpenMMPotential, device: str = "cpu"):
 
 
 def create_force(potential: OpenMMPotential, backend: str = "torchforce", use_cuda_graphs: bool = False, device: str = "cpu",
-                 scale_parameter: Optional[str] = None):
+                 scale_parameter: Optional[str] = None, electrostatics_parameter: Optional[str] = None):
     """The OpenMM Force for ``potential`` with the chosen backend (see :data:`BACKENDS`)."""
     if backend == "torchforce":
-        return create_torch_force(potential, use_cuda_graphs, scale_parameter)
-    if scale_parameter is not None:
-        raise ValueError("scale_parameter needs backend='torchforce'")
+        return create_torch_force(potential, use_cuda_graphs, scale_parameter, electrostatics_parameter)
+    if scale_parameter is not None or electrostatics_parameter is not None:
+        raise ValueError("global parameters (scale_parameter, electrostatics_parameter) need backend='torchforce'")
     if backend == "pythonforce":
         return create_python_force(potential, device)
     raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")

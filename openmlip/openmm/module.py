@@ -375,3 +375,33 @@ class ScaledOpenModule(torch.nn.Module):
 
     def forward(self, positions: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         return scale * self.potential(positions, None)[0]
+
+
+class EmbeddingModule(torch.nn.Module):
+    """TorchForce entry point of an electrostatically embedded potential
+    (:class:`~openmlip.openmm.embedding.EmbeddedPotential`) with its global parameters, in the order they are
+    added to the force: ``(positions[, box], [lambda_interpolate,] lambda_electrostatics)`` ->
+    ``s * (E_ML + λ_e * E_emb)``, with ``s`` the interpolation λ (1 without interpolation) and ``λ_e`` the
+    electrostatic λ, which scales the ML–MM electrostatics of the graph as openmmtools' exact-PME alchemy scales
+    those of the reference charges in the NonbondedForce (linearly).  openmm-torch differentiates the energy with
+    respect to both (``addEnergyParameterDerivative``)."""
+
+    def __init__(self, potential: OpenMMPotential, interpolate: bool):
+        super().__init__()
+        self.potential = potential
+        self.periodic = bool(potential.periodic)
+        self.interpolate = bool(interpolate)
+
+    def forward(self, positions: torch.Tensor, a: Optional[torch.Tensor] = None, b: Optional[torch.Tensor] = None,
+                c: Optional[torch.Tensor] = None) -> torch.Tensor:
+        box = a if self.periodic else None
+        first = b if self.periodic else a
+        second = c if self.periodic else b
+        e_ml, e_emb, _ = self.potential.embedding_energy_terms(positions, box)
+        if self.interpolate:
+            assert first is not None and second is not None
+            energy = first.to(e_ml.dtype) * (e_ml + second.to(e_ml.dtype) * e_emb)
+        else:
+            assert first is not None
+            energy = e_ml + first.to(e_ml.dtype) * e_emb
+        return energy.to(positions.dtype)

@@ -28,7 +28,8 @@ from .module import BRUTE_FORCE_MAX_ATOMS
 # Arguments of createSystem / createMixedSystem (and defaults for them in the MLPotential constructor).
 ARGUMENTS = ("charge", "multiplicity", "spinMultiplicity", "formalCharges", "precision", "backend", "device",
              "outputForces", "neighborMethod", "neighborCapacity", "useCUDAGraphs")
-ELECTROSTATIC_ARGUMENTS = ("embeddingCutoff", "embeddingDampingLength")
+ELECTROSTATIC_ARGUMENTS = ("embeddingCutoff", "embeddingDampingLength", "embeddingLongRange", "embeddingLambda")
+ELECTROSTATIC_LENGTHS = ("embeddingCutoff", "embeddingDampingLength")
 # read by openmm-ml's mechanical embedding, which passes every createMixedSystem argument on to addForces
 LINK_ARGUMENTS = ("linkAtomDistances",)
 # arguments that changed meaning: a plain number must not silently mean something else now
@@ -39,6 +40,10 @@ RENAMED = {"embeddingDamping": "embeddingDamping (Å) is now embeddingDampingLen
 MM_REFERENCE = "_openmlipMMCharge"
 # the global parameter of openmm-ml's interpolation, E(λ) = (1 − λ) E_MM + λ E_ML/MM
 LAMBDA = "lambda_interpolate"
+# the global parameter that scales the electrostatic embedding's ML-MM electrostatics in its TorchForce:
+# openmmtools' name for the electrostatic λ of an alchemical region (its exact-PME treatment scales the
+# region's NonbondedForce charges, here the reference charges, by the same λ)
+ELECTROSTATICS_LAMBDA = "lambda_electrostatics"
 
 
 def check_names(args: dict, known: Iterable[str], where: str) -> None:
@@ -85,9 +90,15 @@ def check_values(args: dict) -> dict:
                           ("neighborMethod", (None, "auto", "brute", "cell"))):
         if args.get(name) not in allowed:
             raise ConfigError(f"{name}={args[name]!r} is not one of {', '.join(map(repr, allowed[1:]))}")
-    for name in ELECTROSTATIC_ARGUMENTS:
+    for name in ELECTROSTATIC_LENGTHS:
         if args.get(name) is not None:
             args[name] = length_nm(args[name], name)
+    if args.get("embeddingLongRange") not in (None, "split", "pme"):
+        raise ConfigError(f"embeddingLongRange={args['embeddingLongRange']!r} is not one of 'split', 'pme'")
+    if "embeddingLambda" in args and args["embeddingLambda"] is not None and (
+            not isinstance(args["embeddingLambda"], str) or not args["embeddingLambda"].isidentifier()):
+        raise ConfigError(f"embeddingLambda={args['embeddingLambda']!r} must be a global parameter name "
+                          f"(default {ELECTROSTATICS_LAMBDA!r}) or None")
     if args.get("embeddingDampingLength") is not None and args["embeddingDampingLength"] <= 0:
         raise ConfigError(f"embeddingDampingLength={args['embeddingDampingLength']!r} must be > 0 nm")
     return args
