@@ -93,18 +93,44 @@ def test_ml_region_and_charge_of_the_charged_system():
     import openmmtorch
     import torch
 
-    # electrostatic embedding: the ML atoms carry no MM charge (the water's charges stay, Cl- keeps -1); the charges
-    # the model predicts for the ion, which meet the MM charges in the TorchForce, sum to the region's +1
+    # electrostatic embedding (split long range): the ML atoms keep reference charges in OpenMM's PME, their MM
+    # charges shifted evenly to the region's +1 (the ion's own charges already sum to +1: no shift), the water's
+    # charges stay, Cl- keeps -1; the TorchForce carries the predicted charges' difference from the reference
     nb = [f for f in built["system"].getForces() if isinstance(f, openmm.NonbondedForce)][0]
     q = [nb.getParticleParameters(i)[0]._value for i in range(nb.getNumParticles())]
-    assert [q[i] for i in built["ml_atoms"]] == [0.0] * 5 and sum(q) == pytest.approx(-1.0, abs=1e-6)
+    assert [q[i] for i in built["ml_atoms"]] == pytest.approx([-0.4, 0.35, 0.35, 0.35, 0.35], abs=1e-9)
+    assert sum(q) == pytest.approx(0.0, abs=1e-6)
     force = next(f for f in built["system"].getForces() if f.getName() == "TorchForce")
     module = openmmtorch.TorchForce.cast(force).getModule()
     pos = torch.tensor(built["positions"].value_in_unit(openmm.unit.nanometer), dtype=torch.float64)
     box = torch.tensor([v.value_in_unit(openmm.unit.nanometer) for v in built["system"].getDefaultPeriodicBoxVectors()],
                        dtype=torch.float64)
     _, e_embedding, q_ml = module.potential.embedding_energy_terms(pos, box)
-    assert float(q_ml.sum()) == pytest.approx(1.0, abs=1e-5) and float(e_embedding) < -100.0  # kJ/mol: NH4+ is solvated
+    assert float(q_ml.sum()) == pytest.approx(1.0, abs=1e-5)
+
+    # the ion's whole electrostatic solvation: the NonbondedForce's part (the reference charges in PME) plus the
+    # TorchForce's embedding term
+    def nonbonded_energy(charges_on):
+        system = openmm.System()
+        for i in range(built["system"].getNumParticles()):
+            system.addParticle(built["system"].getParticleMass(i))
+        system.setDefaultPeriodicBoxVectors(*built["system"].getDefaultPeriodicBoxVectors())
+        copy = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(nb))
+        if not charges_on:
+            for i in built["ml_atoms"]:
+                _, sigma, eps = copy.getParticleParameters(i)
+                copy.setParticleParameters(i, 0.0, sigma, eps)
+            for k in range(copy.getNumExceptions()):
+                i, j, qq, sigma, eps = copy.getExceptionParameters(k)
+                if i in built["ml_atoms"] or j in built["ml_atoms"]:
+                    copy.setExceptionParameters(k, i, j, 0.0, sigma, eps)
+        system.addForce(copy)
+        context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+        context.setPositions(built["positions"])
+        return context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(openmm.unit.kilojoule_per_mole)
+
+    solvation = nonbonded_energy(True) - nonbonded_energy(False) + float(e_embedding)
+    assert solvation < -100.0  # kJ/mol: NH4+ is solvated
 
 
 BAD = {
