@@ -10,9 +10,13 @@ message everywhere:
 * per-atom formal charges (e), when given, are one finite number per atom and sum to the total charge,
   else a :class:`ChargeError` with both numbers;
 * when they are not given they come from the bond rules of :func:`formal_charges_from_bonds` (as the
-  training data put them: +1 on the N of NH4+, -1 on a carboxylate O, ...); when the rules do not add up
-  to the total charge, the charge is spread evenly over the atoms and one warning gives both numbers;
-* an explicit total that disagrees with a reference (the MM charges of the ML atoms) warns with both.
+  training data put them: +1 on the N of NH4+, -1 on a carboxylate O, ...);
+* without an explicit total, the total is what those per-atom charges add up to (the given ones, else the
+  rules'), so the OpenMM route (bonds of the Topology) and the ASE route (bonds from positions) agree without
+  ``charge=``; a reference (the MM charges of the ML atoms) is a cross-check that warns when its nearest
+  integer differs;
+* with an explicit total the rules cannot reach, the charge is spread evenly over the atoms and one warning
+  gives both numbers; an explicit total more than 0.01 e from the reference warns with both.
 """
 from __future__ import annotations
 
@@ -236,8 +240,8 @@ def resolve_charge_state(atomic_numbers: Sequence[int], *, total=None, formal: O
     atomic_numbers : sequence of int [N_all]
         Elements of every atom the bonds refer to.
     total : int, float or str, optional
-        Explicit total charge (e); see :func:`total_charge`.  Default: the integer nearest
-        ``reference``, else the sum of ``formal``, else 0.
+        Explicit total charge (e); see :func:`total_charge`.  Default: the sum of ``formal``, else of the
+        bond rules' charges.
     formal : sequence of float [N], optional
         Explicit per-atom formal charges (e) of the region; default: :func:`formal_charges_from_bonds`.
     multiplicity : int
@@ -247,8 +251,9 @@ def resolve_charge_state(atomic_numbers: Sequence[int], *, total=None, formal: O
     atoms : sequence of int, optional
         The region, as indices into ``atomic_numbers`` (default: every atom).
     reference : (float, str), optional
-        A sum of partial charges (e) the total should match, and what it is (e.g. "MM partial charges of
-        the ML atoms"): the default total when ``total`` is None, else a warning when they disagree.
+        A sum of partial charges (e) of the region and what it is (e.g. "MM partial charges of the ML
+        atoms"): a cross-check, warning when an explicit total is more than 0.01 e away from it, or when the
+        inferred total is not its nearest integer.
     total_name, formal_name : str
         How the caller's user spells the two inputs, for the messages.
     """
@@ -262,12 +267,15 @@ def resolve_charge_state(atomic_numbers: Sequence[int], *, total=None, formal: O
         if reference is not None and abs(reference[0] - q) > MM_SUM_TOLERANCE:
             warnings.warn(f"{total_name}={q:+d} e was given, but the {reference[1]} sum to {reference[0]:+.4f} e; "
                           f"using {q:+d} e (check the charge of the ML region)", stacklevel=3)
-    elif reference is not None:
-        q = integral_sum(reference[0], reference[1])
-    elif values is not None:
-        q = integral_sum(sum(values), f"{formal_name} values")
     else:
-        q = 0
+        if values is not None:
+            q, source = integral_sum(sum(values), f"{formal_name} values"), f"the {formal_name}"
+        else:
+            q, source = int(round(sum(_rule_charges(atomic_numbers, bonds, region)))), "the formal-charge rules (bonds)"
+        if reference is not None and math.isfinite(reference[0]) and round(reference[0]) != q:
+            warnings.warn(f"{source} give a total charge of {q:+d} e, but the {reference[1]} sum to "
+                          f"{reference[0]:+.4f} e; using {q:+d} e. To fix, pass {total_name}=<integer> (and "
+                          f"{formal_name} for a charged group the rules do not know)", stacklevel=3)
     if values is not None:
         if abs(sum(values) - q) > 1e-6:
             raise ChargeError(f"{formal_name} sum to {sum(values):+g} e but the total charge is {q:+d} e; make them agree "

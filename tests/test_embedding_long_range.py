@@ -106,8 +106,10 @@ def test_charges_equal_to_the_mm_charges_reproduce_the_mm_coulomb(model_file, mo
 
 def test_split_is_within_a_kj_per_mol_of_the_exact_mode_on_md_frames(model_file):
     """20 MD frames of ammonium-water, the shipped default's predicted charges: the split mode's energy within 1.5
-    kJ/mol of the exact mode's on every frame at cutoffs 0.7, 0.9 and 1.1 nm (measured max 1.2, 0.8, 0.5; mean
-    0.6-0.7, 0.5-0.6, 0.4), while the old cutoff-only sum was off by ~100 kJ/mol."""
+    kJ/mol of the exact mode's on every frame, mean |error| < 0.5, at MM cutoffs 0.7, 0.9 and 1.1 nm, while the old
+    cutoff-only sum was off by ~100 kJ/mol.  The error depends on the Δq kernel's cutoff alone (0.99 nm by default
+    here, 0.45 of the 2.2 nm box, for the two shorter MM cutoffs): measured mean 0.73, 0.47, 0.41, 0.34 kJ/mol at
+    Δq cutoffs 0.7, 0.9, 1.0, 1.05 nm with either MM cutoff."""
     pdb, system = _mm(0.9, 5e-4)
     integ = openmm.LangevinMiddleIntegrator(300 * u.kelvin, 5 / u.picosecond, 0.5 * u.femtosecond)
     integ.setRandomNumberSeed(7)
@@ -131,8 +133,8 @@ def test_split_is_within_a_kj_per_mol_of_the_exact_mode_on_md_frames(model_file)
             energies.append([openmm_energy_forces(c, p, forces=False)[0] for p in frames])
         err = np.abs(np.subtract(*energies))
         worst[cutoff] = (err.max(), err.mean())
-    assert all(mx < 1.5 for mx, _ in worst.values()), worst
-    assert np.mean([mean for _, mean in worst.values()]) < 0.75, worst
+    print("split - exact, max and mean |error| (kJ/mol) by MM cutoff:", worst)
+    assert all(mx < 1.5 and mean < 0.5 for mx, mean in worst.values()), worst
 
 
 # -- 3. a net-charged region: no dependence on the Ewald α --------------------------------------------------------------

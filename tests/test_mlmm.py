@@ -44,9 +44,7 @@ def test_entry_point_and_whole_system(model_file):
     nh4.delete([r for r in nh4.topology.residues() if r.name != "NH4"])
     nh4.topology.setPeriodicBoxVectors(None)
     pot = MLPotential("openmlip", modelPath=model_file)
-    with pytest.raises(ChargeError, match="pass charge=<integer>"):
-        pot.createSystem(nh4.topology)  # NH4 has no Amber14 template: the charge must be given
-    system = pot.createSystem(nh4.topology, charge=1)
+    system = pot.createSystem(nh4.topology)  # no charge=: the bond rules of the Topology give +1 (N with 4 bonds)
     e, f = openmm_energy_forces(system, nh4.positions)
     from openmlip.deploy import load_model
 
@@ -65,8 +63,8 @@ def test_errors_with_fixes(model_file, tmp_path):
         MLPotential("openmlip", modelPath=str(tmp_path / "missing.pt"))
     prm, crd, system, ligand = _t4l()
     pot = MLPotential("openmlip", modelPath=model_file)
-    with pytest.raises(ChargeError, match=r"not an integer .*pass charge=<integer"):
-        pot.createMixedSystem(prm.topology, system, ligand[:-3])  # cuts p-xylene: non-integral MM charge
+    with pytest.raises(ChargeError, match=r"formalCharges has 3 values but the ML region has 15 atoms"):
+        pot.createMixedSystem(prm.topology, system, ligand[:-3], formalCharges=[0, 0, 0])  # cuts p-xylene
     sulfur = [a.index for a in prm.topology.atoms() if a.element is not None and a.element.symbol == "S"][:1]
     with pytest.raises(UnsupportedElementError, match="element\\(s\\) S not supported.*it knows H, C, N, O, Na, Cl"):
         pot.createMixedSystem(prm.topology, system, ligand + sulfur, charge=0)
@@ -128,7 +126,7 @@ def test_electrostatic_embedding_hand_computation_and_forces(model_file, damping
     q_ml = out["charges"].detach().numpy()
     nb = next(f for f in system.getForces() if isinstance(f, openmm.NonbondedForce))
     q_mm = np.array([nb.getParticleParameters(i)[0].value_in_unit(u.elementary_charge) for i in range(system.getNumParticles())])
-    rc = 9.0  # Å: the MM cutoff
+    rc = 9.9  # Å: the split mode's default Δq cutoff, 0.45 of the 2.2 nm box (the MM cutoff is 0.9 nm)
     g = lambda r: erf(r / a) / r  # noqa: E731
     dg = lambda r: 2 / (a * np.sqrt(np.pi)) * np.exp(-(r / a) ** 2) / r - erf(r / a) / r**2  # noqa: E731
     q_ref = q_mm[ml] + (1.0 - q_mm[ml].sum()) / len(ml)  # the reference charges, in the NonbondedForce

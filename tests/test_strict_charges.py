@@ -4,11 +4,13 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import openmm
 import openmm.app as app
 import openmm.unit as u
 from ase import Atoms
@@ -221,6 +223,73 @@ def test_explicit_charge_that_disagrees_with_mm_charges_warns(pot):
     nh4 = [a.index for a in pdb.topology.atoms() if a.residue.name == "NH4"]
     with pytest.warns(UserWarning, match=r"charge=-1 e was given, but the MM partial charges of the ML atoms sum to \+1\.0000 e"):
         pot.createMixedSystem(pdb.topology, system, nh4, charge=-1, formalCharges=[-1, 0, 0, 0, 0])
+
+
+def _pxylene():
+    """p-xylene (the T4 lysozyme ligand) alone: a Topology with bonds and no Amber14 template, positions in nm."""
+    prm = app.AmberPrmtopFile(str(SYSTEMS / "t4l99a-pxylene" / "complex.prmtop"))
+    crd = app.AmberInpcrdFile(str(SYSTEMS / "t4l99a-pxylene" / "complex.crd"))
+    m = app.Modeller(prm.topology, crd.getPositions())
+    m.delete([r for r in m.topology.residues() if r.name != "TMP"])
+    return m.topology, m.positions
+
+
+@pytest.mark.parametrize("molecule", ["nh4", "pxylene"])
+def test_both_routes_infer_the_same_total_charge_without_charge(pot, molecule):
+    """Without charge=, the OpenMM route takes the total from the bond rules of the Topology (+1 for NH4+, 0 for
+    p-xylene, which has no Amber template: before, a ChargeError quoting OpenMM's template matcher), the ASE route
+    from the bonds it finds in the geometry: the same Hamiltonian, equal to the explicit charge's."""
+    top, pos_nm = _nh4() if molecule == "nh4" else _pxylene()
+    expected = 1 if molecule == "nh4" else 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no spreading, no disagreement: nothing to warn about
+        e_inferred, f_inferred = _energy(pot.createSystem(top), pos_nm)
+    e_explicit, f_explicit = _energy(pot.createSystem(top, charge=expected), pos_nm)
+    assert e_inferred == e_explicit and np.array_equal(f_inferred, f_explicit)
+    a = Atoms(numbers=[x.element.atomic_number for x in top.atoms()], positions=np.array(pos_nm.value_in_unit(u.angstrom)))
+    a.calc = _calc()
+    e_ase = a.get_potential_energy() * units.EV_TO_KJ_PER_MOL
+    assert a.calc._state.total == expected and a.calc._state.source == "bonds"
+    assert_energy_forces_match((e_inferred, None), (e_ase, None), energy=Tol(rtol=1e-6, floor=1e-6))
+
+
+def test_a_topology_without_bonds_is_refused_not_spread(pot):
+    """NH4+ from a PDB without CONECT: before, +1 spread evenly (+0.2 e per atom, -11821 kJ/mol against -11801 with
+    the bonds); now a ChargeError naming both fixes, with or without charge=; formalCharges= is enough."""
+    top, pos = _nh4()
+    bare = app.Topology()
+    res = bare.addResidue("NH4", bare.addChain())
+    for atom in top.atoms():
+        bare.addAtom(atom.name, atom.element, res)
+    for kw in ({}, {"charge": 1}):
+        with pytest.raises(ChargeError, match=r"5 ML atom\(s\) have no bonds in the Topology \(atom 0, N of NH4\).*add the "
+                                              r"bonds \(CONECT.*Topology.addBond.*or pass formalCharges="):
+            pot.createSystem(bare, **kw)
+    e_bonded, _ = _energy(pot.createSystem(top), pos)
+    assert _energy(pot.createSystem(bare, formalCharges=[1, 0, 0, 0, 0]), pos)[0] == e_bonded
+    ions = app.Topology()  # monatomic ions need no bonds
+    res = ions.addResidue("NA", ions.addChain())
+    ions.addAtom("NA", app.element.sodium, res)
+    ions.addAtom("CL", app.element.chlorine, ions.addResidue("CL", ions.chains().__next__()))
+    pos_ions = [openmm.Vec3(0, 0, 0), openmm.Vec3(0.3, 0, 0)] * u.nanometer
+    assert _energy(pot.createSystem(ions), pos_ions)[0] == _energy(pot.createSystem(ions, formalCharges=[1, -1]), pos_ions)[0]
+
+
+def test_mm_charges_that_disagree_with_the_bond_rules_warn(pot):
+    """The MM charges are a cross-check of the inferred total: NH4+ whose MM charges sum to -0.2 keeps the rules' +1
+    and warns with both numbers and the fix."""
+    pdb, system = ammonium_water_mm()
+    nh4 = [a.index for a in pdb.topology.atoms() if a.residue.name == "NH4"]
+    nb = next(f for f in system.getForces() if isinstance(f, openmm.NonbondedForce))
+    for i in nh4:
+        q, sigma, eps = nb.getParticleParameters(i)
+        nb.setParticleParameters(i, q - 0.24 * u.elementary_charge, sigma, eps)
+    with pytest.warns(UserWarning, match=r"the formal-charge rules \(bonds\) give a total charge of \+1 e, but the MM partial "
+                                         r"charges of the ML atoms sum to -0.2000 e; using \+1 e. To fix, pass charge="):
+        mixed = pot.createMixedSystem(pdb.topology, system, nh4)
+    with pytest.warns(UserWarning, match=r"charge=\+1 e was given, but the MM partial charges of the ML atoms sum to -0.2000"):
+        explicit = pot.createMixedSystem(pdb.topology, system, nh4, charge=1, formalCharges=[1, 0, 0, 0, 0])
+    assert _energy(mixed, pdb.positions)[0] == _energy(explicit, pdb.positions)[0]
 
 
 # -- case 6: constructor arguments, multiplicity, unknown names ----------------------------------------------

@@ -9,6 +9,8 @@ from __future__ import annotations
 import copy
 from typing import Iterable
 
+import numpy as np
+
 import openmm
 import openmm.unit as u
 from openmmml.embeddings import utilities
@@ -23,6 +25,13 @@ from .settings import ELECTROSTATICS_LAMBDA, LAMBDA, MM_REFERENCE, check_atoms, 
 
 # erf damping length of the ML-MM Coulomb kernel (nm) when embeddingDampingLength is not given
 DAMPING_LENGTH_NM = 0.05
+# The split mode's default cutoff of the Δq kernel (nm), when the MM cutoff is shorter: Δq sums to zero, so what
+# the cutoff leaves out is the field of a dipole.  On 20 MD frames of ammonium-water, against the exact mode, the
+# error depends on this cutoff alone, not on the MM one: mean |error| 0.73, 0.47, 0.41, 0.34 kJ/mol at 0.7, 0.9,
+# 1.0, 1.05 nm.  Every ML atom meets every charged MM atom anyway (dense pairs), so the longer cutoff is free; it
+# stays below BOX_FRACTION of the narrowest box width so that a barostat's box can shrink (minimum image).
+SPLIT_CUTOFF_NM = 1.0
+BOX_FRACTION = 0.45
 
 
 class ElectrostaticEmbedding(Embedding):
@@ -66,7 +75,7 @@ class ElectrostaticEmbedding(Embedding):
         position = {a: k for k, a in enumerate(atoms)}
         sites = list(range(len(atoms))) + [position[ml] for ml, _ in links]  # a cap's charge sits on its ML atom
         mm_indices = sorted(set(i for i, q in mm_charges.items() if q != 0.0) | set(coulomb.nb_charges))
-        cutoff_nm = coulomb.cutoff_nm if args.get("embeddingCutoff") is None else args["embeddingCutoff"]
+        cutoff_nm = coulomb.default_cutoff() if args.get("embeddingCutoff") is None else args["embeddingCutoff"]
         pot = EmbeddedPotential(potential.ml_model(settings), list(settings.atomic_numbers), mm_indices,
                                 [mm_charges.get(i, 0.0) for i in mm_indices],
                                 embedding_cutoff=cutoff_nm,
@@ -146,6 +155,20 @@ class _SplitCoulomb:
         if long_range == "pme" and self.method not in (openmm.NonbondedForce.PME, openmm.NonbondedForce.Ewald):
             raise ConfigError("embeddingLongRange='pme' needs a System whose NonbondedForce uses PME (or Ewald); this "
                               "one does not: build it with nonbondedMethod=PME, or use the default embeddingLongRange='split'")
+
+    def default_cutoff(self) -> float:
+        """The embedding kernel's cutoff (nm) when embeddingCutoff is not given: the MM cutoff (0 without one); for
+        ``"split"``, at least :data:`SPLIT_CUTOFF_NM` where the box allows it."""
+        if self.long_range != "split" or self.cutoff_nm == 0.0:
+            return self.cutoff_nm
+        longer = SPLIT_CUTOFF_NM
+        if self.system.usesPeriodicBoundaryConditions():
+            a, b, c = (np.array(v.value_in_unit(u.nanometer)) for v in self.system.getDefaultPeriodicBoxVectors())
+            volume = abs(np.dot(a, np.cross(b, c)))
+            width = min(volume / np.linalg.norm(np.cross(b, c)), volume / np.linalg.norm(np.cross(c, a)),
+                        volume / np.linalg.norm(np.cross(a, b)))
+            longer = min(longer, BOX_FRACTION * width)
+        return max(self.cutoff_nm, longer)
 
     def set_reference(self, total: int, caps: int):
         """Put the ML atoms' charges in the NonbondedForce: the reference charges (``"split"``: the MM charges shifted

@@ -11,12 +11,14 @@ They are checked and resolved into one :class:`~openmlip.openmm.settings.ForceSe
 :func:`openmlip.charges.resolve_charge_state`, as in the ASE calculator, the system specs and data generation.
 
 ``charge``
-    total charge of the ML region (an integer, e; ``"1"`` is read as 1).  Default: the sum of the MM
-    partial charges of the ML atoms in the System's ``NonbondedForce`` (must be within 0.01 e of an
-    integer; for the mechanical embedding, also when interpolating, the System passed to
-    ``createMixedSystem``); for ``createSystem`` (no MM force field) the Amber14/TIP3P templates of the
-    Topology's residues, else the sum of ``formalCharges``; otherwise an error.  An explicit charge that
-    differs from the MM charges of the ML atoms warns with both numbers.
+    total charge of the ML region (an integer, e; ``"1"`` is read as 1).  Default: the sum of
+    ``formalCharges``, else of the formal charges the bond rules give the Topology's bonds (below) — the
+    same total the ASE calculator infers from the geometry.  The MM partial charges of the ML atoms in the
+    System's ``NonbondedForce`` (for the mechanical embedding, also when interpolating, the System passed to
+    ``createMixedSystem``) are a cross-check: an inferred total that is not their nearest integer, or an
+    explicit one more than 0.01 e from their sum, warns with both numbers.  An ML atom other than a monatomic
+    ion that has no bond in the Topology (a PDB without CONECT records) is a ``ChargeError``: add the bonds, or
+    give ``formalCharges``.
 ``multiplicity`` (or ``spinMultiplicity``)
     spin multiplicity 2S+1 (default 1).
 ``formalCharges``
@@ -45,10 +47,17 @@ They are checked and resolved into one :class:`~openmlip.openmm.settings.ForceSe
     make the energy NaN instead (:func:`openmlip.openmm.forces.diagnose` names the cause; ``openmlip md``
     does so).  ``False`` keeps raising checks (on every platform).
 ``embedding="electrostatic"`` (createMixedSystem)
-    openmlip's electrostatic embedding (:mod:`openmlip.openmm.embedding`); ``embeddingCutoff`` (default: the
-    MM nonbonded cutoff) and ``embeddingDampingLength`` (the erf damping length, default 0.05 nm): nm, or any
-    ``openmm.unit`` length.  (``embeddingDamping``, the old name in Å, is refused with the conversion.)  Forces
-    come from openmm-torch's autograd there: ``outputForces=True`` is an error.
+    openmlip's electrostatic embedding (:mod:`openmlip.openmm.embedding`): the predicted charges of the ML
+    region meet the MM charges, long range included.  ``embeddingLongRange``: ``"split"`` (default; the ML
+    atoms keep reference charges in the System's NonbondedForce, the TorchForce adds the predicted charges'
+    difference from them within ``embeddingCutoff``) or ``"pme"`` (the predicted charges in a PME inside the
+    graph; needs a PME NonbondedForce).  ``embeddingCutoff``: the kernel's cutoff (default: the MM nonbonded
+    cutoff; for ``"split"`` at least 1 nm where 0.45 of the narrowest box width allows) and
+    ``embeddingDampingLength`` (the erf damping length, default 0.05 nm): nm, or any ``openmm.unit`` length.
+    (``embeddingDamping``, the old name in Å, is refused with the conversion.)  ``embeddingLambda``: the
+    global parameter that scales the embedding's electrostatics (default ``"lambda_electrostatics"``,
+    openmmtools' name, so its alchemical factory decouples the Δq term with the reference charges; ``None``
+    for none).  Forces come from openmm-torch's autograd there: ``outputForces=True`` is an error.
 ``embedding="mechanical"`` (createMixedSystem, the default)
     openmm-ml's mechanical embedding; ``linkAtomDistances`` is passed on to it.
 """

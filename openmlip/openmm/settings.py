@@ -19,7 +19,8 @@ import openmm
 import openmm.app as app
 import openmm.unit as u
 
-from ..charges import ChargeState, formal_charges_from_bonds, resolve_charge_state, spin_multiplicity, total_charge
+from ..charges import (MONATOMIC_IONS, ChargeState, formal_charges_from_bonds, resolve_charge_state, spin_multiplicity,
+                       total_charge)
 from ..deploy import torch_dtype
 from ..errors import ChargeError, ConfigError, SelectionError, UnsupportedElementError
 from .forces import BACKENDS, cuda_platform_available
@@ -139,23 +140,38 @@ def mm_reference(system: openmm.System, atoms: List[int]) -> Optional[Tuple[floa
     return sum(charges[i] for i in atoms if i < len(charges)), "MM partial charges of the ML atoms"
 
 
-def amber_reference(topology: app.Topology, atoms: List[int]) -> Tuple[float, str]:
-    """The sum of the Amber14/TIP3P template charges (e) of ``atoms``, or :class:`ChargeError`."""
-    try:
-        ff = app.ForceField("amber14-all.xml", "amber14/tip3p.xml")
-        charges = _mm_charges(ff.createSystem(topology))
-    except Exception as exc:  # noqa: BLE001
-        raise ChargeError(
-            f"cannot infer the total charge of the ML region: the System has no NonbondedForce and the Amber14 "
-            f"templates do not match the Topology ({str(exc).splitlines()[0]}); pass charge=<integer>"
-        ) from None
-    return sum(charges[i] for i in atoms), "Amber14 template charges of the ML atoms"
-
-
 def topology_bonds(topology: app.Topology) -> Tuple[List[int], List[Tuple[int, int]]]:
     """Atomic numbers (0 without element) and bonds of a Topology, for :mod:`openmlip.charges`."""
     z = [a.element.atomic_number if a.element is not None else 0 for a in topology.atoms()]
     return z, [(b[0].index, b[1].index) for b in topology.bonds()]
+
+
+def is_link_cap(atom: app.topology.Atom, system: openmm.System) -> bool:
+    """Whether ``atom`` is a link-atom cap openmm-ml added for a cut bond: a virtual site of ``system``, or (in the
+    empty System openmm-ml's interpolation builds) its hydrogen named ``V<k>`` alone in residue ``V<k>``."""
+    if atom.index < system.getNumParticles() and system.isVirtualSite(atom.index):
+        return True
+    name = atom.residue.name
+    return (atom.element is app.element.hydrogen and atom.name == name and name[:1] == "V" and name[1:].isdigit()
+            and len(list(atom.residue.atoms())) == 1)
+
+
+def check_bonded(topology: app.Topology, system: openmm.System, atoms: List[int], bonds: List[Tuple[int, int]]) -> None:
+    """:class:`ChargeError` when an ML atom other than a monatomic ion or a link-atom cap has no bond in the
+    Topology: the formal charges (and the total) cannot be known from it, and spreading them would give a
+    different Hamiltonian from the ASE route's (which finds the bonds in the geometry)."""
+    if len(atoms) < 2:
+        return
+    bonded = {i for b in bonds for i in b}
+    all_atoms = list(topology.atoms())
+    lone = [i for i in atoms if i not in bonded and all_atoms[i].element.atomic_number not in MONATOMIC_IONS
+            and not is_link_cap(all_atoms[i], system)]
+    if lone:
+        a = all_atoms[lone[0]]
+        raise ChargeError(
+            f"{len(lone)} ML atom(s) have no bonds in the Topology (atom {a.index}, {a.name} of {a.residue.name}), so "
+            "their formal charges are unknown; add the bonds (CONECT records in the PDB, Topology.addBond, or "
+            "Modeller/PDBFile for standard residues) or pass formalCharges=[...], one per ML atom")
 
 
 def infer_formal_charges(topology: app.Topology, atoms: List[int], total_charge: float) -> Optional[List[float]]:
@@ -208,9 +224,9 @@ def resolve_settings(metadata: dict, species, topology: app.Topology, system: op
     species.check(z)
     charge, formal = args.get("charge"), args.get("formalCharges")
     reference = args.get(MM_REFERENCE) or mm_reference(system, atom_list)
-    if reference is None and charge is None and formal is None:
-        reference = amber_reference(topology, atom_list)
     z_all, bonds = topology_bonds(topology)
+    if formal is None:
+        check_bonded(topology, system, atom_list, bonds)
     # models are trained with per-atom formal charges (+1 on the N of NH4+, ...): inferred from the bonds
     # unless given, spread evenly (with a warning) only when the bond rules cannot reach the total charge
     state = resolve_charge_state(z_all, total=charge, formal=formal, multiplicity=args.get("multiplicity", 1),
