@@ -57,6 +57,10 @@ def main():
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--budget", type=float, default=None, help="seconds: measure fewer steps (>= 3) for slow models")
     ap.add_argument("--output-forces", type=int, default=1, help="TorchForce computes forces in-graph (default 1)")
+    ap.add_argument("--embedding", default="mechanical", choices=["mechanical", "electrostatic"],
+                    help="ML/MM systems: createMixedSystem's embedding")
+    ap.add_argument("--long-range", default="split", choices=["split", "pme"],
+                    help="electrostatic embedding: embeddingLongRange")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from openmmml import MLPotential
@@ -66,19 +70,24 @@ def main():
     else:
         name, path = model_file(args.model)
         pot = MLPotential(name, modelPath=path) if path else MLPotential(name)
-        kw = dict(backend=args.backend, charge=0, precision="single")
-        if args.backend == "torchforce":
+        kw = dict(backend=args.backend, precision="single")  # the charge from the bonds (0; +1 for NH4+)
+        mixed = dict(embedding=args.embedding)
+        if args.embedding == "electrostatic":
+            mixed["embeddingLongRange"] = args.long_range
+        elif args.backend == "torchforce":  # the electrostatic embedding's forces come from autograd
             kw["outputForces"] = bool(args.output_forces)
 
         def add_ml(top, mm, atoms):
-            return pot.createSystem(top, **kw) if mm is None else pot.createMixedSystem(top, mm, atoms, **kw)
+            return pot.createSystem(top, **kw) if mm is None else pot.createMixedSystem(top, mm, atoms, **kw, **mixed)
 
         built = benchmark_system(args.system, add_ml)
     res = time_md(built, warmup=args.warmup, steps=args.steps, threads=args.threads, budget_s=args.budget,
                   openmm_threads=args.openmm_threads)
     emit({"model": "pure MM" if args.model == "mm" else f"openmlip {args.model}" if not args.model.startswith("imported:")
           else f"openmlip import of {Path(args.model.split(':', 1)[1]).name}",
-          "route": "MM" if args.model == "mm" else args.backend, "system": args.system, "atoms": built["atoms"],
+          "route": "MM" if args.model == "mm" else args.backend, "system": args.system,
+          "embedding": None if args.model == "mm" else args.embedding if args.embedding == "mechanical"
+          else f"electrostatic ({args.long_range})", "atoms": built["atoms"],
           "threads": {"torch": args.threads, "openmm": args.openmm_threads or args.threads}, **res, "machine": machine()})
 
 

@@ -8,7 +8,9 @@ Systems (OpenMM CPU platform, LangevinMiddle 0.5 fs, 300 K):
 - ``ala2-vacuum``: alanine dipeptide, 22 atoms, all ML;
 - ``water-<n>``: a box of n_side³ waters at 1 g/cm³, all ML, periodic (``water-648`` is n_side 6);
 - ``ala2-mlmm``: alanine dipeptide (22 ML atoms) in 749 TIP3P waters (2,269 atoms), Amber ff96 +
-  PME for the rest, openmm-ml's mechanical embedding;
+  PME for the rest (0.9 nm, X-H constraints), openmm-ml's mechanical embedding unless the caller embeds otherwise;
+- ``ammonium-water``: ``systems/ammonium-water``, NH4+ (5 ML atoms, +1) with Cl- in 338 rigid TIP3P waters
+  (1,020 atoms, 2.2 nm box), PME 0.9 nm;
 - ``*-mm``: the same system with the pure MM force field (the limit).
 """
 from __future__ import annotations
@@ -104,6 +106,16 @@ def benchmark_system(name: str, add_ml: Optional[Callable] = None) -> Dict[str, 
         ml_atoms = [a.index for a in top.atoms() if a.residue.name not in ("HOH", "WAT")]
         system = add_ml(top, mm, ml_atoms) if add_ml else mm
         box = crd.boxVectors
+    elif name == "ammonium-water":
+        folder = ROOT / "systems" / "ammonium-water"
+        pdb = app.PDBFile(str(folder / "ammonium-water.pdb"))
+        ff = app.ForceField("amber14/tip3p.xml", str(folder / "ammonium.xml"))
+        top, pos = pdb.topology, pdb.getPositions(asNumpy=True).value_in_unit(u.nanometer)
+        mm = ff.createSystem(top, nonbondedMethod=app.PME, nonbondedCutoff=0.9 * u.nanometer, constraints=None,
+                             rigidWater=True)
+        ml_atoms = [a.index for a in top.atoms() if a.residue.name == "NH4"]
+        system = add_ml(top, mm, ml_atoms) if add_ml else mm
+        box = top.getPeriodicBoxVectors()
     else:
         raise ValueError(f"unknown benchmark system {name!r}")
     if box is not None:
