@@ -37,8 +37,8 @@ def test_plugin_installs_and_registers(tmp_path):
         from openmlip.openmm.registry import shipped_models
         assert "test-pot" in shipped_models(), shipped_models()
         top = app.Topology(); res = top.addResidue("W", top.addChain())
-        for s in "OHH":
-            top.addAtom(s, app.Element.getBySymbol(s), res)
+        o, h1, h2 = (top.addAtom(s, app.Element.getBySymbol(s), res) for s in "OHH")
+        top.addBond(o, h1); top.addBond(o, h2)
         system = MLPotential("test-pot").createSystem(top, charge=0)
         ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
         ctx.setPositions([[0, 0, 0], [0.0957, 0, 0], [-0.024, 0.0927, 0]])
