@@ -8,7 +8,7 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Iterable, Iterator, Union
 
 from .errors import OutputError
 
@@ -47,3 +47,20 @@ def writable_dir(path: Union[str, Path], what: str = "output") -> Path:
         raise OutputError(f"cannot write the {what} folder {path} ({exc.strerror or exc}): choose another folder "
                           "(--out) or make it writable") from None
     return path
+
+
+def check_not_input(out: Union[str, Path], inputs: Iterable[Union[str, Path]], flag: str = "--out",
+                    manifests: bool = False) -> None:
+    """:class:`OutputError` when writing ``out`` would destroy an input: ``out`` is one of ``inputs``, or lies inside
+    an input folder (a training or MD run).  ``manifests``: ``out`` and each input also own a ``.json`` manifest
+    beside them, which must not collide either."""
+    target = Path(out).resolve()
+    targets = [target] + ([target.with_suffix(".json")] if manifests else [])
+    for given in inputs:
+        source = Path(given).resolve()
+        sources = [source] + ([source.with_suffix(".json")] if manifests and source.is_file() else [])
+        if any(t == s for t in targets for s in sources):
+            raise OutputError(f"{flag} {out} would overwrite the input {given} (or its manifest): choose another {flag}")
+        if source.is_dir() and source in target.parents:
+            raise OutputError(f"{flag} {out} lies inside the input folder {given}, whose files it could overwrite: "
+                              f"choose a {flag} outside it")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from . import DEFAULT_POTENTIAL
-from ._io import writable_dir
+from ._io import check_not_input, writable_dir
 from .errors import ConfigError, OpenMLIPError
 
 _PACKAGE_DIR = str(Path(__file__).resolve().parent)
@@ -152,6 +152,7 @@ def _cmd_data_harvest(args) -> int:
     if not trajectory.is_file():
         raise ConfigError(f"{args.run}: no trajectory (give a run folder of `openmlip run`, holding md/trajectory.h5, "
                           "or the trajectory file)")
+    check_not_input(args.out, [run] if run.is_dir() else [], "--out", manifests=True)  # nor inside the run folder
     built = build_system(spec)
     about = {"spec": spec.name}
     try:  # the run's own record of its potential (openmlip run writes it beside its checkpoint)

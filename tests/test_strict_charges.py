@@ -169,6 +169,29 @@ def test_formal_charges_that_miss_the_total_are_an_error(pot):
 
 # -- case 4 (ASE): non-finite and coincident coordinates --------------------------------------------------
 
+def test_ase_calculator_precision_and_shipped_names():
+    """float16 gave NaN energies and bfloat16 -138.0 instead of -137.988 eV: only float32/float64 (names as strings
+    too); a shipped potential's name resolves like everywhere else (it said "model file does not exist")."""
+    import torch
+
+    from openmlip.ase import Calculator
+
+    for bad in (torch.float16, torch.bfloat16, "half", 64):
+        with pytest.raises(ConfigError, match=r"dtype=.* is not supported; pass torch.float32 or torch.float64"):
+            Calculator(NAME, dtype=bad)
+    z, p = water()
+    energies = []
+    for dtype in (torch.float64, "float64", "torch.float64", " Double "):
+        a = Atoms(numbers=z, positions=p)
+        a.calc = Calculator(NAME, dtype=dtype)
+        assert a.calc.dtype == torch.float64
+        energies.append(a.get_potential_energy())
+    assert len(set(energies)) == 1
+    with pytest.raises(ModelFileError, match=r"'openmlip-xtb-v99' is neither an installed openmlip potential \(.*"
+                                             r"openmlip-xtb-v7.*\) nor a model file"):
+        Calculator("openmlip-xtb-v99")
+
+
 def test_ase_non_finite_and_coincident_positions():
     z, pos = ammonium()
     calc = _calc()

@@ -242,6 +242,29 @@ def test_unwritable_output_folder_fails_before_any_compute(capsys, tmp_path):
                         "cannot write the MD output folder", str(ro))
 
 
+def test_an_output_that_is_an_input_is_refused_and_the_input_kept(capsys, tmp_path):
+    """Before: `import SRC SRC` overwrote the source model, `data harvest RUN --out RUN/md/trajectory.h5` the MD
+    trajectory, `data relabel IN.h5 --out IN.h5` replaced 72 conformers by 2, `deploy RUN --out RUN/best.pt` the
+    run's checkpoint.  Now each is a one-line error before anything is read or computed."""
+    run = tmp_path / "run"
+    (run / "md").mkdir(parents=True)
+    files = {name: run / name for name in ("best.pt", "source.pth", "data.h5", "md/trajectory.h5")}
+    for k, path in enumerate(files.values()):
+        path.write_bytes(bytes([k]) * 64)
+    before = {p: p.read_bytes() for p in files.values()}
+    src, data, traj = files["source.pth"], files["data.h5"], files["md/trajectory.h5"]
+    _one_line_error(*_main(capsys, "import", src, src), f"output {src} would overwrite the input {src}")
+    _one_line_error(*_main(capsys, "data", "relabel", data, "--out", data), "would overwrite the input")
+    _one_line_error(*_main(capsys, "data", "relabel", data, "--out", data.with_suffix(".hdf5")),
+                    "would overwrite the input", "(or its manifest)")  # data.json is the input's manifest
+    _one_line_error(*_main(capsys, "deploy", run, "--out", files["best.pt"]), "lies inside the input folder")
+    _one_line_error(*_main(capsys, "data", "harvest", ROOT / "systems/ammonium-water", run, "--out", traj),
+                    "lies inside the input folder", "choose a --out outside it")
+    _one_line_error(*_main(capsys, "data", "harvest", ROOT / "systems/ammonium-water", traj, "--out", traj),
+                    "would overwrite the input")
+    assert {p: p.read_bytes() for p in files.values()} == before
+
+
 def test_spec_selection_errors_are_found_on_load(tmp_path):
     (tmp_path / "s.xyz").write_text("3\nwater\nO 0 0 0\nH 0.96 0 0\nH -0.24 0.93 0\n")
     head = "name: x\nstructure: s.xyz\nbox_nm: 1.6\nml: {selection: all, embedding: none}\n"

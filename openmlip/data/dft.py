@@ -19,6 +19,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from .._io import check_not_input
 from ..errors import ConfigError, DataFileError, ResumeError
 from .generate import read_progress, structure_from_json, structure_to_json, write_progress
 from .structure import Structure
@@ -84,6 +85,7 @@ def relabel(input_path, output, n: int, xc: str = DEFAULT_XC, basis: str = DEFAU
 
     if not Path(input_path).is_file():
         raise FileNotFoundError(f"input {str(input_path)!r} not found: give the HDF5 written by `openmlip data generate`")
+    check_not_input(output, [input_path], "output", manifests=True)
     keys = source_keys or XTB_LABELS.kwargs()
     structs = [s for s in read_spice(input_path, **keys) if molecules is None or s.name in molecules]
     if not structs:

@@ -23,6 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .._io import check_not_input
 from ..errors import ConfigError, DataFileError
 from .generate import gfn2_xtb, read_progress, structure_from_json, structure_to_json, write_progress
 from .spice import XTB_LABELS, write_spice
@@ -126,6 +127,7 @@ def harvest(trajectory, topology, ml_atoms: Sequence[int], formal_charges: Optio
     if centres + contacts == 0:
         raise ConfigError("harvest: centres and contacts are both 0: nothing to centre clusters on")
     trajectory, out = Path(trajectory), Path(out)
+    check_not_input(out, [trajectory], "out", manifests=True)
     try:
         # an HDF5 trajectory carries its topology (mdtraj ignores top= for it); other formats need ours
         traj = mdtraj.load(str(trajectory), **({} if trajectory.suffix == ".h5" else {"top": topology}))

@@ -21,7 +21,7 @@ from typing import Any, Dict, Optional, Union
 import torch
 
 from .. import MODEL_FORMAT_VERSION, __version__
-from .._io import atomic_path
+from .._io import atomic_path, check_not_input
 from ..deploy import METADATA_NAME, UNITS, file_sha256, load_model
 from ..errors import ConfigError, ModelFileError, first_line
 from ..units import energy_to_ev, length_to_angstrom
@@ -79,6 +79,7 @@ def import_model(source: Union[str, Path], output: Union[str, Path], framework: 
     works in Å and eV); ``type_map``: element of each custom nequip atom type; ``head``: MACE head.
     """
     source = Path(source)
+    check_not_input(output, [source], "output")
     module, source_meta = load_source(source)
     framework = framework or detect_framework(module, source_meta, str(source))
     if framework not in FRAMEWORKS:

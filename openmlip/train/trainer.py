@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from .. import keys as K
-from .._io import atomic_path
+from .._io import atomic_path, check_not_input
 from ..data import Structure
 from ..data.dataset import ConformerSet, LabelKeys
 from ..deploy import torch_dtype
@@ -618,6 +618,7 @@ def deploy_run(run_dir, output, extra_provenance: Optional[dict] = None) -> Dict
     from ..deploy import file_sha256, save_model
 
     run_dir = Path(run_dir)
+    check_not_input(output, [run_dir], "output")
     best = run_dir / BEST
     if not best.is_file():
         raise DataFileError(f"{best} not found: train first (`openmlip train CONFIG.yaml`), or point at the run folder")
