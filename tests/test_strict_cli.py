@@ -265,6 +265,22 @@ def test_an_output_that_is_an_input_is_refused_and_the_input_kept(capsys, tmp_pa
     assert {p: p.read_bytes() for p in files.values()} == before
 
 
+def test_analyze_refuses_another_systems_trajectory(capsys, tmp_path):
+    """Before: `analyze --system ammonium-cluster --strict` on a 1,020-atom NH4+/water trajectory: all checks PASS,
+    exit 0.  The trajectory must have the spec's atoms, element by element."""
+    traj = mdtraj.load(str(ROOT / "systems/ammonium-water/ammonium-water.pdb"))
+    traj = mdtraj.join([traj] * 3)
+    traj.time = np.arange(3) * 100.0
+    path = tmp_path / "trajectory.h5"
+    traj.save_hdf5(str(path))
+    _one_line_error(*_main(capsys, "analyze", path, "--system", ROOT / "systems/ammonium-cluster", "--strict",
+                           "--out", tmp_path / "an"), "1020 atoms, but ammonium-cluster's structure has")
+    traj.topology.atom(0).element = mdtraj.element.hydrogen  # same count, an H where the N was
+    traj.save_hdf5(str(path))
+    _one_line_error(*_main(capsys, "analyze", path, "--system", ROOT / "systems/ammonium-water", "--out", tmp_path / "an"),
+                    "atom 0 is H, but ammonium-water's structure has N there")
+
+
 def test_spec_selection_errors_are_found_on_load(tmp_path):
     (tmp_path / "s.xyz").write_text("3\nwater\nO 0 0 0\nH 0.96 0 0\nH -0.24 0.93 0\n")
     head = "name: x\nstructure: s.xyz\nbox_nm: 1.6\nml: {selection: all, embedding: none}\n"

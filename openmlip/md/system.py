@@ -294,12 +294,28 @@ def temperature_text(t: Dict[str, float]) -> str:
     return f"{t['mean_K']:.1f} ± {t['std_K']:.1f} K (target {t['target_K']:g} K), slope {t['slope_K_per_ps']:+.1f} K/ps"
 
 
+def check_trajectory_of(spec: SystemSpec, traj, trajectory) -> None:
+    """:class:`SpecError` unless ``traj`` (mdtraj) has the atoms of the spec's structure, element by element: the
+    checks of one system on another system's trajectory would pass or fail for nothing."""
+    top = _structure(spec)[0]
+    expected = [a.element.symbol if a.element is not None else "?" for a in top.atoms()]
+    found = [a.element.symbol if a.element is not None else "?" for a in traj.topology.atoms]
+    if len(found) != len(expected):
+        raise SpecError(f"{trajectory}: {len(found)} atoms, but {spec.name}'s structure has {len(expected)}: not a run of "
+                        f"this system; give the trajectory of `openmlip run {spec.path.parent}` (or the matching --system)")
+    bad = next((k for k, (a, b) in enumerate(zip(found, expected)) if a != b), None)
+    if bad is not None:
+        raise SpecError(f"{trajectory}: atom {bad} is {found[bad]}, but {spec.name}'s structure has {expected[bad]} there: "
+                        "not a run of this system; give the matching --system")
+
+
 def analyze_system(spec: SystemSpec, trajectory, out, smoke: bool = False, **md_overrides) -> Dict[str, Any]:
     """The spec's analyses on the production part of ``trajectory``, and its expectations checked."""
     from ..analysis.report import MSD, RDF, Bonds, analyze, load_trajectory
 
     md = spec.md_settings(smoke, **md_overrides)
     traj = load_trajectory(str(trajectory))
+    check_trajectory_of(spec, traj, trajectory)
     t_eq = md["equilibrate_steps"] * md["timestep_fs"] * units.FS_TO_PS
     keep = np.where(np.asarray(traj.time) >= t_eq - 1e-9)[0]
     if len(keep) < 2:
