@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import warnings
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
@@ -51,6 +52,25 @@ def model_metadata(model: torch.nn.Module, **extra: Any) -> Dict[str, Any]:
 
 #: precision names -> torch dtypes (model files and training configs say float32/float64, OpenMM single/double)
 DTYPES = {"float32": torch.float32, "single": torch.float32, "float64": torch.float64, "double": torch.float64}
+
+
+# The longest cutoff (Å) a model file may have: an equivariant potential's is 4-7 Å, a long-range one's ~12 Å;
+# beyond this a neighbour list over a solvated system outgrows memory (r_max 1e6 asked for 24 PB).
+MAX_CUTOFF_A = 30.0
+
+
+def check_cutoff(value, what: str) -> float:
+    """``value`` as a model cutoff in Å (finite, > 0, at most :data:`MAX_CUTOFF_A`), or :class:`ModelFileError`
+    naming ``what`` (the file and its field)."""
+    try:
+        cutoff = float(value)
+    except (TypeError, ValueError):
+        cutoff = float("nan")
+    if not math.isfinite(cutoff) or not 0.0 < cutoff <= MAX_CUTOFF_A:
+        raise ModelFileError(f"{what} is {value!r}, not a cutoff in (0, {MAX_CUTOFF_A:g}] Å; the model cannot be used "
+                             "as it is: re-train or re-compile it with its real cutoff (for nequip, r_max in the "
+                             "length unit given to --length-unit)")
+    return cutoff
 
 
 def torch_dtype(name: str) -> torch.dtype:
@@ -128,4 +148,5 @@ def load_model(path: Union[str, Path], device: Optional[Union[str, torch.device]
     for key in ("elements", "cutoff", "dtype", "architecture"):
         if key not in meta:
             raise ModelFileError(f"model file {str(path)!r} metadata lacks {key!r}; re-deploy it with `openmlip deploy`")
+    check_cutoff(meta["cutoff"], f"model file {str(path)!r}: cutoff")
     return module, meta

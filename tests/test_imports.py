@@ -246,6 +246,35 @@ def test_import_refuses_what_it_cannot_run(tmp_path):
     assert not (tmp_path / "out.pt").exists()
 
 
+@pytest.mark.parametrize("r_max", ["0", "-3", "nan", "1e6", "five"])
+def test_a_cutoff_that_is_not_one_is_refused_at_import_and_at_load(nequip_models, mace_models, tmp_path, r_max):
+    """Before: nequip models with r_max 0, -3 or NaN imported (isolated-atom energies, odd errors later) and 1e6 asked
+    for a 24 PB allocation.  Refused at import, and a model file whose metadata says so is refused at load."""
+    import json
+
+    from openmlip.deploy import METADATA_NAME, load_model
+    from openmlip.imports import import_model
+    from openmlip.imports.nequip import METADATA_KEYS
+
+    compiled = nequip_models[KINDS[0]][0]
+    extra = {k: "" for k in METADATA_KEYS}
+    module = torch.jit.load(str(compiled), _extra_files=extra)
+    extra["r_max"] = r_max
+    bad = tmp_path / "bad.nequip.pth"
+    torch.jit.save(module, str(bad), _extra_files=extra)
+    with pytest.raises(ModelFileError, match=r"bad.nequip.pth: r_max .* is .*, not a cutoff in \(0, 30\] Å"):
+        import_model(bad, tmp_path / "out.pt")
+    assert not (tmp_path / "out.pt").exists()
+    files = {METADATA_NAME: ""}
+    model = torch.jit.load(str(mace_models["float64"]), _extra_files=files)
+    meta = json.loads(files[METADATA_NAME])
+    meta["cutoff"] = float(r_max) if r_max != "five" else r_max
+    edited = tmp_path / "edited.pt"
+    torch.jit.save(model, str(edited), _extra_files={METADATA_NAME: json.dumps(meta)})
+    with pytest.raises(ModelFileError, match=r"edited.pt': cutoff is .*, not a cutoff in \(0, 30\] Å"):
+        load_model(edited)
+
+
 def test_import_cli_and_units(nequip_models, tmp_path):
     """``openmlip import`` records provenance; a model trained in kcal/mol and nm is converted at the boundary."""
     import hashlib

@@ -15,6 +15,7 @@ from typing import Dict, List, Optional
 import torch
 
 from .. import keys as K
+from ..deploy import check_cutoff
 from ..errors import ModelFileError
 from .shell import ImportedModel, input_charges, integer_shifts, outputs, single_structure_inputs
 
@@ -86,6 +87,7 @@ def build(module: torch.jit.ScriptModule, path: str, head: Optional[str] = None)
     elif len(heads) > 1:
         head_index = len(heads) - 1  # MACE's own default (its calculators take the last head)
     dtype = next(iter(module.parameters())).dtype
+    check_cutoff(float(names["r_max"]), f"{path}: r_max")
     wrapped = MACEModel(module, elements, float(names["r_max"]), head_index)
     fields = {
         "architecture": "imported-mace",

@@ -15,6 +15,7 @@ from typing import Dict, List, Optional
 import torch
 
 from .. import keys as K
+from ..deploy import check_cutoff
 from ..errors import ConfigError, ModelFileError
 from .shell import ImportedModel, input_charges, integer_shifts, outputs, single_structure_inputs, symbols_for_types
 
@@ -77,7 +78,11 @@ def build(module: torch.jit.ScriptModule, meta: Dict[str, str], path: str, type_
     dtype = meta.get("model_dtype") or "float32"
     if dtype not in ("float32", "float64"):
         raise ModelFileError(f"{path}: model_dtype {dtype!r} is neither float32 nor float64")
-    cutoff_A = float(meta["r_max"]) * length_unit_to_angstrom
+    try:
+        r_max = float(meta["r_max"])
+    except (TypeError, ValueError):
+        r_max = float("nan")
+    cutoff_A = check_cutoff(r_max * length_unit_to_angstrom, f"{path}: r_max ({meta['r_max']!r} in the length unit)")
     wrapped = NequIPFrameworkModel(module, [elements[k] for k in order], order, cutoff_A,
                                    length_scale=1.0 / length_unit_to_angstrom, energy_scale=energy_unit_to_ev)
     packages = {m._c.qualified_name.split(".")[1] for m in module.modules()}  # __torch__.<package>.<...>
