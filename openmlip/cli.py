@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import warnings
 from pathlib import Path
@@ -438,6 +439,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     anything else is a bug and keeps its traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    log = logging.getLogger("openmlip")  # the library's progress notes (e.g. what a distributed run waits for)
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("openmlip: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
         try:

@@ -3,6 +3,7 @@ whole batch, and a killed run resumed by rerunning the same command ends where a
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -119,3 +120,51 @@ def test_a_gpu_that_is_not_there_is_a_config_error(tmp_path, data):
         TrainConfig.from_yaml(_yaml(tmp_path, data, device="gpu"))
     with pytest.raises(ConfigError, match=r"matmul_precision='medium' is not allowed"):
         TrainConfig.from_yaml(_yaml(tmp_path, data, matmul_precision="medium"))
+
+
+@pytest.mark.parametrize("env, words", [
+    ({"WORLD_SIZE": "2", "RANK": "5"}, "RANK=5 is not in 0..1 (WORLD_SIZE=2): no such process"),
+    ({"WORLD_SIZE": "two"}, "WORLD_SIZE='two' is not an integer"),
+    ({"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "-1"}, "LOCAL_RANK=-1 is not in 0..1"),
+    ({"WORLD_SIZE": "0"}, "WORLD_SIZE=0 must be >= 1"),
+    ({"WORLD_SIZE": "2", "RANK": "0"}, "MASTER_ADDR and MASTER_PORT not set"),
+])
+def test_torchrun_variables_that_cannot_work_are_refused_at_once(monkeypatch, env, words):
+    """Before: WORLD_SIZE=2 RANK=5 hung without a word."""
+    from openmlip.errors import ConfigError
+    from openmlip.train.distributed import process
+
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    t0 = time.monotonic()
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        with process("cpu"):
+            pass
+    assert time.monotonic() - t0 < 5.0
+
+
+def test_a_rank_whose_peers_never_come_says_what_it_waited_for(monkeypatch, caplog):
+    """Before: RANK=0 of 2 with no second process waited silently for torch's 30 min; now it says what it waits for
+    and how long, and ends in one ConfigError at that timeout."""
+    import logging
+    import socket
+
+    from openmlip.errors import ConfigError
+    from openmlip.train.distributed import process
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for name, value in {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                        "MASTER_PORT": str(port)}.items():
+        monkeypatch.setenv(name, value)
+    t0 = time.monotonic()
+    with caplog.at_level(logging.INFO, logger="openmlip"):
+        with pytest.raises(ConfigError, match=rf"rank 0 of 2: the 2 training processes did not meet at 127.0.0.1:{port} "
+                                              r"within 3 s .*torchrun --nproc-per-node 2"):
+            with process("cpu", timeout_s=3):
+                pass
+    assert 2.5 < time.monotonic() - t0 < 60.0
+    assert f"rank 0 of 2: waiting up to 3 s for all 2 processes to meet at 127.0.0.1:{port}" in caplog.text
