@@ -1,8 +1,10 @@
 """Regenerate ammonium-water.pdb: NH4+ and one Cl- in a cubic TIP3P box (OpenMM Modeller), relaxed
 with the MM force field.
 
-    python systems/ammonium-water/build.py
+    python systems/ammonium-water/build.py                    # the shipped 2.2 nm box
+    python systems/ammonium-water/build.py --box 3.0 --out X.pdb   # another box (the free-energy box-size check)
 """
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +38,11 @@ def build(box_nm: float = 2.2, seed: int = 0):
 
 
 if __name__ == "__main__":
-    modeller, ff = build()
-    with open(HERE / "ammonium-water.pdb", "w") as fh:
+    ap = argparse.ArgumentParser(description="NH4+ and Cl- in a cubic TIP3P box, relaxed with the MM force field")
+    ap.add_argument("--box", type=float, default=2.2, help="box edge (nm), default 2.2")
+    ap.add_argument("--out", default=str(HERE / "ammonium-water.pdb"), help="PDB to write")
+    args = ap.parse_args()
+    modeller, ff = build(box_nm=args.box)
+    with open(args.out, "w") as fh:
         app.PDBFile.writeFile(modeller.topology, modeller.positions, fh)
     print(modeller.topology.getNumAtoms(), "atoms")
