@@ -223,25 +223,6 @@ def test_failed_checks_raise_or_poison_and_diagnose_names_them():
             assert diagnose(system, good.numpy(), box.numpy()) is None
 
 
-def test_the_exact_embedding_mode_is_not_capturable():
-    """torch-pme's mesh converts its size tensor to Python ints every step: the exact mode refuses CUDA graphs (the
-    default split mode is in the frozen-graph cases below)."""
-    from openmmml import MLPotential
-
-    from helpers.systems import ammonium_water_mm
-
-    model = make_model("nequip", "charge-gated")
-    pos_nm, z = _water_cluster(4, seed=5, spread=0.6)
-    with pytest.raises(ConfigError, match=r"long_range='pme' is not capturable.*pass useCUDAGraphs=False"):
-        EmbeddedPotential(model, z[:3], list(range(3, 12)), [-0.834, 0.417, 0.417] * 3, embedding_cutoff=0.5,
-                          indices=[0, 1, 2], num_particles=12, periodic=True, capturable=True, long_range="pme",
-                          ewald_alpha=5.0, ewald_mesh=[12, 12, 12])
-    pdb, system = ammonium_water_mm()
-    with pytest.raises(ConfigError, match=r"useCUDAGraphs=True is not possible: embeddingLongRange='pme' reads torch-pme"):
-        MLPotential("openmlip-xtb-v7").createMixedSystem(pdb.topology, system, [0, 1, 2, 3, 4], embedding="electrostatic",
-                                                         embeddingLongRange="pme", useCUDAGraphs=True)
-
-
 def test_cuda_graphs_need_a_capturable_potential():
     model = make_model("allegro", "sum")
     _, z = _water_cluster(2)
@@ -274,6 +255,9 @@ def _graph_cases():
     yield "ML/MM split, lambda_electrostatics", (model, z[:3], dict(embedding, reference_charges=[-0.8, 0.4, 0.4])), \
         (None, "lambda_electrostatics"), (pos, box, lam)
     yield "ML/MM split, both lambdas", (model, z[:3], dict(embedding, reference_charges=[-0.8, 0.4, 0.4])), \
+        ("lambda_interpolate", "lambda_electrostatics"), (pos, box, lam, lam)
+    yield "ML/MM exact PME, both lambdas", (model, z[:3], dict(embedding, long_range="pme", ewald_alpha=5.0,
+                                                               ewald_mesh=[12, 12, 12])), \
         ("lambda_interpolate", "lambda_electrostatics"), (pos, box, lam, lam)
 
 

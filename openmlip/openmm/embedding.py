@@ -167,10 +167,6 @@ class EmbeddedPotential(OpenMMPotential):
             if not self.periodic:
                 raise ConfigError("long_range='pme' needs a periodic System (PME); an open System's NonbondedForce "
                                   "(NoCutoff) is exact with the default long_range='split'")
-            if self.capturable:
-                raise ConfigError("long_range='pme' is not capturable: torch-pme's mesh reads its size from a tensor "
-                                  "every step (a host synchronisation); pass useCUDAGraphs=False, or use the default "
-                                  "long_range='split'")
             if ewald_alpha is None or ewald_mesh is None:
                 raise ConfigError("long_range='pme' needs ewald_alpha (1/nm) and ewald_mesh (points per box vector)")
             self.alpha = float(ewald_alpha) / units.NM_TO_ANGSTROM

@@ -257,9 +257,6 @@ def cuda_graphs(metadata: dict, args: dict, backend: str, method: str, num_ml_at
     if method == "cell" or (method == "auto" and num_ml_atoms > BRUTE_FORCE_MAX_ATOMS):
         reasons.append(f"the cell list (neighborMethod={method!r} with {num_ml_atoms} ML atoms) has data-dependent "
                        "length; pass neighborMethod='brute'")
-    if args.get("embeddingLongRange") == "pme":
-        reasons.append("embeddingLongRange='pme' reads torch-pme's mesh size from a tensor every step (a host "
-                       "synchronisation); use the default embeddingLongRange='split'")
     if wanted is None:
         return not reasons and cuda_platform_available()
     if wanted and reasons:
