@@ -299,7 +299,9 @@ def check_trajectory_of(spec: SystemSpec, traj, trajectory) -> None:
     checks of one system on another system's trajectory would pass or fail for nothing."""
     top = _structure(spec)[0]
     expected = [a.element.symbol if a.element is not None else "?" for a in top.atoms()]
-    found = [a.element.symbol if a.element is not None else "?" for a in traj.topology.atoms]
+    atoms = list(traj.topology.atoms)
+    caps = [a for a in atoms[len(expected):] if a.name[:1] == "V" and a.name[1:].isdigit()]  # link-atom caps, appended
+    found = [a.element.symbol if a.element is not None else "?" for a in atoms[:len(atoms) - len(caps)]]
     if len(found) != len(expected):
         raise SpecError(f"{trajectory}: {len(found)} atoms, but {spec.name}'s structure has {len(expected)}: not a run of "
                         f"this system; give the trajectory of `openmlip run {spec.path.parent}` (or the matching --system)")
