@@ -12,7 +12,7 @@ import torch
 import openmm
 import openmm.app as app
 import openmm.unit as u
-from helpers.physics import Tol, assert_forces_match_finite_differences, openmm_energy_forces
+from helpers.physics import Tol, assert_forces_match_finite_differences, langevin_frames, openmm_energy_forces
 from helpers.stubs import FixedChargeModel, install, mm_intramolecular_terms
 from helpers.systems import SYSTEMS, make_model
 from openmlip import units
@@ -147,16 +147,7 @@ def test_split_is_within_a_kj_per_mol_of_the_exact_mode_on_md_frames(model_file)
     here, 0.45 of the 2.2 nm box, for the two shorter MM cutoffs): measured mean 0.73, 0.47, 0.41, 0.34 kJ/mol at
     Δq cutoffs 0.7, 0.9, 1.0, 1.05 nm with either MM cutoff."""
     pdb, system = _mm(0.9, 5e-4)
-    integ = openmm.LangevinMiddleIntegrator(300 * u.kelvin, 5 / u.picosecond, 0.5 * u.femtosecond)
-    integ.setRandomNumberSeed(7)
-    ctx = openmm.Context(system, integ, openmm.Platform.getPlatformByName("CPU"), {"Threads": "1"})
-    ctx.setPositions(pdb.positions)
-    openmm.LocalEnergyMinimizer.minimize(ctx, 10.0, 100)
-    ctx.setVelocitiesToTemperature(300 * u.kelvin, 7)
-    frames = []
-    for _ in range(20):
-        integ.step(100)
-        frames.append(ctx.getState(getPositions=True).getPositions(asNumpy=True))
+    frames = [p for p, _ in langevin_frames(system, pdb.positions, frames=20, interval=100, seed=7)]
     pot = MLPotential("openmlip-xtb-v7")
     worst = {}
     for cutoff in (0.7, 0.9, 1.1):

@@ -11,7 +11,7 @@ import openmm
 import openmm.app as app
 import openmm.unit as u
 from helpers.physics import (Tol, assert_charges_sum_to_total, assert_energy_forces_match, assert_forces_match_finite_differences,
-                             in_openmm_units, openmm_energy_forces)
+                             in_openmm_units, langevin_frames, openmm_energy_forces)
 from helpers.systems import ammonium_water_mm, make_model
 from openmlip import units
 from openmlip.deploy import save_model
@@ -189,18 +189,8 @@ def test_langevin_md_200_steps_finite(model_file, embedding):
     pdb, system = ammonium_water_mm()
     pot = MLPotential("openmlip", modelPath=model_file)
     mixed = pot.createMixedSystem(pdb.topology, system, [0, 1, 2, 3, 4], embedding=embedding, precision="single")
-    integ = openmm.LangevinMiddleIntegrator(300 * u.kelvin, 5 / u.picosecond, 0.5 * u.femtosecond)
-    ctx = openmm.Context(mixed, integ, openmm.Platform.getPlatformByName("CPU"), {"Threads": "1"})
-    ctx.setPositions(pdb.positions)
-    openmm.LocalEnergyMinimizer.minimize(ctx, 10.0, 50)
-    ctx.setVelocitiesToTemperature(300 * u.kelvin, 1)
-    energies = []
-    for _ in range(4):
-        integ.step(50)
-        st = ctx.getState(getEnergy=True, getPositions=True)
-        energies.append(st.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole))
-        assert np.all(np.isfinite(st.getPositions(asNumpy=True)._value))
-    assert np.all(np.isfinite(energies))
+    frames = langevin_frames(mixed, pdb.positions, frames=4, interval=50, seed=1, minimize_iterations=50)
+    assert all(np.all(np.isfinite(p)) and np.isfinite(e) for p, e in frames)
 
 
 @pytest.mark.parametrize("which", ["alanine-dipeptide-explicit", "t4l99a-pxylene"])

@@ -363,3 +363,26 @@ def openmm_energy_forces(system_or_context, positions=None, *, platform: str = "
 def openmm_energy(system_or_context, positions=None, **kw) -> float:
     """The energy (kJ/mol) of :func:`openmm_energy_forces` without computing forces."""
     return openmm_energy_forces(system_or_context, positions, forces=False, **kw)[0]
+
+
+def langevin_frames(system, positions, *, frames: int, interval: int, seed: int, minimize_iterations: int = 100,
+                    friction_per_ps: float = 5.0, timestep_fs: float = 0.5, temperature_K: float = 300.0):
+    """``frames`` (positions in nm [N, 3], potential energy kJ/mol) every ``interval`` steps of seeded Langevin MD
+    on the CPU platform (1 thread) after a local minimisation, from ``positions``."""
+    import openmm
+    import openmm.unit as u
+
+    integ = openmm.LangevinMiddleIntegrator(temperature_K * u.kelvin, friction_per_ps / u.picosecond,
+                                            timestep_fs * u.femtosecond)
+    integ.setRandomNumberSeed(seed)
+    ctx = openmm.Context(system, integ, openmm.Platform.getPlatformByName("CPU"), {"Threads": "1"})
+    ctx.setPositions(positions)
+    openmm.LocalEnergyMinimizer.minimize(ctx, 10.0, minimize_iterations)
+    ctx.setVelocitiesToTemperature(temperature_K * u.kelvin, seed)
+    out = []
+    for _ in range(frames):
+        integ.step(interval)
+        st = ctx.getState(getEnergy=True, getPositions=True)
+        out.append((st.getPositions(asNumpy=True).value_in_unit(u.nanometer),
+                    st.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)))
+    return out
