@@ -267,11 +267,12 @@ def resolve_charge_state(atomic_numbers: Sequence[int], *, total=None, formal: O
         if reference is not None and abs(reference[0] - q) > MM_SUM_TOLERANCE:
             warnings.warn(f"{total_name}={q:+d} e was given, but the {reference[1]} sum to {reference[0]:+.4f} e; "
                           f"using {q:+d} e (check the charge of the ML region)", stacklevel=3)
-    else:
+    rules = _rule_charges(atomic_numbers, bonds, region) if values is None else None
+    if total is None:
         if values is not None:
             q, source = integral_sum(sum(values), f"{formal_name} values"), f"the {formal_name}"
         else:
-            q, source = int(round(sum(_rule_charges(atomic_numbers, bonds, region)))), "the formal-charge rules (bonds)"
+            q, source = int(round(sum(rules))), "the formal-charge rules (bonds)"
         if reference is not None and math.isfinite(reference[0]) and round(reference[0]) != q:
             warnings.warn(f"{source} give a total charge of {q:+d} e, but the {reference[1]} sum to "
                           f"{reference[0]:+.4f} e; using {q:+d} e. To fix, pass {total_name}=<integer> (and "
@@ -281,10 +282,9 @@ def resolve_charge_state(atomic_numbers: Sequence[int], *, total=None, formal: O
             raise ChargeError(f"{formal_name} sum to {sum(values):+g} e but the total charge is {q:+d} e; make them agree "
                               f"(or leave out {formal_name} to infer them from the bonds)")
         return ChargeState(q, tuple(values), mult, "given")
-    rules = formal_charges_from_bonds(atomic_numbers, bonds, q, region)
-    if rules is not None:
+    placed = sum(rules)
+    if abs(placed - q) < 1e-6:
         return ChargeState(q, tuple(rules), mult, "bonds")
-    placed = sum(_rule_charges(atomic_numbers, bonds, region))
     warnings.warn(f"the formal-charge rules (bonds) place {placed:+g} e on the {n} atoms, but the total charge is "
                   f"{q:+d} e; spreading {q:+d} e evenly ({q / max(n, 1):+.4g} e per atom). To fix, {FORMAL_CHARGE_HINT}",
                   stacklevel=3)
