@@ -82,8 +82,9 @@ def relax_with_mm(topology, positions, forcefield, steps: int = 1000, seed: int 
     return ctx.getState(getPositions=True).getPositions(asNumpy=True)
 
 
-def _structure(spec: SystemSpec):
-    """(topology, positions in nm [N,3], box vectors or None, mm_system or None)."""
+def _structure(spec: SystemSpec, mm: bool = True):
+    """(topology, positions in nm [N,3], box vectors or None, mm_system or None); ``mm=False``: no MM System is
+    built (the structure only)."""
     nb = spec.nonbonded
     method = getattr(app, nb["method"])
     constraints = None if nb["constraints"] is None else getattr(app, nb["constraints"])
@@ -95,7 +96,7 @@ def _structure(spec: SystemSpec):
         inpcrd = app.AmberInpcrdFile(str(spec.root / spec.structure["inpcrd"]))
         if nb["implicit_solvent"]:
             kw["implicitSolvent"] = getattr(app, nb["implicit_solvent"])
-        system = prmtop.createSystem(**kw) if spec.ml["embedding"] != "none" else None
+        system = prmtop.createSystem(**kw) if mm and spec.ml["embedding"] != "none" else None
         box = inpcrd.boxVectors
         if box is not None:
             prmtop.topology.setPeriodicBoxVectors(box)
@@ -108,7 +109,7 @@ def _structure(spec: SystemSpec):
         pos = np.asarray(pdb.getPositions(asNumpy=True).value_in_unit(u.nanometer))
         box = top.getPeriodicBoxVectors()
         system = None
-        if spec.forcefield:
+        if spec.forcefield and mm:
             try:
                 ff = app.ForceField(*[spec.resolve(x) for x in spec.forcefield])
             except Exception as exc:  # noqa: BLE001
@@ -297,7 +298,7 @@ def temperature_text(t: Dict[str, float]) -> str:
 def check_trajectory_of(spec: SystemSpec, traj, trajectory) -> None:
     """:class:`SpecError` unless ``traj`` (mdtraj) has the atoms of the spec's structure, element by element: the
     checks of one system on another system's trajectory would pass or fail for nothing."""
-    top = _structure(spec)[0]
+    top = _structure(spec, mm=False)[0]
     expected = [a.element.symbol if a.element is not None else "?" for a in top.atoms()]
     atoms = list(traj.topology.atoms)
     caps = [a for a in atoms[len(expected):] if a.name[:1] == "V" and a.name[1:].isdigit()]  # link-atom caps, appended
