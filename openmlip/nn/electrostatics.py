@@ -39,9 +39,10 @@ def check_coulomb_cell(cutoff: Optional[float], widths, what: str = "periodic ce
                        f"cutoff ({2 * cutoff:g} Å); use a larger cell (more solvent) or a model with a shorter coulomb_cutoff")
 
 
-def coulomb_kernel(r: torch.Tensor, damping: float, cutoff: float) -> torch.Tensor:
-    """:math:`\\phi(r)` in 1/Å (multiply by ``q_i q_j * COULOMB_EV_ANGSTROM`` for eV)."""
-    g = torch.erf(r / damping) / r
+def coulomb_kernel(r: torch.Tensor, damping: float, cutoff: float, damped: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """:math:`\\phi(r)` in 1/Å (multiply by ``q_i q_j * COULOMB_EV_ANGSTROM`` for eV); ``damped``: ``erf(r/a)/r`` when
+    the caller has it already."""
+    g = torch.erf(r / damping) / r if damped is None else damped
     if cutoff <= 0.0:
         return g
     gc = math.erf(cutoff / damping) / cutoff

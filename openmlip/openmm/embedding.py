@@ -211,7 +211,7 @@ class EmbeddedPotential(OpenMMPotential):
             e_emb = self.coulomb * (q_site * (phi[:, 1] + phi_sr + 0.5 * (phi[:, 0] - direct))).sum()
         else:
             dq = q_site - self.reference_charges
-            kernel = coulomb_kernel(r, self.damping, self.embedding_cutoff)
+            kernel = coulomb_kernel(r, self.damping, self.embedding_cutoff, damped)
             e_delta = (dq.unsqueeze(1) * self.mm_charges.unsqueeze(0) * kernel).sum()
             correction = (damped - 1.0 / r) * self.reference_pairs
             e_ref = (self.reference_charges.unsqueeze(1) * self.reference_mm_charges.unsqueeze(0) * correction).sum()
