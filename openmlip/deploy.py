@@ -54,9 +54,10 @@ def model_metadata(model: torch.nn.Module, **extra: Any) -> Dict[str, Any]:
 DTYPES = {"float32": torch.float32, "single": torch.float32, "float64": torch.float64, "double": torch.float64}
 
 
-# The longest cutoff (Å) a model file may have: an equivariant potential's is 4-7 Å, a long-range one's ~12 Å;
-# beyond this a neighbour list over a solvated system outgrows memory (r_max 1e6 asked for 24 PB).
-MAX_CUTOFF_A = 30.0
+# The longest cutoff (Å) a model file may have: an equivariant potential's is 4-7 Å, a long-range one's ~12 Å, a
+# model trained in nm but compiled as if in Å 10x that; beyond this a neighbour list outgrows any memory (r_max 1e6
+# asked for 24 PB).
+MAX_CUTOFF_A = 50.0
 
 
 def check_cutoff(value, what: str) -> float:

@@ -262,7 +262,7 @@ def test_a_cutoff_that_is_not_one_is_refused_at_import_and_at_load(nequip_models
     extra["r_max"] = r_max
     bad = tmp_path / "bad.nequip.pth"
     torch.jit.save(module, str(bad), _extra_files=extra)
-    with pytest.raises(ModelFileError, match=r"bad.nequip.pth: r_max .* is .*, not a cutoff in \(0, 30\] Å"):
+    with pytest.raises(ModelFileError, match=r"bad.nequip.pth: r_max .* is .*, not a cutoff in \(0, 50\] Å"):
         import_model(bad, tmp_path / "out.pt")
     assert not (tmp_path / "out.pt").exists()
     files = {METADATA_NAME: ""}
@@ -271,7 +271,7 @@ def test_a_cutoff_that_is_not_one_is_refused_at_import_and_at_load(nequip_models
     meta["cutoff"] = float(r_max) if r_max != "five" else r_max
     edited = tmp_path / "edited.pt"
     torch.jit.save(model, str(edited), _extra_files={METADATA_NAME: json.dumps(meta)})
-    with pytest.raises(ModelFileError, match=r"edited.pt': cutoff is .*, not a cutoff in \(0, 30\] Å"):
+    with pytest.raises(ModelFileError, match=r"edited.pt': cutoff is .*, not a cutoff in \(0, 50\] Å"):
         load_model(edited)
 
 
