@@ -125,7 +125,8 @@ def test_ml_region_and_charge_of_the_charged_system():
                 if i in built["ml_atoms"] or j in built["ml_atoms"]:
                     copy.setExceptionParameters(k, i, j, 0.0, sigma, eps)
         system.addForce(copy)
-        context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+        context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("CPU"),
+                                 {"Threads": "1"})
         context.setPositions(built["positions"])
         return context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(openmm.unit.kilojoule_per_mole)
 
