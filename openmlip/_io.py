@@ -5,6 +5,7 @@ A crash leaves either the old file or the new one, never a half-written file.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -64,3 +65,12 @@ def check_not_input(out: Union[str, Path], inputs: Iterable[Union[str, Path]], f
         if source.is_dir() and source in target.parents:
             raise OutputError(f"{flag} {out} lies inside the input folder {given}, whose files it could overwrite: "
                               f"choose a {flag} outside it")
+
+
+def file_sha256(path: Union[str, Path]) -> str:
+    """The sha256 of a file's bytes (hex), read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

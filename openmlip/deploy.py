@@ -6,7 +6,6 @@ metadata and fails with a :class:`~openmlip.errors.ModelFileError` that says wha
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import warnings
@@ -21,14 +20,6 @@ from .errors import ConfigError, ModelFileError, first_line
 
 METADATA_NAME = "openmlip.json"
 UNITS = {"length": "Angstrom", "energy": "eV", "charge": "e", "forces": "eV/Angstrom"}
-
-
-def file_sha256(path: Union[str, Path]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def model_metadata(model: torch.nn.Module, **extra: Any) -> Dict[str, Any]:

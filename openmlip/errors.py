@@ -55,6 +55,10 @@ class OutputError(OpenMLIPError, OSError):
     """An output location cannot be written, or writing it would destroy an input."""
 
 
+class RunInUseError(OutputError):
+    """Another process is writing the same run folder."""
+
+
 class PluginExistsError(OutputError, FileExistsError):
     """The output folder exists and replacing it was not asked for."""
 

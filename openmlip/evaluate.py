@@ -18,7 +18,8 @@ import numpy as np
 from ._io import atomic_path
 from .data.dataset import ConformerSet
 from .data.spice import LabelKeys
-from .deploy import file_sha256, load_model, torch_dtype
+from ._io import file_sha256
+from .deploy import load_model, torch_dtype
 from .errors import ConfigError
 from .train.batching import collate, model_inputs
 from .train.trainer import residuals

@@ -76,7 +76,7 @@ def test_two_processes_with_batch_b_equal_one_with_batch_2b(tmp_path, data):
     report = (tmp_path / "two" / "run" / "report.json").read_text()
     assert '"processes": 2' in report
     # a different number of processes cannot continue the run: its batches would differ
-    with pytest.raises(ResumeError, match=r"written by 2 training process\(es\), this run has 1.*--nproc_per_node=2"):
+    with pytest.raises(ResumeError, match=r"world_size: 2 -> 1 \(training processes: the batches would differ.*--nproc_per_node=2"):
         Trainer(TrainConfig.from_yaml(_yaml(tmp_path / "two", data, batch_size=4)), progress=False).run()
 
 

@@ -15,7 +15,8 @@ import openmm.app as app
 from helpers.physics import openmm_energy
 from openmlip.errors import ConfigError, DataFileError, ResumeError
 from openmlip.fe.analytic import harmonic_wells, harmonic_wells_dg
-from openmlip.fe.engine import Engine, FESettings, load_npz, window_file
+from openmlip.fe.engine import Engine, FESettings, window_file
+from openmlip.store import read_npz
 from openmlip.fe.report import gather
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,14 +111,14 @@ def test_window_resumes_after_kill_and_equals_nothing_lost(harmonic_run, tmp_pat
     with pytest.raises(KeyboardInterrupt):
         eng.run_window(2, tmp_path)
     part = window_file(tmp_path, 2).with_name("window-002.partial.npz")
-    kept = load_npz(part)["e_end"]
+    kept = read_npz(part)["e_end"]
     assert kept.shape == (100, 2) and not window_file(tmp_path, 2).exists()
     Engine(system, pos, s, progress=False).run_window(2, tmp_path)
-    done = load_npz(window_file(tmp_path, 2), s.fingerprint("window"))
+    done = eng.store(tmp_path, "window").load_npz("window-002.npz")
     assert done["u_kn"].shape == (6, 200) and not part.exists()
     assert np.array_equal(done["e_end"][:100], kept)         # the samples before the kill are kept as they were
     # the uninterrupted run of the same window made the same first 100 samples (same seed, same chain)
-    ref = load_npz(window_file(src, 2))["e_end"]
+    ref = read_npz(window_file(src, 2))["e_end"]
     assert np.allclose(ref[:100], kept)
     # rerunning a finished unit is a no-op; other settings are refused instead of mixed in
     Engine(system, pos, s, progress=False).run_window(2, tmp_path)

@@ -84,21 +84,17 @@ def test_reuse_takes_conformers_of_the_same_templates_and_records_it(tmp_path):
     assert resumed["computed_this_run"] == 2 and resumed["reused"] == {"a.h5": ["ammonium"]}
     a = {(s.name, s.energy) for s in read_spice(tmp_path / "a.h5", **XTB_LABELS.kwargs())}
     assert {(s.name, s.energy) for s in read_spice(tmp_path / "b.h5", **XTB_LABELS.kwargs())} == a
-    # another stride or seed is another sampling: nothing is taken
-    assert reuse_templates(tmp_path / "a.h5", ["water"], tmp_path, seed=0, stride=10) == []
-    assert reuse_templates(tmp_path / "a.h5", ["water"], tmp_path, seed=1, stride=20) == []
-    # a manifest written before a Template field existed (v4's has no stretch_to) matches where the field's
-    # default is the template's value, and not where the value differs
+    # another stride, seed or number of conformers is another sampling: nothing is taken
+    assert reuse_templates(tmp_path / "a.h5", ["water"], tmp_path, conformers=2, seed=0, stride=10) == []
+    assert reuse_templates(tmp_path / "a.h5", ["water"], tmp_path, conformers=2, seed=1, stride=20) == []
+    assert reuse_templates(tmp_path / "a.h5", ["water"], tmp_path, conformers=3, seed=0, stride=20) == []
+    # nor a template whose definition changed since the dataset was made
     import json
 
     man = json.loads((tmp_path / "a.json").read_text())
-    for entry in man["templates"].values():
-        del entry["stretch_to"]
-    (tmp_path / "a.json").write_text(json.dumps(man))
-    assert reuse_templates(tmp_path / "a.h5", ["water"], tmp_path / "b.h5.parts", seed=0, stride=20) == ["water"]
     man["templates"]["water"]["stretch_to"] = 3.2
     (tmp_path / "a.json").write_text(json.dumps(man))
-    assert reuse_templates(tmp_path / "a.h5", ["water"], tmp_path / "b.h5.parts", seed=0, stride=20) == []
+    assert reuse_templates(tmp_path / "a.h5", ["water"], tmp_path / "c.parts", conformers=2, seed=0, stride=20) == []
 
 
 def test_unknown_template_is_named(tmp_path):
@@ -166,8 +162,10 @@ def test_dft_relabel_charged_species_resumes_and_is_consistent(tmp_path):
     first = relabel(src, out, 2, xc="b3lyp", basis="sto-3g", progress=False, stop_after=1)
     assert first == {"status": "interrupted", "computed": 1} and not out.exists()
     # a rerun at another level would mix two levels of theory in one file: refused, the progress kept
-    with pytest.raises(ResumeError, match="holds labels computed at .*b3lyp.*rerun with that level, or delete it"):
+    with pytest.raises(ResumeError, match="relabel run with other settings.*: density_fit: true -> false\\. Use a new"):
         relabel(src, out, 2, xc="b3lyp", basis="sto-3g", progress=False, density_fit=False)
+    with pytest.raises(ResumeError, match="xc: b3lyp -> pbe; basis: sto-3g -> 3-21g"):
+        relabel(src, out, 2, xc="pbe", basis="3-21g", progress=False)
     man = relabel(src, out, 2, xc="b3lyp", basis="sto-3g", progress=False)
     assert man["computed_this_run"] == 1 and man["conformers"] == 2
     data = list(read_spice(out, **DFT_LABELS.kwargs()))

@@ -13,6 +13,7 @@ import pytest
 from helpers.physics import assert_charges_sum_to_total
 from openmlip.data import XTB_LABELS, read_spice
 from openmlip.data.harvest import cut_cluster, harvest, stretched_hydrogens
+from openmlip.errors import ResumeError
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "systems" / "ammonium-water" / "system-full-ml.yaml"
@@ -76,8 +77,14 @@ def test_harvest_labels_whole_molecules_at_their_formal_charge_and_resumes(smoke
     assert not (tmp_path / "cut.h5.partial.json").exists()
     # a rerun with other settings does not mix into a kept progress file
     harvest(*args, tmp_path / "mix.h5", stop_after=1, **kw)
-    with pytest.raises(Exception, match="other settings"):
+    with pytest.raises(ResumeError, match=r"radius_A: 3\.5 -> 5\.0"):
         harvest(*args, tmp_path / "mix.h5", **{**kw, "radius": 5.0})
+    # nor does another run's trajectory of the same name (case 9): its path and content are recorded
+    other = tmp_path / "other" / "trajectory.h5"
+    other.parent.mkdir()
+    other.write_bytes(traj.read_bytes()[:-1] + b"\0")
+    with pytest.raises(ResumeError, match=r"trajectory_path: .* -> .*other/trajectory\.h5.*trajectory_sha256"):
+        harvest(other, *args[1:], tmp_path / "mix.h5", **kw)
 
 
 def _cli(*args):

@@ -37,7 +37,7 @@ def _script(tmp_path):
 
 
 def test_choose_platform_prefers_fastest_available_and_explains():
-    from openmlip.md import choose_platform
+    from openmlip.openmm.platform import choose_platform
 
     platform, props, reasons = choose_platform(threads=1)
     assert platform.getName() == "CPU" and props == {"Threads": "1"}  # no GPU here: CUDA/OpenCL skipped with a reason

@@ -154,7 +154,7 @@ ISSUE19 = [pytest.param(V4, "openmlip-xtb-v4.h5", id=V4), pytest.param("openmlip
 def test_issue19_card_is_this_file_and_its_held_out_metrics_reproduce(name, data):
     """openmlip-xtb-v4/v5/v6 (issue #19): the card's numbers come from this very file — the training run's test
     metrics reproduce on the named held-out molecules, and the card's per-molecule rows are this file's evaluation."""
-    from openmlip.deploy import file_sha256
+    from openmlip._io import file_sha256
     from openmlip.evaluate import error_tables, tables_markdown
 
     path = shipped_models()[name]

@@ -120,9 +120,8 @@ def test_spec_resume_settings_name_the_potential_and_ml_region(tmp_path):
 
 
 def test_changed_report_interval_never_deletes_frames(tmp_path):
-    """Case 12: a resume with another --report-interval is refused with the trajectory untouched; a folder from
-    an older openmlip (no recorded settings) keeps every frame up to its checkpoint (frames are matched by time,
-    not counted with the new interval)."""
+    """Case 12: a resume with another --report-interval is refused with the trajectory untouched; a checkpoint
+    record without settings is refused too (it cannot be checked), with the trajectory untouched."""
     out = tmp_path / "md"
     _runner(out).run(40, progress=False)
     digest = hashlib.sha256((out / "trajectory.h5").read_bytes()).hexdigest()
@@ -130,10 +129,11 @@ def test_changed_report_interval_never_deletes_frames(tmp_path):
         _runner(out, report_interval=10, checkpoint_interval=10).run(60, progress=False)
     assert hashlib.sha256((out / "trajectory.h5").read_bytes()).hexdigest() == digest
     meta = json.loads((out / "checkpoint.json").read_text())
-    (out / "checkpoint.json").write_text(json.dumps({"step": meta["step"], "timestep_fs": 0.5}))  # older format
-    with pytest.warns(RuntimeWarning, match="older openmlip"):
+    del meta["settings"]
+    (out / "checkpoint.json").write_text(json.dumps(meta))
+    with pytest.raises(DataFileError, match="records no settings"):
         _runner(out, report_interval=10, checkpoint_interval=10).run(60, progress=False)
-    assert _steps(out / "trajectory.h5") == [5, 10, 15, 20, 25, 30, 35, 40, 50, 60]
+    assert hashlib.sha256((out / "trajectory.h5").read_bytes()).hexdigest() == digest
 
 
 def test_truncated_checkpoint_is_refused_and_an_interrupted_write_resumes(tmp_path):
@@ -199,7 +199,7 @@ def test_md_resume_with_another_potential_or_report_interval_is_refused(tmp_path
 
     save_model(make_model("allegro", "sum", torch.float32), other)
     res = _cli(*base, "--potential", other)
-    _one_line_error(res.returncode, res.stderr, "holds a run made with other settings", "TorchForce",
+    _one_line_error(res.returncode, res.stderr, "MD run with other settings", "TorchForce",
                     "the ML potential", "new output folder (--out)")
     res = _cli(*base, "--report-interval", "20")
     _one_line_error(res.returncode, res.stderr, "report_interval: 10 -> 20")
@@ -431,7 +431,7 @@ def test_plugin_card_inputs_that_are_not_what_evaluate_writes_are_one_line_error
     (ev / "errors.json").write_text('{"model_sha256": "0"}')
     (ev / "dissociation.json").write_text('{"model_sha256": "0"}')  # a list of scans is what evaluate writes
     _one_line_error(*_main(capsys, "plugin", "p", "m.pt", "--evaluation", "ev"), "errors.json was written for another model")
-    from openmlip.deploy import file_sha256
+    from openmlip._io import file_sha256
 
     (ev / "errors.json").write_text(f'{{"model_sha256": "{file_sha256(tmp_path / "m.pt")}"}}')
     _one_line_error(*_main(capsys, "plugin", "p", "m.pt", "--evaluation", "ev"),

@@ -194,7 +194,7 @@ def test_checkpoints_hold_only_safe_types_and_resume_exactly(tmp_path):
 def test_changed_settings_on_resume_is_a_resume_error(tmp_path):
     data = _dataset(tmp_path / "d.h5")
     Trainer(_config(tmp_path, data, stop_after_steps=1), progress=False).run()
-    with pytest.raises(ResumeError, match=r"different settings \(lr\)"):
+    with pytest.raises(ResumeError, match=r"training run with other settings.*: lr: [0-9.e-]+ -> 0\.001\. Use a new output folder"):
         Trainer(_config(tmp_path, data, lr=1e-3), progress=False).run()
 
 
@@ -217,7 +217,7 @@ def test_trainer_checkpoint_and_best_are_never_unpickled(tmp_path):
         deploy_run(run, tmp_path / "model.pt")
 
 
-@pytest.mark.parametrize("name", ["ammonium.partial.pkl", "ammonium.partial.json"])
+@pytest.mark.parametrize("name", ["ammonium.partial.json"])
 def test_generate_progress_file_is_never_unpickled(tmp_path, name):
     from openmlip.data.generate import generate
 
@@ -231,7 +231,7 @@ def test_generate_progress_file_is_never_unpickled(tmp_path, name):
     assert name in str(info.value) and "delete it and rerun" in str(info.value)
 
 
-@pytest.mark.parametrize("suffix", [".partial.pkl", ".partial.json"])
+@pytest.mark.parametrize("suffix", [".partial.json"])
 def test_relabel_progress_file_is_never_unpickled(tmp_path, suffix):
     from openmlip.data.dft import relabel
 
@@ -249,15 +249,17 @@ def test_relabel_progress_file_is_never_unpickled(tmp_path, suffix):
 
 def test_progress_files_round_trip_exactly_and_check_what_they_resume(tmp_path):
     from openmlip.data.dft import RELABEL_PROGRESS, relabel
-    from openmlip.data.generate import read_progress, structure_from_json, structure_to_json, write_progress
+    from openmlip.data.structure import structure_from_json, structure_to_json
+    from openmlip.store import RunStore
 
     s = Structure(numbers=np.array([8, 1, 1]), positions=np.array([[0.1 + 0.2, 1 / 3, math.pi]] * 3), total_charge=-1.0,
                   energy=-2079.123456789012345, forces=np.random.default_rng(1).normal(size=(3, 3)), charges=np.array([-1.2, 0.1, 0.1]),
                   formal_charges=np.array([-1.0, 0.0, 0.0]), name="hydroxide-ish", subset="ions")
     rng = np.random.default_rng(7)
     rng.normal(size=5)
-    write_progress(tmp_path / "p.json", "test-kind", {"s": structure_to_json(s), "rng": rng.bit_generator.state})
-    state = read_progress(tmp_path / "p.json", "test-kind")
+    store = RunStore(tmp_path, "test", {"seed": 7})
+    store.save_json("p.json", "test-kind", {"s": structure_to_json(s), "rng": rng.bit_generator.state})
+    state = store.load_json("p.json", "test-kind")
     back = structure_from_json(state["s"])
     for key in ("numbers", "positions", "forces", "charges", "formal_charges"):
         assert np.array_equal(getattr(back, key), getattr(s, key)) and getattr(back, key).dtype == getattr(s, key).dtype, key
@@ -266,10 +268,11 @@ def test_progress_files_round_trip_exactly_and_check_what_they_resume(tmp_path):
     rng2.bit_generator.state = json.loads(json.dumps(state["rng"]))
     assert np.array_equal(rng2.normal(size=4), rng.normal(size=4))
     with pytest.raises(DataFileError, match="is not an openmlip other-kind file"):
-        read_progress(tmp_path / "p.json", "other-kind")
+        store.load_json("p.json", "other-kind")
     # a relabel progress file made for other conformers is not continued
     src = tmp_path / "xtb.h5"
     write_spice(src, [s], **XTB_LABELS.kwargs())
-    write_progress(tmp_path / "dft.h5.partial.json", RELABEL_PROGRESS, {"done": [structure_to_json(s)], "chosen": [5]})
-    with pytest.raises(ResumeError, match="different choice of conformers"):
+    other = RunStore(tmp_path, "data relabel", {"input": str(src.resolve()), "chosen": [5]})
+    other.save_json("dft.h5.partial.json", RELABEL_PROGRESS, {"done": [structure_to_json(s)]})
+    with pytest.raises(ResumeError, match=r"chosen: \[5\] -> \[0\]"):
         relabel(src, tmp_path / "dft.h5", 1, progress=False)

@@ -193,7 +193,7 @@ class ConformerSet:
     def __init__(self, paths: Sequence[Union[str, Path]], keys: LabelKeys = LabelKeys(),
                  cache_dirs: Sequence[Union[str, Path]] = (), progress: bool = False,
                  sha256: Optional[Sequence[str]] = None):
-        from ..deploy import file_sha256
+        from .._io import file_sha256
 
         self.paths = [Path(p) for p in paths]
         self.keys = keys

@@ -9,7 +9,9 @@ term enters energy and gradient.  Written in the SPICE layout with keys
 ``dft_total_energy``, ``dft_total_gradient``, ``dft_charges`` (hartree, hartree/bohr, e), so the same
 reader and trainer take it.  A checkpoint (``<output>.partial.json``, JSON: reading it runs no code) is
 written after every conformer: a killed run recomputes nothing it finished; the output file is written
-atomically at the end.  A ``.partial.pkl`` left by an older openmlip is refused, never unpickled.
+atomically at the end.  The checkpoint records the input file's sha256, the choice of conformers and the level
+of theory; a rerun with any of them changed is a :class:`~openmlip.errors.ResumeError` naming it
+(:mod:`openmlip.store`).
 """
 from __future__ import annotations
 
@@ -19,10 +21,10 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from .._io import check_not_input
-from ..errors import ConfigError, DataFileError, ResumeError
-from .generate import read_progress, structure_from_json, structure_to_json, write_progress
-from .structure import Structure
+from .._io import check_not_input, file_sha256
+from ..errors import ConfigError, DataFileError
+from ..store import RunStore
+from .structure import Structure, structure_from_json, structure_to_json
 
 RELABEL_PROGRESS = "openmlip-relabel-progress"
 
@@ -101,28 +103,24 @@ def relabel(input_path, output, n: int, xc: str = DEFAULT_XC, basis: str = DEFAU
             if order[k] and len(chosen) < n:
                 chosen.append(int(order[k].pop(0)))
     output = Path(output)
-    partial = output.parent / (output.name + ".partial.json")
-    state = read_progress(partial, RELABEL_PROGRESS)
-    done: List[Structure] = [structure_from_json(d) for d in state["done"]] if state is not None else []
-    if state is not None and state["chosen"][:len(done)] != chosen[:len(done)]:
-        raise ResumeError(f"{partial} was written for a different choice of conformers (input, n, seed or molecules "
-                          "changed); rerun with the original settings, or delete it to start again")
-    level = {"xc": xc, "basis": basis, "density_fit": density_fit}
-    if state is not None and state.get("level") != level:  # one file, one level of theory
-        raise ResumeError(f"{partial} holds labels computed at {state.get('level', 'an unrecorded level')}, not {level}; "
-                          "rerun with that level, or delete it to start again")
+    partial = output.name + ".partial.json"
+    store = RunStore(output.parent, "data relabel", {
+        "input": str(Path(input_path).resolve()), "input_sha256": file_sha256(input_path), "chosen": chosen,
+        "xc": xc, "basis": basis, "density_fit": density_fit})
     computed = 0
-    with tqdm(total=len(chosen), initial=len(done), desc=f"{xc}/{basis}", unit="conf", disable=not progress) as bar:
-        for i in chosen[len(done):]:
-            if stop_after is not None and computed >= stop_after:
-                return {"status": "interrupted", "computed": computed}
-            done.append(dft_label(structs[i], xc, basis, density_fit=density_fit))
-            computed += 1
-            write_progress(partial, RELABEL_PROGRESS, {"done": [structure_to_json(d) for d in done], "chosen": chosen,
-                                                          "level": level})
-            bar.update(1)
-    counts = write_spice(output, done, **DFT_LABELS.kwargs())
-    partial.unlink(missing_ok=True)
+    with store.lock(output.name):
+        state = store.load_json(partial, RELABEL_PROGRESS)  # other input, conformers or level: ResumeError
+        done: List[Structure] = [structure_from_json(d) for d in state["done"]] if state is not None else []
+        with tqdm(total=len(chosen), initial=len(done), desc=f"{xc}/{basis}", unit="conf", disable=not progress) as bar:
+            for i in chosen[len(done):]:
+                if stop_after is not None and computed >= stop_after:
+                    return {"status": "interrupted", "computed": computed}
+                done.append(dft_label(structs[i], xc, basis, density_fit=density_fit))
+                computed += 1
+                store.save_json(partial, RELABEL_PROGRESS, {"done": [structure_to_json(d) for d in done]})
+                bar.update(1)
+        counts = write_spice(output, done, **DFT_LABELS.kwargs())
+        store.path(partial).unlink(missing_ok=True)
     return {"status": "finished", "computed_this_run": computed, "conformers": sum(counts.values()),
             "method": f"{xc}/{basis} (PySCF{', density fitting' if density_fit else ''})",
             "charges": "meta-Löwdin", "keys": DFT_LABELS.kwargs()}

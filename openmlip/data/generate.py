@@ -5,12 +5,13 @@ then sampled by Langevin MD on the xTB surface; every ``stride`` steps the geome
 energy, forces and partial charges are kept.  ``stretch`` templates instead pull one X–H bond of the
 optimised structure out to ``stretch_to`` (2.6 unless set) × its length (with thermal noise on all atoms),
 so that the potential learns that bonds cost energy to break.  Templates are written one by one as shards
-(``<output>.parts/<name>.h5``, atomic writes); within a template, a checkpoint
+(``<output>.parts/<name>.h5`` and its record ``<name>.done.json``); within a template, a checkpoint
 (``<name>.partial.json``: conformers so far, MD positions, momenta and random state; JSON, so reading it
 runs no code and floats round-trip exactly) is written every ``checkpoint_every`` conformers, so a killed
-run recomputes at most that many conformers and continues the same trajectory.  A ``.partial.pkl`` left
-by an older openmlip is refused, never unpickled.  The output file is written (atomically) only once
-every shard exists.
+run recomputes at most that many conformers and continues the same trajectory.  Records and checkpoints
+hold the settings that shaped them (the template, ``conformers``, ``seed``, ``stride``): a rerun into the
+same output with other values is a :class:`~openmlip.errors.ResumeError` naming them (:mod:`openmlip.store`).
+The output file is written (atomically) only once every shard exists.
 
 tblite is always given the template's total charge and multiplicity (without it NH4+ silently becomes
 the neutral radical), and runs with ``OMP_NUM_THREADS=1`` (2 threads stall under load).
@@ -27,63 +28,12 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .._io import atomic_path
 from ..charges import formal_charges_from_bonds, resolve_charge_state
 from ..errors import DataFileError
+from ..store import RunStore
 from .spice import XTB_LABELS, read_spice, write_spice
-from .structure import Structure
+from .structure import Structure, structure_from_json, structure_to_json
 from .templates import TEMPLATES, Template
-
-_ARRAY_FIELDS = ("positions", "forces", "charges", "formal_charges", "cell", "pbc")
-
-
-def structure_to_json(s: Structure) -> Dict[str, Any]:
-    """A JSON-able dict of ``s`` (``info`` is not kept); floats round-trip exactly through ``json``."""
-    out: Dict[str, Any] = {"numbers": np.asarray(s.numbers).tolist(), "total_charge": s.total_charge,
-                           "spin_multiplicity": s.spin_multiplicity, "energy": s.energy, "name": s.name, "subset": s.subset}
-    for key in _ARRAY_FIELDS:
-        value = getattr(s, key)
-        out[key] = None if value is None else np.asarray(value).tolist()
-    return out
-
-
-def structure_from_json(d: Dict[str, Any]) -> Structure:
-    arrays = {k: None if d[k] is None else np.asarray(d[k]) for k in _ARRAY_FIELDS}
-    if arrays["positions"] is not None:
-        arrays["positions"] = arrays["positions"].reshape(-1, 3).astype(float)
-    if arrays["forces"] is not None:
-        arrays["forces"] = arrays["forces"].reshape(-1, 3).astype(float)
-    return Structure(numbers=np.asarray(d["numbers"], dtype=int), total_charge=d["total_charge"],
-                     spin_multiplicity=d["spin_multiplicity"], energy=d["energy"], name=d["name"], subset=d["subset"], **arrays)
-
-
-def write_progress(path: Path, kind: str, payload: Dict[str, Any]) -> None:
-    """Write a progress (resume) file as JSON, atomically; ``kind`` is checked when it is read back."""
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps({"format": kind, **payload}))
-
-
-def read_progress(path: Path, kind: str) -> Optional[Dict[str, Any]]:
-    """The progress file written by :func:`write_progress`, or None when there is none.
-
-    Never unpickles: a ``.pkl`` beside it (older openmlip) or a file that is not this JSON is a DataFileError.
-    """
-    path = Path(path)
-    legacy = path.with_suffix(".pkl")
-    if legacy.exists():
-        raise DataFileError(f"{legacy} was written by an older openmlip in an unsafe format (pickle) and is not read; "
-                            "delete it and rerun (only the work it recorded is recomputed)")
-    if not path.exists():
-        return None
-    try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        state = None
-    if not isinstance(state, dict) or state.get("format") != kind:
-        raise DataFileError(f"{path} is not an openmlip {kind} file (damaged, or an unsafe format such as a pickle) "
-                            "and is not read; delete it and rerun (only the work it recorded is recomputed)")
-    return state
-
 
 def _symbol(z) -> str:
     from ase.data import chemical_symbols
@@ -347,13 +297,13 @@ def _stretched_structure(atoms, t: Template, reference, bonds, rng, factor: floa
 
 def sample_template(t: Template, n_conformers: int, seed: int = 0, stride: int = 20, equilibration: int = 100,
                     timestep_fs: float = 0.5, on_conformer: Optional[Callable[[], None]] = None,
-                    checkpoint: Optional[Path] = None, checkpoint_every: int = 10,
+                    checkpoint: Optional[RunStore] = None, checkpoint_every: int = 10,
                     stop_after: Optional[int] = None) -> List[Structure]:
     """xTB-optimise the template, then sample it (``md``: Langevin MD every ``stride`` steps; ``stretch``: X–H bonds
     pulled evenly from 0.85x to ``t.stretch_to``x, :func:`stretched_geometry`); returns the conformers.
 
-    With ``checkpoint``, progress is saved there every ``checkpoint_every`` conformers and picked up
-    from there when it exists.  ``stop_after`` (tests) returns early after that many new conformers.
+    With ``checkpoint`` (the template's store, :func:`part_store`), progress is saved to ``<name>.partial.json`` in it
+    every ``checkpoint_every`` conformers and picked up from there when it exists.  ``stop_after`` (tests) returns early after that many new conformers.
     """
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from ase import Atoms, units as aunits
@@ -368,7 +318,8 @@ def sample_template(t: Template, n_conformers: int, seed: int = 0, stride: int =
     z, pos = build_template(t, seed)
     atoms = Atoms(numbers=z, positions=pos)
     atoms.calc = xtb_calculator(t)
-    state = read_progress(checkpoint, SAMPLING_PROGRESS) if checkpoint is not None else None
+    partial = f"{t.name}.partial.json"
+    state = checkpoint.load_json(partial, SAMPLING_PROGRESS) if checkpoint is not None else None
     if state is not None:
         out = [structure_from_json(d) for d in state["conformers"]]
         atoms.positions = np.asarray(state["positions"], dtype=float)
@@ -403,7 +354,7 @@ def sample_template(t: Template, n_conformers: int, seed: int = 0, stride: int =
         if on_conformer is not None:
             on_conformer()
         if checkpoint is not None and (len(out) % checkpoint_every == 0 or (stop_after is not None and new >= stop_after)):
-            write_progress(Path(checkpoint), SAMPLING_PROGRESS, {
+            checkpoint.save_json(partial, SAMPLING_PROGRESS, {
                 "conformers": [structure_to_json(c) for c in out], "positions": atoms.positions.tolist(),
                 "momenta": atoms.get_momenta().tolist(), "rng": rng.bit_generator.state, "reference": reference.tolist()})
         if stop_after is not None and new >= stop_after:
@@ -411,9 +362,33 @@ def sample_template(t: Template, n_conformers: int, seed: int = 0, stride: int =
     return out
 
 
-def reuse_templates(dataset, names: Sequence[str], parts: Path, seed: int, stride: int) -> List[str]:
-    """Write ``parts/<name>.h5`` for each of ``names`` whose conformers ``dataset`` (written by :func:`generate`) holds
-    for the same template, seed and stride (its manifest beside it says so); returns the names taken."""
+DONE_SUFFIX = ".done.json"
+PART_RECORD = "openmlip-generated-part"
+
+
+def part_store(parts: Path, name: str, conformers: int, seed: int, stride: int) -> RunStore:
+    """The store of template ``name``'s shard in ``parts``: its settings are the template's definition and the
+    sampling settings, so a shard or checkpoint made with others is refused, never mixed into the dataset."""
+    return RunStore(parts, "data generate", {"template": asdict(TEMPLATES[name]), "conformers": conformers,
+                                              "seed": seed, "stride": stride})
+
+
+def _finished(store: RunStore, name: str) -> Optional[Dict[str, Any]]:
+    """The record of a finished shard (after checking its settings), or None when the shard is not finished: a shard
+    is written before its record, so a kill between the two leaves a shard that is computed again."""
+    if not store.path(f"{name}.h5").exists():
+        return None
+    return store.load_json(f"{name}{DONE_SUFFIX}", PART_RECORD)
+
+
+def _write_part(store: RunStore, name: str, structs: List[Structure], source: str) -> None:
+    write_spice(store.path(f"{name}.h5"), structs, smiles={name: TEMPLATES[name].smiles}, **XTB_LABELS.kwargs())
+    store.save_json(f"{name}{DONE_SUFFIX}", PART_RECORD, {"source": source})
+
+
+def reuse_templates(dataset, names: Sequence[str], parts: Path, conformers: int, seed: int, stride: int) -> List[str]:
+    """Write the shard of each of ``names`` whose conformers ``dataset`` (written by :func:`generate`) holds for the
+    same template, number of conformers, seed and stride (its manifest beside it says so); returns the names taken."""
     dataset = Path(dataset)
     try:
         man = json.loads(dataset.with_suffix(".json").read_text())
@@ -422,36 +397,15 @@ def reuse_templates(dataset, names: Sequence[str], parts: Path, seed: int, strid
                             "reuse only files written by `openmlip data generate`") from None
     if (man.get("sampling", {}).get("seed"), man.get("sampling", {}).get("stride_steps")) != (seed, stride):
         return []
-    # a field the manifest lacks was added to Template later, and the file was made with its default
-    defaults = asdict(Template("", ""))
-    same = [n for n in names if n in man.get("templates", {}) and asdict(TEMPLATES[n]) == {
-        **{k: v for k, v in defaults.items() if k not in ("name", "smiles")},
-        **{k: v for k, v in man["templates"][n].items() if k != "conformers"}}]
+    same = [n for n in names if n in man.get("templates", {}) and man["templates"][n].get("conformers") == conformers
+            and asdict(TEMPLATES[n]) == {k: v for k, v in man["templates"][n].items() if k != "conformers"}]
     taken: Dict[str, List[Structure]] = {n: [] for n in same}
     for st in read_spice(dataset, **XTB_LABELS.kwargs()):
         if st.name in taken:
             taken[st.name].append(st)
     for name, structs in taken.items():
-        # the record first: a part whose record is missing would be reported as computed; a record without its part
-        # is redone (reused again, or computed, which removes the record) by the next run
-        with atomic_path(parts / f"{name}{REUSED_SUFFIX}") as tmp:
-            Path(tmp).write_text(json.dumps({"source": dataset.name}))
-        write_spice(parts / f"{name}.h5", structs, smiles={name: TEMPLATES[name].smiles}, **XTB_LABELS.kwargs())
+        _write_part(part_store(parts, name, conformers, seed, stride), name, structs, dataset.name)
     return same
-
-
-REUSED_SUFFIX = ".reused.json"
-
-
-def _reused_parts(parts: Path, names: Sequence[str]) -> Dict[str, List[str]]:
-    """{source dataset: [templates whose part was taken from it]}, from the records :func:`reuse_templates` leaves
-    beside the parts, so that a resumed run reports what an earlier run reused."""
-    out: Dict[str, List[str]] = {}
-    for name in names:
-        record = parts / f"{name}{REUSED_SUFFIX}"
-        if record.exists():
-            out.setdefault(json.loads(record.read_text())["source"], []).append(name)
-    return out
 
 
 def generate(output, templates: Optional[Sequence[str]] = None, conformers: int = 150, seed: int = 0, stride: int = 20,
@@ -470,52 +424,55 @@ def generate(output, templates: Optional[Sequence[str]] = None, conformers: int 
     if unknown:
         raise ValueError(f"unknown template(s) {unknown}; available: {sorted(TEMPLATES)}")
     parts = output.parent / (output.name + ".parts")
-    parts.mkdir(parents=True, exist_ok=True)
-    for path in reuse:
-        todo = [n for n in names if not (parts / f"{n}.h5").exists() and not (parts / f"{n}.partial.json").exists()]
-        reuse_templates(path, todo, parts, seed, stride)
-    done = {n for n in names if (parts / f"{n}.h5").exists()}
-    computed = 0
-    with tqdm(total=len(names) * conformers, initial=len(done) * conformers, desc="xTB conformers", unit="conf",
-              disable=not progress) as bar:
-        for k, name in enumerate(n for n in names if n not in done):
-            if stop_after_templates is not None and k >= stop_after_templates:
-                return {"status": "interrupted", "computed": computed}
-            partial = parts / f"{name}.partial.json"
-            state = read_progress(partial, SAMPLING_PROGRESS)
-            had = len(state["conformers"]) if state is not None else 0
-            structs = sample_template(TEMPLATES[name], conformers, seed=seed, stride=stride, on_conformer=lambda: bar.update(1),
-                                      checkpoint=partial, checkpoint_every=checkpoint_every, stop_after=stop_after_conformers)
-            computed += len(structs) - had
-            if len(structs) < conformers:
-                return {"status": "interrupted", "computed": computed}
-            (parts / f"{name}{REUSED_SUFFIX}").unlink(missing_ok=True)
-            write_spice(parts / f"{name}.h5", structs, smiles={name: TEMPLATES[name].smiles}, **XTB_LABELS.kwargs())
-            partial.unlink(missing_ok=True)
-    reused = _reused_parts(parts, names)
-    merged: List[Structure] = []
-    smiles = {}
-    for name in names:
-        for st in read_spice(parts / f"{name}.h5", **XTB_LABELS.kwargs()):
-            if st.formal_charges is None:  # parts written before formal charges were stored
-                st.formal_charges = template_formal_charges(TEMPLATES[name], st.numbers)
-            merged.append(st)
-        smiles[name] = TEMPLATES[name].smiles
-    counts = write_spice(output, merged, smiles=smiles, **XTB_LABELS.kwargs())
-    manifest = {
-        "status": "finished", "computed_this_run": computed, "conformers": sum(counts.values()),
-        "method": "GFN2-xTB (tblite), total charge and multiplicity given explicitly; OMP_NUM_THREADS=1",
-        "sampling": {"optimisation": "ASE BFGS on xTB, fmax 0.1 eV/Å, <= 60 steps (stretch templates: 0.02, <= 200)",
-                     "md": "ASE Langevin, 0.5 fs, friction 0.02/fs",
-                     "stretch": "one random X–H bond of the optimised structure set to 0.85–stretch_to× its length (evenly; "
-                                "stretch_to: 2.6 unless the template says otherwise), "
-                                "all atoms displaced by N(0, 0.04 Å)",
-                     "equilibration_steps": 100, "stride_steps": stride, "seed": seed},
-        "units_in_file": {"positions": "bohr", "energy": "hartree", "gradient": "hartree/bohr", "charges": "e"},
-        "label_keys": vars(XTB_LABELS),
-        **({"reused": reused} if reused else {}),
-        "templates": {n: {**asdict(TEMPLATES[n]), "conformers": counts[n]} for n in names},
-        "isolated_atom_energies_eV": isolated_atom_energies(sorted({_symbol(z) for s in merged for z in s.numbers})),
-    }
-    output.with_suffix(".json").write_text(json.dumps(manifest, indent=1))
-    return manifest
+    stores = {n: part_store(parts, n, conformers, seed, stride) for n in names}
+    with stores[names[0]].lock("generate"):
+        records = {n: _finished(stores[n], n) for n in names}  # a shard made with other settings: ResumeError here
+        for path in reuse:
+            todo = [n for n in names if records[n] is None and not stores[n].path(f"{n}.partial.json").exists()]
+            reuse_templates(path, todo, parts, conformers, seed, stride)
+        records = {n: _finished(stores[n], n) for n in names}
+        computed = 0
+        done = sum(r is not None for r in records.values())
+        with tqdm(total=len(names) * conformers, initial=done * conformers, desc="xTB conformers", unit="conf",
+                  disable=not progress) as bar:
+            for k, name in enumerate(n for n in names if records[n] is None):
+                if stop_after_templates is not None and k >= stop_after_templates:
+                    return {"status": "interrupted", "computed": computed}
+                state = stores[name].load_json(f"{name}.partial.json", SAMPLING_PROGRESS)
+                had = len(state["conformers"]) if state is not None else 0
+                structs = sample_template(TEMPLATES[name], conformers, seed=seed, stride=stride,
+                                          on_conformer=lambda: bar.update(1), checkpoint=stores[name],
+                                          checkpoint_every=checkpoint_every, stop_after=stop_after_conformers)
+                computed += len(structs) - had
+                if len(structs) < conformers:
+                    return {"status": "interrupted", "computed": computed}
+                _write_part(stores[name], name, structs, "computed")
+                records[name] = _finished(stores[name], name)
+                stores[name].path(f"{name}.partial.json").unlink(missing_ok=True)
+        reused: Dict[str, List[str]] = {}
+        for name in names:
+            if records[name]["source"] != "computed":
+                reused.setdefault(records[name]["source"], []).append(name)
+        merged: List[Structure] = []
+        smiles = {}
+        for name in names:
+            merged.extend(read_spice(parts / f"{name}.h5", **XTB_LABELS.kwargs()))
+            smiles[name] = TEMPLATES[name].smiles
+        counts = write_spice(output, merged, smiles=smiles, **XTB_LABELS.kwargs())
+        manifest = {
+            "status": "finished", "computed_this_run": computed, "conformers": sum(counts.values()),
+            "method": "GFN2-xTB (tblite), total charge and multiplicity given explicitly; OMP_NUM_THREADS=1",
+            "sampling": {"optimisation": "ASE BFGS on xTB, fmax 0.1 eV/Å, <= 60 steps (stretch templates: 0.02, <= 200)",
+                         "md": "ASE Langevin, 0.5 fs, friction 0.02/fs",
+                         "stretch": "one random X–H bond of the optimised structure set to 0.85–stretch_to× its length (evenly; "
+                                    "stretch_to: 2.6 unless the template says otherwise), "
+                                    "all atoms displaced by N(0, 0.04 Å)",
+                         "equilibration_steps": 100, "stride_steps": stride, "seed": seed},
+            "units_in_file": {"positions": "bohr", "energy": "hartree", "gradient": "hartree/bohr", "charges": "e"},
+            "label_keys": vars(XTB_LABELS),
+            **({"reused": reused} if reused else {}),
+            "templates": {n: {**asdict(TEMPLATES[n]), "conformers": counts[n]} for n in names},
+            "isolated_atom_energies_eV": isolated_atom_energies(sorted({_symbol(z) for s in merged for z in s.numbers})),
+        }
+        stores[names[0]].write_manifest(output.with_suffix(".json").resolve(), manifest)
+        return manifest

@@ -16,18 +16,18 @@ Progress is saved (JSON) every few clusters; a rerun continues and never mixes i
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .._io import check_not_input
+from .._io import check_not_input, file_sha256
 from ..errors import ConfigError, DataFileError
-from .generate import gfn2_xtb, read_progress, structure_from_json, structure_to_json, write_progress
+from ..store import RunStore
+from .generate import gfn2_xtb
 from .spice import XTB_LABELS, write_spice
-from .structure import Structure
+from .structure import Structure, structure_from_json, structure_to_json
 
 HARVEST_PROGRESS = "openmlip-harvest-progress"
 # a cluster atom with no other atom this close (Å) has left the liquid (the frames of a blow-up): not labelled, since
@@ -149,69 +149,70 @@ def harvest(trajectory, topology, ml_atoms: Sequence[int], formal_charges: Optio
     first = max(0, traj.n_frames - frames)
     settings = {"trajectory": trajectory.name, "frames": [first, traj.n_frames], "centres": centres, "radius_A": radius,
                 "prefix": prefix, **({"contacts": contacts} if contacts else {})}
-    partial = out.with_name(out.name + ".partial.json")
-    state = read_progress(partial, HARVEST_PROGRESS)
-    if state is not None and state["settings"] != settings:
-        raise ConfigError(f"{partial} holds a harvest with other settings ({state['settings']}); delete it or use "
-                          "another --out")
-    done: Dict[str, Any] = {} if state is None else state["clusters"]
-    skipped: Dict[str, str] = {} if state is None else state["skipped"]  # cluster -> why it has no label
-    if traj.unitcell_lengths is not None and not np.allclose(traj.unitcell_angles[first:], 90.0):
-        raise ConfigError(f"harvest: {trajectory} has a triclinic box; clusters are cut from orthorhombic boxes only")
+    # where the trajectory is and what it holds: two runs' trajectories of one name are not mixed into one file
+    store = RunStore(out.parent, "data harvest", {**settings, "trajectory_path": str(trajectory.resolve()),
+                                                  "trajectory_sha256": file_sha256(trajectory)})
+    partial = out.name + ".partial.json"
+    with store.lock(out.name):
+        state = store.load_json(partial, HARVEST_PROGRESS)  # another trajectory or other settings: ResumeError
+        done: Dict[str, Any] = {} if state is None else state["clusters"]
+        skipped: Dict[str, str] = {} if state is None else state["skipped"]  # cluster -> why it has no label
+        if traj.unitcell_lengths is not None and not np.allclose(traj.unitcell_angles[first:], 90.0):
+            raise ConfigError(f"harvest: {trajectory} has a triclinic box; clusters are cut from orthorhombic boxes only")
 
-    def box(f):
-        return None if traj.unitcell_lengths is None else traj.unitcell_lengths[f] * 10.0
+        def box(f):
+            return None if traj.unitcell_lengths is None else traj.unitcell_lengths[f] * 10.0
 
-    heavy = numbers > 1
-    todo = [(f, h) for f in range(first, traj.n_frames)
-            for h in stretched_hydrogens(traj.xyz[f] * 10.0, box(f), bonds, centres)]
-    todo += [(f, a) for f in range(first, traj.n_frames)
-             for a in close_contacts(traj.xyz[f] * 10.0, box(f), molecules, heavy, contacts)]
-    new = 0
-    with tqdm(total=len(todo), initial=len(done) + len(skipped), desc="xTB clusters", unit="cluster",
-              disable=not progress) as bar:
-        for f, h in todo:
-            key = f"{prefix}-f{f:05d}-{'h' if numbers[h] == 1 else 'c'}{h}"
-            if key in done or key in skipped:
-                continue
-            idx, pos = cut_cluster(traj.xyz[f] * 10.0, box(f), molecules, h, radius)
-            q = float(fc[[ml[i] for i in idx]].sum())
-            if abs(q - round(q)) > 1e-6 or (int(numbers[idx].sum()) - round(q)) % 2:
-                skipped[key] = f"formal charges sum to {q:g}: not a closed shell"
+        heavy = numbers > 1
+        todo = [(f, h) for f in range(first, traj.n_frames)
+                for h in stretched_hydrogens(traj.xyz[f] * 10.0, box(f), bonds, centres)]
+        todo += [(f, a) for f in range(first, traj.n_frames)
+                 for a in close_contacts(traj.xyz[f] * 10.0, box(f), molecules, heavy, contacts)]
+        new = 0
+        with tqdm(total=len(todo), initial=len(done) + len(skipped), desc="xTB clusters", unit="cluster",
+                  disable=not progress) as bar:
+            for f, h in todo:
+                key = f"{prefix}-f{f:05d}-{'h' if numbers[h] == 1 else 'c'}{h}"
+                if key in done or key in skipped:
+                    continue
+                idx, pos = cut_cluster(traj.xyz[f] * 10.0, box(f), molecules, h, radius)
+                q = float(fc[[ml[i] for i in idx]].sum())
+                if abs(q - round(q)) > 1e-6 or (int(numbers[idx].sum()) - round(q)) % 2:
+                    skipped[key] = f"formal charges sum to {q:g}: not a closed shell"
+                    bar.update(1)
+                    continue
+                gap = np.linalg.norm(pos[:, None] - pos[None], axis=-1) + np.eye(len(pos)) * 1e9
+                if len(pos) > 1 and gap.min(axis=1).max() > ISOLATED_A:
+                    skipped[key] = f"an atom {gap.min(axis=1).max():.1f} Å from all others: it flew off"
+                    bar.update(1)
+                    continue
+                atoms = Atoms(numbers=numbers[idx], positions=pos)
+                atoms.calc = gfn2_xtb(round(q))
+                try:
+                    st = Structure(numbers=numbers[idx].copy(), positions=pos, total_charge=float(round(q)),
+                                   spin_multiplicity=1.0, energy=float(atoms.get_potential_energy()),
+                                   forces=atoms.get_forces().copy(), charges=np.asarray(atoms.get_charges(), dtype=float),
+                                   formal_charges=fc[[ml[i] for i in idx]].copy(), name=key, subset="harvested")
+                    done[key] = structure_to_json(st)
+                except CalculationFailed:  # tblite: SCF not converged
+                    skipped[key] = "GFN2-xTB SCF did not converge"
+                new += 1
                 bar.update(1)
-                continue
-            gap = np.linalg.norm(pos[:, None] - pos[None], axis=-1) + np.eye(len(pos)) * 1e9
-            if len(pos) > 1 and gap.min(axis=1).max() > ISOLATED_A:
-                skipped[key] = f"an atom {gap.min(axis=1).max():.1f} Å from all others: it flew off"
-                bar.update(1)
-                continue
-            atoms = Atoms(numbers=numbers[idx], positions=pos)
-            atoms.calc = gfn2_xtb(round(q))
-            try:
-                st = Structure(numbers=numbers[idx].copy(), positions=pos, total_charge=float(round(q)),
-                               spin_multiplicity=1.0, energy=float(atoms.get_potential_energy()),
-                               forces=atoms.get_forces().copy(), charges=np.asarray(atoms.get_charges(), dtype=float),
-                               formal_charges=fc[[ml[i] for i in idx]].copy(), name=key, subset="harvested")
-                done[key] = structure_to_json(st)
-            except CalculationFailed:  # tblite: SCF not converged
-                skipped[key] = "GFN2-xTB SCF did not converge"
-            new += 1
-            bar.update(1)
-            if new % checkpoint_every == 0 or (stop_after is not None and new >= stop_after):
-                write_progress(partial, HARVEST_PROGRESS, {"settings": settings, "clusters": done, "skipped": skipped})
-            if stop_after is not None and new >= stop_after:
-                return {"status": "interrupted", "labelled": len(done)}
-    structures = [structure_from_json(done[k]) for k in sorted(done)]
-    if not structures:
-        raise DataFileError(f"harvest: no cluster of {trajectory} could be labelled ({len(skipped)} skipped)")
-    write_spice(out, structures, **XTB_LABELS.kwargs())
-    sizes = [len(s.numbers) for s in structures]
-    manifest = {"status": "finished", "source": {**settings, **(about or {})}, "clusters": len(structures),
-                "skipped": dict(sorted(skipped.items())),
-                "atoms_per_cluster": [min(sizes), max(sizes)],
-                "total_charges": sorted({int(s.total_charge) for s in structures}),
-                "method": "GFN2-xTB (tblite) at the cluster's summed formal charge, singlet; OMP_NUM_THREADS=1",
-                "label_keys": vars(XTB_LABELS), "units_in_file": {"positions": "bohr", "energy": "hartree"}}
-    out.with_suffix(".json").write_text(json.dumps(manifest, indent=1))
-    partial.unlink(missing_ok=True)
-    return manifest
+                if new % checkpoint_every == 0 or (stop_after is not None and new >= stop_after):
+                    store.save_json(partial, HARVEST_PROGRESS, {"clusters": done, "skipped": skipped})
+                if stop_after is not None and new >= stop_after:
+                    return {"status": "interrupted", "labelled": len(done)}
+        structures = [structure_from_json(done[k]) for k in sorted(done)]
+        if not structures:
+            raise DataFileError(f"harvest: no cluster of {trajectory} could be labelled ({len(skipped)} skipped)")
+        write_spice(out, structures, **XTB_LABELS.kwargs())
+        sizes = [len(s.numbers) for s in structures]
+        manifest = {"status": "finished", "source": {**settings, **(about or {})}, "clusters": len(structures),
+                    "skipped": dict(sorted(skipped.items())),
+                    "atoms_per_cluster": [min(sizes), max(sizes)],
+                    "total_charges": sorted({int(s.total_charge) for s in structures}),
+                    "method": "GFN2-xTB (tblite) at the cluster's summed formal charge, singlet; OMP_NUM_THREADS=1",
+                    "label_keys": vars(XTB_LABELS), "units_in_file": {"positions": "bohr", "energy": "hartree"}}
+        store.write_manifest(out.with_suffix(".json").name, manifest)
+        store.path(partial).unlink(missing_ok=True)
+        return manifest

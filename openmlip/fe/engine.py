@@ -25,13 +25,15 @@ cluster jobs) and a killed unit resumes:
     protocol work W = Σ [u(λ_{s+1}, x_s) − u(λ_s, x_s)] (in kT) of each switch is stored.
     ``*.partial.npz`` holds the finished switches and the equilibrium chain's state.
 
-Every file carries the settings' fingerprint; resuming from a file made with other settings is a
-:class:`~openmlip.errors.ResumeError`.
+Every file records the settings that shaped it (those of its kind of unit, and the System's fingerprint:
+masses, constraints and every force, the TorchForce's model by its weights, ML atoms and charge); reading a
+file made with other settings, or another potential or spec, is a :class:`~openmlip.errors.ResumeError`
+naming each change (:mod:`openmlip.store`).  Each unit holds a lock while it runs, so two processes never
+compute the same unit.
 """
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import math
 import time
@@ -46,8 +48,11 @@ import openmm
 import openmm.unit as u
 
 from .._io import atomic_path
-from ..errors import ConfigError, DataFileError, ResumeError
+from ..errors import ConfigError
+from ..openmm.fingerprint import system_fingerprint
+from ..openmm.platform import choose_platform
 from ..openmm.settings import LAMBDA
+from ..store import RunStore
 from ..units import GAS_CONSTANT_KJ_PER_MOL_K
 
 DIRECTIONS = ("forward", "reverse")
@@ -60,8 +65,8 @@ def kt_kJmol(temperature_K: float) -> float:
 
 @dataclass
 class FESettings:
-    """Settings of a λ-window / switching calculation (all fields are part of the resume fingerprint
-    except ``platform``, ``threads``, ``progress``)."""
+    """Settings of a λ-window / switching calculation (what shapes each kind of unit: :meth:`unit_settings`;
+    ``platform``, ``threads`` and ``bootstrap`` shape none)."""
 
     lambdas: List[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
     temperature_K: float = 300.0
@@ -119,17 +124,19 @@ class FESettings:
     def n_batches(self) -> int:
         return -(-self.switches // self.switches_per_batch)
 
-    def fingerprint(self, kind: str) -> str:
-        """Hash of the settings that shape a unit of ``kind`` ('window' or 'switch')."""
-        d = {k: v for k, v in asdict(self).items() if k not in self._RUNTIME}
-        if kind == "window":
-            keep = ("lambdas", "temperature_K", "timestep_fs", "friction_per_ps", "minimize_iterations",
-                    "equilibrate_steps", "equilibrate_friction_per_ps", "samples", "sample_interval", "seed")
-        else:
-            keep = ("temperature_K", "timestep_fs", "friction_per_ps", "minimize_iterations", "equilibrate_steps",
-                    "equilibrate_friction_per_ps", "switches", "switches_per_batch", "switch_stages", "switch_stage_steps",
-                    "switch_decorrelation_steps", "seed")
-        return hashlib.sha256(json.dumps({k: d[k] for k in keep}, sort_keys=True).encode()).hexdigest()[:16]
+    def unit_settings(self, kind: str) -> Dict[str, Any]:
+        """The settings that shape a unit of ``kind`` ('window' or 'switch'): the others (e.g. the number of switches
+        for a window) may change without recomputing it."""
+        keep = WINDOW_SETTINGS if kind == "window" else SWITCH_SETTINGS
+        d = asdict(self)
+        return {k: d[k] for k in keep}
+
+
+WINDOW_SETTINGS = ("lambdas", "temperature_K", "timestep_fs", "friction_per_ps", "minimize_iterations", "equilibrate_steps",
+                   "equilibrate_friction_per_ps", "samples", "sample_interval", "seed")
+SWITCH_SETTINGS = ("temperature_K", "timestep_fs", "friction_per_ps", "minimize_iterations", "equilibrate_steps",
+                   "equilibrate_friction_per_ps", "switches", "switches_per_batch", "switch_stages", "switch_stage_steps",
+                   "switch_decorrelation_steps", "seed")
 
 
 def _check_int(name, v, lo):
@@ -147,27 +154,6 @@ def switch_file(out, direction: str, batch: int) -> Path:
 
 def _partial(path: Path) -> Path:
     return path.with_name(path.stem + ".partial.npz")
-
-
-def _save_npz(path: Path, **arrays) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-
-
-def load_npz(path, fingerprint: Optional[str] = None) -> Dict[str, Any]:
-    """A unit file as a dict (``meta`` decoded from JSON); checks its settings fingerprint when given."""
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            d = {k: z[k] for k in z.files}
-        d["meta"] = json.loads(str(d["meta"]))
-    except (OSError, ValueError, KeyError) as exc:
-        raise DataFileError(f"{path}: not a readable free-energy unit file ({exc}); delete it to recompute") from None
-    if fingerprint is not None and d["meta"].get("fingerprint") != fingerprint:
-        raise ResumeError(f"{path} was made with other settings (fingerprint {d['meta'].get('fingerprint')} vs "
-                          f"{fingerprint}); use another --out folder or delete the file to recompute it")
-    return d
 
 
 def _has_lambda(force: openmm.Force) -> bool:
@@ -231,33 +217,25 @@ class Engine:
         self.progress = progress
         self.lambdas = np.asarray(settings.lambdas)
         self.platform_name = None
+        self._platform: Optional[Tuple[openmm.Platform, Dict[str, str]]] = None
+        self.fingerprint = system_fingerprint(self.system)
+
+    def store(self, out, kind: str) -> RunStore:
+        """The store of the units of ``kind`` ('window' or 'switch') in the leg folder ``out``."""
+        folder = Path(out) / ("windows" if kind == "window" else "switches")
+        return RunStore(folder, f"free-energy {kind}", {**self.settings.unit_settings(kind), **self.fingerprint})
 
     # -- contexts -------------------------------------------------------------------------------
-    def _platform(self) -> Tuple[openmm.Platform, Dict[str, str]]:
-        names = [self.settings.platform] if self.settings.platform else ["CUDA", "OpenCL", "CPU", "Reference"]
-        for name in names:
-            try:
-                plat = openmm.Platform.getPlatformByName(name)
-            except Exception:  # noqa: BLE001  (not installed)
-                continue
-            props = {"Threads": str(self.settings.threads)} if name == "CPU" else {}
-            return plat, props
-        raise ConfigError(f"OpenMM platform {self.settings.platform!r} is not available")
-
     def _context(self, lam: float, seed: int) -> openmm.Context:
         s = self.settings
         integ = openmm.LangevinMiddleIntegrator(s.temperature_K * u.kelvin, s.friction_per_ps / u.picosecond,
                                                 s.timestep_fs * u.femtosecond)
         integ.setRandomNumberSeed(int(seed) % 2**31 or 1)
         torch.set_num_threads(s.threads)
-        plat, props = self._platform()
-        try:
-            ctx = openmm.Context(self.system, integ, plat, props)
-        except Exception:  # noqa: BLE001  -- e.g. a force the fast platform cannot run: fall back
-            if self.settings.platform:
-                raise
-            plat, props = openmm.Platform.getPlatformByName("Reference"), {}
-            ctx = openmm.Context(self.system, integ, plat, props)
+        if self._platform is None:
+            self._platform = choose_platform(s.platform, s.threads)[:2]
+        plat, props = self._platform
+        ctx = openmm.Context(self.system, integ, plat, props)
         self.platform_name = plat.getName()
         if self.box is not None:
             ctx.setPeriodicBoxVectors(*self.box)
@@ -322,11 +300,8 @@ class Engine:
         ctx.setPositions(arrays["positions"])
         ctx.setVelocities(arrays["velocities"])
 
-    def _meta(self, kind: str, **extra) -> str:
-        m = dict(self.meta)
-        m.update(kind=kind, fingerprint=self.settings.fingerprint(kind), settings=asdict(self.settings),
-                 platform=self.platform_name, kT_kJmol=self.settings.kT, **extra)
-        return json.dumps(m)
+    def _meta(self, kind: str, **extra) -> Dict[str, Any]:
+        return {**self.meta, "kind": kind, "platform": self.platform_name, "kT_kJmol": self.settings.kT, **extra}
 
     def _bar(self, total: int, desc: str):
         if not self.progress:
@@ -338,21 +313,25 @@ class Engine:
     # -- λ windows ------------------------------------------------------------------------------
     def run_window(self, k: int, out) -> Path:
         """Run (or finish, or skip when done) λ window ``k``; returns its file."""
-        s = self.settings
         if not 0 <= k < len(self.lambdas):
             raise ConfigError(f"window {k} does not exist: the schedule has {len(self.lambdas)} λ values (0..{len(self.lambdas) - 1})")
-        path = window_file(out, k)
-        fp = s.fingerprint("window")
-        if path.exists():
-            load_npz(path, fp)
-            return path
+        store = self.store(out, "window")
+        name = window_file(out, k).name
+        with store.lock(Path(name).stem):
+            self._window(store, name, k)
+        return store.path(name)
+
+    def _window(self, store: RunStore, name: str, k: int) -> None:
+        s = self.settings
+        if store.load_npz(name) is not None:  # done (with these settings: else ResumeError)
+            return
         lam = float(self.lambdas[k])
-        part = _partial(path)
+        part = _partial(Path(name)).name
         t0 = time.perf_counter()
         e_end = np.zeros((0, 2))
         wall_before = 0.0
-        if part.exists():
-            d = load_npz(part, fp)
+        d = store.load_npz(part)
+        if d is not None:
             e_end = d["e_end"]
             wall_before = float(d["meta"].get("wall_s", 0.0))
             ctx = self._context(lam, s.seed + 7919 * k + len(e_end) + 1)
@@ -375,19 +354,17 @@ class Engine:
             if bar is not None:
                 bar.update(1)
             if len(rows) % s.checkpoint_samples == 0 and len(rows) < s.samples:
-                _save_npz(part, e_end=np.array(rows), meta=self._meta(
-                    "window", wall_s=wall_before + time.perf_counter() - t0), **self._state_arrays(ctx))
+                store.save_npz(part, self._meta("window", wall_s=wall_before + time.perf_counter() - t0),
+                               e_end=np.array(rows), **self._state_arrays(ctx))
         if bar is not None:
             bar.close()
         e = np.array(rows)  # [n, 2] kJ/mol
         u_kn = ((1 - self.lambdas)[:, None] * e[None, :, 0] + self.lambdas[:, None] * e[None, :, 1]) / s.kT
         n_new = s.samples - len(e_end)
-        _save_npz(path, u_kn=u_kn, e_end=e, lambdas=self.lambdas, meta=self._meta(
-            "window", window=k, lambda_value=lam, wall_s=wall_before + time.perf_counter() - t0,
-            ms_per_step=1000 * t_md / max(1, n_new * s.sample_interval)), **self._state_arrays(ctx))
-        if part.exists():
-            part.unlink()
-        return path
+        store.save_npz(name, self._meta("window", window=k, lambda_value=lam, wall_s=wall_before + time.perf_counter() - t0,
+                                        ms_per_step=1000 * t_md / max(1, n_new * s.sample_interval)),
+                       u_kn=u_kn, e_end=e, lambdas=self.lambdas, **self._state_arrays(ctx))
+        store.path(part).unlink(missing_ok=True)
 
     # -- switches -------------------------------------------------------------------------------
     def run_switch_batch(self, direction: str, batch: int, out) -> Path:
@@ -398,20 +375,25 @@ class Engine:
         if not 0 <= batch < s.n_batches:
             raise ConfigError(f"switch batch {batch} does not exist: {s.switches} switches in batches of "
                               f"{s.switches_per_batch} make {s.n_batches} (0..{s.n_batches - 1})")
+        store = self.store(out, "switch")
+        name = switch_file(out, direction, batch).name
+        with store.lock(Path(name).stem):
+            self._switch_batch(store, name, direction, batch)
+        return store.path(name)
+
+    def _switch_batch(self, store: RunStore, name: str, direction: str, batch: int) -> None:
+        s = self.settings
+        if store.load_npz(name) is not None:  # done (with these settings: else ResumeError)
+            return
         n = min(s.switches_per_batch, s.switches - batch * s.switches_per_batch)
-        path = switch_file(out, direction, batch)
-        fp = s.fingerprint("switch")
-        if path.exists():
-            load_npz(path, fp)
-            return path
         start, end = (0.0, 1.0) if direction == "forward" else (1.0, 0.0)
         base_seed = s.seed + 104729 * (batch + 1) + (0 if direction == "forward" else 52361)
-        part = _partial(path)
+        part = _partial(Path(name)).name
         t0 = time.perf_counter()
         works: List[float] = []
         wall_before = 0.0
-        if part.exists():
-            d = load_npz(part, fp)
+        d = store.load_npz(part)
+        if d is not None:
             works = list(d["works"])
             wall_before = float(d["meta"].get("wall_s", 0.0))
             ctx = self._context(start, base_seed + len(works) + 1)
@@ -442,16 +424,14 @@ class Engine:
             if bar is not None:
                 bar.update(1)
             if len(works) < n:
-                _save_npz(part, works=np.array(works), meta=self._meta(
-                    "switch", wall_s=wall_before + time.perf_counter() - t0), **eq)
+                store.save_npz(part, self._meta("switch", wall_s=wall_before + time.perf_counter() - t0),
+                               works=np.array(works), **eq)
         if bar is not None:
             bar.close()
-        _save_npz(path, works=np.array(works), meta=self._meta(
-            "switch", direction=direction, batch=batch, wall_s=wall_before + time.perf_counter() - t0,
-            switch_steps=s.switch_stages * s.switch_stage_steps))
-        if part.exists():
-            part.unlink()
-        return path
+        store.save_npz(name, self._meta("switch", direction=direction, batch=batch,
+                                        wall_s=wall_before + time.perf_counter() - t0,
+                                        switch_steps=s.switch_stages * s.switch_stage_steps), works=np.array(works))
+        store.path(part).unlink(missing_ok=True)
 
     # -- everything, one after another (tests, small systems) -----------------------------------
     def run_all(self, out, windows: bool = True, switches: bool = True) -> None:
@@ -486,5 +466,5 @@ def steps_summary(settings: FESettings) -> Dict[str, int]:
             "per_switch_batch": per_batch, "switches": 2 * per_batch * s.n_batches}
 
 
-__all__ = ["Engine", "FESettings", "LAMBDA", "DIRECTIONS", "kt_kJmol", "window_file", "switch_file", "load_npz",
+__all__ = ["Engine", "FESettings", "LAMBDA", "DIRECTIONS", "kt_kJmol", "window_file", "switch_file",
            "lambda_forces", "units", "steps_summary", "write_json"]

@@ -21,7 +21,8 @@ import numpy as np
 from .._io import atomic_path
 from ..errors import DataFileError
 from ..units import KCAL_PER_MOL_TO_KJ_PER_MOL
-from .engine import DIRECTIONS, FESettings, load_npz, switch_file, window_file, write_json
+from ..store import RunStore, read_npz
+from .engine import DIRECTIONS, FESettings, switch_file, window_file, write_json
 from .estimators import mbar, mbar_convergence, neq, neq_convergence, statistical_inefficiency, subsample
 
 
@@ -40,6 +41,14 @@ def missing_units(out, settings: FESettings, windows: bool = True, switches: boo
     return miss
 
 
+def leg_units(settings: FESettings, kind: str, paths: List[Path]) -> List[Dict[str, Any]]:
+    """The unit files ``paths`` of one kind of a leg, checked to be one calculation: each made with ``settings`` and all
+    with the System of the first (a :class:`~openmlip.errors.ResumeError` names what differs)."""
+    recorded = read_npz(paths[0])["meta"].get("settings") or {}
+    store = RunStore(paths[0].parent, f"free-energy {kind}", {**recorded, **settings.unit_settings(kind)})
+    return [store.load_npz(p.name) for p in paths]
+
+
 def gather(out, settings: FESettings, windows: bool = True, switches: bool = True, title: str = "",
            extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Estimate ΔG(λ=0 → λ=1) of a leg from its unit files; writes results.json, report.md and plots."""
@@ -55,10 +64,8 @@ def gather(out, settings: FESettings, windows: bool = True, switches: bool = Tru
     wall = 0.0
     platforms = set()
     if windows:
-        fp = settings.fingerprint("window")
         u_list, ineff, n_raw, mean_du, std_du, ms = [], [], [], [], [], []
-        for k in range(len(settings.lambdas)):
-            d = load_npz(window_file(out, k), fp)
+        for d in leg_units(settings, "window", [window_file(out, k) for k in range(len(settings.lambdas))]):
             du = d["e_end"][:, 1] - d["e_end"][:, 0]
             g = statistical_inefficiency(du)
             idx = subsample(du, g)
@@ -77,12 +84,11 @@ def gather(out, settings: FESettings, windows: bool = True, switches: bool = Tru
                        "statistical_inefficiency": ineff, "raw_samples": n_raw,
                        "mean_dU_kJmol": mean_du, "std_dU_kJmol": std_du, "ms_per_step": ms, "convergence": conv}
     if switches:
-        fp = settings.fingerprint("switch")
         works = {}
-        for d_ in DIRECTIONS:
+        files = leg_units(settings, "switch", [switch_file(out, d_, b) for d_ in DIRECTIONS for b in range(settings.n_batches)])
+        for i, d_ in enumerate(DIRECTIONS):
             parts = []
-            for b in range(settings.n_batches):
-                d = load_npz(switch_file(out, d_, b), fp)
+            for d in files[i * settings.n_batches:(i + 1) * settings.n_batches]:
                 parts.append(d["works"])
                 wall += float(d["meta"].get("wall_s", 0.0))
                 platforms.add(d["meta"].get("platform"))

@@ -22,7 +22,8 @@ import torch
 
 from .. import MODEL_FORMAT_VERSION, __version__
 from .._io import atomic_path, check_not_input
-from ..deploy import METADATA_NAME, UNITS, file_sha256, load_model
+from .._io import file_sha256
+from ..deploy import METADATA_NAME, UNITS, load_model
 from ..errors import ConfigError, ModelFileError, first_line
 from ..units import energy_to_ev, length_to_angstrom
 

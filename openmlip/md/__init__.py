@@ -1,4 +1,4 @@
-"""MD runner: platform choice, reporters, checkpoints with resume, blow-up detection."""
-from .runner import BlowUpError, MDRunner, choose_platform
+"""MD runner: reporters, checkpoints with resume, blow-up detection."""
+from .runner import BlowUpError, MDRunner
 
-__all__ = ["BlowUpError", "MDRunner", "choose_platform"]
+__all__ = ["BlowUpError", "MDRunner"]

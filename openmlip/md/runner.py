@@ -26,18 +26,15 @@ the last checkpoint is kept.
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import hashlib
-import io
-import json
 import math
-import re
 import shutil
 import signal
 import threading
 import time
 import warnings
-import zipfile
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -47,10 +44,13 @@ import openmm.unit as u
 
 from .. import units
 from .._io import atomic_path, writable_dir
-from ..errors import BlowUpError, ConfigError, DataFileError, ResumeError, from_graph
+from ..errors import BlowUpError, ConfigError, DataFileError, from_graph
+from ..openmm.fingerprint import system_fingerprint
 from ..openmm.forces import diagnose, uses_cuda_graphs
+from ..openmm.platform import choose_platform
+from ..store import RunStore
 
-PLATFORM_ORDER = ("CUDA", "OpenCL", "CPU", "Reference")
+MD_CHECKPOINT = "openmlip-md-checkpoint"
 CSV_FIELDS = ["step", "time_ps", "potential_kJmol", "kinetic_kJmol", "total_kJmol", "temperature_K"]
 #: frames held in memory between checkpoints are written as a segment once they exceed this size
 FRAME_BUFFER_BYTES = 64 * 2**20
@@ -59,84 +59,6 @@ FRAME_BUFFER_BYTES = 64 * 2**20
 #: real blow-up reaches 1e7 kT within a few steps).  Not 100 kT: a rough but stable model (the workflow's smoke
 #: training) gives single hydrogens 100-120 kT in collisions while the energy stays put
 MAX_ATOM_KINETIC_KT = 1000.0
-
-
-def choose_platform(forced: Optional[str] = None, threads: int = 1) -> Tuple[openmm.Platform, Dict[str, str], List[str]]:
-    """CUDA (mixed precision) → OpenCL → CPU → Reference, skipping platforms where a TorchForce does not run.
-
-    Returns (platform, properties, reasons): one line per platform considered.
-    """
-    from ..doctor import torchforce_works
-
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ConfigError(f"threads={threads!r}: the number of CPU threads must be a positive integer (e.g. 1)")
-    names = [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
-    reasons: List[str] = []
-    order = (forced,) if forced else PLATFORM_ORDER
-    if forced and forced not in names:
-        raise ConfigError(f"platform {forced!r} is not available; available: {', '.join(names)}")
-    for name in order:
-        if name not in names:
-            reasons.append(f"{name}: not installed or no device")
-            continue
-        err = torchforce_works(name)
-        if err is not None:
-            reasons.append(f"{name}: present but openmm-torch does not run on it ({err})")
-            if forced:
-                raise ConfigError(f"platform {forced!r} cannot run openmlip's TorchForce: {err}; choose another platform "
-                                  "or none (best available)")
-            continue
-        props = {"Precision": "mixed"} if name in ("CUDA", "OpenCL") else ({"Threads": str(threads)} if name == "CPU" else {})
-        reasons.append(f"{name}: chosen" + (" (forced)" if forced else ""))
-        return openmm.Platform.getPlatformByName(name), props, reasons
-    raise ConfigError("no OpenMM platform can run openmlip: " + "; ".join(reasons) + "; `openmlip doctor` explains")
-
-
-def _digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()[:16]
-
-
-def _torch_archive_digest(hex_contents: str) -> str:
-    """Digest of a serialised TorchScript archive's weights, buffers and attributes.
-
-    The archive's folder name is random and its code files carry source positions, so neither is
-    hashed: the same model, atoms, charge and precision give the same digest in every process.
-    """
-    h = hashlib.sha256()
-    with zipfile.ZipFile(io.BytesIO(bytes.fromhex(hex_contents))) as z:
-        for name in sorted(z.namelist(), key=lambda n: n.split("/", 1)[-1]):
-            tail = name.split("/", 1)[-1]
-            if tail.startswith(("code/", ".data/")):
-                continue
-            h.update(tail.encode())
-            h.update(z.read(name))
-    return h.hexdigest()[:16]
-
-
-def system_fingerprint(system: openmm.System) -> Dict[str, str]:
-    """Short digests of what defines a System's Hamiltonian: the masses, the constraints and every force.
-
-    Deterministic across processes (a TorchForce's model is hashed by its weights, buffers and
-    attributes, which include the ML atoms, the total charge and the precision).  A force that cannot
-    be serialised (e.g. a PythonForce) is listed by name only.
-    """
-    n = system.getNumParticles()
-    masses = np.array([system.getParticleMass(i).value_in_unit(u.dalton) for i in range(n)])
-    cons = [system.getConstraintParameters(i) for i in range(system.getNumConstraints())]
-    cons = np.array([(i, j, d.value_in_unit(u.nanometer)) for i, j, d in cons], dtype=float)
-    out = {"particles": f"{n} atoms, masses {_digest(masses.tobytes())}",
-           "constraints": f"{len(cons)}, {_digest(cons.tobytes())}"}
-    for k, force in enumerate(system.getForces()):
-        try:
-            xml = openmm.XmlSerializer.serialize(force)
-        except Exception:  # noqa: BLE001  -- not serialisable: compared by name only
-            out[f"force {k}"] = f"{type(force).__name__} (not compared)"
-            continue
-        kind = re.search(r'type="(\w+)"', xml)
-        xml = re.sub(r'encodedFileContents="([0-9a-fA-F]*)"', lambda m: f'model="{_torch_archive_digest(m.group(1))}"', xml)
-        xml = re.sub(r' file="[^"]*"', "", xml)  # where the model was read from is not physics
-        out[f"force {k}"] = f"{kind.group(1) if kind else type(force).__name__} {_digest(xml.encode())}"
-    return out
 
 
 class MDRunner:
@@ -188,12 +110,17 @@ class MDRunner:
         self.seed = seed
         self.minimize_iterations = int(minimize_iterations)
         self.timestep_fs = timestep_fs
-        self.settings: Dict[str, Any] = json.loads(json.dumps({
+        forces = system_fingerprint(system)
+        self.store = RunStore(self.out, "MD", {
             "timestep_fs": timestep_fs, "temperature_K": temperature, "friction_per_ps": friction_per_ps,
-            "pressure_bar": pressure_bar, "report_interval": self.report_interval, **phases, **system_fingerprint(system),
-            **(settings or {})}, default=str))
+            "pressure_bar": pressure_bar, "report_interval": self.report_interval, **phases, **forces,
+            **(settings or {})}, hints={k: "the ML potential: model, ML atoms, charge or precision"
+                                        for k, v in forces.items() if v.startswith("TorchForce")})
+        self.settings: Dict[str, Any] = self.store.settings
+        self._last_checkpoint: Optional[Dict[str, Any]] = None
         self._masses = np.array([system.getParticleMass(i).value_in_unit(u.dalton) for i in range(system.getNumParticles())])
         if pressure_bar is not None:
+            system = copy.deepcopy(system)  # the caller's System stays as it was given
             system.addForce(openmm.MonteCarloBarostat(pressure_bar * u.bar, temperature * u.kelvin))
         self.platform, props, self.platform_reasons = choose_platform(platform, threads)
         self.platform_properties = dict(props)
@@ -343,53 +270,35 @@ class MDRunner:
         then ``checkpoint.chk``: a kill between the two leaves the previous checkpoint, which still matches."""
         self._flush_frames()  # frames first: a checkpoint never refers to frames that are not on disk
         data = self.context.createCheckpoint()
-        previous = None
-        if self.chk_meta.exists() and self.chk_path.exists():
-            old = self._read_meta()
-            previous = {"step": old["step"], "sha256": old.get("sha256")}
-        with atomic_path(self.chk_meta) as tmp:
-            with open(tmp, "w") as fh:
-                json.dump({"step": step, "timestep_fs": self.timestep_fs, "sha256": hashlib.sha256(data).hexdigest(),
-                           "bytes": len(data), "previous": previous, "settings": self.settings}, fh)
-        with atomic_path(self.chk_path) as tmp:
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-
-    def _read_meta(self) -> Dict[str, Any]:
-        try:
-            meta = json.loads(self.chk_meta.read_text())
-            int(meta["step"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise DataFileError(f"{self.chk_meta} is unreadable ({exc}): delete it and {self.chk_path.name} to restart "
-                                "this run from step 0 (its frames are then rewritten), or use a new output folder") from None
-        return meta
+        digest = hashlib.sha256(data).hexdigest()
+        self.store.save_json(self.chk_meta.name, MD_CHECKPOINT, {
+            "step": step, "timestep_fs": self.timestep_fs, "sha256": digest, "bytes": len(data),
+            "previous": self._last_checkpoint})
+        self.store.save_bytes(self.chk_path.name, data)
+        self._last_checkpoint = {"step": step, "sha256": digest}
 
     def _resume_point(self) -> Tuple[int, bytes]:
         """The checkpoint to resume from: (step, bytes), after checking its settings and its digest."""
-        meta = self._read_meta()
-        old = meta.get("settings")
-        if old is None:
-            warnings.warn(f"{self.chk_meta} was written by an older openmlip: its settings and checkpoint digest cannot "
-                          "be checked; resuming as asked", RuntimeWarning)
-        else:
-            changed = [f"{k}: {old.get(k, 'absent')} -> {self.settings.get(k, 'absent')}"
-                       + (" (the ML potential: model, ML atoms, charge or precision)" if "TorchForce" in str(old.get(k)) else "")
-                       for k in dict.fromkeys([*old, *self.settings]) if old.get(k) != self.settings.get(k)]
-            if changed:
-                raise ResumeError(f"{self.out} holds a run made with other settings, and resuming it would mix two runs "
-                                  f"in one trajectory: {'; '.join(changed)}. Use a new output folder (--out), or restore "
-                                  f"the settings of the run in {self.out}")
+        fix = (f"delete {self.chk_meta.name} and {self.chk_path.name} to restart this run from step 0 (its frames are then "
+               "rewritten), or use a new output folder")
+        try:
+            meta = self.store.load_json(self.chk_meta.name, MD_CHECKPOINT)  # other settings: ResumeError naming them
+            step = int(meta["step"])
+        except (DataFileError, KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, DataFileError) and "records no settings" in str(exc):
+                raise
+            raise DataFileError(f"{self.chk_meta} is unreadable or not an MD checkpoint record: {fix}") from None
         data = self.chk_path.read_bytes()
-        if "sha256" not in meta:
-            return int(meta["step"]), data
         digest = hashlib.sha256(data).hexdigest()
-        if digest == meta["sha256"]:
-            return int(meta["step"]), data
         prev = meta.get("previous") or {}
+        if digest == meta.get("sha256"):
+            self._last_checkpoint = {"step": step, "sha256": digest}
+            return step, data
         if digest == prev.get("sha256"):  # killed between writing checkpoint.json and checkpoint.chk
+            self._last_checkpoint = {"step": int(prev["step"]), "sha256": digest}
             return int(prev["step"]), data
         raise DataFileError(f"{self.chk_path} is truncated or corrupt ({len(data)} bytes; {self.chk_meta.name} expects "
-                            f"{meta.get('bytes')} bytes of step {meta['step']} with another sha256): delete "
+                            f"{meta.get('bytes')} bytes of step {step} with another sha256): delete "
                             f"{self.chk_path.name} and {self.chk_meta.name} to restart this run from step 0 (its frames "
                             "are then rewritten), or put back an intact copy of the file")
 
@@ -429,6 +338,11 @@ class MDRunner:
 
     # ------------------------------------------------------------------------------------ run
     def run(self, steps: int, minimize: bool = True, progress: bool = True) -> Dict[str, object]:
+        """Run (or continue) to step ``steps``; holds the run's lock (a second process on ``out_dir`` is refused)."""
+        with self.store.lock("md"):
+            return self._run(steps, minimize, progress)
+
+    def _run(self, steps: int, minimize: bool, progress: bool) -> Dict[str, object]:
         for stale in [*self.out.glob(f".{self.traj_path.name}.*.tmp"), *self.seg_dir.glob(".*.tmp")]:
             stale.unlink()  # temporary files of a write that a SIGKILL interrupted: never the real ones
         if self.chk_meta.exists() and self.chk_path.exists():

@@ -12,6 +12,7 @@ before the update, and no checkpoint or ``best.pt`` is ever written from (or res
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -36,6 +37,7 @@ from ..models import build_model
 from ..models.config import ModelConfig
 from ..nn.embedding import SpeciesIndex
 from .batching import collate, model_inputs, to_device
+from ..store import RunStore
 from .config import RESUMABLE_CHANGES, TrainConfig
 from .distributed import Process, process
 
@@ -383,24 +385,6 @@ class Trainer:
         model.train()
         return e_ref
 
-    def _check_resume(self, state):
-        old = dict(state["config"])
-        new = self.cfg.to_dict()
-        for key in RESUMABLE_CHANGES:
-            old.pop(key, None)
-            new.pop(key, None)
-        if old != new:
-            diff = sorted(k for k in new if old.get(k) != new.get(k))
-            raise ResumeError(
-                f"{self.out / CHECKPOINT} was written with different settings ({', '.join(diff)}); use a new output "
-                "folder, or restore the original config to resume"
-            )
-        was = int(state.get("world_size", 1))
-        if was != self.proc.world_size:
-            raise ResumeError(f"{self.out / CHECKPOINT} was written by {was} training process(es), this run has "
-                              f"{self.proc.world_size}: the batches would differ; resume with the same number "
-                              f"(torchrun --nproc_per_node={was} ...), or train into a new output folder")
-
     def _write_metrics(self, history: List[Dict[str, float]]):
         if not history or not self.proc.is_main:
             return
@@ -446,15 +430,24 @@ class Trainer:
                 self.proc = Process(device=self.proc.device)
 
     def _run(self) -> Dict[str, object]:
+        cfg, proc = self.cfg, self.proc
+        self.out.mkdir(parents=True, exist_ok=True)
+        store = RunStore(self.out, "training", {**cfg.to_dict(), "world_size": proc.world_size},
+                         may_change=RESUMABLE_CHANGES, flag="output", hints={"world_size": (
+                             "training processes: the batches would differ; resume with as many, torchrun "
+                             "--nproc_per_node={old} ..., or train into a new output folder")})
+        with store.lock("train") if proc.is_main else contextlib.nullcontext():
+            return self._train(store)
+
+    def _train(self, store: RunStore) -> Dict[str, object]:
         from tqdm.auto import tqdm
 
         cfg, proc = self.cfg, self.proc
-        self.out.mkdir(parents=True, exist_ok=True)
         data, (train, valid, test), elements = self._data()
         ckpt = self.out / CHECKPOINT
         if ckpt.exists():
             state = load_checkpoint(ckpt)
-            self._check_resume(state)
+            store.check({**state["config"], "world_size": int(state.get("world_size", 1))}, ckpt)
         else:
             state = self._fresh_state(data, train, elements)
         model = build_model(dict(cfg.model), dtype=self.dtype).to(proc.device)
@@ -615,7 +608,8 @@ MACHINE_SETTINGS = ("data", "model", "output", "device", "loader_workers", "stop
 
 def deploy_run(run_dir, output, extra_provenance: Optional[dict] = None) -> Dict[str, object]:
     """Write the best (EMA) weights of a training run as a model file with provenance and metrics."""
-    from ..deploy import file_sha256, save_model
+    from .._io import file_sha256
+    from ..deploy import save_model
 
     run_dir = Path(run_dir)
     check_not_input(output, [run_dir], "output")
