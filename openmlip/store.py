@@ -45,7 +45,8 @@ def canonical(settings: Mapping[str, Any]) -> Dict[str, Any]:
 
 def _show(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str)
-    return text if len(text) <= _SHOWN else text[:_SHOWN - 3] + "..."
+    half = (_SHOWN - 3) // 2  # a long value's both ends: a path's differs at its end, a list's anywhere
+    return text if len(text) <= _SHOWN else text[:half] + "..." + text[-(_SHOWN - 3 - half):]
 
 
 def changed_settings(old: Mapping[str, Any], new: Mapping[str, Any], may_change: Iterable[str] = (),

@@ -33,7 +33,7 @@ def test_each_changed_setting_is_named_old_to_new_and_the_allowed_ones_are_not(t
     assert "steps" not in msg and "b:" not in msg and "\n" not in msg and "new output folder (--out)" in msg
     assert old.load_json("p.json", "test-kind")["n"] == 3
     assert RunStore(tmp_path, "test", {**old.settings, "steps": 99}, may_change=["steps"]).load_json("p.json", "test-kind")
-    assert changed_settings({"x": "y" * 200}, {"x": "z"}) == [f"x: {'y' * 77}... -> z"]
+    assert changed_settings({"x": "a" + "y" * 200 + "b"}, {"x": "z"}) == [f"x: a{'y' * 37}...{'y' * 38}b -> z"]
 
 
 def test_files_without_settings_damaged_or_pickled_are_refused_without_running_code(tmp_path):

@@ -329,7 +329,7 @@ class MDRunner:
         return diagnose(self.context.getSystem(), state.getPositions(asNumpy=True).value_in_unit(u.nanometer), box)
 
     def _blow_up(self, step: int, pe: float, last: float, detail: str = "") -> BlowUpError:
-        kept = self._read_meta()["step"]
+        kept = self._last_checkpoint["step"] if self._last_checkpoint else 0
         return BlowUpError(
             f"simulation blew up at step {step} (potential energy {pe:.6g} kJ/mol, previous report {last:.6g}"
             + (f"; {detail}" if detail else "") + f"); the trajectory ends at the last good frame and "
