@@ -136,8 +136,10 @@ class RunStore:
             Path(tmp).write_text(json.dumps({"format": kind, "settings": self.settings, **payload}))
         return path
 
-    def load_json(self, name: str, kind: str) -> Optional[Dict[str, Any]]:
-        """The file :meth:`save_json` wrote, after checking its kind and settings; None when there is none."""
+    def load_json(self, name: str, kind: str, fix: str = "delete it and rerun (only the work it recorded is recomputed)"
+                  ) -> Optional[Dict[str, Any]]:
+        """The file :meth:`save_json` wrote, after checking its kind and settings; None when there is none.  ``fix``:
+        what the error for a damaged file tells the user to do."""
         path = self.path(name)
         if not path.exists():
             return None
@@ -147,7 +149,7 @@ class RunStore:
             state = None
         if not isinstance(state, dict) or state.get("format") != kind:
             raise DataFileError(f"{path} is not an openmlip {kind} file (damaged, or an unsafe format such as a pickle) "
-                                "and is not read; delete it and rerun (only the work it recorded is recomputed)")
+                                f"and is not read: {fix}")
         self.check(state.get("settings"), path)
         return state
 
@@ -178,11 +180,15 @@ class RunStore:
         return path
 
     def write_manifest(self, name: str, manifest: Mapping[str, Any]) -> Path:
-        """The human-readable record of a finished run (indented JSON, atomically)."""
-        path = self.path(name)
-        with atomic_path(path) as tmp:
-            Path(tmp).write_text(json.dumps(manifest, indent=1, default=float))
-        return path
+        """The human-readable record of a finished run, ``name`` in the folder (:func:`write_json`)."""
+        return write_json(self.path(name), manifest)
+
+
+def write_json(path: Union[str, Path], obj: Any) -> Path:
+    """``obj`` as indented JSON (numpy floats as floats), written atomically."""
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(obj, indent=1, default=float))
+    return Path(path)
 
 
 def read_npz(path: Union[str, Path]) -> Dict[str, Any]:
@@ -197,4 +203,4 @@ def read_npz(path: Union[str, Path]) -> Dict[str, Any]:
     return d
 
 
-__all__ = ["RunStore", "changed_settings", "canonical", "read_npz"]
+__all__ = ["RunStore", "changed_settings", "canonical", "read_npz", "write_json"]

@@ -11,10 +11,9 @@ import textwrap
 
 import numpy as np
 import openmm
-import openmm.app as app
-import openmm.unit as u
 import pytest
 
+from helpers.systems import hydrogen_molecules
 from openmlip.errors import DataFileError, ResumeError, RunInUseError
 from openmlip.store import RunStore, changed_settings
 
@@ -83,31 +82,10 @@ def test_one_writer_per_run_and_a_killed_writer_leaves_no_stale_lock(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ MD
-def _toy(k_bond=1000.0, mass=1.008, constrained=False, periodic=False):
-    """Four H2 molecules (harmonic bonds): System, Topology, positions (nm)."""
-    top, system, bonds, pos = app.Topology(), openmm.System(), openmm.HarmonicBondForce(), []
-    chain = top.addChain()
-    for m in range(4):
-        res = top.addResidue("HH", chain)
-        a, b = (top.addAtom(n, app.Element.getBySymbol("H"), res) for n in ("H1", "H2"))
-        top.addBond(a, b)
-        system.addParticle(mass)
-        system.addParticle(mass)
-        bonds.addBond(2 * m, 2 * m + 1, 0.074, k_bond)
-        if constrained:
-            system.addConstraint(2 * m, 2 * m + 1, 0.074)
-        pos += [[0.5 * m, 0, 0], [0.5 * m + 0.074, 0, 0]]
-    bonds.setUsesPeriodicBoundaryConditions(periodic)
-    system.addForce(bonds)
-    if periodic:
-        system.setDefaultPeriodicBoxVectors(*(openmm.Vec3(*row) * 3.0 for row in np.eye(3)))
-    return system, top, pos * u.nanometer
-
-
 def _runner(out, system_kw=None, **kw):
     from openmlip.md import MDRunner
 
-    system, top, pos = _toy(**(system_kw or {}))
+    system, top, pos = hydrogen_molecules(**(system_kw or {}))
     args = dict(timestep_fs=0.5, report_interval=5, checkpoint_interval=10, platform="Reference")
     args.update(kw)
     return MDRunner(system, top, pos, out, **args)
@@ -158,7 +136,7 @@ def test_a_second_md_process_on_a_run_is_refused_and_writes_nothing(tmp_path):
 def test_the_runner_leaves_the_callers_system_as_it_was(tmp_path):
     from openmlip.md import MDRunner
 
-    system, top, pos = _toy(periodic=True)
+    system, top, pos = hydrogen_molecules(periodic=True)
     before = openmm.XmlSerializer.serialize(system)
     runner = MDRunner(system, top, pos, tmp_path / "npt", pressure_bar=1.0, platform="Reference", report_interval=5,
                       checkpoint_interval=10, box_vectors=system.getDefaultPeriodicBoxVectors())

@@ -15,11 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-import openmm
-import openmm.app as app
-import openmm.unit as u
 
-from helpers.systems import make_model, water_like_mdtraj_topology
+from helpers.systems import hydrogen_molecules, make_model, water_like_mdtraj_topology
 from openmlip import cli
 from openmlip.errors import ConfigError, DataFileError, OutputError, ResumeError, SelectionError
 from openmlip.md import MDRunner
@@ -49,24 +46,8 @@ def _cli(*args, cwd=None):
 
 
 # ----------------------------------------------------------------------------- MDRunner on a toy system
-def _toy(k_bond=1000.0):
-    """Four H2 molecules (harmonic bonds) in vacuum: a System, its Topology and positions (nm)."""
-    top, system, bonds, pos = app.Topology(), openmm.System(), openmm.HarmonicBondForce(), []
-    chain = top.addChain()
-    for m in range(4):
-        res = top.addResidue("HH", chain)
-        a, b = (top.addAtom(n, app.Element.getBySymbol("H"), res) for n in ("H1", "H2"))
-        top.addBond(a, b)
-        system.addParticle(1.008)
-        system.addParticle(1.008)
-        bonds.addBond(2 * m, 2 * m + 1, 0.074, k_bond)
-        pos += [[0.5 * m, 0, 0], [0.5 * m + 0.074, 0, 0]]
-    system.addForce(bonds)
-    return system, top, pos * u.nanometer
-
-
 def _runner(out, k_bond=1000.0, **kw):
-    system, top, pos = _toy(k_bond)
+    system, top, pos = hydrogen_molecules(k_bond)
     args = dict(timestep_fs=0.5, report_interval=5, checkpoint_interval=10, platform="Reference")
     args.update(kw)
     return MDRunner(system, top, pos, out, **args)
@@ -152,7 +133,8 @@ def test_truncated_checkpoint_is_refused_and_an_interrupted_write_resumes(tmp_pa
     res = _runner(out).run(60, progress=False)
     assert res["resumed"] and _steps(out / "trajectory.h5") == list(range(5, 61, 5))
     (out / "checkpoint.json").write_text('{"step": 6')
-    with pytest.raises(DataFileError, match="checkpoint.json is unreadable"):
+    with pytest.raises(DataFileError, match="checkpoint.json is not an openmlip openmlip-md-checkpoint file .*: delete "
+                                            "checkpoint.json and checkpoint.chk to restart this run from step 0"):
         _runner(out).run(80, progress=False)
 
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..charges import formal_charges_from_bonds, resolve_charge_state
 from ..errors import DataFileError
-from ..store import RunStore
+from ..store import RunStore, write_json
 from .spice import XTB_LABELS, read_spice, write_spice
 from .structure import Structure, structure_from_json, structure_to_json
 from .templates import TEMPLATES, Template
@@ -474,5 +474,5 @@ def generate(output, templates: Optional[Sequence[str]] = None, conformers: int 
             "templates": {n: {**asdict(TEMPLATES[n]), "conformers": counts[n]} for n in names},
             "isolated_atom_energies_eV": isolated_atom_energies(sorted({_symbol(z) for s in merged for z in s.numbers})),
         }
-        stores[names[0]].write_manifest(output.with_suffix(".json").resolve(), manifest)
+        write_json(output.with_suffix(".json"), manifest)
         return manifest

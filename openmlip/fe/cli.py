@@ -18,7 +18,8 @@ from typing import Any, Dict, List, Optional
 
 from .._io import atomic_path, writable_dir
 from ..errors import ConfigError
-from .engine import DIRECTIONS, Engine, steps_summary, write_json
+from ..store import write_json
+from .engine import DIRECTIONS, Engine, steps_summary
 
 
 def add_parser(subparsers) -> Any:

@@ -34,7 +34,6 @@ compute the same unit.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -47,7 +46,6 @@ import torch  # noqa: F401  (before openmm: openmm-torch's plugin needs torch's 
 import openmm
 import openmm.unit as u
 
-from .._io import atomic_path
 from ..errors import ConfigError
 from ..openmm.fingerprint import system_fingerprint
 from ..openmm.platform import choose_platform
@@ -452,11 +450,6 @@ def units(out) -> Dict[str, List[Path]]:
             "reverse": sorted((out / "switches").glob("reverse-[0-9][0-9][0-9].npz"))}
 
 
-def write_json(path, obj) -> None:
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(obj, indent=1, default=float))
-
-
 def steps_summary(settings: FESettings) -> Dict[str, int]:
     s = settings
     per_window = s.equilibrate_steps + s.samples * s.sample_interval
@@ -467,4 +460,4 @@ def steps_summary(settings: FESettings) -> Dict[str, int]:
 
 
 __all__ = ["Engine", "FESettings", "LAMBDA", "DIRECTIONS", "kt_kJmol", "window_file", "switch_file",
-           "lambda_forces", "units", "steps_summary", "write_json"]
+           "lambda_forces", "units", "steps_summary"]

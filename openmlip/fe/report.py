@@ -21,8 +21,8 @@ import numpy as np
 from .._io import atomic_path
 from ..errors import DataFileError
 from ..units import KCAL_PER_MOL_TO_KJ_PER_MOL
-from ..store import RunStore, read_npz
-from .engine import DIRECTIONS, FESettings, switch_file, window_file, write_json
+from ..store import RunStore, read_npz, write_json
+from .engine import DIRECTIONS, FESettings, switch_file, window_file
 from .estimators import mbar, mbar_convergence, neq, neq_convergence, statistical_inefficiency, subsample
 
 

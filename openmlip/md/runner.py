@@ -281,13 +281,11 @@ class MDRunner:
         """The checkpoint to resume from: (step, bytes), after checking its settings and its digest."""
         fix = (f"delete {self.chk_meta.name} and {self.chk_path.name} to restart this run from step 0 (its frames are then "
                "rewritten), or use a new output folder")
+        meta = self.store.load_json(self.chk_meta.name, MD_CHECKPOINT, fix)  # other settings: ResumeError naming them
         try:
-            meta = self.store.load_json(self.chk_meta.name, MD_CHECKPOINT)  # other settings: ResumeError naming them
             step = int(meta["step"])
-        except (DataFileError, KeyError, TypeError, ValueError) as exc:
-            if isinstance(exc, DataFileError) and "records no settings" in str(exc):
-                raise
-            raise DataFileError(f"{self.chk_meta} is unreadable or not an MD checkpoint record: {fix}") from None
+        except (KeyError, TypeError, ValueError):
+            raise DataFileError(f"{self.chk_meta} holds no step: {fix}") from None
         data = self.chk_path.read_bytes()
         digest = hashlib.sha256(data).hexdigest()
         prev = meta.get("previous") or {}

@@ -99,3 +99,29 @@ def water_like_mdtraj_topology(n: int):
         for h in ("H1", "H2"):
             top.add_bond(o, top.add_atom(h, mdtraj.element.hydrogen, res))
     return top
+
+
+def hydrogen_molecules(k_bond=1000.0, mass=1.008, constrained=False, periodic=False):
+    """Four H2 molecules (harmonic bonds, 0.5 nm apart; optionally constrained, or periodic in a 3 nm box): an OpenMM
+    System, its Topology and positions (nm)."""
+    import openmm
+    import openmm.app as app
+    import openmm.unit as u
+
+    top, system, bonds, pos = app.Topology(), openmm.System(), openmm.HarmonicBondForce(), []
+    chain = top.addChain()
+    for m in range(4):
+        res = top.addResidue("HH", chain)
+        a, b = (top.addAtom(n, app.Element.getBySymbol("H"), res) for n in ("H1", "H2"))
+        top.addBond(a, b)
+        system.addParticle(mass)
+        system.addParticle(mass)
+        bonds.addBond(2 * m, 2 * m + 1, 0.074, k_bond)
+        if constrained:
+            system.addConstraint(2 * m, 2 * m + 1, 0.074)
+        pos += [[0.5 * m, 0, 0], [0.5 * m + 0.074, 0, 0]]
+    bonds.setUsesPeriodicBoundaryConditions(periodic)
+    system.addForce(bonds)
+    if periodic:
+        system.setDefaultPeriodicBoxVectors(*(openmm.Vec3(*row) * 3.0 for row in np.eye(3)))
+    return system, top, pos * u.nanometer
