@@ -302,8 +302,9 @@ def sample_template(t: Template, n_conformers: int, seed: int = 0, stride: int =
     """xTB-optimise the template, then sample it (``md``: Langevin MD every ``stride`` steps; ``stretch``: X–H bonds
     pulled evenly from 0.85x to ``t.stretch_to``x, :func:`stretched_geometry`); returns the conformers.
 
-    With ``checkpoint`` (the template's store, :func:`part_store`), progress is saved to ``<name>.partial.json`` in it
-    every ``checkpoint_every`` conformers and picked up from there when it exists.  ``stop_after`` (tests) returns early after that many new conformers.
+    With ``checkpoint`` (the template's store, :func:`part_store`), progress is saved to ``<name>.partial.json`` in
+    it every ``checkpoint_every`` conformers and picked up from there when it exists.  ``stop_after`` (tests)
+    returns early after that many new conformers.
     """
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from ase import Atoms, units as aunits
@@ -456,7 +457,10 @@ def generate(output, templates: Optional[Sequence[str]] = None, conformers: int 
         merged: List[Structure] = []
         smiles = {}
         for name in names:
-            merged.extend(read_spice(parts / f"{name}.h5", **XTB_LABELS.kwargs()))
+            for st in read_spice(parts / f"{name}.h5", **XTB_LABELS.kwargs()):
+                if st.formal_charges is None:  # a shard taken (--reuse) from a dataset that stored none: the template's
+                    st.formal_charges = template_formal_charges(TEMPLATES[name], st.numbers)
+                merged.append(st)
             smiles[name] = TEMPLATES[name].smiles
         counts = write_spice(output, merged, smiles=smiles, **XTB_LABELS.kwargs())
         manifest = {
