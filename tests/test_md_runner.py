@@ -195,22 +195,29 @@ def test_strong_equilibration_friction_brings_a_minimised_system_to_the_target_t
     """From a minimised structure half the kinetic energy drawn at 300 K goes into the potential; with γ = 1/ps the
     deficit decays as exp(-2γt), and the structure's slower relaxation away from the minimum drains more for ~1 ps
     (measured here: γ = 10/ps throughout gives 265, 284, 288, 301, 303 K in successive 0.4 ps windows). After 1 ps of
-    equilibration with 10/ps (then 1/ps) production runs at the target; with 1/ps throughout it does not."""
+    equilibration with 10/ps (then 1/ps) production runs at the target; with 1/ps throughout it does not.
+
+    One 0.6 ps production window of 749 degrees of freedom gives its mean temperature to only ±7 K (the total energy
+    relaxes at 2γ = 2/ps, slower than the window): measured over seeds 1-8, 290-310 K after 10/ps and 254-264 K with
+    1/ps throughout. So the test pools independent runs (three and two seeds): ±4 K and ±3 K on the two means."""
     from openmlip.md import MDRunner
 
     temps = {}
-    for gamma_eq in (1.0, 10.0):
-        system, pdb = _small_water()
-        runner = MDRunner(system, pdb.topology, pdb.positions, tmp_path / f"g{gamma_eq:g}", timestep_fs=1.0,
-                          report_interval=20, checkpoint_interval=200, platform="CPU", friction_per_ps=1.0,
-                          equilibrate_steps=1000, equilibrate_friction_per_ps=gamma_eq, minimize_iterations=200, seed=11,
-                          box_vectors=pdb.topology.getPeriodicBoxVectors())
-        runner.run(1600, minimize=True, progress=False)
-        assert runner.integrator.getFriction().value_in_unit(runner.integrator.getFriction().unit) == 1.0  # production
-        temps[gamma_eq] = _production_temperature(tmp_path / f"g{gamma_eq:g}", 1000)
-    # 0.6 ps of production of 749 degrees of freedom give the mean to ~±5 K (measured 298-305 K with 10/ps, 253 K with 1/ps)
-    assert 285 < temps[10.0] < 315, temps
-    assert temps[1.0] < temps[10.0] - 25, temps
+    for gamma_eq, seeds in ((1.0, (1, 2)), (10.0, (1, 2, 3))):
+        runs = []
+        for seed in seeds:
+            system, pdb = _small_water()
+            out = tmp_path / f"g{gamma_eq:g}-s{seed}"
+            runner = MDRunner(system, pdb.topology, pdb.positions, out, timestep_fs=1.0,
+                              report_interval=20, checkpoint_interval=200, platform="CPU", friction_per_ps=1.0,
+                              equilibrate_steps=1000, equilibrate_friction_per_ps=gamma_eq, minimize_iterations=200,
+                              seed=seed, box_vectors=pdb.topology.getPeriodicBoxVectors())
+            runner.run(1600, minimize=True, progress=False)
+            assert runner.integrator.getFriction().value_in_unit(runner.integrator.getFriction().unit) == 1.0  # production
+            runs.append(_production_temperature(out, 1000))
+        temps[gamma_eq] = float(np.mean(runs))
+    assert 285 < temps[10.0] < 315, temps  # ±3.7 sigma
+    assert temps[1.0] < temps[10.0] - 25, temps  # measured difference ~42 K, sigma 5 K
 
 
 def test_resume_inside_equilibration_keeps_the_phase_friction_and_refuses_another_equilibration(tmp_path):

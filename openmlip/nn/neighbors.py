@@ -157,22 +157,32 @@ def minimum_image(vec: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
     """Minimum-image vectors of ``vec`` [..., 3] in the lattice whose rows are ``cell`` [3, 3] (or per vector
     [..., 3, 3], broadcast against ``vec``); any length unit, the same for both.
 
-    ``vec - round(f) @ cell`` with the fractional coordinates ``f = vec @ cell⁻¹`` from the reciprocal basis
-    written out (cross products over the determinant): ``torch.linalg`` inverse/solve check for errors with a
-    host synchronisation, which breaks CUDA-graph capture.  The shift is ``n @ cell`` with integer ``n`` (no
-    gradient: rounding has none), so ``vec`` passes through with the identity.
+    OpenMM's rounding, written for any cell: in the frame where the cell is lower triangular (a along x, b in
+    the xy plane; OpenMM's boxes already are) it subtracts c·round(v_z/c_z), then b·round(v_y/b_y), then
+    a·round(v_x/a_x).  Each step leaves the components it rounded within half the diagonal, so the result is
+    the unique image in the brick |v_x| <= a_x/2, |v_y| <= b_y/2, |v_z| <= c_z/2 — a fundamental domain of the
+    lattice.  The frame is never built: v_z/c_z, v_y/b_y, v_x/a_x are projections on a × b, (a × b) × a and a.
 
-    Exact for any cell, reduced or not, when the minimum image v is shorter than half the smallest perpendicular
-    width w_k = 1 / |r_k| (r_k the reciprocal vectors) — OpenMM's own condition, box >= 2 cutoff: then
-    |v · r_k| < 1/2 for every k, so rounding selects exactly v.  A longer vector comes back as some image, not
-    necessarily the shortest (pairs beyond the cutoff are discarded anyway).
+    Exact when the minimum image is shorter than half the smallest diagonal element, a_x = |a|,
+    b_y = |a × b|/|a|, c_z = V/|a × b| (then it lies inside the brick): OpenMM's own condition, cutoff <= half
+    the box's diagonal, for its reduced boxes.  Each diagonal element is at least the perpendicular width
+    1/|r_k| along its direction, so this also holds wherever rounding the fractional coordinates would be exact,
+    and beyond it in skewed boxes, whose smallest width is below their smallest diagonal element (in OpenMM's
+    cubic, dodecahedral and octahedral boxes the two are equal).  A longer vector
+    comes back as some image, not necessarily the shortest (pairs beyond the cutoff are discarded anyway).
+    No host synchronisation (CUDA graphs); the integer shifts carry no gradient, so ``vec`` passes through with
+    the identity.
     """
     a, b, c = cell[..., 0, :], cell[..., 1, :], cell[..., 2, :]
-    bc = torch.linalg.cross(b, c)
-    recip = torch.stack([bc, torch.linalg.cross(c, a), torch.linalg.cross(a, b)], dim=-1)  # columns r_k
-    recip = recip / (a * bc).sum(-1).unsqueeze(-1).unsqueeze(-1)
-    n = torch.round((vec.unsqueeze(-2) @ recip).squeeze(-2)).detach()
-    return vec - (n.unsqueeze(-2) @ cell).squeeze(-2)
+    normal = torch.linalg.cross(a, b)  # along z in the triangular frame
+    in_plane = torch.linalg.cross(normal, a)  # along y
+    v = vec
+    n = torch.round((v * normal).sum(-1) / (c * normal).sum(-1)).detach()
+    v = v - n.unsqueeze(-1) * c
+    n = torch.round((v * in_plane).sum(-1) / (b * in_plane).sum(-1)).detach()
+    v = v - n.unsqueeze(-1) * b
+    n = torch.round((v * a).sum(-1) / (a * a).sum(-1)).detach()
+    return v - n.unsqueeze(-1) * a
 
 
 def _filter_pairs(
