@@ -7,11 +7,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator, Union
 
-from .errors import OutputError
+from .errors import Interrupted, OutputError
 
 
 @contextlib.contextmanager
@@ -30,6 +31,53 @@ def atomic_path(path: Union[str, Path]) -> Iterator[str]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def check_replaceable(path: Union[str, Path], what: str, marker: str) -> Path:
+    """:class:`OutputError` unless :func:`replaced_dir` may replace the folder ``path`` (before any compute)."""
+    path = Path(path)
+    if path.exists():
+        if not path.is_dir():
+            raise OutputError(f"the {what} folder {path} is a file: choose a folder (--out)")
+        entries = sorted(p.name for p in path.iterdir())
+        if entries and marker not in entries:
+            shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+            raise OutputError(f"the {what} folder {path} holds other files ({shown}) and is replaced as a whole "
+                              f"when the result is complete: choose a new or empty folder (--out)")
+    writable_dir(path.parent, what)
+    return path
+
+
+@contextlib.contextmanager
+def replaced_dir(path: Union[str, Path], what: str, marker: str) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``path``; on success it replaces ``path`` as a whole.
+
+    So the folder holds one complete result or the one before it, never a mix: an exception or Ctrl-C in the
+    body leaves ``path`` as it was (Ctrl-C as :class:`~openmlip.errors.Interrupted` saying so).  ``path`` must
+    be absent, empty, or an earlier result (it holds ``marker``): a folder of other files is an
+    :class:`OutputError`, since replacing it would delete them.  Between the two renames of the swap (old out,
+    new in) a crash leaves ``path`` absent, the new result complete in ``.<name>.new-*`` beside it.
+    """
+    path = check_replaceable(path, what, marker)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.new-"))
+    try:
+        try:
+            yield tmp
+        except KeyboardInterrupt:
+            raise Interrupted(f"interrupted; the {what} folder {path} is as it was: rerun the same command") from None
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp creates 0700
+        if path.exists():
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.old-"))
+            os.replace(path, old)  # onto the empty folder just made
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def writable_dir(path: Union[str, Path], what: str = "output") -> Path:

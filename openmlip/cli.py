@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from . import DEFAULT_POTENTIAL
-from ._io import check_not_input, writable_dir
+from ._io import check_not_input, check_replaceable, writable_dir
 from .errors import ConfigError, OpenMLIPError
 
 _PACKAGE_DIR = str(Path(__file__).resolve().parent)
@@ -265,7 +265,7 @@ def _cmd_analyze(args) -> int:
         if args.bonds or args.rdf or args.msd or args.r_max is not None:
             raise ConfigError("--system takes the analyses from system.yaml: drop --bonds/--rdf/--msd/--r-max")
         spec = load_spec(args.system)
-        writable_dir(args.out, "analysis output")
+        check_replaceable(args.out, "analysis output", "results.json")
         res = analyze_system(spec, args.trajectory, args.out, args.smoke)
         ok = _print_checks(res["checks"])
         print(f"analysed {res['frames']} production frames; report {Path(args.out) / 'report.md'}, "
@@ -279,7 +279,7 @@ def _cmd_analyze(args) -> int:
             raise ConfigError(f"--rdf takes 'SELECTION_A/SELECTION_B', got {spec!r}")
         rdfs.append(tuple(x.strip() for x in spec.split("/", 1)))
     bonds = [_pair(b) for b in args.bonds or []]
-    writable_dir(args.out, "analysis output")
+    check_replaceable(args.out, "analysis output", "results.json")
     traj = load_trajectory(args.trajectory, args.top)
     for spec, (sa, sb) in zip(args.rdf or [], rdfs):  # name the option before any analysis runs
         select(traj.topology, sa, f"--rdf {spec!r} (before the /)")
@@ -435,8 +435,8 @@ def _show_warning(message, category, filename, lineno, file=None, line=None, _de
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Run a command.  openmlip's typed errors and missing files are one line on stderr and exit code 2;
-    anything else is a bug and keeps its traceback."""
+    """Run a command.  openmlip's typed errors and missing files are one line on stderr and exit code 2, Ctrl-C
+    one line and 130; anything else is a bug and keeps its traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
     log = logging.getLogger("openmlip")  # the library's progress notes (e.g. what a distributed run waits for)
@@ -454,6 +454,12 @@ def main(argv: Optional[List[str]] = None) -> int:
                 raise
             print(f"openmlip: error: {exc}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt as exc:  # Ctrl-C: every command keeps only whole files, and resumes or redoes
+            if args.debug:
+                raise
+            print(f"openmlip: {exc or 'interrupted; nothing half-written is kept: rerun the same command to continue'}",
+                  file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -75,6 +75,11 @@ class SpiceFormatError(OpenMLIPError, ValueError):
     """A SPICE file is unreadable, or a group lacks a required field."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped a run; the message says what was kept and how to continue.  Still a
+    :class:`KeyboardInterrupt`, so that ``except Exception`` in a caller's script does not swallow it."""
+
+
 def from_graph(exc: BaseException) -> "OpenMLIPError | None":
     """The typed openmlip error raised inside a TorchScript graph, or None when ``exc`` is something else.
 

@@ -64,3 +64,49 @@ def test_bad_input_one_line_exit_2(water_traj, tmp_path, args, message):
 def test_every_command_has_help(command):
     res = _cli(*command.split(), "--help")
     assert res.returncode == 0 and "usage: openmlip" in res.stdout
+
+
+def _files(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_the_output_folder_holds_one_whole_analysis(water_traj, tmp_path, monkeypatch, capsys):
+    """Trajectory A's analysis, then B's into the same folder: Ctrl-C during B (here: in its MSD, after its bond
+    and RDF files were written) leaves A's folder byte for byte, with one line and exit code 130; B finished
+    leaves only B's files (none of A's RDF and MSD beside them); a folder of other files is refused first."""
+    from openmlip import cli
+    from openmlip.analysis import report
+
+    out = tmp_path / "an"
+    assert cli.main(["analyze", str(water_traj), "--bonds", "O-H", "--rdf", "name O/name O", "--msd", "name O",
+                     "--out", str(out)]) == 0
+    a = _files(out)
+    assert {"results.json", "report.md", "bonds_O-H.csv"} <= set(a) and any(n.startswith("msd") for n in a)
+
+    def ctrl_c(*args, **kw):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(report, "_msd", ctrl_c)
+        capsys.readouterr()
+        assert cli.main(["analyze", str(water_traj), "--bonds", "O-O", "--rdf", "name H1/name H1", "--msd", "name H1",
+                         "--out", str(out)]) == 130
+    err = capsys.readouterr().err.splitlines()  # a warning about the RDF range may come first
+    assert err[-1] == f"openmlip: interrupted; the analysis output folder {out} is as it was: rerun the same command"
+    assert not any("Traceback" in line for line in err), err
+    assert _files(out) == a
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["an"]  # no temporary folder left
+
+    assert cli.main(["analyze", str(water_traj), "--bonds", "O-O", "--out", str(out)]) == 0
+    b = _files(out)
+    assert set(b) == {"results.json", "report.md", "bonds_O-O.csv", "bonds_O-O.png"}
+    assert set(json.loads(b["results.json"])) == {"frames", "atoms", "bonds_O-O"}
+
+    other = tmp_path / "run"
+    other.mkdir()
+    (other / "trajectory.h5").write_bytes(b"keep me")
+    capsys.readouterr()
+    assert cli.main(["analyze", str(water_traj), "--bonds", "O-H", "--out", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "holds other files (trajectory.h5)" in err and "choose a new or empty folder (--out)" in err, err
+    assert (other / "trajectory.h5").read_bytes() == b"keep me"

@@ -10,7 +10,6 @@ import pytest
 
 import openmlip  # noqa: F401  (torch before openmm)
 import openmm
-import openmm.app as app
 
 from helpers.physics import openmm_energy
 from openmlip.errors import ConfigError, DataFileError, ResumeError

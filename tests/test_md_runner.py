@@ -249,3 +249,33 @@ def test_resume_inside_equilibration_keeps_the_phase_friction_and_refuses_anothe
     second.run(150, minimize=False, progress=False)
     assert seen == [(10, 10.0)] * 5 + [(10, 1.0)] * 5  # the phase boundary (step 100) ends a chunk; friction per phase
     assert _frame_steps(tmp_path / "md" / "trajectory.h5") == list(range(10, 151, 10))
+
+
+def test_ctrl_c_keeps_every_written_frame_and_the_rerun_continues(tmp_path):
+    """Ctrl-C during MD (here: in the chunk after the second checkpoint) raises Interrupted, still a
+    KeyboardInterrupt, naming the step the checkpoint holds; the same run again continues from there and the
+    trajectory comes out whole, each step once."""
+    from openmlip.errors import Interrupted
+    from openmlip.md import MDRunner
+
+    def runner():
+        system, pdb = _small_water()
+        return MDRunner(system, pdb.topology, pdb.positions, tmp_path / "md", timestep_fs=1.0, report_interval=10,
+                        checkpoint_interval=20, platform="CPU", box_vectors=pdb.topology.getPeriodicBoxVectors())
+
+    first = runner()
+    step, calls = first.integrator.step, []
+
+    def ctrl_c(n):
+        calls.append(n)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        step(n)
+
+    first.integrator.step = ctrl_c
+    with pytest.raises(Interrupted, match=r"checkpoint\.\w+ holds step 40: rerun the same command") as err:
+        first.run(100, minimize=False, progress=False)
+    assert isinstance(err.value, KeyboardInterrupt)
+    assert _frame_steps(tmp_path / "md" / "trajectory.h5") == [10, 20, 30, 40]
+    out = runner().run(100, minimize=False, progress=False)
+    assert out["resumed"] and _frame_steps(tmp_path / "md" / "trajectory.h5") == list(range(10, 101, 10))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -159,34 +159,41 @@ def _msd(traj, job: MSD, tag: str, out: Path, temperature_K: Optional[float]):
     return result, [f"## MSD `{job.selection}`", "", line, "", f"![{tag}]({tag}.png)", ""]
 
 
-def analyze(traj, out_dir, analyses: Sequence[Union[Bonds, RDF, MSD]], temperature_K: Optional[float] = None) -> Dict[str, object]:
+def analyze(traj, out_dir, analyses: Sequence[Union[Bonds, RDF, MSD]], temperature_K: Optional[float] = None,
+            extra: Optional[Callable[[Dict[str, object]], Dict[str, str]]] = None) -> Dict[str, object]:
     """Run the analyses, write CSV + PNG per analysis, ``results.json`` and ``report.md`` into ``out_dir``.
 
     Result keys are each analysis's ``name`` (system specs name them), else ``bonds_A-B``, ``rdf_<k>``,
     ``msd_<k>``.  Lengths in the results are in Å, D in 1e-5 cm²/s.  ``temperature_K`` is the run's
-    temperature (for the Yeh–Hummer correction of an MSD with a viscosity).
-    """
-    from .._io import atomic_path, writable_dir
+    temperature (for the Yeh–Hummer correction of an MSD with a viscosity).  ``extra(results)`` may add
+    results and return more files (name -> text) for the folder.
 
-    out = writable_dir(out_dir, "analysis output")
-    results: Dict[str, object] = {"frames": int(traj.n_frames), "atoms": int(traj.n_atoms)}
-    lines: List[str] = ["# Analysis report", "", f"{traj.n_frames} frames, {traj.n_atoms} atoms, "
-                        f"{float(traj.time[-1] - traj.time[0]) if traj.n_frames > 1 else 0:.3f} ps.", ""]
-    for job in analyses:
-        if isinstance(job, Bonds):
-            tag = job.name or f"bonds_{job.elements[0]}-{job.elements[1]}"
-            result, text = _bonds(traj, job, tag, out)
-        elif isinstance(job, RDF):
-            tag = job.name or f"rdf_{len(results)}"
-            result, text = _rdf(traj, job, tag, out)
-        elif isinstance(job, MSD):
-            tag = job.name or f"msd_{len(results)}"
-            result, text = _msd(traj, job, tag, out, temperature_K)
-        else:
-            raise TypeError(f"unknown analysis {job!r}: use Bonds, RDF or MSD")
-        results[tag] = result
-        lines += text
-    for name, text in (("results.json", json.dumps(results, indent=1)), ("report.md", "\n".join(lines))):
-        with atomic_path(out / name) as tmp:  # a crash never leaves a half-written result
-            Path(tmp).write_text(text)
+    The folder is written whole: into a temporary folder that then replaces ``out_dir``
+    (:func:`~openmlip._io.replaced_dir`), so an interrupted or failed analysis leaves the previous one intact,
+    and a finished one never sits beside another trajectory's files.
+    """
+    from .._io import replaced_dir
+
+    with replaced_dir(out_dir, "analysis output", "results.json") as out:
+        results: Dict[str, object] = {"frames": int(traj.n_frames), "atoms": int(traj.n_atoms)}
+        lines: List[str] = ["# Analysis report", "", f"{traj.n_frames} frames, {traj.n_atoms} atoms, "
+                            f"{float(traj.time[-1] - traj.time[0]) if traj.n_frames > 1 else 0:.3f} ps.", ""]
+        for job in analyses:
+            if isinstance(job, Bonds):
+                tag = job.name or f"bonds_{job.elements[0]}-{job.elements[1]}"
+                result, text = _bonds(traj, job, tag, out)
+            elif isinstance(job, RDF):
+                tag = job.name or f"rdf_{len(results)}"
+                result, text = _rdf(traj, job, tag, out)
+            elif isinstance(job, MSD):
+                tag = job.name or f"msd_{len(results)}"
+                result, text = _msd(traj, job, tag, out, temperature_K)
+            else:
+                raise TypeError(f"unknown analysis {job!r}: use Bonds, RDF or MSD")
+            results[tag] = result
+            lines += text
+        files = extra(results) if extra is not None else {}
+        files = {"results.json": json.dumps(results, indent=1), "report.md": "\n".join(lines), **files}
+        for name, text in files.items():
+            (out / name).write_text(text)
     return results

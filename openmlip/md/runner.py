@@ -44,7 +44,7 @@ import openmm.unit as u
 
 from .. import units
 from .._io import atomic_path, writable_dir
-from ..errors import BlowUpError, ConfigError, DataFileError, from_graph
+from ..errors import BlowUpError, ConfigError, DataFileError, Interrupted, from_graph
 from ..openmm.fingerprint import system_fingerprint
 from ..openmm.forces import diagnose, uses_cuda_graphs
 from ..openmm.platform import choose_platform
@@ -371,7 +371,13 @@ class MDRunner:
             previous_term = signal.signal(signal.SIGTERM, _raise_system_exit)
         finished = False
         try:
-            step = self._loop(step, steps, last, t0, start, progress)
+            try:
+                step = self._loop(step, steps, last, t0, start, progress)
+            except KeyboardInterrupt:
+                kept = self._last_checkpoint["step"] if self._last_checkpoint else 0
+                raise Interrupted(f"MD interrupted; {self.traj_path.name} and {self.csv_path.name} keep every frame written, "
+                                  f"and {self.chk_path.name} holds step {kept}: rerun the same command to continue from "
+                                  "there") from None
             if step != start and step % self.checkpoint_interval:  # else the loop wrote it, or nothing ran
                 self._checkpoint(step)
             finished = True
