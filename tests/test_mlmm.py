@@ -10,7 +10,7 @@ import torch
 import openmm
 import openmm.app as app
 import openmm.unit as u
-from helpers.physics import (Tol, assert_charges_sum_to_total, assert_energy_forces_match, assert_forces_match_finite_differences,
+from helpers.physics import (Tol, assert_bonds_intact, assert_charges_sum_to_total, assert_energy_forces_match, assert_forces_match_finite_differences,
                              in_openmm_units, langevin_frames, openmm_energy_forces)
 from helpers.systems import ammonium_water_mm, make_model
 from openmlip import units
@@ -185,17 +185,21 @@ def test_electrostatic_embedding_interpolation(model_file):
 
 
 @pytest.mark.parametrize("embedding", ["mechanical", "electrostatic"])
-def test_langevin_md_200_steps_finite(model_file, embedding):
+def test_langevin_md_200_steps_keeps_the_ion_whole(embedding):
+    """ML/MM MD of NH4+ in water with the shipped potential (single precision, as users run it): 200 steps, the
+    ion's N-H bonds stay within 0.85-1.2 times their starting length.  (An untrained model pulls the ion apart in the
+    minimisation, N-H 0.4-1.1 nm, and its MD reached NaN on one CI machine: a test of nothing.)"""
     pdb, system = ammonium_water_mm()
-    pot = MLPotential("openmlip", modelPath=model_file)
-    mixed = pot.createMixedSystem(pdb.topology, system, [0, 1, 2, 3, 4], embedding=embedding, precision="single")
+    mixed = MLPotential("openmlip-xtb-v7").createMixedSystem(pdb.topology, system, [0, 1, 2, 3, 4], embedding=embedding,
+                                                              precision="single")
     frames = langevin_frames(mixed, pdb.positions, frames=4, interval=50, seed=1, minimize_iterations=50)
-    assert all(np.all(np.isfinite(p)) and np.isfinite(e) for p, e in frames)
+    assert_bonds_intact(frames, pdb.topology, range(5), pdb.positions)
 
 
 @pytest.mark.parametrize("which", ["alanine-dipeptide-explicit", "t4l99a-pxylene"])
-def test_langevin_md_200_steps_real_systems(model_file, which):
-    """ML/MM (mechanical) MD of the shipped Amber systems: 200 steps, finite, ML region stays whole."""
+def test_langevin_md_200_steps_real_systems(which):
+    """ML/MM (mechanical) MD of the shipped Amber systems with the shipped potential: 200 steps, the ML region's
+    bonds stay within 0.85-1.2 times their starting length."""
     if which == "t4l99a-pxylene":
         prm, crd, system, ml = _t4l()
     else:
@@ -205,20 +209,10 @@ def test_langevin_md_200_steps_real_systems(model_file, which):
         system = prm.createSystem(nonbondedMethod=app.PME, nonbondedCutoff=0.9 * u.nanometer, constraints=None, rigidWater=True)
         system.setDefaultPeriodicBoxVectors(*crd.boxVectors)
         ml = [a.index for a in prm.topology.atoms() if a.residue.name in ("ACE", "ALA", "NME")]
-    pot = MLPotential("openmlip", modelPath=model_file)
-    mixed = pot.createMixedSystem(prm.topology, system, ml, precision="single")
-    integ = openmm.LangevinMiddleIntegrator(300 * u.kelvin, 5 / u.picosecond, 0.5 * u.femtosecond)
-    ctx = openmm.Context(mixed, integ, openmm.Platform.getPlatformByName("CPU"), {"Threads": "1"})
-    ctx.setPositions(crd.getPositions())
-    if crd.boxVectors is not None:
-        ctx.setPeriodicBoxVectors(*crd.boxVectors)
-    openmm.LocalEnergyMinimizer.minimize(ctx, 10.0, 50)
-    ctx.setVelocitiesToTemperature(300 * u.kelvin, 1)
-    integ.step(200)
-    st = ctx.getState(getEnergy=True, getPositions=True)
-    pos = st.getPositions(asNumpy=True).value_in_unit(u.nanometer)
-    assert np.isfinite(st.getPotentialEnergy()._value) and np.all(np.isfinite(pos))
     assert len(ml) == (22 if which != "t4l99a-pxylene" else 18)
+    mixed = MLPotential("openmlip-xtb-v7").createMixedSystem(prm.topology, system, ml, precision="single")
+    frames = langevin_frames(mixed, crd.getPositions(), frames=4, interval=50, seed=1, minimize_iterations=50)
+    assert_bonds_intact(frames, prm.topology, ml, crd.getPositions())
 
 
 def test_link_atoms_in_both_embeddings(model_file):

@@ -290,6 +290,29 @@ def assert_zero_net_force_and_torque(pos, forces, *, atol: float, min_force: flo
         assert np.abs(tau).max() <= atol, f"net torque {tau} exceeds {atol:g}"
 
 
+def assert_bonds_intact(frames, topology, atoms, start, *, lo: float = 0.85, hi: float = 1.2):
+    """MD ``frames`` (positions in nm, energy) are finite and every bond of the ``topology`` between two of
+    ``atoms`` stays within ``lo``-``hi`` times its length at the ``start`` positions (before minimisation; nm or
+    an OpenMM Quantity): the molecule stays whole (a potential with holes or no repulsion pulls it apart or
+    together)."""
+    __tracebackhide__ = True
+    import openmm.unit as u
+
+    atoms = set(atoms)
+    bonds = np.array([(a.index, b.index) for a, b in topology.bonds() if a.index in atoms and b.index in atoms])
+    assert len(bonds), "no bond between the atoms given"
+    length = lambda p: np.linalg.norm(p[bonds[:, 0]] - p[bonds[:, 1]], axis=1)  # noqa: E731
+    start = length(np.asarray(start.value_in_unit(u.nanometer) if u.is_quantity(start) else start, dtype=float))
+    for k, (pos, energy) in enumerate(frames):
+        pos = _np(pos)
+        assert np.isfinite(energy) and np.all(np.isfinite(pos)), f"frame {k}: not finite"
+        now = length(pos)
+        ratio = now / start
+        worst = int(np.argmax(np.abs(np.log(ratio))))
+        assert lo <= ratio[worst] <= hi, (f"frame {k}: bond {tuple(bonds[worst])} is {ratio[worst]:.2f} times its "
+                                          f"starting length ({now[worst]:.3f} nm)")
+
+
 def assert_charges_sum_to_total(charges, total, *, atol: float, batch=None, what: str = ""):
     """Predicted (or labelled) charges sum to the total charge: ``|Σ_{i in s} q_i - Q_s| <= atol`` for each
     structure ``s`` (``batch[i]`` = structure of atom ``i``; one structure when ``batch`` is None)."""
