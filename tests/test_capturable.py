@@ -187,8 +187,9 @@ def test_capturable_mlmm_embedding_equals_raising_embedding():
 
 
 def test_failed_checks_raise_or_poison_and_diagnose_names_them():
-    """The same bad inputs: a typed error from the raising module, NaN energy and forces from the capturable
-    one (inside a CUDA graph nothing can raise), and :func:`diagnose` recovers the typed error from a System."""
+    """The same bad inputs: a typed error from the raising module and from the capturable one on the CPU, NaN
+    energy and forces from the capturable one on CUDA (inside a CUDA graph nothing can raise; here
+    ``poison_on_cpu``), and :func:`diagnose` recovers the typed error from a System."""
     model = make_model("allegro", "sum")
     pos_nm, z = _water_cluster(6, seed=4, spread=0.8)
     good = torch.tensor(pos_nm)
@@ -208,8 +209,12 @@ def test_failed_checks_raise_or_poison_and_diagnose_names_them():
         with pytest.raises(torch.jit.Error, match=words) as info:
             raising(pos, b)
         assert f"openmlip.errors.{error.__name__}" in str(info.value)
-        captured = torch.jit.script(_potential(model, z, True, True, output_forces=True, **kw))
-        energy, forces = captured(pos, b)
+        on_cpu = torch.jit.script(_potential(model, z, True, True, output_forces=True, **kw))
+        with pytest.raises(torch.jit.Error, match=words):  # graphs never run on the CPU: the checks raise there
+            on_cpu(pos, b)
+        as_on_cuda = _potential(model, z, True, True, output_forces=True, **kw)
+        as_on_cuda.poison_on_cpu = True
+        energy, forces = torch.jit.script(as_on_cuda)(pos, b)
         assert bool(torch.isnan(energy)) and bool(torch.isnan(forces).all())
         # the same module inside an OpenMM System: diagnose evaluates it with raising checks
         system = openmm.System()
@@ -266,9 +271,15 @@ def test_frozen_torchforce_graph_has_no_host_synchronisation(case):
     name, (model, z, kw), parameters, args = case
     cls = EmbeddedPotential if "mm_indices" in kw else OpenMMPotential
     parameters = parameters if isinstance(parameters, tuple) else (parameters, None)  # (scale, electrostatics)
-    frozen = _freeze(torch_force_module(_potential(model, z, True, cls=cls, **kw), *parameters))
+    # the graph that runs on CUDA: the capturable module's checks do not raise there (here: poison_on_cpu)
+    as_on_cuda = _potential(model, z, True, cls=cls, **kw)
+    as_on_cuda.poison_on_cpu = True
+    frozen = _freeze(torch_force_module(as_on_cuda, *parameters))
     assert _offending_nodes(frozen.graph) == [], name
     assert _runtime_syncs(frozen, *args) == [], name
+    # on the CPU, where graphs never run, it raises: its checks synchronise
+    on_cpu = _freeze(torch_force_module(_potential(model, z, True, cls=cls, **kw), *parameters))
+    assert "aten._local_scalar_dense.default" in _runtime_syncs(on_cpu, *args)
     # the raising module does synchronise (its checks), which the same inspection sees: the test can fail
     raising = _freeze(torch_force_module(_potential(model, z, False, cls=cls, **kw), *parameters))
     assert _offending_nodes(raising.graph)
@@ -311,9 +322,48 @@ def test_openmm_ml_cuda_graphs_default_and_equal_energies():
         potential.createSystem(top, useCUDAGraphs=1)
 
 
+@pytest.mark.parametrize("platform", ["CPU", "Reference"])
+def test_cuda_graphs_asked_for_off_cuda_keep_the_typed_errors(platform):
+    """``useCUDAGraphs=True`` on a platform where graphs never run (CPU, Reference): a NaN coordinate, two
+    coincident atoms and a neighbour list too short are the typed errors of a System built without it (before:
+    a NaN energy, nothing said)."""
+    import openmm.app as app
+    import openmm.unit as u
+    from openmmml import MLPotential
+
+    from openmlip.errors import from_graph
+
+    pos_nm, z = _water_cluster(4, seed=7, spread=0.6)
+    top = app.Topology()
+    chain = top.addChain()
+    for k in range(0, len(z), 3):
+        res = top.addResidue("HOH", chain)
+        o = top.addAtom("O", app.element.oxygen, res)
+        for name in ("H1", "H2"):
+            top.addBond(o, top.addAtom(name, app.element.hydrogen, res))
+    nan_pos, same = pos_nm.copy(), pos_nm.copy()
+    nan_pos[4, 1] = np.nan
+    same[7] = same[6]
+    potential = MLPotential("openmlip-xtb-v3")
+    # (the CPU platform finds a NaN coordinate itself, before any force runs)
+    nan_words = "Particle coordinate is NaN" if platform == "CPU" else "coordinates of 1 ML particle.* not finite"
+    for kw, pos, words in (({}, nan_pos, nan_words), ({}, same, "closer than 1e-4"),
+                           ({"neighborCapacity": 1}, pos_nm, "neighbour list holds 1")):
+        messages = []
+        for graphs in (False, True):
+            system = potential.createSystem(top, useCUDAGraphs=graphs, **kw)
+            assert uses_cuda_graphs(system) == graphs
+            with pytest.raises(openmm.OpenMMException, match=words) as info:
+                openmm_energy_forces(system, pos * u.nanometer, platform=platform)
+            typed = from_graph(info.value)
+            assert "NaN" in words or isinstance(typed, GeometryError)
+            messages.append(str(typed or info.value))
+        assert messages[0] == messages[1]
+
+
 def test_md_runner_names_the_check_behind_a_nan_energy(tmp_path):
-    """A capturable force whose list is too short returns NaN (in a CUDA graph it could not raise): the runner
-    raises the typed cause before minimising."""
+    """A capturable force whose list is too short (on CUDA: a NaN energy, since a CUDA graph cannot raise; on the
+    CPU: the check raises): the runner raises the typed cause before minimising."""
     from pathlib import Path
 
     from ase.io import read

@@ -312,9 +312,15 @@ class MDRunner:
                 f"(limit {MAX_ATOM_KINETIC_KT:g} kT): atoms are flying apart")
 
     def _check_start(self) -> None:
-        """Raise the typed openmlip error when the starting structure gives a NaN energy because a check of a
-        capturable force failed (box too small, coincident atoms, neighbour-list overflow)."""
-        state = self.context.getState(getEnergy=True, getPositions=True)
+        """Raise the typed openmlip error when a check fails on the starting structure (box too small, coincident
+        atoms, neighbour-list overflow): raised in the graph, or, in CUDA graphs, the cause of a NaN energy."""
+        try:
+            state = self.context.getState(getEnergy=True, getPositions=True)
+        except openmm.OpenMMException as exc:
+            typed = from_graph(exc)
+            if typed is None:
+                raise
+            raise typed from None
         found = self._nan_cause(state, state.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole))
         if found is not None:
             raise found

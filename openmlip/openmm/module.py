@@ -93,10 +93,12 @@ class OpenMMPotential(torch.nn.Module):
         Length of the static list (default :func:`neighbor_capacity_default`).  More pairs than this within the
         cutoff is an error, never a silent truncation.
     capturable : bool
-        Run without host synchronisation, for CUDA graphs: a failed check (box too small, non-finite or
-        coincident atoms, neighbour-list overflow) makes the energy and forces NaN instead of raising;
-        :func:`openmlip.openmm.diagnose` names the problem afterwards.  Needs the static list and an
-        openmlip :class:`~openmlip.models.Potential` in eager form (:func:`openmlip.models.rebuild_model`).
+        Run without host synchronisation, for CUDA graphs: on a CUDA device a failed check (box too small,
+        non-finite or coincident atoms, neighbour-list overflow) makes the energy and forces NaN instead of
+        raising; :func:`openmlip.openmm.diagnose` names the problem afterwards.  On the CPU (OpenMM's CPU and
+        Reference platforms, where graphs never run) the checks raise as in a module that is not capturable.
+        Needs the static list and an openmlip :class:`~openmlip.models.Potential` in eager form
+        (:func:`openmlip.models.rebuild_model`).
     dtype : torch.dtype
         Precision of the model evaluation (the model is cast to it).
     cutoff : float, optional
@@ -152,6 +154,9 @@ class OpenMMPotential(torch.nn.Module):
             raise ValueError(f"neighbor_method must be 'auto', 'brute' or 'cell', got {neighbor_method!r}")
         self.use_cell_list = neighbor_method == "cell" or (neighbor_method == "auto" and len(idx) > BRUTE_FORCE_MAX_ATOMS)
         self.capturable = bool(capturable)
+        #: a capturable module on the CPU reports a failed check as NaN too (as on CUDA) instead of raising: for
+        #: tests of the CUDA path on a machine without one; never set in a System a user runs
+        self.poison_on_cpu = False
         if self.capturable:
             model = _capturable_model(model, self.use_cell_list)
         self.model = cast_model(model, dtype)
@@ -202,7 +207,7 @@ class OpenMMPotential(torch.nn.Module):
 
         :class:`SelectionError`: P differs from the System this force was built for (a shape: raised in every
         mode); :class:`BoxError`: no box, or a width (a_x, b_y, c_z) below twice the cutoff (the minimum image
-        would miss pairs) — raised, or returned as False when :attr:`capturable`.
+        would miss pairs) — raised, or returned as False when :meth:`raises` is False.
         """
         n = positions.shape[0]
         if n < self.num_particles or (self.all_atoms and n != self.num_particles):
@@ -217,7 +222,7 @@ class OpenMMPotential(torch.nn.Module):
                            "call force.setUsesPeriodicBoundaryConditions(True) or build it with periodic=False")
         widths = torch.diagonal(boxvectors.detach().to(torch.float64))
         box_ok = (widths * self.length_scale >= 2.0 * self.box_cutoff).all()
-        if not self.capturable and not bool(box_ok):
+        if self.raises(positions) and not bool(box_ok):
             cut = self.box_cutoff / self.length_scale
             raise BoxError(
                 "periodic box width {} nm is below twice the {} (2 x {} nm): the box shrank (barostat) or was "
@@ -233,16 +238,17 @@ class OpenMMPotential(torch.nn.Module):
         Checks (:meth:`check_inputs`, then): an ML coordinate NaN or infinite (the neighbour list would drop
         the atom: a finite energy and zero force), two ML atoms closer than ``COINCIDENT_DISTANCE`` (their
         distance would give NaN), more pairs within the cutoff than the static list holds.  Each raises a
-        :class:`BoxError` / :class:`GeometryError`, or, when :attr:`capturable`, turns the returned flag False
-        (no host synchronisation) and the caller makes the energy NaN.
+        :class:`BoxError` / :class:`GeometryError`, or, when :meth:`raises` is False, turns the returned flag
+        False (no host synchronisation) and the caller makes the energy NaN.
         """
+        raises = self.raises(positions)
         ok = self.check_inputs(positions, boxvectors)
         if self.all_atoms:
             pos = positions.to(self.dtype) * self.length_scale
         else:
             pos = positions.index_select(0, self.indices).to(self.dtype) * self.length_scale
         finite = torch.isfinite(pos.detach()).all(dim=-1)
-        if not self.capturable and not bool(finite.all()):
+        if raises and not bool(finite.all()):
             bad: List[int] = self.indices[~finite].tolist()
             raise GeometryError(
                 "coordinates of {} ML particle(s) are not finite (NaN or inf), particles {}: the simulation blew up "
@@ -258,19 +264,19 @@ class OpenMMPotential(torch.nn.Module):
         else:
             edge_index, shift, count = static_pairs(pos, self.cutoff, box, self.edge_capacity)
             fits = count <= self.edge_capacity
-            if not self.capturable and not bool(fits):
+            if raises and not bool(fits):
                 raise GeometryError(
                     "{} atom pairs of the ML region lie within the cutoff but the neighbour list holds {}: the region is "
                     "denser than its capacity assumes; pass neighborCapacity={} or more (neighbor_capacity= in Python), or neighborMethod='cell'"
                     .format(int(count), self.edge_capacity, int(count) * 3 // 2)
                 )
             ok = ok & fits
-            if not self.capturable:  # the host knows the count already: drop the padding (less work on a CPU)
+            if raises:  # the host knows the count already: drop the padding (less work on a CPU)
                 k = int(count)
                 edge_index, shift = edge_index[:, :k].contiguous(), shift[:k]
         p = pos.detach()
         close = coincident((p.index_select(0, edge_index[1]) - p.index_select(0, edge_index[0]) + shift).pow(2).sum(-1))
-        if not self.capturable and bool(close.any()):
+        if raises and bool(close.any()):
             k = int(close.nonzero()[0, 0])
             i, j = int(self.indices[edge_index[0, k]]), int(self.indices[edge_index[1, k]])
             raise GeometryError(coincident_error("ML particles", i, j))
@@ -289,6 +295,13 @@ class OpenMMPotential(torch.nn.Module):
             data[K.CELL] = box.unsqueeze(0)
             data[K.PBC] = torch.ones((1, 3), dtype=torch.bool, device=pos.device)
         return data, ok
+
+    @torch.jit.export
+    def raises(self, positions: torch.Tensor) -> bool:
+        """Whether a failed check raises (a typed error) rather than making the energy NaN: always, except in a
+        :attr:`capturable` module on a CUDA device (inside a CUDA graph nothing can raise).  openmm-torch honours
+        ``useCUDAGraphs`` on OpenMM's CUDA platform only, which passes CUDA tensors."""
+        return not self.capturable or (not self.poison_on_cpu and not positions.is_cuda)
 
     @torch.jit.export
     def poison(self, value: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
