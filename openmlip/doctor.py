@@ -26,6 +26,8 @@ class Report:
     torch_plugins: List[Dict[str, str]] = field(default_factory=list)
     cuda: Dict[str, object] = field(default_factory=dict)
     serialization: Optional[bool] = None  # a TorchForce survives XmlSerializer (copy, pickle, CustomCVForce)
+    #: openmm-ml's other potentials (MACE, ANI, ..., ASE) can build ML/MM Systems here (PythonForce.setParticles)
+    openmm_ml_mixed_systems: Optional[bool] = None
     problems: List[str] = field(default_factory=list)  # required things that are broken
     notes: List[str] = field(default_factory=list)  # optional things that are missing
 
@@ -88,6 +90,21 @@ def torchforce_round_trip_works() -> Optional[str]:
     return f"XmlSerializer round trip of a TorchForce failed with {why}"
 
 
+#: what the pinned stack costs a user of openmm-ml's other potentials (README, "openmm-ml's other potentials")
+OPENMM_ML_MIXED_NOTE = (
+    "openmm {openmm} has no PythonForce.setParticles (new in openmm 8.6), which openmm-ml builds every other "
+    "potential's ML/MM System with (MACE, NequIP, ANI, AIMNet2, TorchMD-Net, Orb, FeNNix, ASE): their "
+    "createMixedSystem fails here with an AttributeError; their createSystem (all atoms ML) works. openmlip pins "
+    "openmm 8.5.2 because openmm-torch's PyPI builds crash deserialising a TorchForce on 8.6. Use those potentials "
+    "in a second environment (README), or import a nequip/MACE model into openmlip (`openmlip import`).")
+
+
+def openmm_ml_mixed_systems_work() -> bool:
+    """Whether openmm-ml's PythonForce-based potentials can build an ML/MM System with this openmm: they restrict
+    their force to the ML atoms with ``PythonForce.setParticles`` (openmm >= 8.6)."""
+    return hasattr(getattr(openmm, "PythonForce", None), "setParticles")
+
+
 def run_checks() -> Report:
     rep = Report()
     rep.versions["openmlip"] = __version__
@@ -126,6 +143,9 @@ def run_checks() -> Report:
     except ImportError:
         rep.problems.append("openmm-ml < 1.8 (no embeddings module): MLPotential('openmlip') needs 1.8; run "
                             "`pip install --no-deps openmmml==1.8` (it runs on openmm 8.5.2; docs/design.md).")
+    rep.openmm_ml_mixed_systems = openmm_ml_mixed_systems_work()
+    if not rep.openmm_ml_mixed_systems:
+        rep.notes.append(OPENMM_ML_MIXED_NOTE.format(openmm=openmm.__version__))
     rep.cuda = {
         "torch_cuda_available": torch.cuda.is_available(),
         "torch_cuda_version": torch.version.cuda,
@@ -155,6 +175,8 @@ def format_report(rep: Report) -> str:
         lines.append(f"  {st['library']:<30} {st['state']}")
     lines += ["", f"System serialisation with a TorchForce (XML, deepcopy, pickle, CustomCVForce): "
               f"{'works' if rep.serialization else 'BROKEN'}"]
+    lines += [f"openmm-ml's other potentials (MACE, ANI, ASE, ...) in ML/MM Systems: "
+              f"{'work' if rep.openmm_ml_mixed_systems else 'NOT with this openmm (see notes)'}"]
     c = rep.cuda
     lines += ["", f"CUDA: torch {'sees ' + ', '.join(c['devices']) if c['torch_cuda_available'] else 'sees no GPU'}"
               f" (built for CUDA {c['torch_cuda_version']}); OpenMM CUDA platform: {'yes' if c['openmm_cuda_platform'] else 'no'}"]

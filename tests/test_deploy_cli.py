@@ -103,3 +103,47 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path):
     res = _cli("demo", "--out", str(tmp_path), "--steps", "0")
     assert res.returncode == 2
     assert res.stderr.strip().startswith("openmlip: error:") and "Traceback" not in res.stderr
+
+
+def test_doctor_states_whether_openmm_ml_s_other_potentials_build_ml_mm_systems():
+    """The stack's cost, pinned to the behaviour: openmm-ml's ASE potential (its PythonForce route, shared by
+    MACE, ANI, ...) builds a whole-ML System here, and its ML/MM System works exactly when the doctor says so.
+    On openmm 8.5.2 it fails on PythonForce.setParticles; the day a fixed openmm-torch lets the pin move, this
+    test fails until the doctor's note and the README's paragraph go."""
+    from pathlib import Path
+
+    import openmm
+    import openmm.app as app
+    from ase.calculators.lj import LennardJones
+    from openmmml import MLPotential
+
+    from openmlip.doctor import run_checks
+
+    top = app.Topology()
+    chain = top.addChain()
+    for _ in range(2):
+        res = top.addResidue("AR", chain)
+        top.addAtom("Ar", app.element.argon, res)
+    mm = openmm.System()
+    for _ in range(2):
+        mm.addParticle(39.9)
+    potential = MLPotential("ase")
+    whole = potential.createSystem(top, calculator=LennardJones(sigma=3.4, epsilon=0.0104))
+    ctx = openmm.Context(whole, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    ctx.setPositions([openmm.Vec3(0, 0, 0), openmm.Vec3(0.38, 0, 0)])
+    x = 3.4 / 3.8
+    lj_kj = 4 * 0.0104 * (x**12 - x**6) * 96.485332  # eV -> kJ/mol (ASE's LennardJones is shifted to 0 at rc = 10.2 Å)
+    assert ctx.getState(getEnergy=True).getPotentialEnergy()._value == pytest.approx(lj_kj, rel=0.02)
+    try:
+        potential.createMixedSystem(top, mm, [0], calculator=LennardJones())
+        mixed = True
+    except AttributeError as exc:
+        assert "setParticles" in str(exc)
+        mixed = False
+    rep = run_checks()
+    assert rep.openmm_ml_mixed_systems is mixed
+    assert mixed == (tuple(int(v) for v in openmm.__version__.split(".")[:2]) >= (8, 6))
+    noted = any("PythonForce.setParticles" in n and "second environment" in n for n in rep.notes)
+    assert noted is not mixed
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert ("'PythonForce' object has no attribute 'setParticles'" in readme) is not mixed
