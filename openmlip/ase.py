@@ -55,6 +55,11 @@ def check_geometry(atoms) -> None:
                             "give finite coordinates (Å)")
     if np.any(atoms.pbc) and not np.isfinite(atoms.cell[:]).all():
         raise GeometryError("atoms.cell is not finite; give a finite periodic cell (Å)")
+    periodic = np.asarray(atoms.cell[:])[np.asarray(atoms.pbc, dtype=bool)]
+    if periodic.size and np.linalg.matrix_rank(periodic, tol=1e-6) < len(periodic):
+        axes = "".join(a for a, p in zip("abc", atoms.pbc) if p)
+        raise GeometryError(f"atoms.pbc is periodic along {axes} but atoms.cell spans no volume there (cell "
+                            f"{np.round(atoms.cell.cellpar(), 4).tolist()}): set atoms.cell (Å), or atoms.pbc = False")
     i, j, d = neighbor_list("ijd", atoms, MIN_DISTANCE)
     if i.size:
         k = int(np.argmin(d))
@@ -79,7 +84,8 @@ def charge_state(atoms) -> ChargeState:
     bonds = [] if formal is not None else bonds_from_positions(atoms.numbers, atoms.positions, atoms.cell[:], atoms.pbc)
     return resolve_charge_state(atoms.numbers, total=atoms.info.get("charge"), formal=formal,
                                 multiplicity=atoms.info.get("spin", 1), bonds=bonds,
-                                total_name="atoms.info['charge']", formal_name=name)
+                                total_name="atoms.info['charge']", formal_name=name,
+                                multiplicity_name="atoms.info['spin']")
 
 
 def calculator_dtype(dtype) -> Optional[torch.dtype]:
@@ -135,7 +141,9 @@ class Calculator(_ASECalculator):
         state = self._state
         t = dict(dtype=self.dtype, device=self.device)
         data = {
-            K.POSITIONS: torch.tensor(atoms.positions, **t),
+            # less the first atom's position rounded to whole Å, in float64: a float32 model far from the origin
+            # loses nothing to the cast (energies and forces do not depend on the shift)
+            K.POSITIONS: torch.tensor(atoms.positions - np.round(atoms.positions[0]), **t),
             K.ATOMIC_NUMBERS: torch.tensor(atoms.numbers, dtype=torch.long, device=self.device),
             K.TOTAL_CHARGE: torch.tensor([float(state.total)], **t),
             K.SPIN_MULTIPLICITY: torch.tensor([float(state.multiplicity)], **t),

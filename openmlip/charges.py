@@ -115,6 +115,23 @@ def spin_multiplicity(value, what: str = "multiplicity") -> int:
     return int(x)
 
 
+def check_electron_parity(atomic_numbers: Sequence[int], total: int, multiplicity: int, total_name: str = "charge",
+                          multiplicity_name: str = "multiplicity") -> None:
+    """:class:`ChargeError` when no spin state has ``multiplicity``: N electrons pair up to S = N/2, N/2 - 1, ...,
+    so an even N needs an odd multiplicity 2S+1 and an odd N an even one (one H atom is a doublet, never a
+    singlet; H2O+ too)."""
+    electrons = int(sum(int(z) for z in atomic_numbers)) - int(total)
+    if electrons < 0:
+        raise ChargeError(f"{total_name}={total:+d} e leaves {electrons} electrons on atoms with {electrons + total} "
+                          f"protons; check {total_name}")
+    if (electrons + multiplicity) % 2 == 0:
+        need = "an even" if electrons % 2 else "an odd"
+        fix = multiplicity + 1 if multiplicity == 1 else multiplicity - 1
+        raise ChargeError(f"{electrons} electrons (total charge {total:+d} e) cannot have spin multiplicity "
+                          f"{multiplicity}: {'an odd' if electrons % 2 else 'an even'} number of electrons needs "
+                          f"{need} multiplicity 2S+1; pass {multiplicity_name}={fix} (or check {total_name})")
+
+
 def formal_charges_from_bonds(atomic_numbers: Sequence[int], bonds: Iterable[Tuple[int, int]], total: float,
                               atoms: Optional[Sequence[int]] = None) -> Optional[List[float]]:
     """Per-atom formal charges (e) of ``atoms`` from element + bond lists, or ``None`` when the rules do
@@ -216,6 +233,9 @@ def bonds_from_positions(atomic_numbers: Sequence[int], positions, cell=None, pb
 
 def check_formal(formal: Sequence[float], n: int, what: str = "formalCharges") -> List[float]:
     """``formal`` as ``n`` finite floats (e), or :class:`ChargeError` naming ``what`` and both lengths."""
+    if isinstance(formal, (str, bytes)):  # "100" would read as [1, 0, 0]
+        raise ChargeError(f"{what} must be a list of numbers (e), one per ML atom; got the string {formal!r} "
+                          "(write e.g. [1, 0, 0, 0, 0])")
     try:
         values = [float(v) for v in formal]
     except (TypeError, ValueError):
@@ -232,7 +252,7 @@ def check_formal(formal: Sequence[float], n: int, what: str = "formalCharges") -
 def resolve_charge_state(atomic_numbers: Sequence[int], *, total=None, formal: Optional[Sequence[float]] = None,
                          multiplicity=1, bonds: Iterable[Tuple[int, int]] = (), atoms: Optional[Sequence[int]] = None,
                          reference: Optional[Tuple[float, str]] = None, total_name: str = "charge",
-                         formal_name: str = "formalCharges") -> ChargeState:
+                         formal_name: str = "formalCharges", multiplicity_name: str = "multiplicity") -> ChargeState:
     """The charge state of a region: every openmlip entry point calls this.
 
     Parameters
@@ -254,10 +274,13 @@ def resolve_charge_state(atomic_numbers: Sequence[int], *, total=None, formal: O
         A sum of partial charges (e) of the region and what it is (e.g. "MM partial charges of the ML
         atoms"): a cross-check, warning when an explicit total is more than 0.01 e away from it, or when the
         inferred total is not its nearest integer.
-    total_name, formal_name : str
-        How the caller's user spells the two inputs, for the messages.
+    total_name, formal_name, multiplicity_name : str
+        How the caller's user spells the inputs, for the messages.
+
+    A multiplicity that the region's electron count cannot have (:func:`check_electron_parity`) is a
+    :class:`ChargeError`.
     """
-    mult = spin_multiplicity(multiplicity)
+    mult = spin_multiplicity(multiplicity, multiplicity_name)
     bonds = list(bonds)
     region = list(range(len(atomic_numbers))) if atoms is None else list(atoms)
     n = len(region)
@@ -277,6 +300,7 @@ def resolve_charge_state(atomic_numbers: Sequence[int], *, total=None, formal: O
             warnings.warn(f"{source} give a total charge of {q:+d} e, but the {reference[1]} sum to "
                           f"{reference[0]:+.4f} e; using {q:+d} e. To fix, pass {total_name}=<integer> (and "
                           f"{formal_name} for a charged group the rules do not know)", stacklevel=3)
+    check_electron_parity([atomic_numbers[i] for i in region], q, mult, total_name, multiplicity_name)
     if values is not None:
         if abs(sum(values) - q) > 1e-6:
             raise ChargeError(f"{formal_name} sum to {sum(values):+g} e but the total charge is {q:+d} e; make them agree "

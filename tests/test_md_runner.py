@@ -279,3 +279,24 @@ def test_ctrl_c_keeps_every_written_frame_and_the_rerun_continues(tmp_path):
     assert _frame_steps(tmp_path / "md" / "trajectory.h5") == [10, 20, 30, 40]
     out = runner().run(100, minimize=False, progress=False)
     assert out["resumed"] and _frame_steps(tmp_path / "md" / "trajectory.h5") == list(range(10, 101, 10))
+
+
+def test_seed_0_is_a_seed_like_any_other(tmp_path):
+    """OpenMM reads the seed 0 as "random": every shipped spec says `seed: 0`, and two identical runs differed
+    from the first report on.  openmlip maps each seed to its own OpenMM seed (openmm_seed), so they agree to
+    1e-6 (the CPU platform's PME sums are not bitwise repeatable across Contexts), and seed 1 differs."""
+    from openmlip.md import MDRunner
+    from openmlip.openmm.platform import openmm_seed
+
+    assert [openmm_seed(s) for s in (0, 1, 2**31 - 2)] == [1, 2, 2**31 - 1]
+
+    def states(name, seed):
+        system, pdb = _small_water()
+        MDRunner(system, pdb.topology, pdb.positions, tmp_path / name, timestep_fs=1.0, report_interval=10,
+                 checkpoint_interval=30, platform="CPU", seed=seed,
+                 box_vectors=pdb.topology.getPeriodicBoxVectors()).run(30, minimize=False, progress=False)
+        return np.loadtxt(tmp_path / name / "state.csv", delimiter=",", skiprows=1)
+
+    first = states("a", 0)
+    np.testing.assert_allclose(states("b", 0), first, rtol=1e-6)
+    assert np.abs(states("c", 1)[:, -1] - first[:, -1]).max() > 1.0  # K

@@ -18,18 +18,19 @@ PLATFORMS = ["Reference", "CPU"]
 
 
 class Analytic(torch.nn.Module):
-    """Follows the model contract in model units: E = Σ|x|² (eV, x in Å), F = −2x."""
+    """Follows the model contract in model units, translation invariance included (the module shifts the
+    positions it passes by a whole number of nm): E = Σ|x − x̄|² (eV, x in Å), F = −2(x − x̄)."""
 
     def __init__(self):
         super().__init__()
         self.cutoff = 5.0
 
     def forward(self, data: Dict[str, torch.Tensor], compute_forces: bool = True) -> Dict[str, torch.Tensor]:
-        pos = data["pos"]
-        e = (pos**2).sum()
+        d = data["pos"] - data["pos"].mean(0)
+        e = (d**2).sum()
         out = {"energy": e.reshape(1)}
         if compute_forces:
-            out["forces"] = -2.0 * pos
+            out["forces"] = -2.0 * d
         return out
 
 
@@ -51,9 +52,9 @@ def test_analytic_wiring_exact(platform, output_forces):
     pos = rng.normal(size=(6, 3))
     pot = OpenMMPotential(Analytic(), [1] * 6, dtype=torch.float64, output_forces=output_forces)
     e, f = openmm_energy_forces(_context(pot, platform, 6), pos)
-    x_a = pos * 10.0
-    np.testing.assert_allclose(e, (x_a**2).sum() * units.EV_TO_KJ_PER_MOL, rtol=1e-6)  # platform stores float energies
-    np.testing.assert_allclose(f, -2.0 * x_a * units.EV_PER_ANGSTROM_TO_KJ_PER_MOL_NM, rtol=1e-6)
+    d_a = (pos - pos.mean(0)) * 10.0
+    np.testing.assert_allclose(e, (d_a**2).sum() * units.EV_TO_KJ_PER_MOL, rtol=1e-6)  # platform stores float energies
+    np.testing.assert_allclose(f, -2.0 * d_a * units.EV_PER_ANGSTROM_TO_KJ_PER_MOL_NM, rtol=1e-6)
 
 
 def _reference(model, z, pos_nm, charge, dtype):

@@ -230,15 +230,15 @@ def test_string_charge_is_converted_and_both_routes_warn_alike(pot):
     assert _energy(pot.createSystem(top, charge="1"), pos)[0] == e1
     wtop, wpos = _water_topology()
     with pytest.warns(UserWarning) as openmm_route:
-        pot.createSystem(wtop, charge=5)
+        pot.createSystem(wtop, charge=4)  # 6 electrons: a singlet exists
     z, p = water()
-    a = Atoms(numbers=z, positions=p, info={"charge": 5})
+    a = Atoms(numbers=z, positions=p, info={"charge": 4})
     a.calc = _calc()
     with pytest.warns(UserWarning) as ase_route:
         a.get_potential_energy()
     msgs = [[str(w.message) for w in rec if "formal-charge rules" in str(w.message)] for rec in (openmm_route, ase_route)]
     assert msgs[0] == msgs[1] and len(msgs[0]) == 1
-    assert "place +0 e on the 3 atoms, but the total charge is +5 e" in msgs[0][0]
+    assert "place +0 e on the 3 atoms, but the total charge is +4 e" in msgs[0][0]
 
 
 def test_explicit_charge_that_disagrees_with_mm_charges_warns(pot):
@@ -419,10 +419,10 @@ def test_ase_cache_invalidated_by_charge_changes():
     calc = _calc()
     a.calc = calc
     e1 = a.get_potential_energy()
-    a.info["charge"] = 0
+    a.info["charge"], a.info["spin"] = 0, 2  # the neutral NH4 radical: 11 electrons, a doublet
     a.arrays["formal_charges"] = np.zeros(5)
     e0 = a.get_potential_energy()
-    fresh = Atoms(numbers=z, positions=pos, info={"charge": 0})
+    fresh = Atoms(numbers=z, positions=pos, info={"charge": 0, "spin": 2})
     fresh.arrays["formal_charges"] = np.zeros(5)
     fresh.calc = _calc()
     assert e0 != e1 and e0 == fresh.get_potential_energy()
@@ -431,6 +431,113 @@ def test_ase_cache_invalidated_by_charge_changes():
 
 
 # -- weak messages ---------------------------------------------------------------------------------------
+
+def test_openmm_ml_arguments_of_the_wrong_kind_are_named(pot):
+    """Issue #34, weak answers: each is one typed line naming the fix (before: a bare KeyError from openmm-ml's
+    registry; "unknown argument" for openmm-ml's own mlLongRange; "100" read as [1, 0, 0]; a ValueError from
+    unpacking; a System of another Topology built without a word)."""
+    from openmmml.embeddings import utilities
+
+    pdb, system = ammonium_water_mm()
+    nh4 = [0, 1, 2, 3, 4]
+    with pytest.raises(ConfigError, match=r"unknown embedding 'electrostatc' \(did you mean 'electrostatic'\?\); "
+                                          r"choose one of 'electrostatic', 'mechanical'"):
+        pot.createMixedSystem(pdb.topology, system, nh4, embedding="electrostatc")
+    assert list(pot._impl.getSupportedEmbeddings()) == ["electrostatic", "mechanical"]
+    # openmm-ml's mlLongRange: openmlip's models are local, so False is accepted (the same System), True explained
+    plain = pot.createMixedSystem(pdb.topology, system, nh4)
+    local = pot.createMixedSystem(pdb.topology, system, nh4, mlLongRange=False)
+    assert openmm_energy_forces(local, pdb.positions)[0] == openmm_energy_forces(plain, pdb.positions)[0]
+    with pytest.raises(ConfigError, match=r"mlLongRange=True: openmlip's models are local.*pass mlLongRange=False"):
+        pot.createMixedSystem(pdb.topology, system, nh4, mlLongRange=True)
+    with pytest.raises(ChargeError, match=r"formalCharges must be a list of numbers .*got the string '100'"):
+        pot.createMixedSystem(pdb.topology, system, nh4, formalCharges="100")
+    small = openmm.System()
+    for _ in range(375):
+        small.addParticle(1.0)
+    with pytest.raises(SelectionError, match=r"the Topology has 1020 atoms but the System has 375 particles"):
+        pot.createMixedSystem(pdb.topology, small, nh4)
+    # linkAtomDistances: openmm-ml's (ML atom, MM atom, distance) triples, the distance in nm or a Quantity
+    top, pos, system, ala = _alanine_dipeptide()
+    links = utilities.findLinkBonds(top, ala)
+    caps = [pos[0]] * len(links)  # placed by computeVirtualSites
+    e_default = _energy(pot.createMixedSystem(top, system, ala), pos + caps)[0]
+    z = [a.element.atomic_number for a in top.atoms()]
+    radius = lambda k: utilities.COVALENT_RADII[k].value_in_unit(u.nanometer)  # noqa: E731
+    given = [(i, j, radius(z[i]) + radius(1)) for i, j in links]  # openmm-ml's default, as plain nm
+    e_given = _energy(pot.createMixedSystem(top, system, ala, linkAtomDistances=given), pos + caps)[0]
+    assert e_given == pytest.approx(e_default, abs=1e-9)
+    shorter = [(i, j, 0.100 * u.nanometer) for i, j in links]
+    assert abs(_energy(pot.createMixedSystem(top, system, ala, linkAtomDistances=shorter), pos + caps)[0] - e_default) > 0.1
+    for bad, words in (({"C": -1}, r"must be a list of \(ML atom, MM atom, distance\) triples.*got \{'C': -1\}"),
+                       ([(links[0][0], links[0][1], -0.1)], r"the cap distance -0.1 nm must be > 0"),
+                       ([(0, 1)], r"triples.*got \(0, 1\)"),
+                       ([(0, 1, 1.0 * u.kilojoule_per_mole)], r"is not a length")):
+        with pytest.raises(ConfigError, match=words):
+            pot.createMixedSystem(top, system, ala, linkAtomDistances=bad)
+
+
+def test_spin_states_that_no_electron_count_allows_are_refused(pot):
+    """One H atom and H2O+ as singlets (an odd number of electrons needs an even multiplicity), NH4+ as a
+    doublet: a ChargeError on both routes naming the fix (before: an energy)."""
+    from openmlip.charges import check_electron_parity
+
+    check_electron_parity([1], 0, 2)
+    check_electron_parity([8, 1, 1], 1, 2)
+    check_electron_parity([7, 1, 1, 1, 1], 1, 3)
+    with pytest.raises(ChargeError, match=r"1 electrons \(total charge \+0 e\) cannot have spin multiplicity 1: an odd "
+                                          r"number of electrons needs an even multiplicity 2S\+1; pass atoms.info\['spin'\]=2"):
+        a = Atoms("H", positions=[[0.0, 0.0, 0.0]])
+        a.calc = _calc()
+        a.get_potential_energy()
+    z, pos = water()
+    a = Atoms(numbers=z, positions=pos, info={"charge": 1})
+    a.calc = _calc()
+    with pytest.raises(ChargeError, match=r"9 electrons \(total charge \+1 e\) cannot have spin multiplicity 1"):
+        a.get_potential_energy()
+    a.info["spin"] = 2
+    assert np.isfinite(a.get_potential_energy())
+    top, _ = _nh4()
+    with pytest.raises(ChargeError, match=r"10 electrons .* cannot have spin multiplicity 2: an even number of electrons "
+                                          r"needs an odd multiplicity 2S\+1; pass multiplicity=1"):
+        pot.createSystem(top, charge=1, multiplicity=2)
+    with pytest.raises(ChargeError, match=r"charge=\+12 e leaves -1 electrons"):
+        pot.createSystem(top, charge=12)
+
+
+def test_ase_periodic_cell_without_volume_is_refused():
+    """pbc=True with ASE's default zero cell (before: a GeometryError about a wrong 0.04 Å distance)."""
+    z, pos = water()
+    a = Atoms(numbers=z, positions=pos, pbc=True)
+    a.calc = _calc()
+    with pytest.raises(GeometryError, match=r"atoms.pbc is periodic along abc but atoms.cell spans no volume there.*"
+                                            r"set atoms.cell \(Å\), or atoms.pbc = False"):
+        a.get_potential_energy()
+    a = Atoms(numbers=z, positions=pos, pbc=[True, True, False], cell=[[10, 0, 0], [20, 0, 0], [0, 0, 0]])
+    a.calc = _calc()
+    with pytest.raises(GeometryError, match=r"periodic along ab but"):
+        a.get_potential_energy()
+
+
+@pytest.mark.parametrize("shift_nm", [1e2, 1e4, 1e6])
+def test_float32_open_system_far_from_the_origin_loses_nothing(pot, shift_nm):
+    """A float32 model on NH4+ moved 1e2-1e6 nm (double-precision positions: Reference platform, ASE): the energy
+    and forces at the origin to float32 precision (the float64 sum's last bits move the cast by an ulp).  Before,
+    the cast to float32 lost 1e-3 kJ/mol and 2.6 kJ/mol/nm at 1e2 nm, 0.21 and 212 at 1e4 nm, 474 kJ/mol at 1e6."""
+    top, pos = _nh4()
+    pos = np.asarray(pos.value_in_unit(u.nanometer))
+    system = pot.createSystem(top, precision="single")
+    e0, f0 = _energy(system, pos * u.nanometer)
+    e, f = _energy(system, (pos + shift_nm) * u.nanometer)
+    assert_energy_forces_match((e, f), (e0, f0), energy=Tol(atol=1e-4), forces=Tol(atol=1e-2))
+    a = Atoms(numbers=[at.element.atomic_number for at in top.atoms()], positions=pos * 10.0, info={"charge": 1})
+    a.calc = _calc(dtype="float32")
+    e0, f0 = a.get_potential_energy(), a.get_forces()
+    a.positions += shift_nm * 10.0
+    ev = units.EV_TO_KJ_PER_MOL
+    assert_energy_forces_match((a.get_potential_energy() * ev, a.get_forces() * ev * 10.0), (e0 * ev, f0 * ev * 10.0),
+                               energy=Tol(atol=1e-4), forces=Tol(atol=1e-2))
+
 
 def test_unknown_potential_and_index_out_of_range(pot):
     with pytest.raises(ModelFileError, match=rf"no installed openmlip potential named 'openmlip-xtb-v9'; installed: .*{NAME}"):

@@ -147,6 +147,13 @@ BAD = {
                   "range must be [low, high]"),
     "unknown observable": ("name: x\nstructure: s.xyz\nml: {selection: all, embedding: none}\n"
                            "expected: [{observable: nh.mean_A, range: [1, 2]}]\n", "names no analysis"),
+    "observable key typo": ("name: x\nstructure: s.xyz\nml: {selection: all, embedding: none}\n"
+                            "analysis: {bonds: [{name: oh, elements: O-H}]}\nexpected: [{observable: oh.mean_a, range: [1, 2]}]\n",
+                            "observable 'oh.mean_a': oh (bonds) reports no 'mean_a' (did you mean oh.mean_A?)"),
+    "observable without viscosity": ("name: x\nstructure: s.xyz\nml: {selection: all, embedding: none}\n"
+                                     "analysis: {msd: [{name: w, selection: name O}]}\n"
+                                     "expected: [{observable: w.D_infinite_1e-5_cm2_per_s, range: [1, 2]}]\n",
+                                     "needs viscosity_mPa_s in the msd entry 'w'"),
     "reserved name": ("name: x\nstructure: s.xyz\nml: {selection: all, embedding: none}\n"
                       "analysis: {bonds: [{name: temperature, elements: O-H}]}\n", "the run's own temperature observable"),
     "not yaml": ("name: [x\n", "not valid YAML"),

@@ -44,6 +44,17 @@ def load_trajectory(path: str, topology: Optional[str] = None):
     return traj
 
 
+#: the numbers each kind of analysis reports that a system spec may check (``expected``: ``name.key``);
+#: the MSD's Yeh–Hummer pair needs a viscosity
+OBSERVABLES = {
+    "bonds": ("mean_A", "sem_A", "min_A", "max_A"),
+    "rdf": ("first_peak_A", "g_max", "coordination_at_first_min", "r_max_A"),
+    "msd": ("D_1e-5_cm2_per_s", "D_err_1e-5_cm2_per_s", "D_blocks_1e-5_cm2_per_s", "D_fit_err_1e-5_cm2_per_s",
+            "D_infinite_1e-5_cm2_per_s", "yeh_hummer_1e-5_cm2_per_s"),
+}
+VISCOSITY_OBSERVABLES = ("D_infinite_1e-5_cm2_per_s", "yeh_hummer_1e-5_cm2_per_s")
+
+
 def _coordination_at_first_min(r) -> Optional[float]:
     """Coordination number at the first minimum of g after its main peak (None if g has no such minimum)."""
     g, n = r["g"], r["coordination"]

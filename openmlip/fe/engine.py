@@ -48,7 +48,7 @@ import openmm.unit as u
 
 from ..errors import ConfigError
 from ..openmm.fingerprint import system_fingerprint
-from ..openmm.platform import choose_platform
+from ..openmm.platform import choose_platform, openmm_seed
 from ..openmm.settings import LAMBDA
 from ..store import RunStore
 from ..units import GAS_CONSTANT_KJ_PER_MOL_K
@@ -228,7 +228,7 @@ class Engine:
         s = self.settings
         integ = openmm.LangevinMiddleIntegrator(s.temperature_K * u.kelvin, s.friction_per_ps / u.picosecond,
                                                 s.timestep_fs * u.femtosecond)
-        integ.setRandomNumberSeed(int(seed) % 2**31 or 1)
+        integ.setRandomNumberSeed(openmm_seed(seed))
         torch.set_num_threads(s.threads)
         if self._platform is None:
             self._platform = choose_platform(s.platform, s.threads)[:2]
@@ -245,7 +245,7 @@ class Engine:
         s = self.settings
         if s.minimize_iterations:
             openmm.LocalEnergyMinimizer.minimize(ctx, 10.0, s.minimize_iterations)
-        ctx.setVelocitiesToTemperature(s.temperature_K * u.kelvin, int(seed) % 2**31 or 1)
+        ctx.setVelocitiesToTemperature(s.temperature_K * u.kelvin, openmm_seed(seed))
         if s.equilibrate_steps:  # a strong coupling first (see MDRunner), then the sampling friction
             integ = ctx.getIntegrator()
             integ.setFriction(s.equilibrate_friction_per_ps / u.picosecond)

@@ -47,7 +47,7 @@ from .._io import atomic_path, writable_dir
 from ..errors import BlowUpError, ConfigError, DataFileError, Interrupted, from_graph
 from ..openmm.fingerprint import system_fingerprint
 from ..openmm.forces import diagnose, uses_cuda_graphs
-from ..openmm.platform import choose_platform
+from ..openmm.platform import choose_platform, openmm_seed
 from ..store import RunStore
 
 MD_CHECKPOINT = "openmlip-md-checkpoint"
@@ -128,7 +128,7 @@ class MDRunner:
         self.cuda_graphs = self.platform.getName() == "CUDA" and uses_cuda_graphs(system)
         integrator = openmm.LangevinMiddleIntegrator(temperature * u.kelvin, friction_per_ps / u.picosecond,
                                                       timestep_fs * u.femtosecond)
-        integrator.setRandomNumberSeed(seed)
+        integrator.setRandomNumberSeed(openmm_seed(seed))
         self.context = openmm.Context(system, integrator, self.platform, props)
         self.integrator = integrator
         self.box_vectors = box_vectors
@@ -365,7 +365,7 @@ class MDRunner:
             self._check_start()
             if minimize:
                 openmm.LocalEnergyMinimizer.minimize(self.context, 10.0, self.minimize_iterations)
-            self.context.setVelocitiesToTemperature(self.temperature * u.kelvin, self.seed)
+            self.context.setVelocitiesToTemperature(self.temperature * u.kelvin, openmm_seed(self.seed))
             self._write_csv([])
             step = 0
             self._checkpoint(0)

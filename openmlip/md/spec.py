@@ -41,6 +41,7 @@ is omitted it is the analysis default lowered, with a warning, to fit that box. 
 """
 from __future__ import annotations
 
+import difflib
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -272,6 +273,7 @@ def _check_ml(raw, f: str, structure, forcefield) -> Dict[str, Any]:
 
 # the observable every run has, from its state.csv: production temperature (see openmlip.md.system.temperature_summary)
 TEMPERATURE = "temperature"
+TEMPERATURE_OBSERVABLES = ("mean_K", "std_K", "slope_K_per_ps", "target_K")
 
 
 def _check_analysis(raw, f: str) -> Dict[str, List[Dict[str, Any]]]:
@@ -321,8 +323,11 @@ def _check_analysis(raw, f: str) -> Dict[str, List[Dict[str, Any]]]:
 
 
 def _check_expected(raw, f: str, analysis) -> List[Dict[str, Any]]:
-    """Expected observables, each naming an analysis."""
-    names = {item["name"] for kind in ("bonds", "rdf", "msd") for item in analysis[kind]} | {TEMPERATURE}
+    """Expected observables, each naming an analysis and a number it reports (checked here, before any MD)."""
+    from ..analysis.report import OBSERVABLES, VISCOSITY_OBSERVABLES
+
+    keys = {item["name"]: (kind, item) for kind in ("bonds", "rdf", "msd") for item in analysis[kind]}
+    names = set(keys) | {TEMPERATURE}
     expected = raw.get("expected") or []
     if not isinstance(expected, list):
         raise _err(f"{f}: expected", "must be a list of {observable, range, note, smoke}")
@@ -333,6 +338,15 @@ def _check_expected(raw, f: str, analysis) -> List[Dict[str, Any]]:
             raise _err(where, "needs observable (analysis-name.key) and range [low, high]")
         if str(e["observable"]).split(".", 1)[0] not in names:
             raise _err(where, f"observable {e['observable']!r} names no analysis; analyses: {', '.join(sorted(names)) or 'none'}")
+        name, _, key = str(e["observable"]).partition(".")
+        kind, item = keys.get(name, ("temperature", {}))
+        known = TEMPERATURE_OBSERVABLES if name == TEMPERATURE else OBSERVABLES[kind]
+        if key not in known:
+            close = difflib.get_close_matches(key, known, 1)
+            raise _err(where, f"observable {e['observable']!r}: {name} ({kind}) reports no {key!r}"
+                       + (f" (did you mean {name}.{close[0]}?)" if close else "") + f"; it reports {', '.join(known)}")
+        if key in VISCOSITY_OBSERVABLES and item.get("viscosity_mPa_s") is None:
+            raise _err(where, f"observable {e['observable']!r} needs viscosity_mPa_s in the msd entry {name!r}")
         r = e["range"]
         if not (isinstance(r, list) and len(r) == 2 and all(isinstance(x, (int, float)) for x in r) and r[0] < r[1]):
             raise _err(where, f"range must be [low, high] with low < high, got {r!r}")

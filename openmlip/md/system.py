@@ -25,6 +25,7 @@ import openmm.unit as u
 from .. import units
 from .._io import atomic_path
 from ..errors import SpecError
+from ..openmm.platform import openmm_seed
 from .runner import MDRunner
 from .spec import TEMPERATURE, SystemSpec, load_spec
 
@@ -72,11 +73,11 @@ def relax_with_mm(topology, positions, forcefield, steps: int = 1000, seed: int 
     system = forcefield.createSystem(topology, nonbondedMethod=app.PME, nonbondedCutoff=cutoff_nm * u.nanometer,
                                      constraints=app.HBonds, rigidWater=True)
     integrator = openmm.LangevinMiddleIntegrator(300 * u.kelvin, 1 / u.picosecond, 2 * u.femtosecond)
-    integrator.setRandomNumberSeed(seed)
+    integrator.setRandomNumberSeed(openmm_seed(seed))
     ctx = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("CPU"), {"Threads": "1"})
     ctx.setPositions(positions)
     openmm.LocalEnergyMinimizer.minimize(ctx, 10.0, 1000)
-    ctx.setVelocitiesToTemperature(300 * u.kelvin, seed)
+    ctx.setVelocitiesToTemperature(300 * u.kelvin, openmm_seed(seed))
     integrator.step(steps)
     openmm.LocalEnergyMinimizer.minimize(ctx, 10.0, 1000)
     return ctx.getState(getPositions=True).getPositions(asNumpy=True)

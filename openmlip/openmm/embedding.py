@@ -185,7 +185,7 @@ class EmbeddedPotential(OpenMMPotential):
         out = self.model(data, False)
         q_ml = out[K.CHARGES]
         q_site = torch.zeros_like(q_ml).index_add(0, self.charge_sites, q_ml)  # caps' charges on the atoms they cap
-        pos_mm = positions.index_select(0, self.mm_indices).to(self.dtype) * self.length_scale
+        pos_mm = (positions.index_select(0, self.mm_indices) - self.origin(positions)).to(self.dtype) * self.length_scale
         pos_q = data[K.POSITIONS]
         vec = (pos_mm.unsqueeze(0) - pos_q.unsqueeze(1)).reshape(-1, 3)
         box: Optional[torch.Tensor] = None

@@ -64,6 +64,7 @@ They are checked and resolved into one :class:`~openmlip.openmm.settings.ForceSe
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import warnings
 from typing import Iterable, List, Optional, Tuple
 
@@ -78,7 +79,7 @@ try:
 except ImportError:  # openmm-ml < 1.8: what pip resolves beside openmm 8.5.2 (docs/design.md, "The stack")
     raise ImportError("openmlip's openmm-ml plugin needs openmm-ml 1.8 (embeddings): run `pip install --no-deps "
                       "openmmml==1.8` (it declares openmm>=8.6.1 but runs on the pinned openmm 8.5.2)") from None
-from openmmml.mlpotential import MLPotentialImpl
+from openmmml.mlpotential import MLPotential, MLPotentialImpl
 
 from ..charges import check_formal
 from ..deploy import load_model
@@ -98,6 +99,16 @@ def torchforce_clones_safely() -> bool:
     """Whether a TorchForce survives XML cloning with this openmm: openmmtorch 1.5 is built against openmm
     headers older than 8.6, and deserialising it under openmm >= 8.6 segfaults (docs/design.md)."""
     return tuple(int(v) for v in openmm.__version__.split(".")[:2]) < (8, 6)
+
+
+class _Embeddings(list):
+    """The embeddings openmlip builds itself, which openmm-ml asks about by ``name in`` before it looks the
+    name up in its plugin registry (a bare ``KeyError`` for a typo): every name comes to openmlip, which
+    builds its own, hands a registered plugin's to the plugin as openmm-ml would, and names the closest one
+    for a typo."""
+
+    def __contains__(self, name) -> bool:
+        return True
 
 
 class OpenMLIPPotentialImpl(MLPotentialImpl):
@@ -130,7 +141,7 @@ class OpenMLIPPotentialImpl(MLPotentialImpl):
     def getSupportedEmbeddings(self) -> List[str]:
         # "mechanical" is openmm-ml's, run through openmlip so that the ML region's charge comes from the
         # original MM System (also when interpolating) and formalCharges cover the link-atom caps
-        return ["electrostatic", "mechanical"]
+        return _Embeddings(["electrostatic", "mechanical"])
 
     def arguments(self, args: dict, known: Tuple[str, ...], where: str) -> dict:
         """The call's arguments checked and merged over the constructor's defaults (the call wins)."""
@@ -189,7 +200,14 @@ class OpenMLIPPotentialImpl(MLPotentialImpl):
             args = self.arguments(args, ARGUMENTS + LINK_ARGUMENTS, "createMixedSystem(embedding='mechanical')")
             return self._mechanical(topology, system, atoms, forceGroup, interpolate, returnInfo, args)
         if embedding != "electrostatic":
-            raise ConfigError(f"unknown openmlip embedding {embedding!r}; choose 'mechanical' or 'electrostatic'")
+            factories = MLPotential._embeddingFactories
+            if embedding in factories:  # another registered embedding plugin: what openmm-ml itself does with it
+                return factories[embedding].createEmbedding(embedding).createMixedSystem(
+                    self, topology, system, atoms, forceGroup, interpolate, returnInfo=returnInfo, **args)
+            known = ["electrostatic", "mechanical"] + sorted(set(factories) - {"electrostatic", "mechanical"})
+            close = difflib.get_close_matches(str(embedding), known, 1)
+            raise ConfigError(f"unknown embedding {embedding!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                              + f"; choose one of {', '.join(map(repr, known))}")
         if "imported" in self.metadata:
             raise ConfigError(
                 f"{self.model_path}: a model imported from {self.metadata['imported'].get('framework')} predicts no "

@@ -232,6 +232,15 @@ class OpenMMPotential(torch.nn.Module):
         return box_ok
 
     @torch.jit.export
+    def origin(self, positions: torch.Tensor) -> torch.Tensor:
+        """The point (nm, [3], OpenMM's precision) subtracted from every position before the cast to the model's
+        dtype: the first ML atom's position rounded to whole nm, so the difference is exact and a float32 model
+        far from the origin (1e4 nm) loses nothing to the cast; energies and forces do not depend on it.
+        Rounding has zero derivative, so it needs no ``detach`` (which ``torch.jit.freeze`` drops)."""
+        first = positions.index_select(0, self.indices[:1])[0]  # no index read on the host
+        return torch.where(torch.isfinite(first), torch.round(first), torch.zeros_like(first))
+
+    @torch.jit.export
     def ml_inputs(self, positions: torch.Tensor, boxvectors: Optional[torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], torch.Tensor]:
         """The model's input dict (Å) with the in-graph neighbour list, and whether every check passed.
 
@@ -243,11 +252,9 @@ class OpenMMPotential(torch.nn.Module):
         """
         raises = self.raises(positions)
         ok = self.check_inputs(positions, boxvectors)
-        if self.all_atoms:
-            pos = positions.to(self.dtype) * self.length_scale
-        else:
-            pos = positions.index_select(0, self.indices).to(self.dtype) * self.length_scale
-        finite = torch.isfinite(pos.detach()).all(dim=-1)
+        selected = positions if self.all_atoms else positions.index_select(0, self.indices)
+        finite = torch.isfinite(selected).all(dim=-1)
+        pos = (selected - self.origin(positions)).to(self.dtype) * self.length_scale
         if raises and not bool(finite.all()):
             bad: List[int] = self.indices[~finite].tolist()
             raise GeometryError(

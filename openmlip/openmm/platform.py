@@ -1,6 +1,7 @@
 """The OpenMM platform for a run: the fastest one on which openmm-torch's TorchForce works (MD and free energy)."""
 from __future__ import annotations
 
+import operator
 from typing import Dict, List, Optional, Tuple
 
 import openmm
@@ -8,6 +9,17 @@ import openmm
 from ..errors import ConfigError
 
 PLATFORM_ORDER = ("CUDA", "OpenCL", "CPU", "Reference")
+
+
+def openmm_seed(seed: int) -> int:
+    """The OpenMM random-number seed (integrator, ``setVelocitiesToTemperature``) for openmlip's ``seed``.
+
+    OpenMM reads 0 as "choose one at random", so ``seed: 0`` (every shipped spec) gave two runs that differed
+    from the first step.  openmlip's seeds are all reproducible: ``seed mod (2^31 - 1) + 1``, one OpenMM seed
+    per seed below 2^31 - 1."""
+    if isinstance(seed, bool) or not hasattr(seed, "__index__"):
+        raise ConfigError(f"seed={seed!r} must be an integer")
+    return operator.index(seed) % (2**31 - 1) + 1
 
 
 def choose_platform(forced: Optional[str] = None, threads: int = 1) -> Tuple[openmm.Platform, Dict[str, str], List[str]]:

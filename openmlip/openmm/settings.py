@@ -31,8 +31,10 @@ ARGUMENTS = ("charge", "multiplicity", "spinMultiplicity", "formalCharges", "pre
              "outputForces", "neighborMethod", "neighborCapacity", "useCUDAGraphs")
 ELECTROSTATIC_ARGUMENTS = ("embeddingCutoff", "embeddingDampingLength", "embeddingLongRange", "embeddingLambda")
 ELECTROSTATIC_LENGTHS = ("embeddingCutoff", "embeddingDampingLength")
-# read by openmm-ml's mechanical embedding, which passes every createMixedSystem argument on to addForces
-LINK_ARGUMENTS = ("linkAtomDistances",)
+# read by openmm-ml's mechanical embedding, which passes every createMixedSystem argument on to addForces;
+# mlLongRange: whether the ML potential's own interactions are long-ranged (openmm-ml's mechanical embedding);
+# openmlip's models are local, so only False (or None) is true of them
+LINK_ARGUMENTS = ("linkAtomDistances", "mlLongRange")
 # arguments that changed meaning: a plain number must not silently mean something else now
 RENAMED = {"embeddingDamping": "embeddingDamping (Å) is now embeddingDampingLength, in nm like every OpenMM length "
                                "(0.5 Å = 0.05 nm); pass embeddingDampingLength=0.05"}
@@ -100,9 +102,47 @@ def check_values(args: dict) -> dict:
             not isinstance(args["embeddingLambda"], str) or not args["embeddingLambda"].isidentifier()):
         raise ConfigError(f"embeddingLambda={args['embeddingLambda']!r} must be a global parameter name "
                           f"(default {ELECTROSTATICS_LAMBDA!r}) or None")
+    if args.get("mlLongRange") not in (None, False):
+        raise ConfigError(f"mlLongRange={args['mlLongRange']!r}: openmlip's models are local (every term within a "
+                          "cutoff of a few Å), so their ML/MM System keeps the MM long range of the ML atoms; pass "
+                          "mlLongRange=False or leave it out (the electrostatic embedding's long range: "
+                          "embeddingLongRange)")
+    args.pop("mlLongRange", None)
+    if args.get("linkAtomDistances") is not None:
+        args["linkAtomDistances"] = link_atom_distances(args["linkAtomDistances"])
     if args.get("embeddingDampingLength") is not None and args["embeddingDampingLength"] <= 0:
         raise ConfigError(f"embeddingDampingLength={args['embeddingDampingLength']!r} must be > 0 nm")
     return args
+
+
+def link_atom_distances(value) -> list:
+    """openmm-ml's ``linkAtomDistances``: a list of (ML atom, MM atom, distance) triples, the distance a positive
+    length (nm or a Quantity), as a list of (int, int, Quantity); else :class:`ConfigError`."""
+    usage = ("linkAtomDistances must be a list of (ML atom, MM atom, distance) triples, one per cut bond whose cap "
+             "distance you set, e.g. [(4, 6, 0.109*unit.nanometer)]")
+    if isinstance(value, (str, bytes, dict)) or not isinstance(value, Iterable):
+        raise ConfigError(f"{usage}; got {value!r}")
+    out = []
+    for item in value:
+        try:
+            i, j, d = item
+            i, j = operator.index(i), operator.index(j)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{usage}; got {item!r} in {value!r}") from None
+        d = length_nm(d, f"linkAtomDistances ({i}, {j})")
+        if d <= 0:
+            raise ConfigError(f"linkAtomDistances ({i}, {j}): the cap distance {d!r} nm must be > 0")
+        out.append((i, j, d * u.nanometer))
+    return out
+
+
+def check_sizes(topology: app.Topology, system: openmm.System) -> None:
+    """:class:`SelectionError` when ``system`` is not a System of ``topology`` (an empty one is: openmm-ml's
+    interpolation builds the ML terms in one)."""
+    n, p = topology.getNumAtoms(), system.getNumParticles()
+    if p not in (0, n):
+        raise SelectionError(f"the Topology has {n} atoms but the System has {p} particles: pass the System created "
+                             "from this Topology (e.g. forcefield.createSystem(topology))")
 
 
 def check_atoms(topology: app.Topology, atoms: Optional[Iterable[int]]) -> List[int]:
@@ -213,6 +253,7 @@ def resolve_settings(metadata: dict, species, topology: app.Topology, system: op
     """The :class:`ForceSettings` of one force of a model (``metadata`` and ``species`` of its file) for
     ``atoms`` of ``topology``/``system`` and the checked call arguments ``args`` (:func:`check_values`): the ML
     atoms and elements checked, the charge state resolved, precision, neighbour list and CUDA graphs chosen."""
+    check_sizes(topology, system)
     atom_list = check_atoms(topology, atoms)
     all_atoms = list(topology.atoms())
     z = []
