@@ -46,6 +46,20 @@ def test_analyze_writes_report_plots_and_numbers(water_traj, tmp_path):
     assert "## RDF `name O` – `name O`" in (out / "report.md").read_text()
 
 
+def test_a_dcd_with_a_topology_of_another_size_is_named(water_traj, tmp_path):
+    """Before: "empty, truncated or not a trajectory" for a DCD whose --top has another number of atoms."""
+    t = mdtraj.load(str(water_traj))
+    t.save_dcd(str(tmp_path / "w.dcd"))
+    t[0].save_pdb(str(tmp_path / "w.pdb"))
+    t.atom_slice(range(60))[0].save_pdb(str(tmp_path / "small.pdb"))
+    res = _cli("analyze", str(tmp_path / "w.dcd"), "--top", str(tmp_path / "small.pdb"), "--bonds", "O-H",
+               "--out", str(tmp_path / "x"))
+    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+    assert "has 120 atoms per frame but the topology" in res.stderr and "has 60: pass --top the structure" in res.stderr
+    assert _cli("analyze", str(tmp_path / "w.dcd"), "--top", str(tmp_path / "w.pdb"), "--bonds", "O-H",
+                "--out", str(tmp_path / "y")).returncode == 0
+
+
 @pytest.mark.parametrize("args,message", [
     (["/nonexistent.h5", "--bonds", "N-H"], "trajectory '/nonexistent.h5' not found"),
     (["TRAJ", "--bonds", "NH"], "--bonds takes element pairs like N-H"),

@@ -3,6 +3,7 @@ cluster's charge from the run's formal charges, real GFN2-xTB labels, exact resu
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -96,6 +97,18 @@ def test_harvest_cli_names_a_missing_run_and_bad_numbers(tmp_path):
     assert r.returncode == 2 and "no trajectory" in r.stderr and "Traceback" not in r.stderr
     r = _cli("data", "harvest", str(SPEC), str(tmp_path), "--out", str(tmp_path / "h.h5"), "--radius", "0")
     assert r.returncode == 2 and "--radius 0.0: must be > 0" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_harvest_of_a_truncated_trajectory_is_one_line(smoke_run, tmp_path):
+    """Before: an HDF5 traceback."""
+    import shutil
+
+    cut = tmp_path / "trajectory.h5"
+    shutil.copyfile(smoke_run[2], cut)
+    os.truncate(cut, cut.stat().st_size // 2)
+    r = _cli("data", "harvest", str(SPEC), str(cut), "--out", str(tmp_path / "h.h5"))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "cannot be read (HDF5ExtError" in r.stderr and "empty, truncated or not a trajectory" in r.stderr
 
 
 def test_a_hydrogen_that_flew_off_is_not_labelled_and_the_manifest_says_why(tmp_path):

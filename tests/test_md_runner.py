@@ -300,3 +300,25 @@ def test_seed_0_is_a_seed_like_any_other(tmp_path):
     first = states("a", 0)
     np.testing.assert_allclose(states("b", 0), first, rtol=1e-6)
     assert np.abs(states("c", 1)[:, -1] - first[:, -1]).max() > 1.0  # K
+
+
+def test_a_resume_on_another_platform_or_with_a_damaged_trajectory_says_what_to_do(tmp_path):
+    """Before: OpenMM's raw loadCheckpoint error, and an HDF5 traceback for a trajectory cut in half."""
+    from openmlip.errors import DataFileError, ResumeError
+    from openmlip.md import MDRunner
+
+    def runner(platform):
+        system, pdb = _small_water()
+        return MDRunner(system, pdb.topology, pdb.positions, tmp_path / "md", timestep_fs=1.0, report_interval=10,
+                        checkpoint_interval=20, platform=platform, box_vectors=pdb.topology.getPeriodicBoxVectors())
+
+    runner("CPU").run(20, minimize=False, progress=False)
+    with pytest.raises(ResumeError, match=r"checkpoint.chk was written on OpenMM's CPU platform, and an OpenMM checkpoint "
+                                          r"loads only on the platform that wrote it \(this run chose Reference\): rerun "
+                                          r"with --platform CPU"):
+        runner("Reference").run(40, minimize=False, progress=False)
+    traj = tmp_path / "md" / "trajectory.h5"
+    os.truncate(traj, traj.stat().st_size // 2)
+    with pytest.raises(DataFileError, match=r"trajectory.h5 \(\d+ bytes\) cannot be read \(HDF5ExtError\).*frames before the "
+                                            r"checkpoint \(step 20\) are lost: put back an intact copy"):
+        runner("CPU").run(40, minimize=False, progress=False)

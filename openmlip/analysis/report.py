@@ -22,16 +22,43 @@ def _plt():
     return plt
 
 
-def load_trajectory(path: str, topology: Optional[str] = None):
-    """An ``mdtraj.Trajectory`` with at least one frame; :class:`DataFileError` for an empty, truncated or foreign file."""
+def _check_topology_size(path: str, topology: str) -> None:
+    """:class:`DataFileError` when ``topology`` has another number of atoms than the frames of ``path``."""
     import mdtraj
 
+    if isinstance(topology, mdtraj.Topology):
+        top = topology
+    else:
+        try:
+            top = mdtraj.load_topology(topology)
+        except Exception as exc:  # noqa: BLE001  -- PDB/prmtop readers raise many types
+            raise DataFileError(f"topology {topology!r} cannot be read ({type(exc).__name__}): give a PDB or prmtop of "
+                                "the system the trajectory was written from") from None
+    try:
+        with mdtraj.open(path) as fh:
+            first = fh.read(n_frames=1)
+        n = int((first[0] if isinstance(first, tuple) else first).shape[1])
+    except Exception:  # noqa: BLE001  -- unreadable: load_trajectory's own message follows
+        return
+    if n != top.n_atoms:
+        raise DataFileError(f"trajectory {path!r} has {n} atoms per frame but the topology {topology!r} has {top.n_atoms}: "
+                            "pass --top the structure the trajectory was written from")
+
+
+def load_trajectory(path, topology=None):
+    """An ``mdtraj.Trajectory`` with at least one frame; :class:`DataFileError` for an empty, truncated or foreign
+    file, or a ``topology`` (a PDB/prmtop path or an ``mdtraj.Topology``; needed for DCD/XTC) of another size."""
+    import mdtraj
+
+    path = str(path)
     if not Path(path).is_file():
         raise FileNotFoundError(f"trajectory {path!r} not found")
     if topology is None and not path.endswith(".h5"):
         raise ConfigError(f"{path!r} carries no topology: pass --top (PDB/prmtop) for DCD/XTC trajectories")
-    if topology is not None and not Path(topology).is_file():
+    if topology is not None and not isinstance(topology, mdtraj.Topology) and not Path(topology).is_file():
         raise FileNotFoundError(f"topology {topology!r} not found")
+    if topology is not None:
+        _check_topology_size(path, topology)
     try:
         traj = mdtraj.load(path, top=topology) if topology else mdtraj.load(path)
     except Exception as exc:  # noqa: BLE001  -- HDF5/DCD readers raise many types for a damaged file

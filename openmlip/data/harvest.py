@@ -23,6 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .._io import check_not_input, file_sha256
+from ..analysis.report import load_trajectory
 from ..errors import ConfigError, DataFileError
 from ..store import RunStore
 from .generate import gfn2_xtb
@@ -128,11 +129,8 @@ def harvest(trajectory, topology, ml_atoms: Sequence[int], formal_charges: Optio
         raise ConfigError("harvest: centres and contacts are both 0: nothing to centre clusters on")
     trajectory, out = Path(trajectory), Path(out)
     check_not_input(out, [trajectory], "out", manifests=True)
-    try:
-        # an HDF5 trajectory carries its topology (mdtraj ignores top= for it); other formats need ours
-        traj = mdtraj.load(str(trajectory), **({} if trajectory.suffix == ".h5" else {"top": topology}))
-    except (OSError, ValueError) as exc:
-        raise DataFileError(f"{trajectory}: not a trajectory of this system ({str(exc).splitlines()[0]})") from None
+    # an HDF5 trajectory carries its topology; other formats need ours
+    traj = load_trajectory(trajectory, None if trajectory.suffix == ".h5" else topology)
     if traj.n_atoms != topology.n_atoms:
         raise DataFileError(f"{trajectory}: {traj.n_atoms} atoms, but the system has {topology.n_atoms}: not a run of "
                             "this spec")

@@ -44,7 +44,7 @@ import openmm.unit as u
 
 from .. import units
 from .._io import atomic_path, writable_dir
-from ..errors import BlowUpError, ConfigError, DataFileError, Interrupted, from_graph
+from ..errors import BlowUpError, ConfigError, DataFileError, Interrupted, ResumeError, from_graph
 from ..openmm.fingerprint import system_fingerprint
 from ..openmm.forces import diagnose, uses_cuda_graphs
 from ..openmm.platform import choose_platform, openmm_seed
@@ -155,8 +155,15 @@ class MDRunner:
         if self.traj_path.exists():
             import tables
 
-            with tables.open_file(str(self.traj_path), "r") as fh:
-                times = np.asarray(fh.root.time[:], dtype=float) if "time" in fh.root else np.zeros(0)
+            try:
+                with tables.open_file(str(self.traj_path), "r") as fh:
+                    times = np.asarray(fh.root.time[:], dtype=float) if "time" in fh.root else np.zeros(0)
+            except (tables.exceptions.HDF5ExtError, OSError) as exc:
+                raise DataFileError(
+                    f"{self.traj_path} ({self.traj_path.stat().st_size} bytes) cannot be read ({type(exc).__name__}): it "
+                    f"was truncated or damaged outside openmlip (openmlip replaces it whole), so the frames before the "
+                    f"checkpoint (step {step}) are lost: put back an intact copy, or delete {self.chk_meta.name} and "
+                    f"{self.chk_path.name} to restart the run from step 0") from None
             keep = int(np.sum(times <= (step + 0.5 * self.report_interval) * self.timestep_fs * units.FS_TO_PS))
             if keep < len(times):  # frames past the checkpoint (kept after a blow-up): rewrite a copy, then swap
                 with atomic_path(self.traj_path) as tmp:
@@ -273,7 +280,7 @@ class MDRunner:
         digest = hashlib.sha256(data).hexdigest()
         self.store.save_json(self.chk_meta.name, MD_CHECKPOINT, {
             "step": step, "timestep_fs": self.timestep_fs, "sha256": digest, "bytes": len(data),
-            "previous": self._last_checkpoint})
+            "platform": self.platform.getName(), "previous": self._last_checkpoint})
         self.store.save_bytes(self.chk_path.name, data)
         self._last_checkpoint = {"step": step, "sha256": digest}
 
@@ -289,6 +296,11 @@ class MDRunner:
         data = self.chk_path.read_bytes()
         digest = hashlib.sha256(data).hexdigest()
         prev = meta.get("previous") or {}
+        wrote = meta.get("platform")
+        if wrote is not None and wrote != self.platform.getName():
+            raise ResumeError(f"{self.chk_path} was written on OpenMM's {wrote} platform, and an OpenMM checkpoint loads "
+                              f"only on the platform that wrote it (this run chose {self.platform.getName()}): rerun with "
+                              f"--platform {wrote} (MDRunner(platform={wrote!r})), or use a new output folder")
         if digest == meta.get("sha256"):
             self._last_checkpoint = {"step": step, "sha256": digest}
             return step, data
@@ -351,7 +363,11 @@ class MDRunner:
             stale.unlink()  # temporary files of a write that a SIGKILL interrupted: never the real ones
         if self.chk_meta.exists() and self.chk_path.exists():
             step, data = self._resume_point()
-            self.context.loadCheckpoint(data)
+            try:
+                self.context.loadCheckpoint(data)
+            except openmm.OpenMMException as exc:  # e.g. another CUDA device or precision than the one that wrote it
+                raise ResumeError(f"OpenMM cannot load {self.chk_path} here ({str(exc).splitlines()[0]}): resume where "
+                                  "it was written (same platform, device and precision), or use a new output folder") from None
             self._truncate_outputs(step)
             resumed = True
         else:
