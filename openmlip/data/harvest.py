@@ -113,7 +113,6 @@ def harvest(trajectory, topology, ml_atoms: Sequence[int], formal_charges: Optio
     region, whose whole residues are the clusters' molecules; ``formal_charges``: per ML atom (None: all 0).
     Writes ``out`` (SPICE layout, xTB label keys) and ``<out>.json`` (with ``about``, e.g. the spec and the
     run's potential); returns that manifest."""
-    import mdtraj
     from tqdm.auto import tqdm
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
