@@ -98,6 +98,16 @@ def writable_dir(path: Union[str, Path], what: str = "output") -> Path:
     return path
 
 
+def writable_file(path: Union[str, Path], what: str = "output") -> Path:
+    """:class:`OutputError` unless the file ``path`` can be written: it is not a folder and its folder is writable
+    (created if missing).  Called before any compute."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"the {what} {path} is a folder: give a file path (e.g. {path / 'model.pt'})")
+    writable_dir(path.parent, f"{what}'s")
+    return path
+
+
 def check_not_input(out: Union[str, Path], inputs: Iterable[Union[str, Path]], flag: str = "--out",
                     manifests: bool = False) -> None:
     """:class:`OutputError` when writing ``out`` would destroy an input: ``out`` is one of ``inputs``, or lies inside

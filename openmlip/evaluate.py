@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ._io import atomic_path
+from ._io import atomic_path, writable_dir
 from .data.dataset import ConformerSet
 from .data.spice import LabelKeys
 from ._io import file_sha256
@@ -187,8 +187,7 @@ def dissociation_markdown(curves: List[Dict[str, object]]) -> str:
 def write_evaluation(model_path, data_paths: Sequence, keys: LabelKeys, out, molecules=None,
                      scans: Sequence[str] = ()) -> Dict[str, object]:
     """:func:`error_tables` (and :func:`dissociation_curve` for each ``template:element`` of ``scans``) into ``out``."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable_dir(out, "evaluation output")  # before the evaluation, not after it
     tables = error_tables(model_path, data_paths, keys, molecules)
     curves = [dissociation_curve(model_path, *scan.partition(":")[::2]) for scan in scans]
     files = {"errors.json": json.dumps(tables, indent=1), "errors.md": tables_markdown(tables)}

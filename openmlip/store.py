@@ -30,7 +30,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Union
 
 import numpy as np
 
-from ._io import atomic_path
+from ._io import atomic_path, writable_dir
 from .errors import DataFileError, ResumeError, RunInUseError
 
 _ABSENT = "absent"
@@ -110,8 +110,9 @@ class RunStore:
     # ----------------------------------------------------------------------------------- one writer
     @contextlib.contextmanager
     def lock(self, name: str = "run") -> Iterator[None]:
-        """Hold the run's exclusive lock (``.<name>.lock`` in the folder) while the block runs."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        """Hold the run's exclusive lock (``.<name>.lock`` in the folder) while the block runs; a folder that cannot
+        be written is an :class:`~openmlip.errors.OutputError` here, before any compute."""
+        writable_dir(self.root, f"{self.what} output")
         path = self.root / f".{name}.lock"
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         try:

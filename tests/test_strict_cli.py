@@ -217,6 +217,22 @@ def test_unwritable_output_folder_fails_before_any_compute(capsys, tmp_path):
                     "cannot write the run output folder")
     _one_line_error(*_main(capsys, "analyze", ROOT / "missing.h5", "--bonds", "O-H", "--out", blocker / "an"),
                     "cannot write the analysis output folder")
+    # issue #34: train, data generate, import, deploy and evaluate (before: after the compute, or a raw OSError)
+    from openmlip.openmm.registry import shipped_models
+
+    model = shipped_models()["openmlip-xtb-v7"]
+    data = ROOT / "tests" / "data" / "mace" / "mace-tiny-float64.pt"
+    config = tmp_path / "train.yaml"
+    config.write_text(f"data: [{tmp_path / 'never-read.h5'}]\noutput: {blocker / 'run'}\nmodel: {{elements: [H, O]}}\n")
+    _one_line_error(*_main(capsys, "train", config), "cannot write the training output folder", str(blocker / "run"))
+    _one_line_error(*_main(capsys, "data", "generate", "--out", blocker / "d.h5", "--templates", "water", "--conformers", "1"),
+                    "cannot write the output file's folder", str(blocker))
+    _one_line_error(*_main(capsys, "import", data, blocker / "m.pt"), "cannot write the model file's folder")
+    _one_line_error(*_main(capsys, "import", data, tmp_path), f"the model file {tmp_path} is a folder: give a file path")
+    _one_line_error(*_main(capsys, "deploy", tmp_path / "no-run", "--out", blocker / "m.pt"),
+                    "cannot write the model file's folder")
+    _one_line_error(*_main(capsys, "evaluate", model, tmp_path / "never-read.h5", "--out", blocker / "ev"),
+                    "cannot write the evaluation output folder")
     if os.geteuid() != 0:  # root writes into read-only folders
         ro = tmp_path / "ro"
         ro.mkdir(mode=0o555)
@@ -455,3 +471,36 @@ def test_only_typed_errors_are_one_liners(capsys, monkeypatch):
     monkeypatch.setattr(cli, "_cmd_doctor", typed)
     _one_line_error(*_main(capsys, "doctor"), "selection 'x' matches no atoms")
 
+
+
+def test_files_of_the_wrong_kind_and_unknown_levels_of_theory_are_named(capsys, tmp_path):
+    """Issue #34: a trajectory or a YAML given as data (before: a ValueError about an array's truth value, an
+    XYZError), a missing data file outside training (before: "fix the data: entry of the training config"), and
+    a functional or basis PySCF does not know (before: a KeyError from the first SCF; a bare basis name)."""
+    import mdtraj
+
+    from openmlip.data import write_spice
+    from openmlip.data.structure import Structure
+
+    traj = tmp_path / "trajectory.h5"
+    top = mdtraj.Topology()
+    top.add_atom("O", mdtraj.element.oxygen, top.add_residue("HOH", top.add_chain()))
+    mdtraj.Trajectory(np.zeros((2, 1, 3)), top).save_hdf5(str(traj))
+    spec = ROOT / "systems" / "ammonium-cluster" / "system.yaml"
+    _one_line_error(*_main(capsys, "evaluate", "openmlip-xtb-v7", traj, "--out", tmp_path / "ev"),
+                    "is not in SPICE layout (it looks like an mdtraj trajectory)")
+    _one_line_error(*_main(capsys, "data", "relabel", traj, "--out", tmp_path / "r.h5"),
+                    "is not in SPICE layout (it looks like an mdtraj trajectory)")
+    _one_line_error(*_main(capsys, "evaluate", "openmlip-xtb-v7", spec, "--out", tmp_path / "ev"),
+                    "is not an extxyz file", "data files are SPICE-layout HDF5 (.h5) or extxyz")
+    _one_line_error(*_main(capsys, "evaluate", "openmlip-xtb-v7", tmp_path / "none.h5", "--out", tmp_path / "ev"),
+                    f"data file '{tmp_path / 'none.h5'}' not found; check the path")
+    water = Structure(numbers=np.array([8, 1, 1]), positions=np.array([[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]]),
+                      energy=0.0, forces=np.zeros((3, 3)), name="water", subset="t")
+    data = tmp_path / "water.h5"
+    write_spice(data, [water], energy_key="xtb_total_energy", gradient_key="xtb_total_gradient")
+    _one_line_error(*_main(capsys, "data", "relabel", data, "--out", tmp_path / "a.h5", "--xc", "nonsense", "--quiet"),
+                    "--xc nonsense: PySCF does not know this functional")
+    _one_line_error(*_main(capsys, "data", "relabel", data, "--out", tmp_path / "b.h5", "--basis", "def2-nonsense",
+                           "--quiet"), "--basis def2-nonsense: PySCF has no such basis set for H")
+    assert not (tmp_path / "a.h5").exists() and not (tmp_path / "b.h5").exists()

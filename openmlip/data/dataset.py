@@ -104,7 +104,7 @@ def _scan_hdf5(path: Path, keys: LabelKeys, progress: bool) -> List[Dict[str, ob
                 head = group_header(group, name, path, keys.energy, keys.gradient)
                 conf, energy, forces, charges = group_labels(group, head, path, keys.energy, keys.gradient, keys.charges)
             except SpiceFormatError as exc:
-                raise DataFileError(f"training data: {exc}; fix the file or energy_key/gradient_key") from None
+                raise DataFileError(f"data: {exc}; give a SPICE-layout file, or fix energy_key/gradient_key") from None
             except (OSError, KeyError) as exc:  # h5py read errors inside a damaged file
                 raise DataFileError(f"training data: group {name!r} of {str(path)!r} is unreadable "
                                     f"({str(exc).splitlines()[0]}); regenerate or re-download it") from None
@@ -206,7 +206,8 @@ class ConformerSet:
         self._pid = os.getpid()
         for f, path in enumerate(self.paths):
             if not path.is_file():
-                raise DataFileError(f"training data file {str(path)!r} not found; fix the data: entry of the training config")
+                raise DataFileError(f"data file {str(path)!r} not found; check the path (for train: the data: entry of "
+                                    "its config)")
             self.sha256.append(file_sha256(path) if sha256 is None else sha256[f])
             if path.suffix.lower() in HDF5_SUFFIXES:
                 dirs = [path.parent] + [Path(d) for d in cache_dirs]

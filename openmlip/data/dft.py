@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Iterable, List, Optional
 
 import numpy as np
 
-from .._io import check_not_input, file_sha256
+from .._io import check_not_input, file_sha256, writable_file
 from ..errors import ConfigError, DataFileError
 from ..store import RunStore
 from .structure import Structure, structure_from_json, structure_to_json
@@ -34,8 +34,31 @@ DEFAULT_XC, DEFAULT_BASIS = "wb97m-d3bj", "def2-tzvppd"  # SPICE 2's level
 DISPERSION_SUFFIXES = ("-d3bj", "-d3zero", "-d3bjm", "-d3zerom", "-d3op", "-d4")
 
 
-def check_level(xc: str) -> None:
-    """A dispersion-corrected functional needs pyscf-dispersion; without it PySCF would stop mid-run."""
+def check_level(xc: str, basis: Optional[str] = None, elements: Iterable[int] = ()) -> None:
+    """:class:`ConfigError` before any SCF for a functional PySCF does not know, a basis it does not have (for
+    each of ``elements``), or a dispersion-corrected functional without pyscf-dispersion (PySCF would stop
+    mid-run)."""
+    import warnings
+
+    from pyscf import gto
+    from pyscf.dft import libxc
+
+    try:
+        libxc.parse_xc(xc)
+    except (KeyError, ValueError) as exc:
+        raise ConfigError(f"--xc {xc}: PySCF does not know this functional ({str(exc).strip(chr(34))}); give a "
+                          f"libxc name such as {DEFAULT_XC}, wb97x-v, b3lyp-d3bj or pbe0") from None
+    if basis is not None:
+        from ase.data import chemical_symbols
+
+        for symbol in [chemical_symbols[z] for z in sorted(set(int(v) for v in elements))] or ["H"]:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # "install basis-set-exchange": not needed for PySCF's own sets
+                    gto.basis.load(basis, symbol)
+            except Exception:  # noqa: BLE001  -- BasisNotFoundError and friends
+                raise ConfigError(f"--basis {basis}: PySCF has no such basis set for {symbol}; give one of its "
+                                  f"basis names, such as {DEFAULT_BASIS}, def2-svp or cc-pvdz") from None
     if xc.lower().endswith(DISPERSION_SUFFIXES):
         try:
             import pyscf.dispersion  # noqa: F401
@@ -88,10 +111,12 @@ def relabel(input_path, output, n: int, xc: str = DEFAULT_XC, basis: str = DEFAU
     if not Path(input_path).is_file():
         raise FileNotFoundError(f"input {str(input_path)!r} not found: give the HDF5 written by `openmlip data generate`")
     check_not_input(output, [input_path], "output", manifests=True)
+    writable_file(output, "output file")
     keys = source_keys or XTB_LABELS.kwargs()
     structs = [s for s in read_spice(input_path, **keys) if molecules is None or s.name in molecules]
     if not structs:
         raise DataFileError(f"no conformers in {input_path}" + (f" for molecules {molecules}" if molecules else ""))
+    check_level(xc, basis, {int(z) for s in structs for z in s.numbers})
     rng = np.random.default_rng(seed)
     by: Dict[str, List[int]] = {}
     for i, s in enumerate(structs):

@@ -12,6 +12,7 @@ from typing import Iterator, Union
 
 import numpy as np
 
+from ..errors import DataFileError
 from .structure import Structure
 
 
@@ -27,7 +28,14 @@ def _result(atoms, key):
 def read_extxyz(path: Union[str, Path], index: str = ":") -> Iterator[Structure]:
     from ase.io import read
 
-    for k, atoms in enumerate(read(str(path), index=index, format="extxyz")):
+    try:
+        frames = read(str(path), index=index, format="extxyz")
+    except Exception as exc:  # noqa: BLE001  -- ASE's extxyz reader raises many types for a foreign file
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        raise DataFileError(f"{str(path)!r} is not an extxyz file ({type(exc).__name__}: "
+                            f"{lines[-1][:120] if lines else 'no detail'}); data files are SPICE-layout HDF5 (.h5) "
+                            "or extxyz (.xyz/.extxyz)") from None
+    for k, atoms in enumerate(frames):
         energy = _result(atoms, "energy")
         forces = _result(atoms, "forces")
         charges = _result(atoms, "charges")

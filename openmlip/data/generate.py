@@ -28,6 +28,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .._io import writable_file
 from ..charges import formal_charges_from_bonds, resolve_charge_state
 from ..errors import DataFileError
 from ..store import RunStore, write_json
@@ -419,7 +420,7 @@ def generate(output, templates: Optional[Sequence[str]] = None, conformers: int 
     temperature, sampling, seed and stride) are taken as they are instead of recomputed (:func:`reuse_templates`)."""
     from tqdm.auto import tqdm
 
-    output = Path(output)
+    output = writable_file(output, "output file")
     names = list(templates) if templates else list(TEMPLATES)
     unknown = [n for n in names if n not in TEMPLATES]
     if unknown:

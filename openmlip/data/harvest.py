@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .._io import check_not_input, file_sha256
+from .._io import check_not_input, file_sha256, writable_file
 from ..analysis.report import load_trajectory
 from ..errors import ConfigError, DataFileError
 from ..store import RunStore
@@ -128,6 +128,7 @@ def harvest(trajectory, topology, ml_atoms: Sequence[int], formal_charges: Optio
         raise ConfigError("harvest: centres and contacts are both 0: nothing to centre clusters on")
     trajectory, out = Path(trajectory), Path(out)
     check_not_input(out, [trajectory], "out", manifests=True)
+    writable_file(out, "output file")
     # an HDF5 trajectory carries its topology; other formats need ours
     traj = load_trajectory(trajectory, None if trajectory.suffix == ".h5" else topology)
     if traj.n_atoms != topology.n_atoms:

@@ -157,6 +157,12 @@ class GroupHeader:
 
 def group_header(group, name: str, path, energy_key: str, gradient_key: str) -> GroupHeader:
     """The molecule of one SPICE group; :class:`SpiceFormatError` if a required dataset or the charge is missing."""
+    import h5py
+
+    if not isinstance(group, h5py.Group):
+        kind = " (it looks like an mdtraj trajectory)" if name in ("coordinates", "topology", "time") else ""
+        raise SpiceFormatError(f"{str(path)!r} is not in SPICE layout{kind}: its {name!r} is a dataset, not a molecule "
+                               "group (one per molecule, with atomic_numbers, conformations and labels)")
     missing = [k for k in REQUIRED + (energy_key, gradient_key) if k not in group]
     if missing:
         raise SpiceFormatError(f"group {name!r} of {str(path)!r} lacks {missing}")

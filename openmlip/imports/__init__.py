@@ -21,7 +21,7 @@ from typing import Any, Dict, Optional, Union
 import torch
 
 from .. import MODEL_FORMAT_VERSION, __version__
-from .._io import atomic_path, check_not_input
+from .._io import atomic_path, check_not_input, writable_file
 from .._io import file_sha256
 from ..deploy import METADATA_NAME, UNITS, load_model
 from ..errors import ConfigError, ModelFileError, first_line
@@ -81,6 +81,7 @@ def import_model(source: Union[str, Path], output: Union[str, Path], framework: 
     """
     source = Path(source)
     check_not_input(output, [source], "output")
+    writable_file(output, "model file")
     module, source_meta = load_source(source)
     framework = framework or detect_framework(module, source_meta, str(source))
     if framework not in FRAMEWORKS:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from .. import keys as K
-from .._io import atomic_path, check_not_input
+from .._io import atomic_path, check_not_input, writable_dir, writable_file
 from ..data import Structure
 from ..data.dataset import ConformerSet, LabelKeys
 from ..deploy import torch_dtype
@@ -431,7 +431,7 @@ class Trainer:
 
     def _run(self) -> Dict[str, object]:
         cfg, proc = self.cfg, self.proc
-        self.out.mkdir(parents=True, exist_ok=True)
+        writable_dir(self.out, "training output")  # before the data are read and indexed
         store = RunStore(self.out, "training", {**cfg.to_dict(), "world_size": proc.world_size},
                          may_change=RESUMABLE_CHANGES, flag="output", hints={"world_size": (
                              "training processes: the batches would differ; resume with as many, torchrun "
@@ -613,6 +613,7 @@ def deploy_run(run_dir, output, extra_provenance: Optional[dict] = None) -> Dict
 
     run_dir = Path(run_dir)
     check_not_input(output, [run_dir], "output")
+    writable_file(output, "model file")
     best = run_dir / BEST
     if not best.is_file():
         raise DataFileError(f"{best} not found: train first (`openmlip train CONFIG.yaml`), or point at the run folder")
