@@ -102,6 +102,14 @@ def create_plugin(name: str, model_path: Union[str, Path], out_dir: Union[str, P
     _, meta = load_model(model_path)  # validates the file
     out = Path(out_dir)
     package = "openmlip_plugin_" + name.replace("-", "_")
+    from .openmm.registry import shipped_models
+
+    installed = shipped_models().get(name)
+    if installed is not None and Path(installed).resolve() != (out / package / "model.pt").resolve():
+        raise ConfigError(f"the potential name {name!r} is taken by an installed plugin ({installed}): installing this "
+                          f"one (distribution openmlip-plugin-{name}) would replace it, and MLPotential({name!r}) would "
+                          f"change meaning; choose another name (e.g. {name}-custom), or re-package that plugin in place "
+                          f"(--out {Path(installed).parent.parent})")
     _check_out(out, Path(model_path), out / package / "model.pt", overwrite)
     data = Path(model_path).read_bytes()  # before anything is replaced
     sections = _evaluation_sections(Path(evaluation), hashlib.sha256(data).hexdigest()) if evaluation else {}

@@ -48,6 +48,25 @@ def test_tables_reproduce_the_card_and_partition_consistently():
         error_tables(MODEL, [DATA], XTB_LABELS, ["ice"])
 
 
+def test_evaluate_leaves_the_package_s_data_folder_alone(tmp_path):
+    """Issue #34: the index of shipped data goes to the user's cache ($XDG_CACHE_HOME/openmlip), never beside the
+    data inside the installed package (before: written into openmlip/datasets), nor into --out."""
+    import os
+
+    from openmlip.data.dataset import INDEX_SUFFIX
+    from openmlip.evaluate import write_evaluation
+
+    beside = DATA.parent / (DATA.name + INDEX_SUFFIX)
+    existed = beside.exists()
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    try:
+        write_evaluation(MODEL, [DATA], XTB_LABELS, tmp_path / "ev", ["water"])
+    finally:
+        del os.environ["XDG_CACHE_HOME"]
+    assert beside.exists() == existed and (tmp_path / "cache" / "openmlip" / (DATA.name + INDEX_SUFFIX)).is_file()
+    assert sorted(p.name for p in (tmp_path / "ev").iterdir()) == ["errors.json", "errors.md"]
+
+
 def test_dissociation_curve_follows_xtb_near_the_minimum_and_the_cli_writes_the_card_files(tmp_path):
     c = dissociation_curve(MODEL, "ammonium", "N", factors=np.array([0.9, 1.0, 1.2, 1.6, 2.2]))
     assert c["bond"] == "N–H" and 1.0 < c["r0_A"] < 1.06

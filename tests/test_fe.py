@@ -151,6 +151,21 @@ def test_linear_check_refuses_nonlinear_lambda(tmp_path):
         Engine(system, pos + 0.1, _settings(equilibrate_steps=0), progress=False).run_window(1, tmp_path)
 
 
+@pytest.mark.parametrize("platform", ["Reference", "CPU"])
+def test_a_time_step_far_too_long_is_a_blow_up_naming_the_unit(tmp_path, platform):
+    """500 fs in wells with a 220 fs period (Verlet is stable below 70 fs): a BlowUpError naming the unit and the
+    time step, no unit file (before: OpenMM's raw NaN exception, or NaN energies handed to MBAR)."""
+    from openmlip.errors import BlowUpError
+
+    system, pos = harmonic_wells(N, K_A, K_B, OFFSET, mass_amu=1.0)
+    s = _settings(timestep_fs=500.0, equilibrate_steps=0, samples=20, sample_interval=50, platform=platform)
+    with pytest.raises(BlowUpError, match=r"λ window 1 \(λ=0.2\), sample \d+ blew up .*timestep_fs 500 is likely too long"):
+        Engine(system, pos + 0.01, s, progress=False).run_window(1, tmp_path)
+    assert not list(tmp_path.rglob("*.npz"))
+    with pytest.raises(BlowUpError, match=r"forward switch 1 of batch 0 blew up"):
+        Engine(system, pos + 0.01, s, progress=False).run_switch_batch("forward", 0, tmp_path)
+
+
 # -- ML/MM through the spec and the CLI -----------------------------------------------------------
 
 FE_SECTION = """

@@ -241,6 +241,13 @@ def test_import_refuses_what_it_cannot_run(tmp_path):
     assert symbols_for_types(["H", "Cw"], {"Cw": "C"}, "m") == ["H", "C"]
     with pytest.raises(ConfigError, match="several atom types map to H"):
         symbols_for_types(["H", "Hw"], {"Hw": "H"}, "m")
+    # issue #34: a mapped symbol that is no element is named as such (before: "atom type 'Hw' is not an element
+    # symbol"), and element-named types cannot be relabelled (before: H=O O=H swapped the model's elements)
+    with pytest.raises(ConfigError, match=r"--type-map Hw=Xx: 'Xx' is not an element symbol"):
+        symbols_for_types(["H", "Hw"], {"Hw": "Xx"}, "m")
+    with pytest.raises(ConfigError, match=r"--type-map H=O: the atom type 'H' is the element H already"):
+        symbols_for_types(["H", "O"], {"H": "O", "O": "H"}, "m")
+    assert symbols_for_types(["H", "O"], {"H": "H"}, "m") == ["H", "O"]
     with pytest.raises(ConfigError, match="Å and eV"):
         import_model(MACE_DIR / "mace-tiny-float64.pt", tmp_path / "out.pt", length_unit="nm")
     assert not (tmp_path / "out.pt").exists()

@@ -10,6 +10,7 @@ import torch
 
 from helpers.systems import make_model
 from openmlip.deploy import save_model
+from openmlip.errors import ConfigError
 from openmlip.plugin import create_plugin
 
 
@@ -22,6 +23,11 @@ def test_plugin_installs_and_registers(tmp_path):
         create_plugin("test-pot", model, tmp_path / "dist")
     with pytest.raises(ValueError, match="lower-case"):
         create_plugin("Bad Name", model, tmp_path / "x")
+    # issue #34: the name of an installed potential (before: a plugin that silently replaced the shipped default)
+    with pytest.raises(ConfigError, match=r"the potential name 'openmlip-xtb-v7' is taken by an installed plugin .*"
+                                          r"choose another name \(e.g. openmlip-xtb-v7-custom\)"):
+        create_plugin("openmlip-xtb-v7", model, tmp_path / "shadow")
+    assert not (tmp_path / "shadow").exists()
     site = tmp_path / "site"
     res = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
                           "--target", str(site), str(dist)], capture_output=True, text=True, timeout=300)

@@ -180,6 +180,19 @@ def test_bad_spec_is_one_line_exit_2(case, tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("name,text,words", [
+    ("s.xyz", "3\nwater\nO 0 0 0\nH 0.96 0\n", "structure s.xyz cannot be read as an xyz/extxyz file (XYZError"),
+    ("s.pdb", "ATOM      1  O   HOH A   1      garbage\nEND\n", "structure s.pdb cannot be read as a PDB file (ValueError"),
+])
+def test_a_damaged_structure_file_is_one_line(tmp_path, name, text, words):
+    """Issue #34: before, ASE's XYZError or OpenMM's ValueError with a traceback."""
+    (tmp_path / name).write_text(text)
+    (tmp_path / "system.yaml").write_text(f"name: x\nstructure: {name}\nml: {{selection: all, embedding: none, charge: 0}}\n")
+    proc = _cli("md", str(tmp_path), "--out", str(tmp_path / "out"), "--quiet")
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("openmlip: error:")]
+    assert proc.returncode == 2 and len(lines) == 1 and words in lines[0] and "Traceback" not in proc.stderr, proc.stderr
+
+
 def test_temperature_summary_is_the_production_rows_of_state_csv(tmp_path):
     """Mean, standard deviation and least-squares slope of state.csv's temperatures from the end of equilibration on
     (the equilibration rows, here far off, are left out); specs may check ``temperature.mean_K`` like any observable."""

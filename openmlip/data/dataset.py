@@ -121,9 +121,26 @@ def _scan_hdf5(path: Path, keys: LabelKeys, progress: bool) -> List[Dict[str, ob
     return entries
 
 
+def user_cache_dir() -> Path:
+    """Where indexes of data in read-only or installed folders go: ``$XDG_CACHE_HOME/openmlip`` (default
+    ``~/.cache/openmlip``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "openmlip"
+
+
+def _installed(folder: Path) -> bool:
+    """Whether ``folder`` lies in an installed package (openmlip's own shipped data, site-packages): read its
+    index files, never write them there."""
+    import openmlip
+
+    where = Path(folder).resolve()
+    package = Path(openmlip.__file__).resolve().parent
+    return package in where.parents or where == package or "site-packages" in where.parts
+
+
 def _cached_index(path: Path, sha256: str, keys: LabelKeys, cache_dirs: Sequence[Path], progress: bool):
     """The groups of an HDF5 file from its cached index (if it matches the file and the keys), else one pass
-    over the file, written to the first cache folder that takes it."""
+    over the file, written to the first cache folder that takes it and is not inside an installed package
+    (the data's own folder first, then a training run's, then :func:`user_cache_dir`)."""
     wanted = {"format": INDEX_FORMAT, "version": INDEX_VERSION, "sha256": sha256, "label_keys": vars(keys)}
     for folder in cache_dirs:
         cached = folder / (path.name + INDEX_SUFFIX)
@@ -134,7 +151,7 @@ def _cached_index(path: Path, sha256: str, keys: LabelKeys, cache_dirs: Sequence
         if isinstance(index, dict) and all(index.get(k) == v for k, v in wanted.items()):
             return index["groups"], cached
     groups = _scan_hdf5(path, keys, progress)
-    for folder in cache_dirs:
+    for folder in [d for d in cache_dirs if not _installed(d)]:
         target = folder / (path.name + INDEX_SUFFIX)
         try:
             with atomic_path(target) as tmp:
@@ -210,7 +227,7 @@ class ConformerSet:
                                     "its config)")
             self.sha256.append(file_sha256(path) if sha256 is None else sha256[f])
             if path.suffix.lower() in HDF5_SUFFIXES:
-                dirs = [path.parent] + [Path(d) for d in cache_dirs]
+                dirs = [path.parent] + [Path(d) for d in cache_dirs] + [user_cache_dir()]
                 entries, where = _cached_index(path, self.sha256[-1], keys, dirs, progress)
                 self.index_files.append(where)
                 self.groups += [Group.from_json(f, e) for e in entries]

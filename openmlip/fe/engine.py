@@ -46,7 +46,7 @@ import torch  # noqa: F401  (before openmm: openmm-torch's plugin needs torch's 
 import openmm
 import openmm.unit as u
 
-from ..errors import ConfigError
+from ..errors import BlowUpError, ConfigError, from_graph
 from ..openmm.fingerprint import system_fingerprint
 from ..openmm.platform import choose_platform, openmm_seed
 from ..openmm.settings import LAMBDA
@@ -241,6 +241,29 @@ class Engine:
         ctx.setParameter(LAMBDA, float(lam))
         return ctx
 
+    def _step(self, integ: openmm.Integrator, n: int, where: str) -> None:
+        """``n`` steps; a NaN (OpenMM's check, or an openmlip check in the graph) is a :class:`BlowUpError` naming
+        the unit and the usual fix."""
+        try:
+            integ.step(n)
+        except openmm.OpenMMException as exc:
+            typed = from_graph(exc)
+            raise self._blow_up(where, f"{type(typed).__name__}: {typed}" if typed is not None
+                                else "OpenMM: " + str(exc).splitlines()[0]) from None
+
+    def _blow_up(self, where: str, why: str) -> BlowUpError:
+        return BlowUpError(f"{where} blew up ({why}): timestep_fs {self.settings.timestep_fs:g} is likely too long "
+                           "(openmlip's specs use 0.5-1 fs with flexible ML hydrogens) or the structure has a clash. "
+                           "Finished units are kept; lower timestep_fs in the spec's free_energy settings and rerun "
+                           "into a new --out (units made with other settings are refused)")
+
+    def _finite(self, values, where: str):
+        """``values`` when all are finite, else the :class:`BlowUpError` of :meth:`_step` (a NaN energy: a check of a
+        capturable force failed inside a CUDA graph, or the dynamics diverged)."""
+        if not np.all(np.isfinite(values)):
+            raise self._blow_up(where, f"non-finite energy {values}")
+        return values
+
     def _prepare(self, ctx: openmm.Context, seed: int) -> None:
         s = self.settings
         if s.minimize_iterations:
@@ -249,7 +272,7 @@ class Engine:
         if s.equilibrate_steps:  # a strong coupling first (see MDRunner), then the sampling friction
             integ = ctx.getIntegrator()
             integ.setFriction(s.equilibrate_friction_per_ps / u.picosecond)
-            integ.step(s.equilibrate_steps)
+            self._step(integ, s.equilibrate_steps, "the equilibration")
             integ.setFriction(s.friction_per_ps / u.picosecond)
 
     def _lambda_energy(self, ctx: openmm.Context, lam: float) -> float:
@@ -346,9 +369,10 @@ class Engine:
         t_md = 0.0
         while len(rows) < s.samples:
             t1 = time.perf_counter()
-            integ.step(s.sample_interval)
+            where = f"λ window {k} (λ={lam:g}), sample {len(rows) + 1}"
+            self._step(integ, s.sample_interval, where)
             t_md += time.perf_counter() - t1
-            rows.append(self.endpoint_energies(ctx, lam))
+            rows.append(self._finite(self.endpoint_energies(ctx, lam), where))
             if bar is not None:
                 bar.update(1)
             if len(rows) % s.checkpoint_samples == 0 and len(rows) < s.samples:
@@ -406,7 +430,8 @@ class Engine:
         if bar is not None:
             bar.update(len(works))
         while len(works) < n:
-            integ.step(s.switch_decorrelation_steps)
+            where = f"{direction} switch {len(works) + 1} of batch {batch}"
+            self._step(integ, s.switch_decorrelation_steps, where)
             eq = self._state_arrays(ctx)
             w = 0.0
             e_prev = self._lambda_energy(ctx, lams[0])
@@ -414,9 +439,9 @@ class Engine:
                 e_new = self._lambda_energy(ctx, lams[i])
                 w += e_new - e_prev
                 if i < len(lams) - 1:
-                    integ.step(s.switch_stage_steps)
+                    self._step(integ, s.switch_stage_steps, where)
                     e_prev = self._lambda_energy(ctx, lams[i])
-            works.append(w / s.kT)
+            works.append(float(self._finite(w / s.kT, where)))
             self._restore(ctx, eq)  # back to the equilibrium chain at the start state
             ctx.setParameter(LAMBDA, start)
             if bar is not None:

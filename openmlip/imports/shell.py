@@ -127,6 +127,13 @@ def symbols_for_types(type_names: List[str], type_map: Optional[Dict[str, str]],
     unknown = [k for k in type_map if k not in type_names]
     if unknown:
         raise ConfigError(f"{where}: --type-map names {unknown} are not atom types of the model ({' '.join(type_names)})")
+    for name, sym in type_map.items():
+        if sym not in atomic_numbers or sym == "X":
+            raise ConfigError(f"{where}: --type-map {name}={sym}: {sym!r} is not an element symbol (e.g. --type-map {name}=C)")
+        if name in atomic_numbers and name != "X" and sym != name:
+            raise ConfigError(f"{where}: --type-map {name}={sym}: the atom type {name!r} is the element {name} already, and "
+                              f"mapping it to {sym} would relabel the model's elements (H=O O=H swaps them); map only "
+                              "custom type names")
     out = []
     for name in type_names:
         sym = type_map.get(name, name)

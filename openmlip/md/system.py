@@ -83,6 +83,16 @@ def relax_with_mm(topology, positions, forcefield, steps: int = 1000, seed: int 
     return ctx.getState(getPositions=True).getPositions(asNumpy=True)
 
 
+def _read(spec: SystemSpec, path: Path, kind: str, reader):
+    """``reader(str(path))``, or a :class:`SpecError` naming the spec's structure file when it cannot be read."""
+    try:
+        return reader(str(path))
+    except Exception as exc:  # noqa: BLE001  -- OpenMM's and ASE's readers raise many types for a damaged file
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        raise SpecError(f"{spec.path}: structure {path.name} cannot be read as {kind} file ({type(exc).__name__}: "
+                        f"{lines[-1][:120] if lines else 'no detail'}); fix or replace the file") from None
+
+
 def _structure(spec: SystemSpec, mm: bool = True):
     """(topology, positions in nm [N,3], box vectors or None, mm_system or None); ``mm=False``: no MM System is
     built (the structure only)."""
@@ -93,8 +103,8 @@ def _structure(spec: SystemSpec, mm: bool = True):
     if method is not app.NoCutoff:
         kw["nonbondedCutoff"] = float(nb["cutoff_nm"]) * u.nanometer
     if isinstance(spec.structure, dict):
-        prmtop = app.AmberPrmtopFile(str(spec.root / spec.structure["prmtop"]))
-        inpcrd = app.AmberInpcrdFile(str(spec.root / spec.structure["inpcrd"]))
+        prmtop = _read(spec, spec.root / spec.structure["prmtop"], "an Amber prmtop", app.AmberPrmtopFile)
+        inpcrd = _read(spec, spec.root / spec.structure["inpcrd"], "an Amber inpcrd", app.AmberInpcrdFile)
         if nb["implicit_solvent"]:
             kw["implicitSolvent"] = getattr(app, nb["implicit_solvent"])
         system = prmtop.createSystem(**kw) if mm and spec.ml["embedding"] != "none" else None
@@ -105,7 +115,7 @@ def _structure(spec: SystemSpec, mm: bool = True):
         return prmtop.topology, pos, box, system
     path = spec.root / spec.structure
     if path.suffix.lower() == ".pdb":
-        pdb = app.PDBFile(str(path))
+        pdb = _read(spec, path, "a PDB", app.PDBFile)
         top = pdb.topology
         pos = np.asarray(pdb.getPositions(asNumpy=True).value_in_unit(u.nanometer))
         box = top.getPeriodicBoxVectors()
@@ -125,7 +135,7 @@ def _structure(spec: SystemSpec, mm: bool = True):
         return top, pos, box, system
     from ase.io import read
 
-    atoms = read(str(path))
+    atoms = _read(spec, path, "an xyz/extxyz", read)
     top = xyz_topology(atoms)
     pos = atoms.positions * units.ANGSTROM_TO_NM
     box = None
