@@ -152,7 +152,8 @@ def main(argv=None):
         budget = 60 * args.budget_min
         e_mace = max(1, int(budget / t_mace))
         e_oml = max(1, int(budget / t_oml))
-        print(f"one epoch incl. start-up: MACE {t_mace:.0f} s, openmlip {t_oml:.0f} s -> epochs MACE {e_mace}, openmlip {e_oml}", flush=True)
+        print(f"one epoch incl. start-up: MACE {t_mace:.0f} s, openmlip {t_oml:.0f} s -> epochs MACE {e_mace}, "
+              f"openmlip {e_oml}", flush=True)
         t0 = time.perf_counter()
         pm = subprocess.Popen(_mace_args(work, e_mace, args.threads), cwd=work / "mace", env=_env(args.threads),
                               stdout=open(work / "mace.log", "w"), stderr=subprocess.STDOUT)

@@ -198,16 +198,16 @@ def _cluster_spec(work: Path) -> Path:
     spec.parent.mkdir(parents=True, exist_ok=True)
     s = [s for s in read_spice(DATA, **KEYS) if s.name == TEST[0]][-1]
     write(spec.parent / "structure.xyz", Atoms(numbers=s.numbers, positions=s.positions))
-    spec.write_text(f"""name: ammonium-water12
+    spec.write_text("""name: ammonium-water12
 description: NH4+(H2O)12 in vacuum, every atom ML (benchmarks/ammonium_aggregation.py)
 structure: structure.xyz
-ml: {{selection: all, potential: openmlip-xtb-v3, embedding: none, charge: 1, formal_charges: [{{selection: element N, charge: 1}}]}}
-md: {{temperature_K: 300, timestep_fs: 0.5, minimize_iterations: 100, equilibrate_steps: 1000, steps: 21000,
-      report_interval: 20, checkpoint_interval: 1000}}
+ml: {selection: all, potential: openmlip-xtb-v3, embedding: none, charge: 1, formal_charges: [{selection: element N, charge: 1}]}
+md: {temperature_K: 300, timestep_fs: 0.5, minimize_iterations: 100, equilibrate_steps: 1000, steps: 21000,
+      report_interval: 20, checkpoint_interval: 1000}
 analysis:
-  bonds: [{{name: nh, elements: N-H}}, {{name: oh, elements: O-H}}]
+  bonds: [{name: nh, elements: N-H}, {name: oh, elements: O-H}]
 expected:
-  - {{observable: nh.max_A, range: [0.9, 1.35], note: bound}}
+  - {observable: nh.max_A, range: [0.9, 1.35], note: bound}
 """)
     return spec
 
@@ -301,7 +301,8 @@ def report(work: Path, doc: Path, img: Path) -> None:
                   "(the ion's charge spread as Q/N over all atoms, as the data had it before this fix):", "",
                   "| aggregation | test force MAE (meV/Å) | test energy MAE (meV/atom) | N–H BFGS (Å) |", "| --- | --- | --- | --- |"]
         for v in VARIANTS:
-            tr = json.loads((abl / v / "train_summary.json").read_text()).get("test", {}) if (abl / v / "train_summary.json").is_file() else {}
+            summary = abl / v / "train_summary.json"
+            tr = json.loads(summary.read_text()).get("test", {}) if summary.is_file() else {}
             bf = json.loads((abl / v / "bfgs.json").read_text()) if (abl / v / "bfgs.json").is_file() else {}
             lines.append(f"| {v} | {f(tr.get('forces_mae_meV_per_A'), '{:.0f}')} | {f(tr.get('energy_mae_meV_per_atom'), '{:.1f}')} "
                          f"| {f(bf.get('nh_A'))} |")

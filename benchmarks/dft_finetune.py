@@ -128,7 +128,8 @@ def main(argv=None) -> int:
         for m, r in per.items():
             if name in ("GFN2-xTB", f"{label} (xTB-only)") or m not in covered:
                 r["energy_mae_meV_per_atom"] = None
-    result = {"base": tag, "base_sha256": file_sha256(base), "held_out": held_out, "labels": "wB97M-D3BJ/def2-TZVPPD (PySCF, density fitting)", "rows": rows,
+    result = {"base": tag, "base_sha256": file_sha256(base), "held_out": held_out,
+              "labels": "wB97M-D3BJ/def2-TZVPPD (PySCF, density fitting)", "rows": rows,
               "train_cpu_seconds": cost, "threads": {"torch": 1, "OMP": os.environ.get("OMP_NUM_THREADS")},
               "train_conformers": "DFT subset less the held-out and validation molecules"}
     print(f"held out: {', '.join(held_out)}; against DFT labels (energy: — where not comparable)")

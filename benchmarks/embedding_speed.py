@@ -11,7 +11,6 @@ then 100 measured (fewer when slow: stated), 1 torch + 1 OpenMM thread (``--thre
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 

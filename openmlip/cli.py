@@ -83,7 +83,8 @@ def _cmd_train(args) -> int:
     part = "test" if rep["test"] else "validation"
     print(f"finished: {rep['steps']} steps, {rep['epochs']} epochs. {part} set: energy MAE "
           f"{t['energy_mae_meV_per_atom']:.2f} meV/atom, force MAE {t['forces_mae_meV_per_A']:.1f} meV/Å, "
-          f"force RMSE {t['forces_rmse_meV_per_A']:.1f} meV/Å" + (f", charge MAE {t['charges_mae_e']:.4f} e" if "charges_mae_e" in t else ""))
+          f"force RMSE {t['forces_rmse_meV_per_A']:.1f} meV/Å"
+          + (f", charge MAE {t['charges_mae_e']:.4f} e" if "charges_mae_e" in t else ""))
     print(f"outputs in {cfg.output}: checkpoint.pt, best.pt, metrics.csv, report.json; deploy with "
           f"`openmlip deploy {cfg.output} --out model.pt`")
     return 0

@@ -252,7 +252,8 @@ def _graph_cases():
     yield "forces in-graph, periodic", (model, z, dict(periodic=True, output_forces=True)), None, (pos, box)
     yield "energy only, open", (model, z, dict(periodic=False)), None, (pos,)
     yield "nequip + electrostatics, periodic", (nequip, z, dict(periodic=True, output_forces=True)), None, (pos, box)
-    yield "lambda-scaled (interpolation)", (model, z, dict(periodic=True)), "lambda_interpolate", (pos, box, torch.tensor(0.5, dtype=torch.float64))
+    half = torch.tensor(0.5, dtype=torch.float64)
+    yield "lambda-scaled (interpolation)", (model, z, dict(periodic=True)), "lambda_interpolate", (pos, box, half)
     embedding = dict(periodic=True, indices=[0, 1, 2], num_particles=len(z), mm_indices=list(range(3, len(z))),
                      mm_charges=[-0.8, 0.4, 0.4] * 4, embedding_cutoff=0.55)
     yield "ML/MM embedding", (model, z[:3], embedding), None, (pos, box)

@@ -154,8 +154,9 @@ def test_ase_calculator_passes_formal_charges_like_the_model_input(tmp_path):
     atoms.calc.reset()
     e_formal = atoms.get_potential_energy()
     model, _ = load_model(path)
-    out = model.to(torch.float64)({"pos": torch.tensor(pos), "atomic_numbers": torch.tensor(z), "total_charge": torch.tensor([1.0], dtype=torch.float64),
-                 "spin_multiplicity": torch.tensor([1.0], dtype=torch.float64), "formal_charges": torch.tensor(fc)}, True)
+    one = torch.tensor([1.0], dtype=torch.float64)
+    out = model.to(torch.float64)({"pos": torch.tensor(pos), "atomic_numbers": torch.tensor(z), "total_charge": one,
+                                   "spin_multiplicity": one, "formal_charges": torch.tensor(fc)}, True)
     assert e_formal == pytest.approx(float(out["energy"].detach().sum()), rel=1e-12, abs=1e-12)
     assert e_default == pytest.approx(e_formal, rel=1e-12)
     atoms.arrays["formal_charges"] = np.full(len(z), 1.0 / len(z))

@@ -69,7 +69,8 @@ def test_openmm_first_without_openmlip_really_fails():
 def test_openmm_ml_registration_in_any_order(first, tmp_path):
     """openmm-ml loads entry points while it is imported; no import order may hit a circular import."""
     script = tmp_path / "reg.py"
-    script.write_text(f"{first}\nfrom openmmml import MLPotential\nprint(sorted(n for n in MLPotential._implFactories if n.startswith('openmlip')))\n")
+    script.write_text(f"{first}\nfrom openmmml import MLPotential\n"
+                      "print(sorted(n for n in MLPotential._implFactories if n.startswith('openmlip')))\n")
     res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "'openmlip'" in res.stdout and "'openmlip-xtb-v3'" in res.stdout

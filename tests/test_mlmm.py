@@ -10,7 +10,8 @@ import torch
 import openmm
 import openmm.app as app
 import openmm.unit as u
-from helpers.physics import (Tol, assert_bonds_intact, assert_charges_sum_to_total, assert_energy_forces_match, assert_forces_match_finite_differences,
+from helpers.physics import (Tol, assert_bonds_intact, assert_charges_sum_to_total, assert_energy_forces_match,
+                             assert_forces_match_finite_differences,
                              in_openmm_units, langevin_frames, openmm_energy_forces)
 from helpers.systems import ammonium_water_mm, make_model
 from openmlip import units

@@ -74,7 +74,8 @@ def _random_cell(rng, kind):
         a = rng.uniform(20.0, 30.0)
         b, c = rng.uniform(1.05, 1.3, 2) * a
         q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
-        return np.array([[a, 0, 0], [rng.choice([-0.5, 0.5]) * a, b, 0], [rng.choice([-0.5, 0.5]) * a, rng.choice([-0.5, 0.5]) * b, c]]) @ q.T
+        half = lambda: rng.choice([-0.5, 0.5])  # noqa: E731
+        return np.array([[a, 0, 0], [half() * a, b, 0], [half() * a, half() * b, c]]) @ q.T
     a, b, c = rng.uniform(20.0, 40.0, 3)  # OpenMM's reduced form: |b_x| <= a_x/2, |c_x| <= a_x/2, |c_y| <= b_y/2
     return np.array([[a, 0, 0], [rng.uniform(-0.5, 0.5) * a, b, 0], [rng.uniform(-0.5, 0.5) * a, rng.uniform(-0.5, 0.5) * b, c]])
 

@@ -382,7 +382,8 @@ def test_ase_infers_formal_charges_like_the_openmm_route(pot):
     import torch
 
     a.calc = _calc(dtype=torch.float64)
-    assert_energy_forces_match((e64, f64), (a.get_potential_energy() * units.EV_TO_KJ_PER_MOL, a.get_forces() * units.EV_PER_ANGSTROM_TO_KJ_PER_MOL_NM),
+    ase_route = (a.get_potential_energy() * units.EV_TO_KJ_PER_MOL, a.get_forces() * units.EV_PER_ANGSTROM_TO_KJ_PER_MOL_NM)
+    assert_energy_forces_match((e64, f64), ase_route,
                                energy=Tol(rtol=1e-12, floor=1.0), forces=Tol(rtol=1e-9, atol=1e-8), what="OpenMM vs ASE, float64")
 
 

@@ -108,7 +108,8 @@ def test_fused_product_equals_e3nn_tensor_product_per_path(in1, in2, allowed):
             a = x1[:, :, o1[i1]:o1[i1 + 1]]
             b = x2[:, :, o2[i2]:o2[i2 + 1]]
             got = fused[:, :, start:start + 2 * l3 + 1]
-            ref = _single_path_tp((l1, p1), (l2, p2), (l3, p3), C)(a.reshape(E, -1), b.reshape(E, -1)).reshape(E, C, 2 * l3 + 1)  # e3nn: channel-major layout
+            tp = _single_path_tp((l1, p1), (l2, p2), (l3, p3), C)
+            ref = tp(a.reshape(E, -1), b.reshape(E, -1)).reshape(E, C, 2 * l3 + 1)  # e3nn: channel-major layout
             what = f"path {l1}{'eo'[p1 < 0]} x {l2}{'eo'[p2 < 0]} -> {l3}{'eo'[p3 < 0]}"
             torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12, msg=what)
             w3j = o3.wigner_3j(l1, l2, l3)

@@ -16,8 +16,9 @@ Models are randomly initialised with the published architectures (speed does not
 
 Routes: ``openmm-ml`` (``MLPotential('mace'|'torchmdnet'|'nequip', modelPath=...)``: openmm-ml 1.8 runs all three
 through an ``openmm.PythonForce`` with a Python neighbour list each step; for NequIP/Allegro the benchmark hands
-openmm-ml the freshly built model in place of a trained checkpoint, since ``load_saved_model`` needs a training run) and ``torchforce`` (the model scripted
-inside a TorchForce with an all-pairs neighbour list in TorchScript, as openmm-ml ≤ 1.2 did for MACE).
+openmm-ml the freshly built model in place of a trained checkpoint, since ``load_saved_model`` needs a training run)
+and ``torchforce`` (the model scripted inside a TorchForce with an all-pairs neighbour list in TorchScript, as
+openmm-ml ≤ 1.2 did for MACE).
 float32 throughout. Prints one ``BENCH {json}`` line.
 """
 from __future__ import annotations
@@ -33,7 +34,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402  (before openmm)
 import openmm  # noqa: E402,F401
-import openmm.unit as u  # noqa: E402
 
 from harness import benchmark_system, emit, machine, time_md  # noqa: E402
 

@@ -103,7 +103,8 @@ def diffusion_coefficient(lag_times: np.ndarray, msd: np.ndarray, fit_window: Tu
     """
     sel = (lag_times >= fit_window[0]) & (lag_times <= fit_window[1])
     if sel.sum() < 3:
-        raise ConfigError(f"the MSD fit window {float(fit_window[0]):g}-{float(fit_window[1]):g} ps holds {int(sel.sum())} lag times; widen it or run "
+        raise ConfigError(f"the MSD fit window {float(fit_window[0]):g}-{float(fit_window[1]):g} ps holds "
+                          f"{int(sel.sum())} lag times; widen it or run "
                           "longer (need >= 3)")
     t, y = lag_times[sel], msd[sel]
     a = np.vstack([t, np.ones_like(t)]).T

@@ -4,5 +4,5 @@ from .spice import (DFT_LABELS, SPICE_LABELS, XTB_LABELS, LabelKeys, ReadStats, 
                     smiles_formal_charge, write_spice)
 from .structure import Structure
 
-__all__ = ["DFT_LABELS", "SPICE_LABELS", "XTB_LABELS", "LabelKeys", "ReadStats", "SpiceFormatError", "Structure", "read_extxyz", "read_spice", "smiles_formal_charge",
-           "write_extxyz", "write_spice"]
+__all__ = ["DFT_LABELS", "SPICE_LABELS", "XTB_LABELS", "LabelKeys", "ReadStats", "SpiceFormatError", "Structure",
+           "read_extxyz", "read_spice", "smiles_formal_charge", "write_extxyz", "write_spice"]

@@ -62,7 +62,8 @@ def dataset_readme(h5_path, regenerate: str = "", card: str = "README.md") -> st
              f"{man['sampling']['equilibration_steps']} equilibration steps, one conformer every {man['sampling']['stride_steps']} "
              f"steps (seed {man['sampling']['seed']}).",
              f"- Sampling (`stretch`): {man['sampling'].get('stretch', '')}.",
-             "- Isolated GFN2-xTB atoms (eV): " + ", ".join(f"{k} {v:.4f}" for k, v in man.get("isolated_atom_energies_eV", {}).items()) + ".",
+             "- Isolated GFN2-xTB atoms (eV): "
+             + ", ".join(f"{k} {v:.4f}" for k, v in man.get("isolated_atom_energies_eV", {}).items()) + ".",
              f"- Force components: RMS {1000 * np.sqrt(np.mean(f**2)):.0f} meV/Å, max |F| {np.abs(f).max():.2f} eV/Å.", "",
              "## Counts", "", "| template | SMILES | total charge | waters | sampling | T (K) | atoms | conformers |",
              "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: |"]

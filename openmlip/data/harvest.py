@@ -11,7 +11,8 @@ spec's, as the run had them).  A cluster with an atom that has flown off (no oth
 ``ISOLATED_A``) or a charge that is not a closed shell is skipped, and the manifest says why.
 
 Clusters differ in composition, so each is its own group of the SPICE-layout output
-(``<prefix>-f<frame>-h<atom>``, ``-c<atom>`` for a contact; subset ``harvested``), ready to list beside the template data in a training config.
+(``<prefix>-f<frame>-h<atom>``, ``-c<atom>`` for a contact; subset ``harvested``), ready to list beside the
+template data in a training config.
 Progress is saved (JSON) every few clusters; a rerun continues and never mixes in clusters of other settings.
 """
 from __future__ import annotations

@@ -212,7 +212,8 @@ def write_report(out, res: Dict[str, Any]) -> Path:
         m = res["mbar"]
         lines += ["## λ windows (MBAR)", "",
                   f"{len(res['lambdas'])} windows; each: {s['minimize_iterations']} minimisation iterations, "
-                  f"{s['equilibrate_steps']} equilibration steps (friction {s.get('equilibrate_friction_per_ps', s['friction_per_ps']):g}/ps), "
+                  f"{s['equilibrate_steps']} equilibration steps "
+                  f"(friction {s.get('equilibrate_friction_per_ps', s['friction_per_ps']):g}/ps), "
                   f"then {s['samples']} samples every "
                   f"{s['sample_interval']} steps of {s['timestep_fs']:g} fs Langevin MD (friction "
                   f"{s['friction_per_ps']:g}/ps); samples subsampled by each window's statistical inefficiency of "

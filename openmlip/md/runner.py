@@ -415,7 +415,8 @@ class MDRunner:
                 warnings.warn(f"could not merge the trajectory segments after the run failed ({exc}); they stay in "
                               f"{self.seg_dir} and the next run of the same command merges them", RuntimeWarning)
         elapsed = time.perf_counter() - t0
-        return {"steps": step, "steps_run": step - start, "resumed": resumed, "platform": self.platform.getName(), "platform_reasons": self.platform_reasons,
+        return {"steps": step, "steps_run": step - start, "resumed": resumed, "platform": self.platform.getName(),
+                "platform_reasons": self.platform_reasons,
                 "platform_properties": self.platform_properties, "cuda_graphs": self.cuda_graphs,
                 "ms_per_step": 1000 * elapsed / max(step - start, 1), "trajectory": str(self.traj_path), "state": str(self.csv_path)}
 

@@ -34,10 +34,11 @@ equilibration.  Equilibration runs with friction ``equilibrate_friction_per_ps``
 ``friction_per_ps``: from a minimised structure (velocities drawn at the target temperature, half of that
 kinetic energy soon goes into the potential) the kinetic energy relaxes at rate 2γ, so γ = 1/ps would leave
 production starting ~15% below the target after 0.5 ps of equilibration; every report gives the production
-temperature (``temperature.mean_K`` may be checked like any observable).  Selections are parsed on load (a syntax error names its key); an RDF's ``r_max_nm`` may
-not exceed half the smallest width of the structure's box (``box_nm`` or a PDB's CRYST1), and when it
-is omitted it is the analysis default lowered, with a warning, to fit that box.  ``smoke`` overrides ``md`` for a short check run (``--smoke``); an expectation with
-``smoke: false`` is checked only in full runs.
+temperature (``temperature.mean_K`` may be checked like any observable).  Selections are parsed on load (a
+syntax error names its key), and each expected observable must be a number its analysis reports; an RDF's
+``r_max_nm`` may not exceed half the smallest width of the structure's box (``box_nm`` or a PDB's CRYST1), and when
+it is omitted it is the analysis default lowered, with a warning, to fit that box.  ``smoke`` overrides ``md`` for
+a short check run (``--smoke``); an expectation with ``smoke: false`` is checked only in full runs.
 """
 from __future__ import annotations
 
@@ -57,7 +58,8 @@ NONBONDED = ("PME", "NoCutoff", "CutoffPeriodic", "CutoffNonPeriodic", "Ewald")
 CONSTRAINTS = (None, "HBonds", "AllBonds", "HAngles")
 IMPLICIT = (None, "OBC1", "OBC2", "GBn", "GBn2", "HCT")
 MD_DEFAULTS: Dict[str, Any] = dict(temperature_K=300.0, pressure_bar=None, timestep_fs=0.5, friction_per_ps=1.0,
-                                   equilibrate_friction_per_ps=10.0, minimize_iterations=500, equilibrate_steps=0, steps=1000, report_interval=100,
+                                   equilibrate_friction_per_ps=10.0, minimize_iterations=500, equilibrate_steps=0, steps=1000,
+                                   report_interval=100,
                                    checkpoint_interval=1000, seed=0, max_energy_jump_kJmol=1e4)
 
 

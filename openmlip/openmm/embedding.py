@@ -177,7 +177,8 @@ class EmbeddedPotential(OpenMMPotential):
         return (e_ml + e_emb).to(positions.dtype), torch.zeros(0, dtype=positions.dtype, device=positions.device)
 
     @torch.jit.export
-    def embedding_energy_terms(self, positions: torch.Tensor, boxvectors: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def embedding_energy_terms(self, positions: torch.Tensor, boxvectors: Optional[torch.Tensor] = None
+                               ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(E_ML kJ/mol, E_embedding kJ/mol, predicted ML charges e) — for checks and analysis (NaN when a
         check failed in a capturable module).  E_embedding is what this force adds to the ML–MM electrostatics of
         the System's NonbondedForce (module docstring)."""

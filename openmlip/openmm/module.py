@@ -274,7 +274,8 @@ class OpenMMPotential(torch.nn.Module):
             if raises and not bool(fits):
                 raise GeometryError(
                     "{} atom pairs of the ML region lie within the cutoff but the neighbour list holds {}: the region is "
-                    "denser than its capacity assumes; pass neighborCapacity={} or more (neighbor_capacity= in Python), or neighborMethod='cell'"
+                    "denser than its capacity assumes; pass neighborCapacity={} or more (neighbor_capacity= in Python), "
+                    "or neighborMethod='cell'"
                     .format(int(count), self.edge_capacity, int(count) * 3 // 2)
                 )
             ok = ok & fits

@@ -11,9 +11,11 @@ if sm.input.train:
     rep = json.loads(Path(sm.input.train[0]).read_text())
     t = rep.get("test") or rep.get("valid")
     lines += ["## Training", "", f"{rep['steps']} steps, {rep['epochs']} epochs; "
-              f"{'test' if rep.get('test') else 'validation'} set: energy MAE {t['energy_mae_meV_per_atom']:.2f} meV/atom, "
-              f"force MAE {t['forces_mae_meV_per_A']:.1f} meV/Å" + (f", charge MAE {t['charges_mae_e']:.4f} e" if 'charges_mae_e' in t else ""), ""]
-lines += ["## Systems", "", "| system | atoms (ML) | platform | ms/step | ns/day | checks passed |", "| --- | --- | --- | --- | --- | --- |"]
+              f"{'test' if rep.get('test') else 'validation'} set: energy MAE {t['energy_mae_meV_per_atom']:.2f} "
+              f"meV/atom, force MAE {t['forces_mae_meV_per_A']:.1f} meV/Å"
+              + (f", charge MAE {t['charges_mae_e']:.4f} e" if 'charges_mae_e' in t else ""), ""]
+lines += ["## Systems", "", "| system | atoms (ML) | platform | ms/step | ns/day | checks passed |",
+          "| --- | --- | --- | --- | --- | --- |"]
 details = []
 for checks_path, md_dir in zip(sm.input.checks, sm.input.md):
     run = json.loads((Path(md_dir) / "run.json").read_text())
