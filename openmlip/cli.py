@@ -358,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=_cmd_train)
     dp = sub.add_parser("deploy", help="write the best weights of a training run as a model file")
     dp.add_argument("run", help="training output folder (holds best.pt)")
-    dp.add_argument("-o", "--out", "--output", dest="output", default="model.pt",
+    dp.add_argument("-o", "--out", dest="output", default="model.pt",
                     help="model file to write (default model.pt); --out as in every other command, --output kept")
     dp.set_defaults(func=_cmd_deploy)
     im = sub.add_parser("import", help="turn a nequip/Allegro or MACE TorchScript model into an openmlip model file",

@@ -133,6 +133,3 @@ def import_model(source: Union[str, Path], output: Union[str, Path], framework: 
     load_model(output)  # the file reads back
     return meta
 
-
-def is_imported(metadata: Dict[str, Any]) -> bool:
-    return "imported" in metadata

@@ -54,7 +54,7 @@ They are checked and resolved into one :class:`~openmlip.openmm.settings.ForceSe
     graph; needs a PME NonbondedForce).  ``embeddingCutoff``: the kernel's cutoff (default: the MM nonbonded
     cutoff; for ``"split"`` at least 1 nm where 0.45 of the narrowest box width allows) and
     ``embeddingDampingLength`` (the erf damping length, default 0.05 nm): nm, or any ``openmm.unit`` length.
-    (``embeddingDamping``, the old name in Å, is refused with the conversion.)  ``embeddingLambda``: the
+    ``embeddingLambda``: the
     global parameter that scales the embedding's electrostatics (default ``"lambda_electrostatics"``,
     openmmtools' name, so its alchemical factory decouples the Δq term with the reference charges; ``None``
     for none).  Forces come from openmm-torch's autograd there: ``outputForces=True`` is an error.

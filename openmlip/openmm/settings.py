@@ -35,9 +35,6 @@ ELECTROSTATIC_LENGTHS = ("embeddingCutoff", "embeddingDampingLength")
 # mlLongRange: whether the ML potential's own interactions are long-ranged (openmm-ml's mechanical embedding);
 # openmlip's models are local, so only False (or None) is true of them
 LINK_ARGUMENTS = ("linkAtomDistances", "mlLongRange")
-# arguments that changed meaning: a plain number must not silently mean something else now
-RENAMED = {"embeddingDamping": "embeddingDamping (Å) is now embeddingDampingLength, in nm like every OpenMM length "
-                               "(0.5 Å = 0.05 nm); pass embeddingDampingLength=0.05"}
 # private: openmlip's mechanical embedding hands addForces the MM charge of the ML atoms in the original
 # System (openmm-ml's interpolation builds the ML terms in an empty System, which has none)
 MM_REFERENCE = "_openmlipMMCharge"
@@ -51,8 +48,6 @@ ELECTROSTATICS_LAMBDA = "lambda_electrostatics"
 
 def check_names(args: dict, known: Iterable[str], where: str) -> None:
     """:class:`ConfigError` for an argument name not in ``known`` (with the closest known name)."""
-    for name in set(args) & set(RENAMED):
-        raise ConfigError(f"{RENAMED[name]} ({where})")
     unknown = sorted(set(args) - set(known) - {MM_REFERENCE})
     if unknown:
         hints = [f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name)
