@@ -249,6 +249,47 @@ def check_formal(formal: Sequence[float], n: int, what: str = "formalCharges") -
     return values
 
 
+def _warn_if_unlike_the_rules(atomic_numbers: Sequence[int], bonds: List[Tuple[int, int]], region: List[int],
+                              values: List[float], formal_name: str) -> None:
+    """Warn when given formal charges sit elsewhere than the bond rules put the same total (the model was trained
+    with the rules' placement: +1 on the N of NH4+, not on an H).  Atoms of one element bonded to a common atom
+    are interchangeable (resonance: the two O of a carboxylate, the N of guanidinium, ND1/NE2 of histidine)."""
+    if not bonds:
+        return
+    rules = _rule_charges(atomic_numbers, bonds, region)
+    if abs(sum(rules) - sum(values)) > 1e-6:
+        return  # the rules do not reach this total: nothing to compare with
+    position = {a: k for k, a in enumerate(region)}
+    parent = list(range(len(region)))
+
+    def root(k: int) -> int:
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    bonded: dict = {}
+    for i, j in bonds:
+        bonded.setdefault(i, []).append(j)
+        bonded.setdefault(j, []).append(i)
+    for around in bonded.values():
+        inside = [position[a] for a in around if a in position]
+        for k in inside:
+            for m in inside:
+                if atomic_numbers[region[k]] == atomic_numbers[region[m]]:
+                    parent[root(k)] = root(m)
+    classes: dict = {}
+    for k in range(len(region)):
+        classes.setdefault(root(k), []).append(k)
+    for members in classes.values():
+        if sorted(values[k] for k in members) != sorted(rules[k] for k in members):
+            k = next(m for m in members if values[m] != rules[m])
+            warnings.warn(f"{formal_name} give {values[k]:+g} e to atom {region[k]} (Z={atomic_numbers[region[k]]}), where "
+                          f"the bond rules put {rules[k]:+g} e (the placement the models were trained with): check "
+                          f"{formal_name}, or leave them out to take the rules'", stacklevel=4)
+            return
+
+
 def resolve_charge_state(atomic_numbers: Sequence[int], *, total=None, formal: Optional[Sequence[float]] = None,
                          multiplicity=1, bonds: Iterable[Tuple[int, int]] = (), atoms: Optional[Sequence[int]] = None,
                          reference: Optional[Tuple[float, str]] = None, total_name: str = "charge",
@@ -305,6 +346,7 @@ def resolve_charge_state(atomic_numbers: Sequence[int], *, total=None, formal: O
         if abs(sum(values) - q) > 1e-6:
             raise ChargeError(f"{formal_name} sum to {sum(values):+g} e but the total charge is {q:+d} e; make them agree "
                               f"(or leave out {formal_name} to infer them from the bonds)")
+        _warn_if_unlike_the_rules(atomic_numbers, bonds, region, values, formal_name)
         return ChargeState(q, tuple(values), mult, "given")
     placed = sum(rules)
     if abs(placed - q) < 1e-6:

@@ -167,6 +167,23 @@ def test_formal_charges_that_miss_the_total_are_an_error(pot):
     assert system.getNumForces() == 2
 
 
+def test_formal_charges_placed_unlike_the_bond_rules_warn(pot):
+    """Issue #34: +1 on an H of NH4+ instead of its N (the placement the models were trained with) warns; the
+    rules' own placement, and a carboxylate's charge on either O (resonance), do not (before: silently used)."""
+    from openmlip.charges import resolve_charge_state
+
+    top, _ = _nh4()
+    with pytest.warns(UserWarning, match=r"formalCharges give \+0 e to atom 0 \(Z=7\), where the bond rules put \+1 e"):
+        pot.createSystem(top, formalCharges=[0, 1, 0, 0, 0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pot.createSystem(top, formalCharges=[1, 0, 0, 0, 0])
+        # acetate C(H3)-C(=O)-O-: atoms C0 C1 O2 O3 H4 H5 H6; the rules put -1 on one O, the user on the other
+        z, bonds = [6, 6, 8, 8, 1, 1, 1], [(0, 1), (1, 2), (1, 3), (0, 4), (0, 5), (0, 6)]
+        for formal in ([0, 0, -1, 0, 0, 0, 0], [0, 0, 0, -1, 0, 0, 0]):
+            assert resolve_charge_state(z, formal=formal, bonds=bonds).total == -1
+
+
 # -- case 4 (ASE): non-finite and coincident coordinates --------------------------------------------------
 
 def test_ase_calculator_precision_and_shipped_names():
