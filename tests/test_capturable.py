@@ -45,6 +45,20 @@ def _water_cluster(n_waters=8, seed=0, spread=0.9):
     return np.array(pos), z
 
 
+def _water_topology(n_waters: int):
+    """An OpenMM Topology of ``n_waters`` waters (O, H1, H2, bonded), in :func:`_water_cluster`'s order."""
+    import openmm.app as app
+
+    top = app.Topology()
+    chain = top.addChain()
+    for _ in range(n_waters):
+        res = top.addResidue("HOH", chain)
+        o = top.addAtom("O", app.element.oxygen, res)
+        for name in ("H1", "H2"):
+            top.addBond(o, top.addAtom(name, app.element.hydrogen, res))
+    return top
+
+
 def _triclinic_box():
     return np.array([[1.2, 0.0, 0.0], [0.3, 1.15, 0.0], [-0.25, 0.4, 1.1]])  # OpenMM's reduced form
 
@@ -294,20 +308,13 @@ def test_openmm_ml_cuda_graphs_default_and_equal_energies():
     """``useCUDAGraphs``: on by default exactly where OpenMM's CUDA platform exists; a System built with it
     gives the energy and forces of one built without (here on the CPU platform, which ignores the property:
     the capturable module itself runs) — the shipped model rebuilt with this version's code equals its file."""
-    import openmm.app as app
     import openmm.unit as u
     from openmmml import MLPotential
 
     from openmlip.openmm.forces import cuda_platform_available
 
     pos_nm, z = _water_cluster(6, seed=7, spread=0.7)
-    top = app.Topology()
-    chain = top.addChain()
-    for k in range(0, len(z), 3):
-        res = top.addResidue("HOH", chain)
-        o = top.addAtom("O", app.element.oxygen, res)
-        for name in ("H1", "H2"):
-            top.addBond(o, top.addAtom(name, app.element.hydrogen, res))
+    top = _water_topology(len(z) // 3)
     top.setPeriodicBoxVectors([openmm.Vec3(1.3, 0, 0), openmm.Vec3(0, 1.3, 0), openmm.Vec3(0, 0, 1.3)])
     potential = MLPotential("openmlip-xtb-v3")
     results = {}
@@ -328,20 +335,13 @@ def test_cuda_graphs_asked_for_off_cuda_keep_the_typed_errors(platform):
     """``useCUDAGraphs=True`` on a platform where graphs never run (CPU, Reference): a NaN coordinate, two
     coincident atoms and a neighbour list too short are the typed errors of a System built without it (before:
     a NaN energy, nothing said)."""
-    import openmm.app as app
     import openmm.unit as u
     from openmmml import MLPotential
 
     from openmlip.errors import from_graph
 
     pos_nm, z = _water_cluster(4, seed=7, spread=0.6)
-    top = app.Topology()
-    chain = top.addChain()
-    for k in range(0, len(z), 3):
-        res = top.addResidue("HOH", chain)
-        o = top.addAtom("O", app.element.oxygen, res)
-        for name in ("H1", "H2"):
-            top.addBond(o, top.addAtom(name, app.element.hydrogen, res))
+    top = _water_topology(len(z) // 3)
     nan_pos, same = pos_nm.copy(), pos_nm.copy()
     nan_pos[4, 1] = np.nan
     same[7] = same[6]
