@@ -5,7 +5,7 @@
     python benchmarks/accuracy.py --openmlip-run out/train-openmlip-xtb-v3   # MACE only, with the budget
                                                                   # (wall time) of the shipped training run
 
-1. The shipped dataset (openmlip/datasets/openmlip-xtb-v3.h5) is split by molecule exactly as
+1. The shipped dataset (datasets/openmlip-xtb-v3.h5) is split by molecule exactly as
    ``openmlip train`` splits it (the shipped config's named validation and test molecules) and exported to extxyz (energy/forces in eV,
    eV/Å; ASE key conventions; total charge in ``info``).
 2. openmlip trains with the shipped config's settings, MACE with its own ``mace_run_train`` (hidden
@@ -30,8 +30,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 MACE = HERE / "peers" / ".venv-mace" / "bin"
-DATA = ROOT / "openmlip" / "datasets" / "openmlip-xtb-v3.h5"
-SHIPPED_CFG = ROOT / "openmlip" / "datasets" / "train-openmlip-xtb-v3.yaml"
+DATA = ROOT / "datasets" / "openmlip-xtb-v3.h5"
+SHIPPED_CFG = ROOT / "datasets" / "train-openmlip-xtb-v3.yaml"
 
 
 def export(work: Path):

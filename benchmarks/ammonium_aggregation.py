@@ -38,7 +38,7 @@ from openmlip.data import XTB_LABELS
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-DATA = ROOT / "openmlip" / "datasets" / "openmlip-xtb-v3.h5"
+DATA = ROOT / "datasets" / "openmlip-xtb-v3.h5"
 VARIANTS = ("sum", "max", "smoothmax", "charge-gated")
 TRAIN = ["water", "water-dimer", "water-tetramer", "water-octamer", "water-16", "water-stretch", "ammonium",
          "ammonium-water1", "ammonium-water2", "ammonium-water4", "ammonium-stretch", "ammonium-water1-stretch",

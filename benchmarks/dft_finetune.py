@@ -1,7 +1,7 @@
 """xTB-only vs DFT-tuned on held-out DFT labels (issue #19, point 2): one table from one run.
 
 Input: the DFT-relabelled subset of the v3 data (``openmlip data relabel``, ωB97M-D3BJ/def2-TZVPPD) and the
-fine-tuning config ``openmlip/datasets/finetune-openmlip-xtb-v3-dft.yaml`` (held out: its test molecules).
+fine-tuning config ``datasets/finetune-openmlip-xtb-v3-dft.yaml`` (held out: its test molecules).
 On the held-out conformers this reports, against the DFT labels:
 
 * ``GFN2-xTB`` — the teacher itself (its labels for the same conformers, taken from the v3 data file);
@@ -31,7 +31,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-CONFIG = ROOT / "openmlip/datasets/finetune-openmlip-xtb-v3-dft.yaml"
+CONFIG = ROOT / "datasets/finetune-openmlip-xtb-v3-dft.yaml"
 
 
 def xtb_errors(dft_file: Path, xtb_file: Path, molecules) -> dict:
@@ -109,7 +109,7 @@ def main(argv=None) -> int:
     dft_file = Path(cfg.data[0])
     held_out = list(cfg.test_molecules)
     out_dir = Path(cfg.output).parent
-    rows = {"GFN2-xTB": xtb_errors(dft_file, ROOT / "openmlip/datasets/openmlip-xtb-v3.h5", held_out)}
+    rows = {"GFN2-xTB": xtb_errors(dft_file, ROOT / "datasets/openmlip-xtb-v3.h5", held_out)}
     rows[f"{label} (xTB-only)"] = error_tables(base, [dft_file], DFT_LABELS, held_out)["molecules"]
     aligned = config_for(base, tag, shifts_only=True)
     cost = {"shifts refitted": train(aligned, out_dir / f"{tag}-dft-shifts-only.pt")}

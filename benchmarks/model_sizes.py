@@ -1,6 +1,6 @@
 """Model size vs accuracy vs speed: held-out force MAE against ms per MD-step evaluation at 22 and 375 atoms.
 
-    python benchmarks/model_sizes.py --config openmlip/datasets/train-openmlip-xtb-v4.yaml --epochs 20
+    python benchmarks/model_sizes.py --config datasets/train-openmlip-xtb-v4.yaml --epochs 20
     python benchmarks/model_sizes.py ... --sizes "small:num_channels=4,latent_dim=16" "default:" \\
         "large:num_channels=16,latent_dim=64" "large-es:num_channels=16,latent_dim=64,electrostatics=true"
 
@@ -96,7 +96,7 @@ def ms_per_step(model_file: Path, threads: int, warmup: int, repeats: int, syste
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", type=Path, default=ROOT / "openmlip" / "datasets" / "train-openmlip-xtb-v4.yaml")
+    ap.add_argument("--config", type=Path, default=ROOT / "datasets" / "train-openmlip-xtb-v4.yaml")
     ap.add_argument("--sizes", nargs="+", default=DEFAULT_SIZES, help="NAME:key=value,... model overrides")
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--threads", type=int, default=1)

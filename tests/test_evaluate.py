@@ -19,7 +19,7 @@ from openmlip.plugin import create_plugin
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "plugins" / "openmlip-xtb-v3" / "openmlip_plugin_openmlip_xtb_v3" / "model.pt"
-DATA = ROOT / "openmlip" / "datasets" / "openmlip-xtb-v3.h5"
+DATA = ROOT / "datasets" / "openmlip-xtb-v3.h5"
 
 
 def test_tables_reproduce_the_card_and_partition_consistently():
@@ -50,7 +50,7 @@ def test_tables_reproduce_the_card_and_partition_consistently():
 
 def test_evaluate_leaves_the_package_s_data_folder_alone(tmp_path):
     """Issue #34: the index of shipped data goes to the user's cache ($XDG_CACHE_HOME/openmlip), never beside the
-    data inside the installed package (before: written into openmlip/datasets), nor into --out."""
+    data inside the installed package (before: written into datasets), nor into --out."""
     import os
 
     from openmlip.data.dataset import INDEX_SUFFIX

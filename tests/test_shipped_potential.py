@@ -29,7 +29,7 @@ def test_shipped_plugin_is_installed_and_valid():
 def test_card_metrics_reproduce_on_the_shipped_test_molecules():
     model, meta = load_model(shipped_models()[NAME])
     test_names = set(meta["provenance"]["split"]["test_molecules"])
-    data = [s for s in read_spice(ROOT / "openmlip" / "datasets" / "openmlip-xtb-v3.h5", **XTB_LABELS.kwargs()) if s.name in test_names]
+    data = [s for s in read_spice(ROOT / "datasets" / "openmlip-xtb-v3.h5", **XTB_LABELS.kwargs()) if s.name in test_names]
     de, df = [], []
     for s in data:
         assert s.formal_charges is not None and s.formal_charges.sum() == s.total_charge
@@ -49,7 +49,7 @@ def test_card_metrics_reproduce_on_the_shipped_test_molecules():
 def test_shipped_dataset_covers_the_required_species_and_its_readme_is_current():
     from openmlip.data.card import dataset_readme
 
-    h5 = ROOT / "openmlip" / "datasets" / "openmlip-xtb-v3.h5"
+    h5 = ROOT / "datasets" / "openmlip-xtb-v3.h5"
     assert h5.stat().st_size <= 25e6
     data = list(read_spice(h5, **XTB_LABELS.kwargs()))
     assert len(data) >= 3000
@@ -61,7 +61,7 @@ def test_shipped_dataset_covers_the_required_species_and_its_readme_is_current()
     assert {s.total_charge for s in data} == {-1.0, 0.0, 1.0}
     for s in data:
         assert_charges_sum_to_total(s.charges, s.total_charge, atol=1e-5, what=f"labels of {s.name}")
-    assert (ROOT / "openmlip" / "datasets" / "README.md").read_text() == dataset_readme(h5)
+    assert (ROOT / "datasets" / "README.md").read_text() == dataset_readme(h5)
 
 
 def test_v4_dataset_covers_species_charges_and_residues_and_its_card_is_current():
@@ -71,7 +71,7 @@ def test_v4_dataset_covers_species_charges_and_residues_and_its_card_is_current(
 
     from openmlip.data.card import dataset_readme
 
-    h5 = ROOT / "openmlip" / "datasets" / "openmlip-xtb-v4.h5"
+    h5 = ROOT / "datasets" / "openmlip-xtb-v4.h5"
     manifest = json.loads(h5.with_suffix(".json").read_text())
     assert manifest["conformers"] == 20950 and sorted(manifest["reused"]) == ["openmlip-xtb-v3.h5"]
     data = list(read_spice(h5, **XTB_LABELS.kwargs()))
@@ -92,10 +92,10 @@ def test_v5_dataset_extends_v4_unchanged_and_its_card_is_current():
 
     from openmlip.data.card import dataset_readme
 
-    h5 = ROOT / "openmlip" / "datasets" / "openmlip-xtb-v5.h5"
+    h5 = ROOT / "datasets" / "openmlip-xtb-v5.h5"
     manifest = json.loads(h5.with_suffix(".json").read_text())
     assert manifest["conformers"] == 26150 and sorted(manifest["reused"]) == ["openmlip-xtb-v4.h5"]
-    v4 = {(s.name, i): s for name, group in _by_name(ROOT / "openmlip" / "datasets" / "openmlip-xtb-v4.h5").items()
+    v4 = {(s.name, i): s for name, group in _by_name(ROOT / "datasets" / "openmlip-xtb-v4.h5").items()
           for i, s in enumerate(group)}
     v5 = _by_name(h5)
     assert set(manifest["reused"]["openmlip-xtb-v4.h5"]) == {name for name, _ in v4} <= set(v5)
@@ -123,12 +123,12 @@ def test_v6_extra_dataset_is_the_templates_added_after_v5_and_its_card_is_curren
     from openmlip.data.card import dataset_readme
     from openmlip.data.templates import RELEASES, TEMPLATE_LIST
 
-    h5 = ROOT / "openmlip" / "datasets" / "openmlip-xtb-v6-extra.h5"
+    h5 = ROOT / "datasets" / "openmlip-xtb-v6-extra.h5"
     manifest = json.loads(h5.with_suffix(".json").read_text())
     added = [t.name for t in TEMPLATE_LIST[RELEASES["v5"]:]]
     assert list(manifest["templates"]) == added and len(added) == 12 and not manifest.get("reused")
     extra = _by_name(h5)
-    assert sorted(extra) == sorted(added) and not set(extra) & set(_by_name(ROOT / "openmlip" / "datasets" / "openmlip-xtb-v5.h5"))
+    assert sorted(extra) == sorted(added) and not set(extra) & set(_by_name(ROOT / "datasets" / "openmlip-xtb-v5.h5"))
     for name, group in extra.items():
         q = float(manifest["templates"][name]["charge"])
         assert len(group) == 200 and {c.total_charge for c in group} == {q}, name
@@ -162,7 +162,7 @@ def test_issue19_card_is_this_file_and_its_held_out_metrics_reproduce(name, data
     assert meta["elements"] == ["H", "C", "N", "O", "F", "Na", "P", "S", "Cl", "Br"] and meta["charges"] is True
     test = meta["provenance"]["split"]["test_molecules"]
     assert {"thr-dipeptide", "glu-dipeptide", "hie-dipeptide", "thiophene", "methyl-phosphate"} <= set(test)
-    t = error_tables(path, [ROOT / "openmlip" / "datasets" / data], XTB_LABELS, test)
+    t = error_tables(path, [ROOT / "datasets" / data], XTB_LABELS, test)
     for key in ("energy_mae_meV_per_atom", "forces_mae_meV_per_A", "forces_rmse_meV_per_A", "charges_mae_e"):
         assert t["all"][key] == pytest.approx(meta["metrics"]["test"][key], rel=1e-3), key
     card = (ROOT / "plugins" / name / "README.md").read_text()
@@ -203,7 +203,7 @@ def test_shipped_file_rebuilds_into_an_eager_model_with_the_same_energy(name):
 
     module, meta = load_model(shipped_models()[name])
     model = rebuild_model(module, meta["config"])
-    s = next(iter(_by_name(ROOT / "openmlip" / "datasets" / "openmlip-xtb-v5.h5")["propanol"]))
+    s = next(iter(_by_name(ROOT / "datasets" / "openmlip-xtb-v5.h5")["propanol"]))
     batch = collate([s])
     e_file = module(model_inputs(batch), False)["energy"]
     e_eager = model(model_inputs(batch), False)["energy"]

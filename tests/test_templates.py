@@ -44,7 +44,7 @@ def test_releases_name_the_template_lists_of_the_shipped_datasets():
 
     from openmlip.errors import ConfigError
 
-    datasets = Path(__file__).resolve().parents[1] / "openmlip" / "datasets"
+    datasets = Path(__file__).resolve().parents[1] / "datasets"
     for release in RELEASES:
         manifest = json.loads((datasets / f"openmlip-xtb-{release}.json").read_text())
         assert expand_templates([release]) == list(manifest["templates"]), release

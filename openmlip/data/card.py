@@ -45,12 +45,12 @@ def dataset_readme(h5_path, regenerate: str = "", card: str = "README.md") -> st
              f"`energy_key='{keys['energy']}', gradient_key='{keys['gradient']}', charges_key='{keys['charges']}'`), "
              f"1 file of {h5.stat().st_size / 1e6:.1f} MB. Manifest: `{h5.with_suffix('.json').name}`.", "",
              "Regenerate (resumable: a killed run recomputes at most 10 conformers of one template):", "", "```bash",
-             regenerate or (f"openmlip data generate --out openmlip/datasets/{h5.name} --conformers "
+             regenerate or (f"openmlip data generate --out datasets/{h5.name} --conformers "
                             f"{max(set(c), key=c.count)} --stride {man['sampling']['stride_steps']} --seed {man['sampling']['seed']}"
                             + _templates_option(templates_argument(man["templates"]))
-                            + "".join(f" \\\n    --reuse openmlip/datasets/{src}" for src in man.get("reused", {}))),
+                            + "".join(f" \\\n    --reuse datasets/{src}" for src in man.get("reused", {}))),
              "python -c \"from openmlip.data.card import dataset_readme as r; "
-             f"open('openmlip/datasets/{card}','w').write(r('openmlip/datasets/{h5.name}'"
+             f"open('datasets/{card}','w').write(r('datasets/{h5.name}'"
              + ("" if card == "README.md" else f", card='{card}'") + "))\"", "```", "",
              "## Method", "", f"- Labels: {man['method']}. Units in the file: bohr, hartree, hartree/bohr (gradient), e.",
              "- Templates: 3D structures from SMILES with RDKit (ETKDG + MMFF); clusters get waters placed on a sphere around "
