@@ -65,9 +65,10 @@ def geometry(name: str, noise: float = 0.05, seed: int = 0):
     from ase import Atoms
     from ase.optimize import BFGS
 
-    from openmlip.data.generate import build_template, xtb_calculator
+    from openmlip.data.geometry import build_template
     from openmlip.data.structure import Structure
     from openmlip.data.templates import TEMPLATES
+    from openmlip.data.xtb import xtb_calculator
 
     t = TEMPLATES[name]
     z, pos = build_template(t, seed)

@@ -109,8 +109,9 @@ def dissociation_curve(model_path, template: str, element: str, factors=np.linsp
     from ase.optimize import BFGS
 
     from .ase import Calculator
-    from .data.generate import build_template, xtb_calculator
+    from .data.geometry import build_template
     from .data.templates import TEMPLATES
+    from .data.xtb import xtb_calculator
 
     if template not in TEMPLATES:
         raise ConfigError(f"--scan {template}:{element}: unknown template; choose from {', '.join(sorted(TEMPLATES))}")

@@ -57,8 +57,8 @@ def test_generate_resumes_and_labels_charged_species(tmp_path):
 
 
 def test_template_formal_charges_follow_the_atom_order_and_waters():
-    from openmlip.data.generate import build_template, template_formal_charges
-    from openmlip.data.templates import TEMPLATES
+    from openmlip.data.geometry import build_template
+    from openmlip.data.templates import TEMPLATES, template_formal_charges
 
     for name in ("ammonium-water4", "chloride-water5", "methylammonium", "water-16", "alanine-dipeptide"):
         t = TEMPLATES[name]
@@ -143,7 +143,7 @@ def test_stretch_template_spans_the_bond_breaking_curve(tmp_path):
 
 
 def test_isolated_atom_energies_are_ground_state_atoms():
-    from openmlip.data.generate import isolated_atom_energies
+    from openmlip.data.xtb import isolated_atom_energies
 
     e = isolated_atom_energies(["H", "O"])
     assert e["H"] == pytest.approx(-10.707, abs=0.01)  # GFN2-xTB H atom, doublet
@@ -186,7 +186,7 @@ def test_dft_dispersion_correction_enters_energy_and_forces(monkeypatch):
     from dataclasses import replace
 
     from openmlip.data.dft import dft_label
-    from openmlip.data.generate import build_template
+    from openmlip.data.geometry import build_template
     from openmlip.errors import ConfigError
 
     z, pos = build_template(TEMPLATES["methylammonium"], 0)

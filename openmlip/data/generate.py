@@ -13,28 +13,28 @@ hold the settings that shaped them (the template, ``conformers``, ``seed``, ``st
 same output with other values is a :class:`~openmlip.errors.ResumeError` naming them (:mod:`openmlip.store`).
 The output file is written (atomically) only once every shard exists.
 
-tblite is always given the template's total charge and multiplicity (without it NH4+ silently becomes
-the neutral radical), and runs with ``OMP_NUM_THREADS=1`` (2 threads stall under load).
+Starting structures come from :mod:`openmlip.data.geometry`, the xTB calculator from :mod:`openmlip.data.xtb`; tblite
+runs with ``OMP_NUM_THREADS=1`` (2 threads stall under load).
 """
 from __future__ import annotations
 
-import functools
 import json
 import os
-import warnings
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
 from .._io import writable_file
-from ..charges import formal_charges_from_bonds, resolve_charge_state
 from ..errors import DataFileError
 from ..store import RunStore, write_json
+from .geometry import build_template, stretched_geometry, xh_bonds
 from .spice import XTB_LABELS, read_spice, write_spice
 from .structure import Structure, structure_from_json, structure_to_json
-from .templates import TEMPLATES, Template
+from .templates import TEMPLATES, Template, template_formal_charges, template_structure
+from .xtb import isolated_atom_energies, xtb_calculator
+
 
 def _symbol(z) -> str:
     from ase.data import chemical_symbols
@@ -42,241 +42,7 @@ def _symbol(z) -> str:
     return chemical_symbols[int(z)]
 
 
-def _embed(smiles: str, seed: int):
-    try:
-        from rdkit import Chem
-        from rdkit.Chem import AllChem
-    except ImportError:
-        raise ImportError("building templates from SMILES needs RDKit: pip install rdkit (or the `data` extra)") from None
-    mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
-    if mol.GetNumAtoms() == 1:
-        return np.array([mol.GetAtomWithIdx(0).GetAtomicNum()]), np.zeros((1, 3))
-    if AllChem.EmbedMolecule(mol, randomSeed=seed) != 0:
-        raise RuntimeError(f"RDKit could not embed {smiles!r}")
-    AllChem.MMFFOptimizeMolecule(mol)
-    z = np.array([a.GetAtomicNum() for a in mol.GetAtoms()])
-    return z, mol.GetConformer().GetPositions()
-
-
-def _solvate(z, pos, charge: int, n: int, rng) -> tuple:
-    """Place ``n`` waters around the solute: O toward cations, H toward anions, 2.9 Å from its surface."""
-    if n == 0:
-        return z, pos
-    center = pos.mean(0)
-    radius = np.max(np.linalg.norm(pos - center, axis=1)) + 2.7
-    zs, ps = [z], [pos]
-    dirs = rng.normal(size=(n, 3))
-    # spread the directions (a few repulsion sweeps on the sphere)
-    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
-    for _ in range(50):
-        diff = dirs[:, None] - dirs[None]
-        d = np.linalg.norm(diff, axis=-1) + np.eye(n)
-        dirs += 0.05 * (diff / d[..., None] ** 3).sum(1)
-        dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
-    for u in dirs:
-        o = center + radius * u
-        perp = np.cross(u, rng.normal(size=3))
-        perp /= np.linalg.norm(perp)
-        half = np.deg2rad(104.5 / 2)
-        sign = 1.0 if charge >= 0 else -1.0  # cation: H point away; anion: one H points to the ion
-        if charge < 0:
-            h1 = o - 0.957 * u
-            h2 = o + 0.957 * (np.cos(np.deg2rad(104.5)) * (-u) + np.sin(np.deg2rad(104.5)) * perp)
-        else:
-            h1 = o + 0.957 * (np.cos(half) * u * sign + np.sin(half) * perp)
-            h2 = o + 0.957 * (np.cos(half) * u * sign - np.sin(half) * perp)
-        zs.append(np.array([8, 1, 1]))
-        ps.append(np.array([o, h1, h2]))
-    return np.concatenate(zs), np.concatenate(ps)
-
-
-def _contact_site(mol, pos, frag, acceptor: bool):
-    """(point, outward unit vector, whether it accepts an H-bond) where fragment ``frag`` (atom indices) meets its
-    partner: its charged atom, else its first N/O/S (preferably an acceptor, one without H, when ``acceptor``, else a
-    donor), pointing away from the atom's neighbours; else (no heteroatom, e.g. benzene) its centre along the ring
-    normal."""
-    atoms = [mol.GetAtomWithIdx(i) for i in frag]
-    hetero = [a for a in atoms if a.GetAtomicNum() in (7, 8, 16)]
-    picks = ([a for a in atoms if a.GetFormalCharge() != 0]
-             + [a for a in hetero if (a.GetTotalNumHs(includeNeighbors=True) == 0) == acceptor] + hetero)
-    if picks:
-        a = picks[0]
-        site = pos[a.GetIdx()]
-        nb = [n.GetIdx() for n in a.GetNeighbors()]
-        out = site - (pos[nb].mean(0) if nb else pos[list(frag)].mean(0))
-        if np.linalg.norm(out) > 1e-6:
-            accepts = a.GetFormalCharge() < 0 or a.GetTotalNumHs(includeNeighbors=True) == 0
-            return site, out / np.linalg.norm(out), accepts
-    heavy = [i for i in frag if mol.GetAtomWithIdx(i).GetAtomicNum() > 1] or list(frag)
-    centre = pos[heavy].mean(0)
-    normal = np.linalg.svd(pos[heavy] - centre)[2][-1] if len(heavy) > 2 else np.array([0.0, 0.0, 1.0])
-    return centre, normal / np.linalg.norm(normal), False
-
-
-def _rotation(a, b) -> np.ndarray:
-    """The rotation matrix that turns unit vector ``a`` into unit vector ``b``."""
-    v, c = np.cross(a, b), float(np.dot(a, b))
-    if c < -1 + 1e-9:  # antiparallel: half a turn about any axis perpendicular to a
-        p = np.cross(a, [1.0, 0.0, 0.0] if abs(a[0]) < 0.9 else [0.0, 1.0, 0.0])
-        p /= np.linalg.norm(p)
-        return 2 * np.outer(p, p) - np.eye(3)
-    k = np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
-    return np.eye(3) + k + k @ k / (1 + c)
-
-
-def _place_fragments(smiles: str, z, pos, contact: float = 3.0, clash: float = 2.0) -> np.ndarray:
-    """Positions of a two-fragment SMILES (``"A.B"``, a dimer) with B moved rigidly to contact distance from A.
-
-    RDKit embeds each fragment about the origin, so they overlap.  Deterministically: B's contact site
-    (:func:`_contact_site`: a charged atom, else a heteroatom, else the ring centre) faces A's, along A's outward
-    direction (B offers an acceptor to a donor or cation of A, a donor to an acceptor or anion); of 12 twists about
-    that axis, the one that lets B come closest is kept, at the smallest separation (0.02 Å steps) where the closest
-    heavy atoms of A and B are ``contact`` Å apart and no atom pair is closer than ``clash`` Å.  Atom order (RDKit's,
-    as the formal charges follow it) is kept.
-    """
-    from rdkit import Chem
-
-    mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
-    frags = [list(f) for f in Chem.GetMolFrags(mol)]
-    if len(frags) == 1:
-        return pos
-    if len(frags) > 2:
-        raise ValueError(f"{smiles!r}: only one- and two-fragment SMILES are placed, not {len(frags)} fragments")
-    a, b = frags
-    pos = np.array(pos, dtype=float)
-    heavy_a, heavy_b = z[a] > 1, z[b] > 1
-    site_a, out_a, accepts = _contact_site(mol, pos, a, acceptor=False)
-    site_b, out_b, _ = _contact_site(mol, pos, b, acceptor=not accepts)
-    turn = _rotation(out_b, -out_a)
-    body = (pos[b] - site_b) @ turn.T  # B about its site, facing A
-    best = None
-    for k in range(12):
-        phi = np.pi * k / 6  # twist about A's outward direction (Rodrigues)
-        twisted = (body * np.cos(phi) + np.cross(out_a, body) * np.sin(phi)
-                   + np.outer(body @ out_a, out_a) * (1 - np.cos(phi)))
-        for r in np.arange(0.0, 12.0, 0.02):
-            moved = site_a + r * out_a + twisted
-            d = np.linalg.norm(pos[a][:, None] - moved[None], axis=-1)
-            if d[np.ix_(heavy_a, heavy_b)].min() >= contact and d.min() >= clash:
-                if best is None or r < best[0] - 1e-9:
-                    best = (r, moved)
-                break
-    pos[b] = best[1]
-    return pos
-
-
-def build_template(t: Template, seed: int = 0):
-    z, pos = _embed(t.smiles, seed)
-    if "." in t.smiles:
-        pos = _place_fragments(t.smiles, z, pos)
-    if t.waters:
-        z, pos = _solvate(z, pos, t.charge, t.waters, np.random.default_rng(seed))
-    return z, pos
-
-
-def xtb_calculator(t: Template):
-    """tblite's GFN2-xTB ASE calculator at the template's total charge and multiplicity."""
-    return gfn2_xtb(t.charge, t.multiplicity)
-
-
-def gfn2_xtb(charge: float, multiplicity: int = 1):
-    """tblite's GFN2-xTB ASE calculator at an explicit total charge and multiplicity (never tblite's default 0)."""
-    from tblite.ase import TBLite
-
-    return TBLite(method="GFN2-xTB", charge=float(charge), multiplicity=int(multiplicity), verbosity=0)
-
-
-GROUND_STATE_MULTIPLICITY = {"H": 2, "C": 3, "N": 4, "O": 3, "F": 2, "Na": 2, "P": 4, "S": 3, "Cl": 2, "K": 2, "Br": 2}
-
-
-def isolated_atom_energies(elements: Sequence[str]) -> Dict[str, float]:
-    """GFN2-xTB energies (eV) of neutral isolated atoms in their ground-state multiplicity.
-
-    Used as per-element reference energies, so that a trained model's dissociation limit is the
-    sum of the atoms' energies instead of least-squares offsets (which can put separated atoms
-    *below* the bound molecule).
-    """
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    from ase import Atoms
-    from tblite.ase import TBLite
-
-    out = {}
-    for el in elements:
-        if el not in GROUND_STATE_MULTIPLICITY:
-            raise ValueError(f"no ground-state multiplicity known for {el!r}; known: {sorted(GROUND_STATE_MULTIPLICITY)}")
-        atoms = Atoms(el, positions=[[0.0, 0.0, 0.0]])
-        atoms.calc = TBLite(method="GFN2-xTB", charge=0.0, multiplicity=GROUND_STATE_MULTIPLICITY[el], verbosity=0)
-        out[el] = float(atoms.get_potential_energy())
-    return out
-
-
-@functools.lru_cache(maxsize=None)
-def _template_atoms(t: Template):
-    """(atomic numbers, formal charges) of a template's structures, parsed from its SMILES once."""
-    from rdkit import Chem
-
-    mol = Chem.AddHs(Chem.MolFromSmiles(t.smiles))
-    z = np.array([a.GetAtomicNum() for a in mol.GetAtoms()] + [8, 1, 1] * t.waters)
-    fc = np.array([a.GetFormalCharge() for a in mol.GetAtoms()] + [0] * (3 * t.waters), dtype=float)
-    # the one charge-state rule (openmlip.charges): integer total, formal charges summing to it
-    state = resolve_charge_state(z, total=t.charge, formal=fc, multiplicity=t.multiplicity,
-                                 total_name=f"template {t.name!r} charge", formal_name="SMILES formal charges")
-    # OpenMM and ASE infer formal charges from bonds: warn when their rules would not give the SMILES charges,
-    # since a model trained on these data would then see other inputs in MD than in training
-    n = mol.GetNumAtoms()
-    bonds = [(b.GetBeginAtomIdx(), b.GetEndAtomIdx()) for b in mol.GetBonds()]
-    if formal_charges_from_bonds(z[:n], bonds, t.charge) != list(fc[:n]):
-        warnings.warn(f"template {t.name!r}: the bond rules of openmlip.charges do not give its SMILES formal charges; "
-                      "OpenMM and ASE users will need to pass them explicitly", stacklevel=2)
-    return z, np.asarray(state.formal, dtype=float)
-
-
-def template_formal_charges(t: Template, numbers=None) -> np.ndarray:
-    """Per-atom formal charges (e) of a template's structures, in their atom order: the solute's from
-    its SMILES (RDKit, hydrogens added as ``_embed`` adds them), then 0 for each water's O, H, H.
-
-    Models see these at training time exactly as OpenMM/ASE users give them at run time (e.g. +1 on
-    the N of NH4+), so the charge a user puts on an atom means what the model learnt it to mean.
-    """
-    z, fc = _template_atoms(t)
-    if numbers is not None and not np.array_equal(np.asarray(numbers), z):
-        raise ValueError(f"template {t.name!r}: structure atoms {list(numbers)} do not follow the template's order {list(z)}")
-    return fc.copy()
-
-
-def _structure(atoms, t: Template) -> Structure:
-    return Structure(numbers=atoms.numbers.copy(), positions=atoms.positions.copy(), total_charge=float(t.charge),
-                     spin_multiplicity=float(t.multiplicity), energy=float(atoms.get_potential_energy()),
-                     forces=atoms.get_forces().copy(), charges=np.asarray(atoms.get_charges(), dtype=float).copy(),
-                     formal_charges=template_formal_charges(t, atoms.numbers), name=t.name, subset=t.subset)
-
-
-def _xh_bonds(atoms) -> List[tuple]:
-    """(heavy atom, hydrogen) index pairs closer than 1.45 Å: every X–H bond of H C N O F P S Cl Br (S–H 1.34 Å,
-    P–H 1.42 Å), no hydrogen bond (H···O/N >= 1.6 Å)."""
-    pos, z = atoms.positions, atoms.numbers
-    return [(i, j) for i in range(len(z)) if z[i] > 1 for j in range(len(z))
-            if z[j] == 1 and np.linalg.norm(pos[i] - pos[j]) < 1.45]
-
-
 SAMPLING_PROGRESS = "openmlip-sampling-progress"
-
-
-def stretched_geometry(reference: np.ndarray, bonds: Sequence[Tuple[int, int]], rng: np.random.Generator,
-                       factor: float) -> np.ndarray:
-    """The stretch sampler's conformer: ``reference`` (Å) with Gaussian noise (0.04 Å) and one random X–H bond of
-    ``bonds`` scaled to ``factor`` × its reference length; a pulled H that lands within 1 Å of another atom (e.g.
-    in a neighbouring water) is drawn again."""
-    while True:
-        heavy, h = bonds[int(rng.integers(len(bonds)))]
-        noisy = reference + rng.normal(scale=0.04, size=reference.shape)
-        bond = noisy[h] - noisy[heavy]
-        noisy[h] = noisy[heavy] + bond / np.linalg.norm(bond) * factor * np.linalg.norm(reference[h] - reference[heavy])
-        others = [i for i in range(len(noisy)) if i not in (h, heavy)]
-        if not others or np.linalg.norm(noisy[others] - noisy[h], axis=1).min() > 1.0:
-            return noisy
-
-
 STRETCH_DRAWS = 10
 
 
@@ -289,7 +55,7 @@ def _stretched_structure(atoms, t: Template, reference, bonds, rng, factor: floa
     for _ in range(STRETCH_DRAWS):
         atoms.positions = stretched_geometry(reference, bonds, rng, factor)
         try:
-            return _structure(atoms, t)
+            return template_structure(atoms, t)
         except CalculationFailed:
             atoms.calc.reset()
     raise CalculationFailed(f"template {t.name!r}: GFN2-xTB's SCF did not converge in {STRETCH_DRAWS} draws at "
@@ -340,7 +106,7 @@ def sample_template(t: Template, n_conformers: int, seed: int = 0, stride: int =
                    fixcm=False)
     if not out and len(atoms) > 1 and t.sampling == "md":
         dyn.run(equilibration)
-    bonds = _xh_bonds(Atoms(numbers=z, positions=reference)) if t.sampling == "stretch" else []
+    bonds = xh_bonds(Atoms(numbers=z, positions=reference)) if t.sampling == "stretch" else []
     if t.sampling == "stretch" and not bonds:
         raise ValueError(f"template {t.name!r} has no X–H bond to stretch")
     new = 0
@@ -348,7 +114,7 @@ def sample_template(t: Template, n_conformers: int, seed: int = 0, stride: int =
         if t.sampling == "md":
             if len(atoms) > 1:
                 dyn.run(stride)
-            out.append(_structure(atoms, t))
+            out.append(template_structure(atoms, t))
         else:
             out.append(_stretched_structure(atoms, t, reference, bonds, rng,
                                             0.85 + (t.stretch_to - 0.85) * (len(out) + 0.5) / n_conformers))

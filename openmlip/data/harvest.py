@@ -27,9 +27,9 @@ from .._io import check_not_input, file_sha256, writable_file
 from ..analysis.report import load_trajectory
 from ..errors import ConfigError, DataFileError
 from ..store import RunStore
-from .generate import gfn2_xtb
 from .spice import XTB_LABELS, write_spice
 from .structure import Structure, structure_from_json, structure_to_json
+from .xtb import gfn2_xtb
 
 HARVEST_PROGRESS = "openmlip-harvest-progress"
 # a cluster atom with no other atom this close (Å) has left the liquid (the frames of a blow-up): not labelled, since

@@ -1,12 +1,18 @@
 """Templates of the xTB reference data (:mod:`openmlip.data.generate`): a molecule, ion or ion–water cluster at
-its total charge, from a SMILES (RDKit builds 3D coordinates; formal charges come from the SMILES), sampled by
-xTB MD or by X–H bond stretching."""
+its total charge, from a SMILES (RDKit builds 3D coordinates, :mod:`openmlip.data.geometry`; formal charges come
+from the SMILES, :func:`template_formal_charges`), sampled by xTB MD or by X–H bond stretching."""
 from __future__ import annotations
 
+import functools
+import warnings
 from dataclasses import dataclass
 from typing import Dict, List, Sequence
 
+import numpy as np
+
+from ..charges import formal_charges_from_bonds, resolve_charge_state
 from ..errors import ConfigError
+from .structure import Structure
 
 
 @dataclass(frozen=True)
@@ -100,7 +106,7 @@ TEMPLATE_LIST: List[Template] = [
     Template("acetate-water2", "CC(=O)[O-]", charge=-1, waters=2, temperature=300.0, subset="ion clusters"),
     Template("methylammonium-water2", "C[NH3+]", charge=1, waters=2, temperature=300.0, subset="ion clusters"),
     # noncovalent dimers: solute-water, side-chain pairs (ion-amide and amide-amide H-bonds, cation-pi, stacking); a
-    # dotted SMILES is placed at contact distance by generate._place_fragments.  No contact salt bridge: on the
+    # dotted SMILES is placed at contact distance by geometry._place_fragments.  No contact salt bridge: on the
     # gas-phase GFN2-xTB surface acetate + methylammonium or methylguanidinium transfer a proton (even with 2-8 waters)
     *[Template(name, smiles, charge=q, waters=w, temperature=300.0, subset="dimers") for name, smiles, q, w in [
         ("phenol-water1", "Oc1ccccc1", 0, 1), ("pyridine-water1", "c1ccncc1", 0, 1),
@@ -176,3 +182,48 @@ def templates_argument(names: Sequence[str]) -> str:
     if release:
         return release[0]
     return "" if names == list(TEMPLATES) else " ".join(names)
+
+
+@functools.lru_cache(maxsize=None)
+def _template_atoms(t: Template):
+    """(atomic numbers, formal charges) of a template's structures, parsed from its SMILES once."""
+    from rdkit import Chem
+
+    mol = Chem.AddHs(Chem.MolFromSmiles(t.smiles))
+    z = np.array([a.GetAtomicNum() for a in mol.GetAtoms()] + [8, 1, 1] * t.waters)
+    fc = np.array([a.GetFormalCharge() for a in mol.GetAtoms()] + [0] * (3 * t.waters), dtype=float)
+    # the one charge-state rule (openmlip.charges): integer total, formal charges summing to it
+    state = resolve_charge_state(z, total=t.charge, formal=fc, multiplicity=t.multiplicity,
+                                 total_name=f"template {t.name!r} charge", formal_name="SMILES formal charges")
+    # OpenMM and ASE infer formal charges from bonds: warn when their rules would not give the SMILES charges,
+    # since a model trained on these data would then see other inputs in MD than in training
+    n = mol.GetNumAtoms()
+    bonds = [(b.GetBeginAtomIdx(), b.GetEndAtomIdx()) for b in mol.GetBonds()]
+    if formal_charges_from_bonds(z[:n], bonds, t.charge) != list(fc[:n]):
+        warnings.warn(f"template {t.name!r}: the bond rules of openmlip.charges do not give its SMILES formal charges; "
+                      "OpenMM and ASE users will need to pass them explicitly", stacklevel=2)
+    return z, np.asarray(state.formal, dtype=float)
+
+
+def template_formal_charges(t: Template, numbers=None) -> np.ndarray:
+    """Per-atom formal charges (e) of a template's structures, in their atom order: the solute's from its SMILES
+    (RDKit, hydrogens added as :func:`~openmlip.data.geometry.build_template` adds them), then 0 for each water's
+    O, H, H.
+
+    Models see these at training time exactly as OpenMM/ASE users give them at run time (e.g. +1 on
+    the N of NH4+), so the charge a user puts on an atom means what the model learnt it to mean.
+    """
+    z, fc = _template_atoms(t)
+    if numbers is not None and not np.array_equal(np.asarray(numbers), z):
+        raise ValueError(f"template {t.name!r}: structure atoms {list(numbers)} do not follow the template's order {list(z)}")
+    return fc.copy()
+
+
+def template_structure(atoms, t: Template) -> Structure:
+    """A conformer of template ``t`` as a :class:`Structure`: ``atoms`` (ASE, in the template's atom order) with the
+    energy (eV), forces (eV/Å) and partial charges (e) of its attached calculator, the template's total charge,
+    multiplicity, name and subset, and its formal charges (:func:`template_formal_charges`)."""
+    return Structure(numbers=atoms.numbers.copy(), positions=atoms.positions.copy(), total_charge=float(t.charge),
+                     spin_multiplicity=float(t.multiplicity), energy=float(atoms.get_potential_energy()),
+                     forces=atoms.get_forces().copy(), charges=np.asarray(atoms.get_charges(), dtype=float).copy(),
+                     formal_charges=template_formal_charges(t, atoms.numbers), name=t.name, subset=t.subset)

@@ -334,7 +334,7 @@ class Trainer:
                                            np.array([g.energy_mean for g in groups]), np.array([g.count for g in groups]))
         else:
             if ref == "gfn2-xtb-atoms":
-                from ..data.generate import isolated_atom_energies
+                from ..data.xtb import isolated_atom_energies
 
                 ref = isolated_atom_energies(elements)
             missing = [e for e in elements if e not in ref]
