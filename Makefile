@@ -13,13 +13,13 @@ PYTEST_ARGS ?= -n 2 --dist worksteal
 # PyPI's torch 2.9.1 for x86_64 is the CUDA build (with its nvidia-* wheels, several GB): no pip cache, so the wheels
 # are not stored twice on a small disk (a CI run once failed with "No space left on device" here).
 $(STAMP): export PIP_NO_CACHE_DIR = 1
-$(STAMP): pyproject.toml plugins/openmlip-xtb-v3/pyproject.toml plugins/openmlip-xtb-v4/pyproject.toml plugins/openmlip-xtb-v5/pyproject.toml plugins/openmlip-xtb-v6/pyproject.toml plugins/openmlip-xtb-v7/pyproject.toml
+$(STAMP): pyproject.toml plugins/openmlip-xtb-v7/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test,data]'
 	# openmm-ml 1.8 declares openmm>=8.6.1 but runs on the pinned 8.5.2 (docs/design.md, "The stack")
 	$(PY) -m pip install --quiet --no-deps 'openmmml==1.8'
-	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e plugins/openmlip-xtb-v3 -e plugins/openmlip-xtb-v4 -e plugins/openmlip-xtb-v5 -e plugins/openmlip-xtb-v6 -e plugins/openmlip-xtb-v7
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e plugins/openmlip-xtb-v7
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -201,7 +201,7 @@ def _cluster_spec(work: Path) -> Path:
     spec.write_text("""name: ammonium-water12
 description: NH4+(H2O)12 in vacuum, every atom ML (benchmarks/ammonium_aggregation.py)
 structure: structure.xyz
-ml: {selection: all, potential: openmlip-xtb-v3, embedding: none, charge: 1, formal_charges: [{selection: element N, charge: 1}]}
+ml: {selection: all, potential: openmlip-xtb-v7, embedding: none, charge: 1, formal_charges: [{selection: element N, charge: 1}]}
 md: {temperature_K: 300, timestep_fs: 0.5, minimize_iterations: 100, equilibrate_steps: 1000, steps: 21000,
       report_interval: 20, checkpoint_interval: 1000}
 analysis:
@@ -229,8 +229,8 @@ def nve_drift(model: Path, work: Path, threads: int, steps: int = 4000, interval
     import openmm as mm
     import openmm.unit as u
 
+    from openmlip.md.build import build_system
     from openmlip.md.spec import load_spec
-    from openmlip.md.system import build_system
 
     torch.set_num_threads(threads)
     built = build_system(load_spec(_cluster_spec(work)), potential=str(model))

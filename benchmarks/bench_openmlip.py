@@ -3,8 +3,8 @@
     python benchmarks/bench_openmlip.py --model allegro --system ala2-vacuum --backend torchforce --threads 1
 
 Models: ``allegro`` / ``nequip`` at the default size (openmlip.models.ModelConfig), ``allegro-small`` /
-``nequip-small`` (latent 16, 4 channels, 1 layer), randomly initialised; ``openmlip-xtb-v3`` a shipped
-(trained) potential (the default before v5), which has the default Allegro architecture. Through ``MLPotential`` exactly as a
+``nequip-small`` (latent 16, 4 channels, 1 layer), randomly initialised; an installed
+potential's name (``openmlip-xtb-v7``, the shipped default) its trained file. Through ``MLPotential`` exactly as a
 user would (openmm-ml entry point), float32.
 """
 from __future__ import annotations

@@ -5,8 +5,9 @@ fine-tuning config ``datasets/finetune-openmlip-xtb-v3-dft.yaml`` (held out: its
 On the held-out conformers this reports, against the DFT labels:
 
 * ``GFN2-xTB`` — the teacher itself (its labels for the same conformers, taken from the v3 data file);
-* ``BASE (xTB-only)`` — the xTB-trained potential (``--base``, default the config's ``init_model``, v3), forces
-  only (its energies are on the xTB scale);
+* ``BASE (xTB-only)`` — the xTB-trained potential (``--base``, default the shipped openmlip-xtb-v7; the recorded
+  results/dft-finetune.json and -v4.json used v3 and v4, which are no longer installed: their cards are in
+  docs/cards/), forces only (its energies are on the xTB scale);
 * ``BASE, shifts refitted`` — BASE with only its per-element energy shifts refitted on the DFT training molecules
   (the fine-tuning run's step 0: ``lr`` 1e-12, one epoch), so its energies can be compared;
 * ``BASE fine-tuned on DFT`` — the config's run with ``init_model: BASE``.
@@ -91,7 +92,7 @@ def train(cfg, out_model: Path) -> float:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default="benchmarks/results/dft-finetune.json")
-    p.add_argument("--base", default="openmlip-xtb-v3", help="xTB-trained potential to fine-tune: installed name or file")
+    p.add_argument("--base", default="openmlip-xtb-v7", help="xTB-trained potential to fine-tune: installed name or file")
     a = p.parse_args(argv)
 
     import torch

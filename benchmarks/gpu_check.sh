@@ -17,7 +17,7 @@ if [ "$mode" = "--prepare" ]; then
   bash ../shared/gpu/prepare-wheels.sh "${2:-acellera}"
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 -d .whl ase pyyaml tqdm
-  python3 -m pip wheel -q --no-deps -w .whl . plugins/openmlip-xtb-v3 plugins/openmlip-xtb-v4 plugins/openmlip-xtb-v5 plugins/openmlip-xtb-v6 plugins/openmlip-xtb-v7
+  python3 -m pip wheel -q --no-deps -w .whl . plugins/openmlip-xtb-v7
   du -sh .whl; exit 0
 fi
 PY="${PYTHON:-python3}"

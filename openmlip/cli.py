@@ -137,8 +137,8 @@ def _cmd_data_generate(args) -> int:
 
 def _cmd_data_harvest(args) -> int:
     from .data.harvest import harvest
+    from .md.build import build_system
     from .md.spec import load_spec
-    from .md.system import build_system
 
     _positive_int(args.frames, "--frames", "last frames of the run to cut clusters from")
     for option, value in (("--centres", args.centres), ("--contacts", args.contacts)):
@@ -197,7 +197,7 @@ def _cmd_md(args) -> int:
 
 
 def _print_checks(checks) -> bool:
-    from .md.system import checks_text
+    from .md.report import checks_text
 
     for line in checks_text(checks):
         print(line)
@@ -205,8 +205,9 @@ def _print_checks(checks) -> bool:
 
 
 def _cmd_run(args) -> int:
+    from .md.report import temperature_text
     from .md.spec import TEMPERATURE, load_spec
-    from .md.system import run_system, temperature_text
+    from .md.system import run_system
 
     _positive_int(args.threads, "--threads", "CPU threads for torch and OpenMM")
     spec = load_spec(args.system)
@@ -374,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--head", help="MACE head (default: the model's last, as MACE's calculators)")
     im.set_defaults(func=_cmd_import)
     ev = sub.add_parser("evaluate", help="errors of a model file by molecule, element and charge; X-H dissociation curves")
-    ev.add_argument("model", help="model file, or an installed potential's name (e.g. openmlip-xtb-v4)")
+    ev.add_argument("model", help="model file, or an installed potential's name (e.g. openmlip-xtb-v7)")
     ev.add_argument("data", nargs="+", help="SPICE-layout HDF5 files with reference labels")
     ev.add_argument("--labels", choices=["xtb", "dft", "spice"], default="xtb", help="which labels (default xtb)")
     ev.add_argument("--molecules", nargs="*", help="only these molecules (group names), e.g. the held-out ones")

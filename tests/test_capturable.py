@@ -316,7 +316,7 @@ def test_openmm_ml_cuda_graphs_default_and_equal_energies():
     pos_nm, z = _water_cluster(6, seed=7, spread=0.7)
     top = _water_topology(len(z) // 3)
     top.setPeriodicBoxVectors([openmm.Vec3(1.3, 0, 0), openmm.Vec3(0, 1.3, 0), openmm.Vec3(0, 0, 1.3)])
-    potential = MLPotential("openmlip-xtb-v3")
+    potential = MLPotential("openmlip-xtb-v7")
     results = {}
     for graphs in (None, False, True):
         system = potential.createSystem(top, useCUDAGraphs=graphs, precision="double")
@@ -345,7 +345,7 @@ def test_cuda_graphs_asked_for_off_cuda_keep_the_typed_errors(platform):
     nan_pos, same = pos_nm.copy(), pos_nm.copy()
     nan_pos[4, 1] = np.nan
     same[7] = same[6]
-    potential = MLPotential("openmlip-xtb-v3")
+    potential = MLPotential("openmlip-xtb-v7")
     # (the CPU platform finds a NaN coordinate itself, before any force runs)
     nan_words = "Particle coordinate is NaN" if platform == "CPU" else "coordinates of 1 ML particle.* not finite"
     for kw, pos, words in (({}, nan_pos, nan_words), ({}, same, "closer than 1e-4"),
@@ -375,7 +375,7 @@ def test_md_runner_names_the_check_behind_a_nan_energy(tmp_path):
 
     atoms = read(str(Path(__file__).resolve().parent.parent / "systems" / "ammonium-cluster" / "structure.xyz"))
     top = xyz_topology(atoms)
-    system = MLPotential("openmlip-xtb-v3").createSystem(top, charge=1, useCUDAGraphs=True, neighborCapacity=12)
+    system = MLPotential("openmlip-xtb-v7").createSystem(top, charge=1, useCUDAGraphs=True, neighborCapacity=12)
     runner = MDRunner(system, top, atoms.positions / 10.0, tmp_path, timestep_fs=0.5, report_interval=5,
                       checkpoint_interval=10, platform="CPU")
     assert runner.cuda_graphs is False  # the CPU platform ignores the property

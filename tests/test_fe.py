@@ -20,7 +20,7 @@ from openmlip.fe.report import gather
 
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEMS = ROOT / "systems"
-MODEL = ROOT / "plugins" / "openmlip-xtb-v3" / "openmlip_plugin_openmlip_xtb_v3" / "model.pt"
+MODEL = ROOT / "plugins" / "openmlip-xtb-v7" / "openmlip_plugin_openmlip_xtb_v7" / "model.pt"  # the shipped default
 
 # n particles (1 amu) in harmonic wells, k 200 -> 800 kJ/mol/nm^2, plus a constant 5 kJ/mol: ΔG = 6 kT ln 4 + 5
 N, K_A, K_B, OFFSET, T = 4, 200.0, 800.0, 5.0, 300.0

@@ -73,4 +73,4 @@ def test_openmm_ml_registration_in_any_order(first, tmp_path):
                       "print(sorted(n for n in MLPotential._implFactories if n.startswith('openmlip')))\n")
     res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
-    assert "'openmlip'" in res.stdout and "'openmlip-xtb-v3'" in res.stdout
+    assert "'openmlip'" in res.stdout and "'openmlip-xtb-v7'" in res.stdout

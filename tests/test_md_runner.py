@@ -119,7 +119,7 @@ def test_blow_up_stops_with_clear_error_and_keeps_good_outputs(tmp_path):
 
 
 def test_runner_with_shipped_potential_full_ml_cluster(tmp_path):
-    """NH4+(H2O)4, all ML with the shipped openmlip-xtb-v3, minimised then 200 MD steps: N–H stays bonded,
+    """NH4+(H2O)4, all ML with the shipped default potential, minimised then 200 MD steps: N–H stays bonded,
     and the saved frames of an open system are not wrapped into a box (a bug this test caught)."""
     from ase.io import read
 
@@ -131,7 +131,7 @@ def test_runner_with_shipped_potential_full_ml_cluster(tmp_path):
 
     atoms = read(str(SYSTEMS / "ammonium-cluster" / "structure.xyz"))
     top = xyz_topology(atoms)  # bonds let the plugin put the +1 on N, as in the training data
-    system = MLPotential("openmlip-xtb-v3").createSystem(top, charge=1)
+    system = MLPotential("openmlip-xtb-v7").createSystem(top, charge=1)
     runner = MDRunner(system, top, atoms.positions / 10.0, tmp_path, timestep_fs=0.5, report_interval=20,
                       checkpoint_interval=100, platform="CPU")
     out = runner.run(200, progress=False)

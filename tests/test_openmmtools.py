@@ -20,7 +20,7 @@ from openmmml import MLPotential  # noqa: E402
 from helpers.physics import openmm_energy  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-MODEL = ROOT / "plugins" / "openmlip-xtb-v3" / "openmlip_plugin_openmlip_xtb_v3" / "model.pt"
+MODEL = ROOT / "plugins" / "openmlip-xtb-v7" / "openmlip_plugin_openmlip_xtb_v7" / "model.pt"  # the shipped default
 ML_ATOMS = [0, 1, 2, 3, 4]  # NH4+
 
 

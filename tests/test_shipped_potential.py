@@ -1,5 +1,5 @@
-"""The shipped potentials (v3 by NAME below; v4/v5 and their datasets further down): installed plugins, metadata,
-and their cards' test metrics reproduced from the data."""
+"""The shipped potential (the default, NAME below) and the shipped datasets: the installed plugin, its metadata, its card's
+test metrics reproduced from the data, and the datasets' cards."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,36 +14,21 @@ from openmlip.deploy import load_model
 from openmlip.openmm.registry import shipped_models
 
 ROOT = Path(__file__).resolve().parent.parent
-NAME = "openmlip-xtb-v3"
+NAME = "openmlip-xtb-v7"
 
 
-def test_shipped_plugin_is_installed_and_valid():
+def test_only_the_default_potential_ships_and_it_is_installed_and_valid():
+    from openmlip import DEFAULT_POTENTIAL
+
+    assert NAME == DEFAULT_POTENTIAL
+    plugins = sorted(p.name for p in (ROOT / "plugins").iterdir() if p.is_dir())
+    assert plugins == [NAME], "the repository ships the default potential only (older cards: docs/cards/)"
     models = shipped_models()
     assert NAME in models, f"install it: pip install -e plugins/{NAME} (make test does)"
     model, meta = load_model(models[NAME])
-    assert meta["elements"] == ["H", "C", "N", "O", "Na", "Cl"] and meta["charges"] is True
+    assert meta["elements"] == ["H", "C", "N", "O", "F", "Na", "P", "S", "Cl", "Br"] and meta["charges"] is True
     assert (ROOT / "plugins" / NAME / "README.md").read_text().startswith(f"# Model card: `{NAME}`")
     assert meta["provenance"]["split"]["test_molecules"]
-
-
-def test_card_metrics_reproduce_on_the_shipped_test_molecules():
-    model, meta = load_model(shipped_models()[NAME])
-    test_names = set(meta["provenance"]["split"]["test_molecules"])
-    data = [s for s in read_spice(ROOT / "datasets" / "openmlip-xtb-v3.h5", **XTB_LABELS.kwargs()) if s.name in test_names]
-    de, df = [], []
-    for s in data:
-        assert s.formal_charges is not None and s.formal_charges.sum() == s.total_charge
-        out = model({"pos": torch.tensor(s.positions, dtype=torch.float32), "atomic_numbers": torch.tensor(s.numbers),
-                     "total_charge": torch.tensor([s.total_charge], dtype=torch.float32),
-                     "formal_charges": torch.tensor(s.formal_charges, dtype=torch.float32)})
-        de.append((out["energy"].item() - s.energy) / s.num_atoms)
-        df.append(out["forces"].detach().double().numpy() - s.forces)
-        assert_charges_sum_to_total(out["charges"], s.total_charge, atol=1e-5, what=s.name)
-    f_mae = 1000 * np.mean(np.abs(np.concatenate(df)))
-    e_mae = 1000 * np.mean(np.abs(de))
-    card = meta["metrics"]["test"]
-    assert abs(f_mae - card["forces_mae_meV_per_A"]) <= 0.01 * card["forces_mae_meV_per_A"]
-    assert abs(e_mae - card["energy_mae_meV_per_atom"]) <= 0.01 * card["energy_mae_meV_per_atom"] + 0.01
 
 
 def test_shipped_dataset_covers_the_required_species_and_its_readme_is_current():
@@ -136,6 +121,24 @@ def test_v6_extra_dataset_is_the_templates_added_after_v5_and_its_card_is_curren
     assert (h5.parent / "openmlip-xtb-v6-extra.md").read_text() == dataset_readme(h5, card="openmlip-xtb-v6-extra.md")
 
 
+def test_training_configs_in_datasets_name_their_data_and_write_under_out():
+    """The training configs beside the data (relative paths, resolved from the file's folder) read data that is there
+    and write into the repository's out/ (a moved folder once sent them outside it)."""
+    import yaml
+
+    from openmlip.train.config import TrainConfig
+
+    configs = sorted((ROOT / "datasets").glob("*.yaml"))
+    assert len(configs) >= 10
+    for path in configs:
+        raw = yaml.safe_load(path.read_text())
+        assert all((path.parent / d).is_file() for d in raw["data"]), path.name
+        assert (path.parent / raw["output"]).resolve().parent == ROOT / "out", path.name
+    # the default potential's own recipe resolves completely (its init_model is the shipped file)
+    cfg = TrainConfig.from_yaml(ROOT / "datasets" / "train-openmlip-xtb-v7-second-cycle.yaml")
+    assert Path(cfg.init_model) == Path(shipped_models()[NAME]).resolve()
+
+
 def _by_name(h5):
     out = {}
     for s in read_spice(h5, **XTB_LABELS.kwargs()):
@@ -143,20 +146,13 @@ def _by_name(h5):
     return out
 
 
-V4 = "openmlip-xtb-v4"
-# the charge-aware potentials of issue #19 and the data their cards were evaluated on
-ISSUE19 = [pytest.param(V4, "openmlip-xtb-v4.h5", id=V4), pytest.param("openmlip-xtb-v5", "openmlip-xtb-v5.h5", id="v5"),
-           pytest.param("openmlip-xtb-v6", "openmlip-xtb-v5.h5", id="v6"),  # v6's test molecules are in v5's file
-           pytest.param("openmlip-xtb-v7", "openmlip-xtb-v5.h5", id="v7")]
-
-
-@pytest.mark.parametrize("name, data", ISSUE19)
-def test_issue19_card_is_this_file_and_its_held_out_metrics_reproduce(name, data):
-    """openmlip-xtb-v4/v5/v6 (issue #19): the card's numbers come from this very file — the training run's test
+def test_card_is_this_file_and_its_held_out_metrics_reproduce():
+    """The card's numbers come from this very file — the training run's test
     metrics reproduce on the named held-out molecules, and the card's per-molecule rows are this file's evaluation."""
     from openmlip._io import file_sha256
     from openmlip.evaluate import error_tables, tables_markdown
 
+    name, data = NAME, "openmlip-xtb-v5.h5"  # v7's test molecules are in v5's file
     path = shipped_models()[name]
     _, meta = load_model(path)
     assert meta["elements"] == ["H", "C", "N", "O", "F", "Na", "P", "S", "Cl", "Br"] and meta["charges"] is True
@@ -172,28 +168,26 @@ def test_issue19_card_is_this_file_and_its_held_out_metrics_reproduce(name, data
     assert "![dissociation curves](dissociation.png)" in card and (ROOT / "plugins" / name / "dissociation.png").is_file()
 
 
-@pytest.mark.parametrize("name", [p.values[0] for p in ISSUE19], ids=["v4", "v5", "v6", "v7"])
-def test_issue19_ammonium_bond_is_xtbs_within_5_mA(name):
-    """Issue #19's target: NH4+ N–H within 0.005 Å of the reference method (both optimised here)."""
+def test_ammonium_bond_is_xtbs_within_5_mA():
+    """NH4+ N–H within 0.005 Å of the reference method (both optimised here)."""
     from openmlip.evaluate import dissociation_curve
 
-    c = dissociation_curve(shipped_models()[name], "ammonium", "N", factors=np.array([1.0, 1.3]))
+    c = dissociation_curve(shipped_models()[NAME], "ammonium", "N", factors=np.array([1.0, 1.3]))
     assert abs(c["r_model_opt_A"] - c["r0_A"]) < 0.005, (c["r_model_opt_A"], c["r0_A"])
     assert c["model"][1] > 0.1 and c["xtb"][1] > 0.1  # stretching the bond by 30% costs energy in both
 
 
-def test_v5_bonds_pulled_to_3_r0_do_not_fall_into_a_false_well():
-    """v5's stretch data reach 3.2x: its X–H curves rise monotonically to 3 r0 (v4's turned down from 2.7 Å)."""
+def test_bonds_pulled_to_3_r0_do_not_fall_into_a_false_well():
+    """The stretch data reach 3.2x: the X–H curves rise monotonically to 3 r0 and end within 0.15 eV of xTB's."""
     from openmlip.evaluate import dissociation_curve
 
     for template, element in (("ammonium", "N"), ("ethane", "C")):
-        c = dissociation_curve(shipped_models()["openmlip-xtb-v5"], template, element, factors=np.linspace(1.0, 3.0, 9))
+        c = dissociation_curve(shipped_models()[NAME], template, element, factors=np.linspace(1.0, 3.0, 9))
         assert np.all(np.diff(c["model"]) > 0), (template, np.round(c["model"], 3))
         assert abs(c["model"][-1] - c["xtb"][-1]) < 0.15, (template, c["model"][-1], c["xtb"][-1])
 
 
-@pytest.mark.parametrize("name", ["openmlip-xtb-v5", "openmlip-xtb-v7"])
-def test_shipped_file_rebuilds_into_an_eager_model_with_the_same_energy(name):
+def test_shipped_file_rebuilds_into_an_eager_model_with_the_same_energy():
     """``rebuild_model`` (fine-tuning from a file, CUDA-graph capture) of a file whose TorchScript state dict also holds
     derived, non-persistent buffers (v6's compact tensor product) loads and computes what the file does."""
     import torch
@@ -201,7 +195,7 @@ def test_shipped_file_rebuilds_into_an_eager_model_with_the_same_energy(name):
     from openmlip.models import rebuild_model
     from openmlip.train.batching import collate, model_inputs
 
-    module, meta = load_model(shipped_models()[name])
+    module, meta = load_model(shipped_models()[NAME])
     model = rebuild_model(module, meta["config"])
     s = next(iter(_by_name(ROOT / "datasets" / "openmlip-xtb-v5.h5")["propanol"]))
     batch = collate([s])

@@ -22,7 +22,7 @@ from openmlip.errors import ChargeError, ConfigError, GeometryError, ModelFileEr
 from openmmml import MLPotential
 
 SYSTEMS = Path(__file__).resolve().parent.parent / "systems"
-NAME = "openmlip-xtb-v3"
+NAME = "openmlip-xtb-v7"  # the shipped default
 pytestmark = pytest.mark.filterwarnings("ignore:The .grad attribute")
 
 
