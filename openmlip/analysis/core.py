@@ -63,7 +63,7 @@ def unwrap(positions: np.ndarray, boxes: Optional[np.ndarray]) -> np.ndarray:
     """Undo periodic wrapping: successive displacements taken as minimum images. positions [F, N, 3], boxes [F, 3, 3]."""
     if boxes is None:
         return positions.copy()
-    from ..nn.neighbors import minimum_image  # here: openmlip.nn (e3nn) would add ~1.3 s to importing the analysis
+    from ..nn.neighbors import minimum_image  # here: importing openmlip.nn (e3nn) at module level would slow importing the analysis
     steps = minimum_image(torch.from_numpy(np.diff(positions, axis=0).astype(np.float64)),
                           torch.tensor(boxes[1:], dtype=torch.float64).unsqueeze(1)).numpy()
     return np.cumsum(np.concatenate([positions[:1], steps]), axis=0).astype(positions.dtype, copy=False)

@@ -36,8 +36,8 @@ class ModelConfig:
 
     architecture: str = "allegro"
     elements: List[str] = field(default_factory=lambda: ["H", "C", "N", "O", "Na", "Cl"])
-    # Defaults chosen for speed on CPUs (benchmarks/model_speed.py, docs/model_speed.md):
-    # l_max 2 / latent 64 / cutoff 5 Å cost 2-3x more time per MD step.
+    # Defaults chosen for speed on CPUs (benchmarks/model_speed.py; the cost of larger sizes: docs/model_speed.md,
+    # docs/training.md "What was measured").
     cutoff: float = 4.5
     num_channels: int = 8  # tensor-track multiplicity per irrep
     latent_dim: int = 32  # scalar-track width (allegro pair latent / nequip scalars use num_channels)

@@ -4,14 +4,12 @@ e3nn's ``TensorProduct`` runs a few small kernels per path; for Allegro's channe
 every channel uses the *same* bilinear map, so the whole product is one outer product followed by
 one matmul with a constant ``[dim1*dim2, dim_out]`` Clebsch-Gordan tensor.  That tensor is extracted
 from e3nn's own ``TensorProduct`` by evaluating it on basis vectors (float64), so normalisation and
-phase conventions are e3nn's exactly.  Measured on 2 CPU cores: ~250 -> ~10 ops per layer.
+phase conventions are e3nn's exactly.  A layer is a few operators instead of e3nn's few per path.
 
 Where at most half of the ``dim1*dim2`` products reach any output (Allegro's last layer, which keeps
 only scalars: at l_max 2, 9 of 162), only those products are formed: the same sum without its zero
-terms.  For the l_max 2, 8-channel model on one CPU thread (the other core busy, interleaved runs) that
-took an MD step at 375 atoms from 850-890 to 560-650 ms and a training step from 151-165 to 126-136 ms.
-Gathering the nonzeros of the *dense* layers instead (index_select forward, scatter-add backward) made a
-training step 1.3-1.7x slower than their matmul, so those keep it.
+terms.  The dense layers keep the matmul (gathering their nonzeros is slower on the CPU).  Timings:
+docs/benchmarks.md, "Measurements behind the code".
 """
 
 from typing import List, Sequence, Tuple

@@ -269,8 +269,8 @@ def resolve_settings(metadata: dict, species, topology: app.Topology, system: op
                                  bonds=bonds, atoms=atom_list, reference=reference)
     backend = args.get("backend") or "torchforce"
     method = args.get("neighborMethod") or "auto"
-    # forces computed in-graph (setOutputsForces): measured 9.2 vs 10.3 ms/step for alanine dipeptide on the CPU
-    # platform (docs/openmm.md); `outputForces=False` lets openmm-torch differentiate instead
+    # the torchforce backend returns its forces from the graph (setOutputsForces), faster than openmm-torch's own
+    # autograd (docs/benchmarks.md, "Measurements behind the code"); `outputForces=False` lets openmm-torch differentiate
     output_forces = args.get("outputForces")
     return ForceSettings(
         atoms=tuple(atom_list), atomic_numbers=tuple(z), num_particles=topology.getNumAtoms(), charge=state,
