@@ -27,7 +27,7 @@ root mean square over all 3N Cartesian components of the force difference.
     OMP_NUM_THREADS=1 taskset -c 0 python benchmarks/dft_level.py --molecules methanethiol acetamide \\
         --levels L1 L2 L3 --out benchmarks/results/dft-level.jsonl --timeout 900
 
-``benchmarks/results/dft-level-session9.jsonl`` was measured before density fitting and D3BJ were available: its
+``benchmarks/results/dft-level-before-density-fitting.jsonl`` was measured before density fitting and D3BJ were available: its
 ``L1`` is ωB97M-V and its ``L1n``/``L2n`` are ωB97M with VV10 switched off.
 """
 from __future__ import annotations

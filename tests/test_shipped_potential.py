@@ -190,7 +190,6 @@ def test_bonds_pulled_to_3_r0_do_not_fall_into_a_false_well():
 def test_shipped_file_rebuilds_into_an_eager_model_with_the_same_energy():
     """``rebuild_model`` (fine-tuning from a file, CUDA-graph capture) of a file whose TorchScript state dict also holds
     derived, non-persistent buffers (v6's compact tensor product) loads and computes what the file does."""
-    import torch
 
     from openmlip.models import rebuild_model
     from openmlip.train.batching import collate, model_inputs
