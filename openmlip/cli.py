@@ -360,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     dp = sub.add_parser("deploy", help="write the best weights of a training run as a model file")
     dp.add_argument("run", help="training output folder (holds best.pt)")
     dp.add_argument("-o", "--out", dest="output", default="model.pt",
-                    help="model file to write (default model.pt); --out as in every other command, --output kept")
+                    help="model file to write (default model.pt)")
     dp.set_defaults(func=_cmd_deploy)
     im = sub.add_parser("import", help="turn a nequip/Allegro or MACE TorchScript model into an openmlip model file",
                         description="turn a trained model of another framework into an openmlip model file (docs/import.md)")
