@@ -53,8 +53,9 @@ def energy_check(built: dict, model_path: Path) -> dict:
 def run_demo(out: Path, steps: int = 200, threads: int = 1, seed: int = 0, progress: bool = True,
              model: str = DEFAULT_POTENTIAL) -> dict:
     """Run the demo into ``out`` (always afresh) and write ``summary.json``."""
+    from .md.build import build_system
     from .md.spec import load_spec
-    from .md.system import build_system, run_md
+    from .md.system import run_md
 
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")

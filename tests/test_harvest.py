@@ -41,8 +41,9 @@ def test_cut_cluster_takes_whole_molecules_at_their_image_nearest_the_centre():
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
+    from openmlip.md.build import build_system
     from openmlip.md.spec import load_spec
-    from openmlip.md.system import build_system, run_system
+    from openmlip.md.system import run_system
 
     out = tmp_path_factory.mktemp("run")
     spec = load_spec(SPEC)

@@ -131,7 +131,7 @@ def openmm_route(model_path, atoms, platforms, precision):
     """{platform: (energy eV, forces eV/Å)} of ``atoms`` as one whole-ML OpenMM System built by openmm-ml."""
     from openmmml import MLPotential
 
-    from openmlip.md.system import xyz_topology
+    from openmlip.md.structure import xyz_topology
 
     top = xyz_topology(atoms)
     n = len(atoms)
@@ -319,7 +319,7 @@ def test_imported_model_errors_in_graph_are_typed_not_a_crash(mace_models, tmp_p
 import numpy as np, openmlip, openmm
 from openmmml import MLPotential
 from openmlip.errors import GeometryError, from_graph
-from openmlip.md.system import xyz_topology
+from openmlip.md.structure import xyz_topology
 from ase.build import molecule
 a = molecule("CH3OH")
 system = MLPotential("openmlip", modelPath={str(mace_models['float32'])!r}).createSystem(xyz_topology(a), charge=0)
@@ -345,7 +345,7 @@ def test_energy_only_torchforce_equals_forces_output(mace_models):
     atoms = structures()[2]
     from openmmml import MLPotential
 
-    from openmlip.md.system import xyz_topology
+    from openmlip.md.structure import xyz_topology
 
     top = xyz_topology(atoms)
     top.setPeriodicBoxVectors(np.asarray(atoms.cell) * units.ANGSTROM_TO_NM)

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from openmlip import DEFAULT_POTENTIAL
+from openmlip.md.build import build_system
 from openmlip.md.spec import SpecError, load_spec
-from openmlip.md.system import build_system, run_system
+from openmlip.md.system import run_system
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = sorted(ROOT.glob("systems/*/system*.yaml"))
@@ -196,7 +197,7 @@ def test_a_damaged_structure_file_is_one_line(tmp_path, name, text, words):
 def test_temperature_summary_is_the_production_rows_of_state_csv(tmp_path):
     """Mean, standard deviation and least-squares slope of state.csv's temperatures from the end of equilibration on
     (the equilibration rows, here far off, are left out); specs may check ``temperature.mean_K`` like any observable."""
-    from openmlip.md.system import temperature_summary
+    from openmlip.md.report import temperature_summary
 
     t = np.arange(1, 21) * 0.05  # ps
     temps = np.where(t < 0.5, 900.0, 290.0 + 10.0 * (t - 0.5))  # production from 0.5 ps: 290 K rising 10 K/ps

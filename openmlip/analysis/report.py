@@ -123,6 +123,33 @@ class MSD:
     name: Optional[str] = None  # default msd_<k>
 
 
+@dataclass(frozen=True)
+class Section:
+    """One analysis in the Markdown report: a heading, one paragraph and its plot ``<image>.png``."""
+
+    heading: str
+    text: str
+    image: str
+
+    def markdown(self, folder: str = "") -> List[str]:
+        """The section's lines, the plot linked as ``<folder><image>.png`` (``folder``: the analysis folder as seen
+        from the page that shows the section, ``""`` in the folder itself)."""
+        return [f"## {self.heading}", "", self.text, "", f"![{self.image}]({folder}{self.image}.png)", ""]
+
+
+@dataclass(frozen=True)
+class AnalysisReport:
+    """The analyses of a trajectory as Markdown: a line on the frames, then one :class:`Section` per analysis;
+    ``report.md`` of the analysis folder, and the body of any page that includes the analyses."""
+
+    summary: str
+    sections: Tuple[Section, ...]
+
+    def markdown(self, folder: str = "") -> List[str]:
+        """The report's lines without a title, plots linked as in :meth:`Section.markdown`."""
+        return [self.summary, ""] + [line for section in self.sections for line in section.markdown(folder)]
+
+
 def _save_plot(fig, path: Path) -> None:
     plt = _plt()
     fig.tight_layout()
@@ -144,9 +171,8 @@ def _bonds(traj, job: Bonds, tag: str, out: Path):
     _save_plot(fig, out / f"{tag}.png")
     mean, sem = units.NM_TO_ANGSTROM * r["mean"], units.NM_TO_ANGSTROM * r["sem"]
     result = {"mean_A": mean, "sem_A": sem, "min_A": float(d_A.min()), "max_A": float(d_A.max()), "pairs": r["pairs"].tolist()}
-    text = [f"## {a}–{b} bond lengths", "", f"Mean {mean:.4f} ± {sem:.4f} Å (block-averaged standard error, "
-            f"{len(r['pairs'])} bonds).", "", f"![{tag}]({tag}.png)", ""]
-    return result, text
+    text = f"Mean {mean:.4f} ± {sem:.4f} Å (block-averaged standard error, {len(r['pairs'])} bonds)."
+    return result, Section(f"{a}–{b} bond lengths", text, tag)
 
 
 def _rdf(traj, job: RDF, tag: str, out: Path):
@@ -165,11 +191,9 @@ def _rdf(traj, job: RDF, tag: str, out: Path):
     _save_plot(fig, out / f"{tag}.png")
     result = {"selections": [job.a, job.b], "first_peak_A": float(r_A[k]), "g_max": float(r["g"][k]),
               "coordination_at_first_min": n_first, "r_max_A": units.NM_TO_ANGSTROM * r["r_max"]}
-    text = [f"## RDF `{job.a}` – `{job.b}`", "", f"First peak at {r_A[k]:.2f} Å (g = {r['g'][k]:.2f}; range "
-            f"0–{units.NM_TO_ANGSTROM * r['r_max']:.2f} Å)" + (f"; {n_first:.2f} neighbours within its first minimum"
-                                                              if n_first is not None else "") + ".", "",
-            f"![{tag}]({tag}.png)", ""]
-    return result, text
+    text = (f"First peak at {r_A[k]:.2f} Å (g = {r['g'][k]:.2f}; range 0–{units.NM_TO_ANGSTROM * r['r_max']:.2f} Å)"
+            + (f"; {n_first:.2f} neighbours within its first minimum" if n_first is not None else "") + ".")
+    return result, Section(f"RDF `{job.a}` – `{job.b}`", text, tag)
 
 
 def _msd(traj, job: MSD, tag: str, out: Path, temperature_K: Optional[float]):
@@ -194,7 +218,7 @@ def _msd(traj, job: MSD, tag: str, out: Path, temperature_K: Optional[float]):
     if "D_infinite_1e-5_cm2_per_s" in r:
         line += (f" Yeh–Hummer (η = {job.viscosity_mPa_s:g} mPa·s, L = {r['box_edge_nm']:.3f} nm): D∞ = "
                  f"{r['D_infinite_1e-5_cm2_per_s']:.3g} × 10⁻⁵ cm²/s (+{r['yeh_hummer_1e-5_cm2_per_s']:.2g}).")
-    return result, [f"## MSD `{job.selection}`", "", line, "", f"![{tag}]({tag}.png)", ""]
+    return result, Section(f"MSD `{job.selection}`", line, tag)
 
 
 def analyze(traj, out_dir, analyses: Sequence[Union[Bonds, RDF, MSD]], temperature_K: Optional[float] = None,
@@ -210,28 +234,38 @@ def analyze(traj, out_dir, analyses: Sequence[Union[Bonds, RDF, MSD]], temperatu
     (:func:`~openmlip._io.replaced_dir`), so an interrupted or failed analysis leaves the previous one intact,
     and a finished one never sits beside another trajectory's files.
     """
+    return analyze_with_report(traj, out_dir, analyses, temperature_K, extra)[0]
+
+
+def analyze_with_report(traj, out_dir, analyses: Sequence[Union[Bonds, RDF, MSD]], temperature_K: Optional[float] = None,
+                        extra: Optional[Callable[[Dict[str, object]], Dict[str, str]]] = None
+                        ) -> Tuple[Dict[str, object], AnalysisReport]:
+    """:func:`analyze`, returning the results and the report (:class:`AnalysisReport`, ``report.md`` without its
+    title) for a page that includes the analyses."""
     from .._io import replaced_dir
 
     with replaced_dir(out_dir, "analysis output", "results.json") as out:
         results: Dict[str, object] = {"frames": int(traj.n_frames), "atoms": int(traj.n_atoms)}
-        lines: List[str] = ["# Analysis report", "", f"{traj.n_frames} frames, {traj.n_atoms} atoms, "
-                            f"{float(traj.time[-1] - traj.time[0]) if traj.n_frames > 1 else 0:.3f} ps.", ""]
+        sections: List[Section] = []
         for job in analyses:
             if isinstance(job, Bonds):
                 tag = job.name or f"bonds_{job.elements[0]}-{job.elements[1]}"
-                result, text = _bonds(traj, job, tag, out)
+                result, section = _bonds(traj, job, tag, out)
             elif isinstance(job, RDF):
                 tag = job.name or f"rdf_{len(results)}"
-                result, text = _rdf(traj, job, tag, out)
+                result, section = _rdf(traj, job, tag, out)
             elif isinstance(job, MSD):
                 tag = job.name or f"msd_{len(results)}"
-                result, text = _msd(traj, job, tag, out, temperature_K)
+                result, section = _msd(traj, job, tag, out, temperature_K)
             else:
                 raise TypeError(f"unknown analysis {job!r}: use Bonds, RDF or MSD")
             results[tag] = result
-            lines += text
+            sections.append(section)
+        report = AnalysisReport(f"{traj.n_frames} frames, {traj.n_atoms} atoms, "
+                                f"{float(traj.time[-1] - traj.time[0]) if traj.n_frames > 1 else 0:.3f} ps.", tuple(sections))
         files = extra(results) if extra is not None else {}
-        files = {"results.json": json.dumps(results, indent=1), "report.md": "\n".join(lines), **files}
+        files = {"results.json": json.dumps(results, indent=1),
+                 "report.md": "\n".join(["# Analysis report", ""] + report.markdown()), **files}
         for name, text in files.items():
             (out / name).write_text(text)
-    return results
+    return results, report

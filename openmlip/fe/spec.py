@@ -178,15 +178,15 @@ def load_fe_spec(path: Union[str, Path]) -> FESpec:
 
 def build_leg(spec: FESpec, leg: str, potential: Optional[str] = None) -> Dict[str, Any]:
     """The interpolating ML/MM System of a leg (``lambda_interpolate``: 0 = MM, 1 = ML/MM), built by the
-    same route as ``openmlip md`` (:func:`openmlip.md.system.build_system`)."""
+    same route as ``openmlip md`` (:func:`openmlip.md.build.build_system`)."""
     import warnings
 
-    from ..md import system as md_system
+    from ..md.build import build_system
 
     leg_spec = spec.leg_spec(leg)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The .grad attribute of a Tensor that is not a leaf")
-        built = md_system.build_system(leg_spec, potential, interpolate=True)
+        built = build_system(leg_spec, potential, interpolate=True)
     built["spec"] = leg_spec
     return built
 

@@ -273,7 +273,7 @@ def _check_ml(raw, f: str, structure, forcefield) -> Dict[str, Any]:
     return ml
 
 
-# the observable every run has, from its state.csv: production temperature (see openmlip.md.system.temperature_summary)
+# the observable every run has, from its state.csv: production temperature (see openmlip.md.report.temperature_summary)
 TEMPERATURE = "temperature"
 TEMPERATURE_OBSERVABLES = ("mean_K", "std_K", "slope_K_per_ps", "target_K")
 

@@ -13,7 +13,7 @@ import openmm
 import openmm.app as app
 import openmm.unit as u
 
-from openmlip.md.system import relax_with_mm
+from openmlip.md.structure import relax_with_mm
 
 HERE = Path(__file__).resolve().parent
 

@@ -1,5 +1,5 @@
 """Regenerate water-box.pdb: a cubic box of TIP3P-geometry water at 1 g/cm³ (OpenMM Modeller),
-relaxed with TIP3P (minimised, 2 ps at 300 K, minimised again: openmlip.md.system.relax_with_mm), so
+relaxed with TIP3P (minimised, 2 ps at 300 K, minimised again: openmlip.md.structure.relax_with_mm), so
 no clash across the periodic boundary survives into a flexible ML water.
 
     python systems/water-box/build.py
@@ -10,7 +10,7 @@ import openmm
 import openmm.app as app
 import openmm.unit as u
 
-from openmlip.md.system import relax_with_mm
+from openmlip.md.structure import relax_with_mm
 
 HERE = Path(__file__).resolve().parent
 

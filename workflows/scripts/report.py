@@ -2,7 +2,7 @@
 import json
 from pathlib import Path
 
-from openmlip.md.system import checks_table
+from openmlip.md.report import checks_table
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)
 out = Path(sm.output[0])
