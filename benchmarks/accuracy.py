@@ -95,6 +95,8 @@ def time_one_epoch(work: Path, threads: int):
 def mace_test_errors(work: Path, threads: int):
     from ase.io import read
 
+    from openmlip.metrics import error_metrics, residual_sums
+
     model = next((work / "mace").glob("mace_small*.model"))
     out = work / "mace_test_pred.xyz"
     subprocess.run([str(MACE / "mace_eval_configs"), "--configs", str(work / "test.xyz"), "--model", str(model),
@@ -102,10 +104,9 @@ def mace_test_errors(work: Path, threads: int):
                    capture_output=True)
     ref = read(work / "test.xyz", ":")
     pred = read(out, ":")
-    de = [(p.info["MACE_energy"] - r.info["REF_energy"]) / len(r) for p, r in zip(pred, ref)]
+    de = np.array([(p.info["MACE_energy"] - r.info["REF_energy"]) / len(r) for p, r in zip(pred, ref)])
     df = np.concatenate([(p.arrays["MACE_forces"] - r.arrays["REF_forces"]).ravel() for p, r in zip(pred, ref)])
-    return {"energy_mae_meV_per_atom": 1000 * float(np.mean(np.abs(de))), "forces_mae_meV_per_A": 1000 * float(np.mean(np.abs(df))),
-            "forces_rmse_meV_per_A": 1000 * float(np.sqrt(np.mean(df**2))), "parameters": None}
+    return {**error_metrics(residual_sums({"energy": de, "forces": df})), "parameters": None}
 
 
 def main(argv=None):

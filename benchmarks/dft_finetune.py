@@ -38,6 +38,7 @@ CONFIG = ROOT / "datasets/finetune-openmlip-xtb-v3-dft.yaml"
 def xtb_errors(dft_file: Path, xtb_file: Path, molecules) -> dict:
     """GFN2-xTB's force errors against DFT on the same conformers (matched by their coordinates), per molecule."""
     from openmlip.data import DFT_LABELS, XTB_LABELS, read_spice
+    from openmlip.metrics import error_metrics, residual_sums
 
     xtb = {(s.name, np.round(s.positions, 6).tobytes()): s for s in read_spice(xtb_file, **XTB_LABELS.kwargs())
            if s.name in molecules}
@@ -47,9 +48,8 @@ def xtb_errors(dft_file: Path, xtb_file: Path, molecules) -> dict:
             diffs[s.name].append((xtb[(s.name, np.round(s.positions, 6).tobytes())].forces - s.forces).ravel())
     out = {}
     for m, d in diffs.items():
-        f = np.concatenate(d)
-        out[m] = {"conformers": len(d), "forces_mae_meV_per_A": 1000 * float(np.mean(np.abs(f))),
-                  "forces_rmse_meV_per_A": 1000 * float(np.sqrt(np.mean(f ** 2))), "energy_mae_meV_per_atom": None}
+        out[m] = {"conformers": len(d), **error_metrics(residual_sums({"forces": np.concatenate(d)})),
+                  "energy_mae_meV_per_atom": None}
     return out
 
 

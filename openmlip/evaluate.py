@@ -21,20 +21,19 @@ from .data.spice import LabelKeys
 from ._io import file_sha256
 from .deploy import load_model, torch_dtype
 from .errors import ConfigError
+from .metrics import error_metrics, residual_sums, residuals
 from .train.batching import collate, model_inputs
-from .train.trainer import residuals
 
 
 def _summary(rows: List[dict]) -> dict:
-    """MAEs over per-conformer residual rows (``e`` eV/atom, ``f`` [n,3] eV/Å, ``q`` [n] e or None)."""
-    f = np.concatenate([r["f"].ravel() for r in rows]) if rows else np.zeros(0)
+    """The conformers and their errors (:func:`~openmlip.metrics.error_metrics`) over per-conformer residual rows
+    (``e`` eV/atom, ``f`` [n,3] eV/Å, ``q`` [n] e or None)."""
+    res = {"energy": np.array([r["e"] for r in rows], dtype=float),
+           "forces": np.concatenate([r["f"].ravel() for r in rows]) if rows else np.zeros(0)}
     q = [r["q"] for r in rows if r["q"] is not None]
-    out = {"conformers": len(rows), "energy_mae_meV_per_atom": 1000 * float(np.mean([abs(r["e"]) for r in rows])),
-           "forces_mae_meV_per_A": 1000 * float(np.mean(np.abs(f))),
-           "forces_rmse_meV_per_A": 1000 * float(np.sqrt(np.mean(f ** 2)))}
     if q:
-        out["charges_mae_e"] = float(np.mean(np.abs(np.concatenate(q))))
-    return out
+        res["charges"] = np.concatenate(q)
+    return {"conformers": len(rows), **error_metrics(residual_sums(res))}
 
 
 def error_tables(model_path, data_paths: Sequence, keys: LabelKeys, molecules: Optional[Sequence[str]] = None,

@@ -162,9 +162,10 @@ def test_named_held_out_molecules(tmp_path):
 def test_validation_loss_is_the_training_loss(tmp_path):
     """One definition of the loss: the validation loss over a set equals the training step's loss on the same
     structures as one batch (float64), with charge labels too."""
+    from openmlip.metrics import residuals
     from openmlip.models import build_model
     from openmlip.train.batching import collate, model_inputs
-    from openmlip.train.trainer import _errors, _loss_value, residuals, weighted_loss
+    from openmlip.train.trainer import _errors, _loss_value, weighted_loss
 
     structures = _dataset(tmp_path / "d.h5", per_molecule=1)
     rng = np.random.default_rng(1)

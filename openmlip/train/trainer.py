@@ -33,6 +33,7 @@ from ..data import Structure
 from ..data.dataset import ConformerSet, LabelKeys
 from ..deploy import torch_dtype
 from ..errors import ConfigError, DataFileError, ResumeError, TrainingDivergedError, first_line  # noqa: F401 (re-exported)
+from ..metrics import TERMS, error_metrics, residuals
 from ..models import build_model
 from ..models.config import ModelConfig
 from ..nn.embedding import SpeciesIndex
@@ -199,15 +200,6 @@ def _lr(cfg: TrainConfig, step: int, total: int) -> float:
     return lo + 0.5 * (cfg.lr - lo) * (1.0 + math.cos(math.pi * t))
 
 
-def residuals(out: Dict[str, torch.Tensor], batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Model minus reference: ``energy`` per atom [B] (eV/atom), ``forces`` [N,3] (eV/Å) and, for labelled data,
-    ``charges`` [N] (e).  The one definition of the loss terms (training steps and validation errors)."""
-    res = {"energy": (out[K.ENERGY] - batch[K.ENERGY_REF]) / batch[K.NUM_ATOMS], "forces": out[K.FORCES] - batch[K.FORCES_REF]}
-    if K.CHARGES_REF in batch:
-        res["charges"] = out[K.CHARGES] - batch[K.CHARGES_REF]
-    return res
-
-
 def weighted_loss(cfg: TrainConfig, mse: Dict[str, Any]):
     """The training loss from the mean squared residuals (tensors in a step, floats in validation)."""
     loss = cfg.energy_weight * mse["energy"] + cfg.forces_weight * mse["forces"]
@@ -216,38 +208,25 @@ def weighted_loss(cfg: TrainConfig, mse: Dict[str, Any]):
     return loss
 
 
-_ERROR_SUMS = ("n_structures", "energy_abs", "energy_sq", "n_force_components", "forces_abs", "forces_sq",
-               "n_charges", "charges_abs", "charges_sq")
-
-
 def _errors(model, data, batch_size: int, dtype, indices=None, proc: Optional[Process] = None) -> Dict[str, float]:
-    """Energy MAE per atom (meV/atom), force MAE/RMSE (meV/Å), charge MAE (e) and the loss terms over the
-    conformers ``indices`` of ``data`` (a ConformerSet or a list of structures; all by default).  Several
-    processes each take every ``world_size``-th conformer and the sums are added up."""
+    """Energy MAE per atom (meV/atom), force MAE/RMSE (meV/Å), charge MAE (e) and the loss terms
+    (:func:`~openmlip.metrics.error_metrics`) over the conformers ``indices`` of ``data`` (a ConformerSet or a list
+    of structures; all by default).  Several processes each take every ``world_size``-th conformer and the sums
+    are added up."""
     proc = proc or Process()
     model.eval()
     idx = np.arange(len(data)) if indices is None else np.asarray(indices)
     mine = idx[proc.rank::proc.world_size]
-    sums = torch.zeros(len(_ERROR_SUMS), dtype=torch.float64)
+    sums = torch.zeros(3 * len(TERMS), dtype=torch.float64)
     for start in range(0, len(mine), batch_size):
         batch = to_device(collate([data[int(i)] for i in mine[start:start + batch_size]], dtype), proc.device)
         r = {k: v.detach().double().cpu() for k, v in residuals(model(model_inputs(batch), True), batch).items()}
-        for k, term in enumerate(("energy", "forces", "charges")):
+        for k, term in enumerate(TERMS):
             if term in r:
                 sums[3 * k:3 * k + 3] += torch.stack([torch.tensor(float(r[term].numel()), dtype=torch.float64),
                                                       r[term].abs().sum(), r[term].pow(2).sum()])
-    s = dict(zip(_ERROR_SUMS, proc.all_reduce_sum(sums).tolist()))
-    res = {
-        "energy_mae_meV_per_atom": 1000 * s["energy_abs"] / s["n_structures"],
-        "forces_mae_meV_per_A": 1000 * s["forces_abs"] / s["n_force_components"],
-        "forces_rmse_meV_per_A": 1000 * math.sqrt(s["forces_sq"] / s["n_force_components"]),
-        "energy_mse": s["energy_sq"] / s["n_structures"],
-        "forces_mse": s["forces_sq"] / s["n_force_components"],
-    }
-    if s["n_charges"] > 0:
-        res["charges_mae_e"] = s["charges_abs"] / s["n_charges"]
-        res["charges_mse"] = s["charges_sq"] / s["n_charges"]
-    return res
+    s = proc.all_reduce_sum(sums).tolist()
+    return error_metrics({term: tuple(s[3 * k:3 * k + 3]) for k, term in enumerate(TERMS)}, mse=True)
 
 
 def _loss_value(cfg: TrainConfig, err: Dict[str, float]) -> float:
