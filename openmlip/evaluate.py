@@ -21,6 +21,7 @@ from .data.spice import LabelKeys
 from ._io import file_sha256
 from .deploy import load_model, torch_dtype
 from .errors import ConfigError
+from .markdown import markdown_table
 from .metrics import error_metrics, residual_sums, residuals
 from .train.batching import collate, model_inputs
 
@@ -84,13 +85,11 @@ def error_tables(model_path, data_paths: Sequence, keys: LabelKeys, molecules: O
 def tables_markdown(t: Dict[str, object]) -> str:
     """The error tables as Markdown."""
     def block(title: str, rows: Dict[str, dict]) -> List[str]:
-        lines = ["", f"| {title} | conformers | energy MAE (meV/atom) | force MAE (meV/Å) | force RMSE (meV/Å) | "
-                     "charge MAE (e) |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
-        for name, s in rows.items():
-            q = f"{s['charges_mae_e']:.3f}" if "charges_mae_e" in s else "–"
-            lines.append(f"| {name} | {s['conformers']} | {s['energy_mae_meV_per_atom']:.1f} | "
-                         f"{s['forces_mae_meV_per_A']:.1f} | {s['forces_rmse_meV_per_A']:.1f} | {q} |")
-        return lines
+        return ["", *markdown_table(
+            [title, "conformers", "energy MAE (meV/atom)", "force MAE (meV/Å)", "force RMSE (meV/Å)", "charge MAE (e)"],
+            [(name, s["conformers"], f"{s['energy_mae_meV_per_atom']:.1f}", f"{s['forces_mae_meV_per_A']:.1f}",
+              f"{s['forces_rmse_meV_per_A']:.1f}", f"{s['charges_mae_e']:.3f}" if "charges_mae_e" in s else "–")
+             for name, s in rows.items()], align="lrrrrr")]
 
     lines = [f"Errors of `{t['model']}` against {', '.join(t['data'])} (labels {t['label_keys']['energy']}); per element: "
              "forces and charges of that element's atoms, energy per atom of the conformers containing it."]
@@ -170,8 +169,7 @@ def dissociation_markdown(curves: List[Dict[str, object]]) -> str:
     """One row per scan: the bond in GFN2-xTB's and in the model's optimised structure, their energies at the
     stretched end, the largest model − xTB difference near the minimum (≤ 1.5 r0) and over the whole scan, and
     whether the model's curve turns down anywhere past its minimum (a spurious well: xTB's rises or levels off)."""
-    lines = ["| scan | r xTB-optimised (Å) | r model-optimised (Å) | E(3 r0) xTB / model (eV) | max abs ΔE ≤ 1.5 r0 (eV) | "
-             "max abs ΔE (eV) | model falls past its minimum |", "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    rows = []
     for c in curves:
         r, m, x = np.asarray(c["r_A"]), np.asarray(c["model"]), np.asarray(c["xtb"])
         near = r <= 1.5 * c["r0_A"] + 1e-9
@@ -179,8 +177,10 @@ def dissociation_markdown(curves: List[Dict[str, object]]) -> str:
         falls = np.diff(m[k:]) < -0.05  # eV per scan step: more than noise
         where = f"yes, from {r[k + int(np.argmax(falls))]:.2f} Å" if falls.any() else "no"
         opt = f"{c['r_model_opt_A']:.4f}" if "r_model_opt_A" in c else "–"
-        lines.append(f"| {c['template']} {c['bond']} | {c['r0_A']:.4f} | {opt} | {x[-1]:.2f} / {m[-1]:.2f} | "
-                     f"{np.max(np.abs(m - x)[near]):.3f} | {np.max(np.abs(m - x)):.2f} | {where} |")
+        rows.append((f"{c['template']} {c['bond']}", f"{c['r0_A']:.4f}", opt, f"{x[-1]:.2f} / {m[-1]:.2f}",
+                     f"{np.max(np.abs(m - x)[near]):.3f}", f"{np.max(np.abs(m - x)):.2f}", where))
+    lines = markdown_table(["scan", "r xTB-optimised (Å)", "r model-optimised (Å)", "E(3 r0) xTB / model (eV)",
+                            "max abs ΔE ≤ 1.5 r0 (eV)", "max abs ΔE (eV)", "model falls past its minimum"], rows, align="lrrrrrl")
     return "\n".join(lines) + "\n"
 
 

@@ -23,6 +23,7 @@ from typing import Dict, Optional, Union
 
 from .deploy import load_model
 from .errors import ConfigError, OutputError, PluginExistsError
+from .markdown import markdown_table
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]*$")
 
@@ -170,18 +171,16 @@ packages = ["{package}"]
 {package} = ["model.pt"]
 """
     )
+    fields = [("architecture", meta["architecture"]),
+              ("imported from", f"{' '.join(filter(None, [meta['imported']['framework'], meta['imported'].get('framework_version')]))}: "
+                                f"`{Path(meta['imported']['source']).name}` (sha256 `{meta['imported']['source_sha256']}`), "
+                                f"trained in {meta['imported']['length_unit']}/{meta['imported']['energy_unit']}")
+              if "imported" in meta else ("aggregation", meta.get("config", {}).get("aggregation", "not recorded")),
+              ("elements", ", ".join(meta["elements"])), ("cutoff", f"{meta['cutoff']} Å"), ("dtype", meta["dtype"]),
+              ("partial charges", meta["charges"]), ("electrostatics", meta["electrostatics"]),
+              ("model file sha256", f"`{hashlib.sha256(data).hexdigest()}`"), ("openmlip format", meta["format_version"])]
     card = [f"# Model card: `{name}`", "", description or "(no description given)", "",
-            "| field | value |", "| --- | --- |",
-            f"| architecture | {meta['architecture']} |",
-            *([f"| imported from | {' '.join(filter(None, [meta['imported']['framework'], meta['imported'].get('framework_version')]))}: "
-               f"`{Path(meta['imported']['source']).name}` (sha256 `{meta['imported']['source_sha256']}`), "
-               f"trained in {meta['imported']['length_unit']}/{meta['imported']['energy_unit']} |"]
-              if "imported" in meta else
-              [f"| aggregation | {meta.get('config', {}).get('aggregation', 'not recorded')} |"]),
-            f"| elements | {', '.join(meta['elements'])} |",
-            f"| cutoff | {meta['cutoff']} Å |", f"| dtype | {meta['dtype']} |",
-            f"| partial charges | {meta['charges']} |", f"| electrostatics | {meta['electrostatics']} |",
-            f"| model file sha256 | `{hashlib.sha256(data).hexdigest()}` |", f"| openmlip format | {meta['format_version']} |", "",
+            *markdown_table(["field", "value"], fields), "",
             "## Provenance", "", "```json", json.dumps(meta.get("provenance", {}), indent=1), "```", "",
             "## Test metrics (from the run that produced the file)", "", "```json",
             json.dumps(meta.get("metrics", {}), indent=1), "```", ""]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..markdown import markdown_table
 from .templates import Template, templates_argument
 
 
@@ -65,25 +66,29 @@ def dataset_readme(h5_path, regenerate: str = "", card: str = "README.md") -> st
              "- Isolated GFN2-xTB atoms (eV): "
              + ", ".join(f"{k} {v:.4f}" for k, v in man.get("isolated_atom_energies_eV", {}).items()) + ".",
              f"- Force components: RMS {1000 * np.sqrt(np.mean(f**2)):.0f} meV/Å, max |F| {np.abs(f).max():.2f} eV/Å.", "",
-             "## Counts", "", "| template | SMILES | total charge | waters | sampling | T (K) | atoms | conformers |",
-             "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: |"]
+             "## Counts", ""]
     atoms = {s.name: len(s.numbers) for s in data}
+    rows = []
     for name, t in tpl.items():
         sampling = t.get("sampling", "md")
         if sampling == "stretch" and t.get("stretch_to", Template.stretch_to) != Template.stretch_to:
             sampling = f"stretch to {t['stretch_to']:g}×"
-        lines.append(f"| {name} | `{t['smiles']}` | {t['charge']:+d} | {t['waters']} | {sampling} | "
-                     f"{t['temperature']:g} | {atoms[name]} | {t['conformers']} |")
-    lines += ["", "| element | templates | conformers with it | atoms in all conformers |", "| --- | ---: | ---: | ---: |"]
+        rows.append((name, f"`{t['smiles']}`", f"{t['charge']:+d}", t["waters"], sampling, f"{t['temperature']:g}",
+                     atoms[name], t["conformers"]))
+    lines += markdown_table(["template", "SMILES", "total charge", "waters", "sampling", "T (K)", "atoms", "conformers"],
+                            rows, align="llrrlrrr")
+    rows = []
     for z in elements:
         having = [s for s in data if z in s.numbers]
-        lines.append(f"| {chemical_symbols[z]} | {len({s.name for s in having})} | {len(having)} | "
-                     f"{sum(int(np.sum(s.numbers == z)) for s in having)} |")
+        rows.append((chemical_symbols[z], len({s.name for s in having}), len(having),
+                     sum(int(np.sum(s.numbers == z)) for s in having)))
+    lines += ["", *markdown_table(["element", "templates", "conformers with it", "atoms in all conformers"], rows, align="lrrr")]
     for title, key in (("total charge", "charge"), ("template class", "subset")):
         groups: dict = {}
         for t in tpl.values():
             n, k = groups.get(t[key], (0, 0))
             groups[t[key]] = (n + 1, k + t["conformers"])
-        lines += ["", f"| {title} | templates | conformers |", "| --- | ---: | ---: |"]
-        lines += [f"| {f'{g:+d}' if key == 'charge' else g} | {n} | {k} |" for g, (n, k) in sorted(groups.items())]
+        lines += ["", *markdown_table([title, "templates", "conformers"],
+                                      [(f"{g:+d}" if key == "charge" else g, n, k) for g, (n, k) in sorted(groups.items())],
+                                      align="lrr")]
     return "\n".join(lines) + "\n"

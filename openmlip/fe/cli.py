@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional
 
 from .._io import atomic_path, writable_dir
 from ..errors import ConfigError
+from ..markdown import markdown_table
 from ..store import write_json
 from .engine import DIRECTIONS, Engine, steps_summary
 
@@ -100,12 +101,13 @@ def gather_legs(spec, settings, out: Path, legs: List[str], windows: bool, switc
 def _summary_report(spec, settings, out: Path, summary, results, best) -> None:
     kT = settings.kT
     lines = [f"# Free-energy corrections: {spec.system.name}", "", spec.description, "",
-             f"T = {settings.temperature_K:g} K, kT = {kT:.4f} kJ/mol. Per-leg details in `LEG/report.md`.", "",
-             "| leg | embedding | MBAR (kJ/mol) | BAR (kJ/mol) | wall (s) |", "| --- | --- | --- | --- | --- |"]
+             f"T = {settings.temperature_K:g} K, kT = {kT:.4f} kJ/mol. Per-leg details in `LEG/report.md`.", ""]
+    rows = []
     for leg, r in results.items():
         m = f"{r['mbar']['dg_kJmol']:.2f} ± {r['mbar']['err_kJmol']:.2f}" if "mbar" in r else "–"
         b = f"{r['neq']['bar']['dg_kJmol']:.2f} ± {r['neq']['bar']['err_kJmol']:.2f}" if "neq" in r else "–"
-        lines.append(f"| [{leg}]({leg}/report.md) | {r.get('embedding', '')} | {m} | {b} | {r['wall_s']:.0f} |")
+        rows.append((f"[{leg}]({leg}/report.md)", r.get("embedding", ""), m, b, f"{r['wall_s']:.0f}"))
+    lines += markdown_table(["leg", "embedding", "MBAR (kJ/mol)", "BAR (kJ/mol)", "wall (s)"], rows)
     if "difference" in summary:
         d = summary["difference"]
         lines += ["", f"ΔΔG = ΔG({d['minuend']}) − ΔG({d['subtrahend']}):", ""]

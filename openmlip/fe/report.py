@@ -14,12 +14,13 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from .._io import atomic_path
 from ..errors import DataFileError
+from ..markdown import markdown_table
 from ..units import KCAL_PER_MOL_TO_KJ_PER_MOL
 from ..store import RunStore, read_npz, write_json
 from .engine import DIRECTIONS, FESettings, switch_file, window_file
@@ -186,9 +187,9 @@ def _plots(out: Path, res: Dict[str, Any]) -> None:
         plt.close(fig)
 
 
-def _row(name: str, d: Dict[str, float]) -> str:
-    return (f"| {name} | {d['dg_kJmol']:.3f} ± {d['err_kJmol']:.3f} | {d['dg_kcalmol']:.3f} ± {d['err_kcalmol']:.3f} "
-            f"| {d['dg_kT']:.3f} ± {d['err_kT']:.3f} |")
+def _row(name: str, d: Dict[str, float]) -> Tuple[str, str, str, str]:
+    return (name, f"{d['dg_kJmol']:.3f} ± {d['err_kJmol']:.3f}", f"{d['dg_kcalmol']:.3f} ± {d['err_kcalmol']:.3f}",
+            f"{d['dg_kT']:.3f} ± {d['err_kT']:.3f}")
 
 
 def write_report(out, res: Dict[str, Any]) -> Path:
@@ -198,14 +199,15 @@ def write_report(out, res: Dict[str, Any]) -> Path:
     lines = [f"# Free-energy correction{': ' + res['title'] if res.get('title') else ''}", "",
              f"ΔG from λ = 0 to λ = 1 of `lambda_interpolate` (MM → ML/MM for openmlip systems). "
              f"T = {res['temperature_K']:g} K, kT = {kT:.4f} kJ/mol = {kT / KCAL_PER_MOL_TO_KJ_PER_MOL:.4f} kcal/mol. "
-             f"Errors: bootstrap standard errors ({s['bootstrap']} resamples).", "",
-             "| estimator | ΔG (kJ/mol) | ΔG (kcal/mol) | ΔG (kT) |", "| --- | --- | --- | --- |"]
+             f"Errors: bootstrap standard errors ({s['bootstrap']} resamples).", ""]
+    estimates = []
     if "mbar" in res:
-        lines.append(_row("MBAR (λ windows)", res["mbar"]))
+        estimates.append(_row("MBAR (λ windows)", res["mbar"]))
     if "neq" in res:
         n = res["neq"]
-        lines += [_row("BAR (NEQ switches)", n["bar"]), _row("Jarzynski forward", n["jarzynski_forward"]),
-                  _row("Jarzynski reverse", n["jarzynski_reverse"])]
+        estimates += [_row("BAR (NEQ switches)", n["bar"]), _row("Jarzynski forward", n["jarzynski_forward"]),
+                      _row("Jarzynski reverse", n["jarzynski_reverse"])]
+    lines += markdown_table(["estimator", "ΔG (kJ/mol)", "ΔG (kcal/mol)", "ΔG (kT)"], estimates)
     lines += ["", f"Wall time of all units together: {res['wall_s']:.0f} s on {', '.join(res['platforms']) or '?'} "
               f"({s['threads']} thread(s)).", ""]
     if "mbar" in res:
@@ -222,14 +224,13 @@ def write_report(out, res: Dict[str, Any]) -> Path:
                   + ("(**below 0.03: add windows between those λ**)." if m["min_neighbour_overlap"] < 0.03
                      else "(above 0.03: the windows overlap).")
                   + (" **Neighbouring windows do not overlap: this ΔG is not determined by the data (no error "
-                     "bar); add windows or samples.**" if not math.isfinite(m["err_kT"]) else ""), "",
-                  "| window | λ | samples (uncorrelated) | g | ⟨ΔU⟩ (kJ/mol) | σ(ΔU) (kJ/mol) | overlap with next |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"]
-        for k, lam in enumerate(res["lambdas"]):
-            nxt = f"{m['neighbour_overlap'][k]:.3f}" if k < len(res["lambdas"]) - 1 else ""
-            lines.append(f"| {k} | {lam:g} | {m['raw_samples'][k]} ({m['samples'][k]}) | "
-                         f"{m['statistical_inefficiency'][k]:.1f} | {m['mean_dU_kJmol'][k]:.2f} | "
-                         f"{m['std_dU_kJmol'][k]:.2f} | {nxt} |")
+                     "bar); add windows or samples.**" if not math.isfinite(m["err_kT"]) else ""), ""]
+        windows = [(k, f"{lam:g}", f"{m['raw_samples'][k]} ({m['samples'][k]})", f"{m['statistical_inefficiency'][k]:.1f}",
+                    f"{m['mean_dU_kJmol'][k]:.2f}", f"{m['std_dU_kJmol'][k]:.2f}",
+                    f"{m['neighbour_overlap'][k]:.3f}" if k < len(res["lambdas"]) - 1 else "")
+                   for k, lam in enumerate(res["lambdas"])]
+        lines += markdown_table(["window", "λ", "samples (uncorrelated)", "g", "⟨ΔU⟩ (kJ/mol)", "σ(ΔU) (kJ/mol)",
+                                 "overlap with next"], windows)
         lines += ["", "![overlap](overlap.png)", ""]
     if "neq" in res:
         n = res["neq"]
@@ -244,16 +245,16 @@ def write_report(out, res: Dict[str, Any]) -> Path:
                   "![work](work.png)", ""]
     lines += ["## Convergence", "", "![convergence](convergence.png)", ""]
     if "mbar" in res:
-        lines += ["| fraction | MBAR forward (kJ/mol) | MBAR reverse (kJ/mol) |", "| --- | --- | --- |"]
-        for f, r in zip(res["mbar"]["convergence"]["forward"], res["mbar"]["convergence"]["reverse"]):
-            lines.append(f"| {f['fraction']:.1f} | {f['dg_kT'] * kT:.3f} ± {f['err_kT'] * kT:.3f} | "
-                         f"{r['dg_kT'] * kT:.3f} ± {r['err_kT'] * kT:.3f} |")
+        conv = res["mbar"]["convergence"]
+        lines += markdown_table(["fraction", "MBAR forward (kJ/mol)", "MBAR reverse (kJ/mol)"],
+                                [(f"{f['fraction']:.1f}", f"{f['dg_kT'] * kT:.3f} ± {f['err_kT'] * kT:.3f}",
+                                  f"{r['dg_kT'] * kT:.3f} ± {r['err_kT'] * kT:.3f}")
+                                 for f, r in zip(conv["forward"], conv["reverse"])])
         lines.append("")
     if "neq" in res:
-        lines += ["| fraction of switches | BAR (kJ/mol) | Jarzynski fwd | Jarzynski rev |", "| --- | --- | --- | --- |"]
-        for r in res["neq"]["convergence"]:
-            lines.append(f"| {r['fraction']:.1f} | {r['bar_kT'] * kT:.3f} ± {r['bar_err_kT'] * kT:.3f} | "
-                         f"{r['jf_kT'] * kT:.3f} | {r['jr_kT'] * kT:.3f} |")
+        lines += markdown_table(["fraction of switches", "BAR (kJ/mol)", "Jarzynski fwd", "Jarzynski rev"],
+                                [(f"{r['fraction']:.1f}", f"{r['bar_kT'] * kT:.3f} ± {r['bar_err_kT'] * kT:.3f}",
+                                  f"{r['jf_kT'] * kT:.3f}", f"{r['jr_kT'] * kT:.3f}") for r in res["neq"]["convergence"]])
         lines.append("")
     with atomic_path(out / "report.md") as tmp:
         Path(tmp).write_text("\n".join(lines))

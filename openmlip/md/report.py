@@ -12,6 +12,7 @@ import numpy as np
 
 from .._io import atomic_path
 from ..errors import SpecError
+from ..markdown import markdown_table
 from .spec import TEMPERATURE, SystemSpec
 
 
@@ -81,13 +82,8 @@ def _check_row(c: Dict[str, Any]) -> Tuple[str, str, str]:
 def checks_table(checks: List[Dict[str, Any]], notes: bool = True) -> List[str]:
     """The expected-observable checks (``checks.json``) as Markdown table lines: the one format of the run
     report, the workflow report and (as text, :func:`checks_text`) the CLI."""
-    lines = ["| observable | value | expected | pass |" + (" note |" if notes else ""),
-             "| --- | --- | --- | --- |" + (" --- |" if notes else "")]
-    for c in checks:
-        observable, value, expected = _check_row(c)
-        lines.append(f"| {observable} | {value} | {expected} | {'yes' if c['pass'] else '**NO**'} |"
-                     + (f" {c.get('note', '')} |" if notes else ""))
-    return lines
+    rows = [(*_check_row(c), "yes" if c["pass"] else "**NO**", *([c.get("note", "")] if notes else [])) for c in checks]
+    return markdown_table(["observable", "value", "expected", "pass", *(["note"] if notes else [])], rows)
 
 
 def checks_text(checks: List[Dict[str, Any]]) -> List[str]:
@@ -113,22 +109,21 @@ def write_report(spec: SystemSpec, run_info: Dict[str, Any], analysis: Dict[str,
     analyses of :func:`~openmlip.md.system.analyze_system` (``analysis``, its plots in ``out/analysis``) on one
     page; returns its path."""
     out = Path(out)
-    lines = [f"# {spec.name}", "", spec.description, "",
-             "| | |", "| --- | --- |",
-             f"| atoms (ML) | {run_info['atoms']} ({run_info['ml_atoms']}, embedding {run_info['embedding']}) |",
-             f"| potential | {run_info['potential']} |",
-             f"| MD | {run_info['steps']} steps of {run_info['md']['timestep_fs']} fs, {run_info['md']['temperature_K']} K"
-             + (f", {run_info['md']['pressure_bar']} bar (NPT)" if run_info["md"]["pressure_bar"] else " (NVT)")
-             + f", Langevin γ {run_info['md']['friction_per_ps']:g}/ps; first {run_info['md']['equilibrate_steps']} steps "
-             f"equilibration (γ {run_info['md'].get('equilibrate_friction_per_ps', run_info['md']['friction_per_ps']):g}/ps) |",
-             f"| platform | {run_info['platform']} ({'; '.join(run_info['platform_reasons'])}) |",
-             f"| platform settings | {_platform_settings(run_info)} |",
-             f"| threads | torch {run_info['threads']['torch']}, OpenMM {run_info['threads']['openmm']} |",
-             f"| speed | {run_info['ms_per_step']:.2f} ms/step, {run_info['ns_per_day']:.3f} ns/day |"]
+    md = run_info["md"]
+    rows = [("atoms (ML)", f"{run_info['atoms']} ({run_info['ml_atoms']}, embedding {run_info['embedding']})"),
+            ("potential", run_info["potential"]),
+            ("MD", f"{run_info['steps']} steps of {md['timestep_fs']} fs, {md['temperature_K']} K"
+             + (f", {md['pressure_bar']} bar (NPT)" if md["pressure_bar"] else " (NVT)")
+             + f", Langevin γ {md['friction_per_ps']:g}/ps; first {md['equilibrate_steps']} steps "
+             f"equilibration (γ {md.get('equilibrate_friction_per_ps', md['friction_per_ps']):g}/ps)"),
+            ("platform", f"{run_info['platform']} ({'; '.join(run_info['platform_reasons'])})"),
+            ("platform settings", _platform_settings(run_info)),
+            ("threads", f"torch {run_info['threads']['torch']}, OpenMM {run_info['threads']['openmm']}"),
+            ("speed", f"{run_info['ms_per_step']:.2f} ms/step, {run_info['ns_per_day']:.3f} ns/day")]
     t = analysis["results"].get(TEMPERATURE)
     if t is not None:
-        lines.append(f"| temperature (production) | {temperature_text(t)} |")
-    lines += ["", "## Expected observables", ""]
+        rows.append(("temperature (production)", temperature_text(t)))
+    lines = [f"# {spec.name}", "", spec.description, "", *markdown_table(None, rows), "", "## Expected observables", ""]
     lines += checks_table(analysis["checks"]) if analysis["checks"] else ["None listed in the spec."]
     lines += ["", "## Analyses (production frames)", "", *analysis["report"].markdown("analysis/")]
     with atomic_path(out / "report.md") as tmp:
