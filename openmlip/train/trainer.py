@@ -31,6 +31,7 @@ from .. import keys as K
 from .._io import atomic_path, check_not_input, writable_dir, writable_file
 from ..data import Structure
 from ..data.dataset import ConformerSet, LabelKeys
+from ..data.split import split_by_molecule
 from ..deploy import torch_dtype
 from ..errors import ConfigError, DataFileError, ResumeError, TrainingDivergedError, first_line  # noqa: F401 (re-exported)
 from ..metrics import TERMS, error_metrics, residuals
@@ -54,45 +55,6 @@ def open_data(cfg: TrainConfig, cache_dir: Optional[Path] = None, sha256: Option
     """The conformers of ``cfg.data`` (HDF5 files indexed once and read lazily; see :mod:`openmlip.data.dataset`)."""
     keys = LabelKeys(energy=cfg.energy_key, gradient=cfg.gradient_key, charges=cfg.charges_key)
     return ConformerSet(cfg.data, keys, cache_dirs=[cache_dir] if cache_dir else (), progress=progress, sha256=sha256)
-
-
-def split_names(names: Sequence[str], valid_fraction: float, test_fraction: float, seed: int,
-                valid_molecules: Optional[Sequence[str]] = None, test_molecules: Optional[Sequence[str]] = None):
-    """The (validation, test) molecule names: drawn at random (``seed``, fractions of the molecules) or
-    named explicitly with ``valid_molecules`` / ``test_molecules`` (then the fractions are ignored)."""
-    names = sorted(set(names))
-    if valid_molecules is not None or test_molecules is not None:
-        test_names, val_names = set(test_molecules or ()), set(valid_molecules or ())
-        unknown = sorted((test_names | val_names) - set(names))
-        if unknown:
-            raise ConfigError(f"held-out molecule(s) {unknown} not in the data; molecules: {names}")
-        if test_names & val_names:
-            raise ConfigError(f"molecule(s) {sorted(test_names & val_names)} are both validation and test")
-        if not set(names) - test_names - val_names:
-            raise ConfigError("no molecule left for training")
-        return val_names, test_names
-    order = np.random.default_rng(seed).permutation(len(names))
-    n = len(names)
-    n_test = int(round(test_fraction * n)) if test_fraction > 0 else 0
-    n_val = int(round(valid_fraction * n)) if valid_fraction > 0 else 0
-    if test_fraction > 0 and n >= 3:
-        n_test = max(n_test, 1)
-    if valid_fraction > 0 and n >= 3:
-        n_val = max(n_val, 1)
-    if n - n_test - n_val < 1:
-        raise ConfigError(f"only {n} molecules: too few to split into train/valid/test; add data or lower the fractions")
-    return {names[i] for i in order[n_test:n_test + n_val]}, {names[i] for i in order[:n_test]}
-
-
-def split_by_molecule(structures: Sequence[Structure], valid_fraction: float, test_fraction: float, seed: int,
-                      valid_molecules: Optional[Sequence[str]] = None, test_molecules: Optional[Sequence[str]] = None):
-    """Split so that all conformers of one molecule (``Structure.name``) land in the same part (see :func:`split_names`)."""
-    val_names, test_names = split_names([s.name for s in structures], valid_fraction, test_fraction, seed,
-                                        valid_molecules, test_molecules)
-    parts: Tuple[List[Structure], List[Structure], List[Structure]] = ([], [], [])
-    for s in structures:
-        parts[2 if s.name in test_names else 1 if s.name in val_names else 0].append(s)
-    return parts
 
 
 def _composition(numbers: Sequence[np.ndarray], elements: Sequence[str]) -> np.ndarray:
@@ -287,12 +249,8 @@ class Trainer:
         index = SpeciesIndex(elements)
         for g in data.groups:
             index.check(g.header.numbers)
-        val_names, test_names = split_names([g.header.name for g in data.groups], self.cfg.valid_fraction,
-                                            self.cfg.test_fraction, self.cfg.seed, self.cfg.valid_molecules,
-                                            self.cfg.test_molecules)
-        parts: Tuple[List[int], List[int], List[int]] = ([], [], [])
-        for k, g in enumerate(data.groups):
-            parts[2 if g.header.name in test_names else 1 if g.header.name in val_names else 0].append(k)
+        parts = split_by_molecule(range(len(data.groups)), self.cfg.valid_fraction, self.cfg.test_fraction, self.cfg.seed,
+                                  self.cfg.valid_molecules, self.cfg.test_molecules, key=lambda k: data.groups[k].header.name)
         if self.cfg.reference_energies == "least_squares" and proc.is_main:
             _warn_unfitted_elements(data, parts, elements, self.cfg.init_model)
         return data, tuple(data.conformers_of(p) for p in parts), elements
