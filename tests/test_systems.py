@@ -61,9 +61,9 @@ def test_spec_end_to_end_meets_expected_observables(spec_path, tmp_path):
     res = run_system(spec, tmp_path / "run", smoke=True, progress=False)
     md = spec.md_settings(smoke=True)
     traj = mdtraj.load(str(tmp_path / "run/md/trajectory.h5"))
-    assert traj.n_frames == md["steps"] // md["report_interval"]
-    np.testing.assert_allclose(np.diff(traj.time), md["report_interval"] * md["timestep_fs"] / 1000, rtol=1e-4)
-    if md["pressure_bar"]:  # NPT: the Monte Carlo barostat changed the box, and density stays liquid-like
+    assert traj.n_frames == md.steps // md.report_interval
+    np.testing.assert_allclose(np.diff(traj.time), md.report_interval * md.timestep_fs / 1000, rtol=1e-4)
+    if md.pressure_bar:  # NPT: the Monte Carlo barostat changed the box, and density stays liquid-like
         vols = traj.unitcell_volumes
         assert np.ptp(vols) > 0 and np.all(np.abs(vols / vols[0] - 1) < 0.1)
     failed = [c for c in res["analysis"]["checks"] if not c["pass"]]
@@ -71,8 +71,8 @@ def test_spec_end_to_end_meets_expected_observables(spec_path, tmp_path):
     report = (tmp_path / "run/report.md").read_text()
     assert spec.name in report and "Expected observables" in report
     temperature = res["analysis"]["results"]["temperature"]  # production rows of state.csv, in every report
-    assert temperature["target_K"] == md["temperature_K"] and temperature["rows"] >= 2 and temperature["mean_K"] > 0
-    assert f"{temperature['mean_K']:.1f} ± {temperature['std_K']:.1f} K (target {md['temperature_K']:g} K)" in report
+    assert temperature["target_K"] == md.temperature_K and temperature["rows"] >= 2 and temperature["mean_K"] > 0
+    assert f"{temperature['mean_K']:.1f} ± {temperature['std_K']:.1f} K (target {md.temperature_K:g} K)" in report
     for c in res["analysis"]["checks"]:
         assert c["observable"] in report
     run = json.loads((tmp_path / "run/md/run.json").read_text())
@@ -253,7 +253,7 @@ def test_md_then_analyze_cli_and_resume_after_kill(tmp_path):
     assert json.loads((out / "run.json").read_text())["ms_per_step"] == speed  # not the time of zero steps
     traj = mdtraj.load(str(out / "trajectory.h5"))
     md = load_spec(spec).md_settings(smoke=True)
-    expected = np.arange(1, md["steps"] // md["report_interval"] + 1) * md["report_interval"] * md["timestep_fs"] / 1000
+    expected = np.arange(1, md.steps // md.report_interval + 1) * md.report_interval * md.timestep_fs / 1000
     np.testing.assert_allclose(traj.time, expected, rtol=1e-5)
     an = _cli("analyze", str(out / "trajectory.h5"), "--system", str(spec), "--smoke", "--out", str(tmp_path / "an"))
     assert an.returncode == 0, an.stdout + an.stderr

@@ -34,7 +34,6 @@ compute the same unit.
 from __future__ import annotations
 
 import copy
-import math
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -50,6 +49,7 @@ from ..errors import BlowUpError, ConfigError, from_graph
 from ..openmm.fingerprint import system_fingerprint
 from ..openmm.platform import choose_platform, openmm_seed
 from ..openmm.settings import LAMBDA
+from ..settings import NON_NEGATIVE_INT, POSITIVE_INT, POSITIVE_NUMBER, Rule, check_known, check_values, is_kind
 from ..store import RunStore
 from ..units import GAS_CONSTANT_KJ_PER_MOL_K
 
@@ -61,7 +61,7 @@ def kt_kJmol(temperature_K: float) -> float:
     return GAS_CONSTANT_KJ_PER_MOL_K * float(temperature_K)
 
 
-@dataclass
+@dataclass(frozen=True)
 class FESettings:
     """Settings of a λ-window / switching calculation (what shapes each kind of unit: :meth:`unit_settings`;
     ``platform``, ``threads`` and ``bootstrap`` shape none)."""
@@ -89,29 +89,18 @@ class FESettings:
     _RUNTIME = ("platform", "threads")
 
     def __post_init__(self):
-        lam = [float(x) for x in self.lambdas]
-        if len(lam) < 2 or lam[0] != 0.0 or lam[-1] != 1.0 or any(b <= a for a, b in zip(lam, lam[1:])):
+        lam = self.lambdas
+        if (not isinstance(lam, (list, tuple)) or len(lam) < 2 or not all(is_kind(x, "number") for x in lam)
+                or lam[0] != 0.0 or lam[-1] != 1.0 or any(b <= a for a, b in zip(lam, lam[1:]))):
             raise ConfigError(f"lambdas must rise strictly from 0 to 1 with at least two values, got {self.lambdas!r}")
-        self.lambdas = lam
-        for name in ("minimize_iterations", "equilibrate_steps", "switch_decorrelation_steps"):
-            _check_int(name, getattr(self, name), 0)
-        for name in ("samples", "sample_interval", "checkpoint_samples", "switches", "switches_per_batch",
-                     "switch_stages", "switch_stage_steps", "bootstrap", "threads"):
-            _check_int(name, getattr(self, name), 1)
-        _check_int("seed", self.seed, 0)
-        for name in ("temperature_K", "timestep_fs", "friction_per_ps", "equilibrate_friction_per_ps"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-                raise ConfigError(f"{name} must be a positive number, got {v!r}")
-        if self.platform not in (None, "CUDA", "OpenCL", "CPU", "Reference"):
-            raise ConfigError(f"platform must be CUDA, OpenCL, CPU or Reference, got {self.platform!r}")
+        object.__setattr__(self, "lambdas", [float(x) for x in lam])
+        checked = check_values({k: getattr(self, k) for k in FE_RULES}, FE_RULES, optional=("platform",))
+        for key, value in checked.items():
+            object.__setattr__(self, key, value)
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any], where: str = "free_energy") -> "FESettings":
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(d) - set(known))
-        if unknown:
-            raise ConfigError(f"{where}: unknown setting(s) {', '.join(map(repr, unknown))}; known: {', '.join(known)}")
+        check_known(d, [f.name for f in fields(cls)], where)
         return cls(**d)
 
     @property
@@ -130,16 +119,21 @@ class FESettings:
         return {k: d[k] for k in keep}
 
 
+#: the rule of each setting but ``lambdas`` (openmlip.settings)
+FE_RULES: Dict[str, Rule] = {
+    **{k: NON_NEGATIVE_INT for k in ("minimize_iterations", "equilibrate_steps", "switch_decorrelation_steps", "seed")},
+    **{k: POSITIVE_INT for k in ("samples", "sample_interval", "checkpoint_samples", "switches", "switches_per_batch",
+                                 "switch_stages", "switch_stage_steps", "bootstrap", "threads")},
+    **{k: POSITIVE_NUMBER for k in ("temperature_K", "timestep_fs", "friction_per_ps", "equilibrate_friction_per_ps")},
+    "platform": ("str", "CUDA, OpenCL, CPU or Reference (or null: the best one found)",
+                 lambda v: v in ("CUDA", "OpenCL", "CPU", "Reference")),
+}
+
 WINDOW_SETTINGS = ("lambdas", "temperature_K", "timestep_fs", "friction_per_ps", "minimize_iterations", "equilibrate_steps",
                    "equilibrate_friction_per_ps", "samples", "sample_interval", "seed")
 SWITCH_SETTINGS = ("temperature_K", "timestep_fs", "friction_per_ps", "minimize_iterations", "equilibrate_steps",
                    "equilibrate_friction_per_ps", "switches", "switches_per_batch", "switch_stages", "switch_stage_steps",
                    "switch_decorrelation_steps", "seed")
-
-
-def _check_int(name, v, lo):
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-        raise ConfigError(f"{name} must be an integer >= {lo}, got {v!r}")
 
 
 def window_file(out, k: int) -> Path:

@@ -49,6 +49,8 @@ from ..openmm.fingerprint import system_fingerprint
 from ..openmm.forces import diagnose, uses_cuda_graphs
 from ..openmm.platform import choose_platform, openmm_seed
 from ..store import RunStore
+from ..settings import check_values
+from .spec import MD_RULES
 
 MD_CHECKPOINT = "openmlip-md-checkpoint"
 CSV_FIELDS = ["step", "time_ps", "potential_kJmol", "kinetic_kJmol", "total_kJmol", "temperature_K"]
@@ -81,15 +83,12 @@ class MDRunner:
         own (timestep, temperature, friction, pressure, report interval, forces, masses, constraints)
         they are stored with the checkpoint and a resume with other values raises :class:`ResumeError`.
         """
-        for name, value in (("report_interval", report_interval), ("checkpoint_interval", checkpoint_interval)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name}={value!r}: must be a positive number of steps")
-        if isinstance(equilibrate_steps, bool) or not isinstance(equilibrate_steps, int) or equilibrate_steps < 0:
-            raise ConfigError(f"equilibrate_steps={equilibrate_steps!r}: must be a non-negative number of steps")
-        for name, value in (("friction_per_ps", friction_per_ps), ("equilibrate_friction_per_ps", equilibrate_friction_per_ps)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                      or not math.isfinite(value) or value <= 0):
-                raise ConfigError(f"{name}={value!r}: must be a positive number (1/ps)")
+        check_values({"temperature_K": temperature, "friction_per_ps": friction_per_ps, "timestep_fs": timestep_fs,
+                      "pressure_bar": pressure_bar, "report_interval": report_interval,
+                      "checkpoint_interval": checkpoint_interval, "seed": seed, "max_energy_jump_kJmol": max_energy_jump,
+                      "minimize_iterations": minimize_iterations, "equilibrate_steps": equilibrate_steps,
+                      "equilibrate_friction_per_ps": equilibrate_friction_per_ps}, MD_RULES, "MDRunner",
+                     optional=("pressure_bar", "equilibrate_friction_per_ps"))
         self.friction_per_ps = float(friction_per_ps)
         self.equilibrate_steps = int(equilibrate_steps)
         self.equilibrate_friction_per_ps = float(friction_per_ps if equilibrate_friction_per_ps is None

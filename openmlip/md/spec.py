@@ -45,22 +45,68 @@ from __future__ import annotations
 import difflib
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 from .. import DEFAULT_POTENTIAL
 from ..charges import spin_multiplicity, total_charge
 from ..errors import OpenMLIPError, SpecError
+from ..settings import NON_NEGATIVE_INT, POSITIVE_INT, POSITIVE_NUMBER, Rule, check_known, check_values
+from ..units import FS_TO_PS
 
 EMBEDDINGS = ("mechanical", "electrostatic", "none")
 NONBONDED = ("PME", "NoCutoff", "CutoffPeriodic", "CutoffNonPeriodic", "Ewald")
 CONSTRAINTS = (None, "HBonds", "AllBonds", "HAngles")
 IMPLICIT = (None, "OBC1", "OBC2", "GBn", "GBn2", "HCT")
-MD_DEFAULTS: Dict[str, Any] = dict(temperature_K=300.0, pressure_bar=None, timestep_fs=0.5, friction_per_ps=1.0,
-                                   equilibrate_friction_per_ps=10.0, minimize_iterations=500, equilibrate_steps=0, steps=1000,
-                                   report_interval=100,
-                                   checkpoint_interval=1000, seed=0, max_energy_jump_kJmol=1e4)
+
+
+@dataclass(frozen=True)
+class MDSettings:
+    """How one MD run goes (``md:`` of a spec, ``smoke:`` and command-line overrides applied): built and checked once
+    by :meth:`from_mapping`; the runner and the reports read these attributes."""
+
+    temperature_K: float = 300.0
+    pressure_bar: Optional[float] = None  # a MonteCarloBarostat at this pressure (None: constant volume)
+    timestep_fs: float = 0.5
+    friction_per_ps: float = 1.0
+    equilibrate_friction_per_ps: float = 10.0
+    minimize_iterations: int = 500
+    equilibrate_steps: int = 0  # counted in steps
+    steps: int = 1000
+    report_interval: int = 100
+    checkpoint_interval: int = 1000
+    seed: int = 0
+    max_energy_jump_kJmol: float = 1e4
+
+    @classmethod
+    def from_mapping(cls, values: Dict[str, Any], where: str) -> "MDSettings":
+        """Settings from a mapping of the field names (a missing one takes its default); ``where`` (e.g.
+        ``"system.yaml: md"``) begins every error."""
+        check_known(values, [f.name for f in fields(cls)], where, SpecError)
+        md = {**asdict(cls()), **check_values(values, MD_RULES, where, SpecError, optional=("pressure_bar",))}
+        if md["checkpoint_interval"] % md["report_interval"]:
+            raise _err(where, f"checkpoint_interval ({md['checkpoint_interval']}) must be a multiple of report_interval "
+                              f"({md['report_interval']})")
+        if md["equilibrate_steps"] >= md["steps"] or (md["steps"] - md["equilibrate_steps"]) // md["report_interval"] < 2:
+            raise _err(where, f"steps ({md['steps']}) must exceed equilibrate_steps ({md['equilibrate_steps']}) "
+                              f"by at least two report intervals ({md['report_interval']}) so that something is analysed")
+        return cls(**md)
+
+    @property
+    def equilibration_ps(self) -> float:
+        return self.equilibrate_steps * self.timestep_fs * FS_TO_PS
+
+
+#: the rule of each MD setting (openmlip.settings)
+MD_RULES: Dict[str, Rule] = {
+    **{k: NON_NEGATIVE_INT for k in ("steps", "equilibrate_steps", "minimize_iterations", "seed")},
+    **{k: POSITIVE_INT for k in ("report_interval", "checkpoint_interval")},
+    **{k: POSITIVE_NUMBER for k in ("temperature_K", "timestep_fs", "friction_per_ps", "equilibrate_friction_per_ps",
+                                    "max_energy_jump_kJmol", "pressure_bar")},
+}
+#: the ``md:`` keys of a spec and their defaults
+MD_DEFAULTS: Dict[str, Any] = asdict(MDSettings())
 
 
 @dataclass
@@ -82,13 +128,13 @@ class SystemSpec:
     def root(self) -> Path:
         return self.path.parent
 
-    def md_settings(self, smoke: bool = False, **overrides) -> Dict[str, Any]:
+    def md_settings(self, smoke: bool = False, **overrides) -> MDSettings:
+        """The MD settings of a run: ``md:``, then ``smoke:`` for a smoke run, then the overrides that are not None."""
         md = dict(self.md)
         if smoke:
             md.update(self.smoke)
         md.update({k: v for k, v in overrides.items() if v is not None})
-        _check_md(md, f"{self.path}", "md" if not smoke else "md/smoke")
-        return md
+        return MDSettings.from_mapping(md, f"{self.path}: {'md/smoke' if smoke else 'md'}")
 
     def resume_settings(self, potential: Optional[str] = None) -> Dict[str, Any]:
         """Named settings of this spec that fix an MD run's Hamiltonian, for ``MDRunner(settings=...)``: the potential
@@ -171,24 +217,6 @@ def _structure_box_half_width(root: Path, structure: Union[str, Dict[str, str]],
                 box = np.array(lengths_and_angles_to_box_vectors(la / 10, lb / 10, lc / 10, al, be, ga))
                 return half_smallest_box_width(box[None])
     return None
-
-
-def _check_md(md: Dict[str, Any], file: str, where: str) -> None:
-    for k in ("steps", "equilibrate_steps", "report_interval", "checkpoint_interval", "minimize_iterations", "seed"):
-        v = md[k]
-        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-            raise _err(f"{file}: {where}.{k}", f"must be a non-negative integer, got {v!r}")
-    for k in ("temperature_K", "timestep_fs", "friction_per_ps", "equilibrate_friction_per_ps", "max_energy_jump_kJmol"):
-        v = md[k]
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v <= 0:
-            raise _err(f"{file}: {where}.{k}", f"must be a positive number, got {v!r}")
-    if md["pressure_bar"] is not None and (not isinstance(md["pressure_bar"], (int, float)) or md["pressure_bar"] <= 0):
-        raise _err(f"{file}: {where}.pressure_bar", f"must be a positive number or null, got {md['pressure_bar']!r}")
-    if md["report_interval"] == 0 or md["checkpoint_interval"] % md["report_interval"]:
-        raise _err(f"{file}: {where}", "checkpoint_interval must be a positive multiple of report_interval")
-    if md["equilibrate_steps"] >= md["steps"] or (md["steps"] - md["equilibrate_steps"]) // md["report_interval"] < 2:
-        raise _err(f"{file}: {where}", f"steps ({md['steps']}) must exceed equilibrate_steps ({md['equilibrate_steps']}) "
-                   f"by at least two report intervals ({md['report_interval']}) so that something is analysed")
 
 
 def _read_yaml(path: Union[str, Path]):
@@ -389,8 +417,8 @@ def load_spec(path: Union[str, Path]) -> SystemSpec:
     md = dict(MD_DEFAULTS)
     md.update(check_keys(raw.get("md"), tuple(MD_DEFAULTS), f"{f}: md"))
     smoke = check_keys(raw.get("smoke"), tuple(MD_DEFAULTS), f"{f}: smoke")
-    _check_md(md, f, "md")
-    _check_md({**md, **smoke}, f, "smoke")
+    MDSettings.from_mapping(md, f"{f}: md")
+    MDSettings.from_mapping({**md, **smoke}, f"{f}: smoke")
 
     analysis = _check_analysis(raw, f)
     expected = _check_expected(raw, f, analysis)

@@ -12,6 +12,8 @@ Outputs of ``run_system(spec, out)``::
 from __future__ import annotations
 
 import json
+import logging
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -28,6 +30,8 @@ from .runner import MDRunner
 from .spec import TEMPERATURE, SystemSpec, load_spec
 from .structure import check_trajectory_of
 
+logger = logging.getLogger(__name__)
+
 
 def run_md(spec: SystemSpec, out, smoke: bool = False, potential: Optional[str] = None, platform: Optional[str] = None,
            threads: int = 1, progress: bool = True, **md_overrides) -> Dict[str, Any]:
@@ -37,21 +41,21 @@ def run_md(spec: SystemSpec, out, smoke: bool = False, potential: Optional[str] 
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(threads)
     built = build_system(spec, potential)
-    runner = MDRunner(built["system"], built["topology"], built["positions"], out, temperature=md["temperature_K"],
-                      friction_per_ps=md["friction_per_ps"], timestep_fs=md["timestep_fs"], pressure_bar=md["pressure_bar"],
-                      report_interval=md["report_interval"], checkpoint_interval=md["checkpoint_interval"],
-                      platform=platform, threads=threads, seed=md["seed"], max_energy_jump=md["max_energy_jump_kJmol"],
-                      box_vectors=built["box"], minimize_iterations=md["minimize_iterations"],
-                      settings=spec.resume_settings(potential), equilibrate_steps=md["equilibrate_steps"],
-                      equilibrate_friction_per_ps=md["equilibrate_friction_per_ps"])
+    runner = MDRunner(built["system"], built["topology"], built["positions"], out, temperature=md.temperature_K,
+                      friction_per_ps=md.friction_per_ps, timestep_fs=md.timestep_fs, pressure_bar=md.pressure_bar,
+                      report_interval=md.report_interval, checkpoint_interval=md.checkpoint_interval,
+                      platform=platform, threads=threads, seed=md.seed, max_energy_jump=md.max_energy_jump_kJmol,
+                      box_vectors=built["box"], minimize_iterations=md.minimize_iterations,
+                      settings=spec.resume_settings(potential), equilibrate_steps=md.equilibrate_steps,
+                      equilibrate_friction_per_ps=md.equilibrate_friction_per_ps)
     for line in runner.platform_reasons:
-        print(f"platform {line}")
+        logger.info("platform %s", line)
     previous = _read_run_info(out / "run.json")
-    res = runner.run(md["steps"], minimize=md["minimize_iterations"] > 0, progress=progress)
+    res = runner.run(md.steps, minimize=md.minimize_iterations > 0, progress=progress)
     if res["steps_run"] == 0 and previous is not None and previous.get("ms_per_step") is not None:
         res["ms_per_step"] = previous["ms_per_step"]  # a rerun of a finished run: the speed is that of the run that did the steps
-    ns_day = units.ns_per_day(md["timestep_fs"], res["ms_per_step"] * 1e-3)
-    info = {"system": spec.name, "spec": str(spec.path), "smoke": smoke, "md": md, "potential": built["potential"],
+    ns_day = units.ns_per_day(md.timestep_fs, res["ms_per_step"] * 1e-3)
+    info = {"system": spec.name, "spec": str(spec.path), "smoke": smoke, "md": asdict(md), "potential": built["potential"],
             "ml_atoms": len(built["ml_atoms"]), "atoms": built["topology"].getNumAtoms(), "embedding": spec.ml["embedding"],
             "platform": res["platform"], "platform_reasons": res["platform_reasons"],
             "platform_properties": res["platform_properties"], "cuda_graphs": res["cuda_graphs"],
@@ -80,7 +84,7 @@ def analyze_system(spec: SystemSpec, trajectory, out, smoke: bool = False, **md_
     md = spec.md_settings(smoke, **md_overrides)
     traj = load_trajectory(str(trajectory))
     check_trajectory_of(spec, traj, trajectory)
-    t_eq = md["equilibrate_steps"] * md["timestep_fs"] * units.FS_TO_PS
+    t_eq = md.equilibration_ps
     keep = np.where(np.asarray(traj.time) >= t_eq - 1e-9)[0]
     if len(keep) < 2:
         raise SpecError(f"{trajectory}: only {len(keep)} frame(s) after equilibration ({t_eq:g} ps); "
@@ -93,13 +97,13 @@ def analyze_system(spec: SystemSpec, trajectory, out, smoke: bool = False, **md_
     checks: List[Dict[str, Any]] = []
 
     def check(results: Dict[str, Any]) -> Dict[str, str]:  # inside the analysis folder's write: one whole result
-        temperature = temperature_summary(Path(trajectory).parent / "state.csv", t_eq, md["temperature_K"])
+        temperature = temperature_summary(Path(trajectory).parent / "state.csv", t_eq, md.temperature_K)
         if temperature is not None:
             results[TEMPERATURE] = temperature
         checks.extend(expectation_checks(spec, results, smoke))
         return {"checks.json": json.dumps(checks, indent=1)}
 
-    results, report = analyze_with_report(traj, out, jobs, temperature_K=md["temperature_K"], extra=check)
+    results, report = analyze_with_report(traj, out, jobs, temperature_K=md.temperature_K, extra=check)
     return {"results": results, "checks": checks, "frames": int(traj.n_frames), "report": report}
 
 

@@ -6,10 +6,9 @@ is built (:class:`TrainConfig` or :meth:`TrainConfig.from_yaml`); a bad one is a
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Union
 
 import yaml
 
@@ -17,16 +16,9 @@ from ..data.spice import SPICE_LABELS
 from ..errors import ConfigError, ModelFileError, first_line
 from ..models.config import ARCHITECTURES, ModelConfig
 from ..nn.aggregation import AGGREGATIONS
+from ..settings import Rule, any_value, check_value, is_kind, str_list
 
 DATA_SUFFIXES = (".h5", ".hdf5", ".xyz", ".extxyz")
-
-# key -> (kind, allowed values in words, test); kinds: "int", "number" (finite int or float), "bool", "str"
-Rule = Tuple[str, str, Callable[[Any], bool]]
-
-
-def _ANY(value: Any) -> bool:
-    return True
-
 
 TRAIN_RULES: Dict[str, Rule] = {
     "output": ("str", "a folder path", lambda v: v.strip() != ""),
@@ -67,52 +59,19 @@ MODEL_RULES: Dict[str, Rule] = {
     "num_channels": ("int", ">= 1", lambda v: v >= 1),
     "latent_dim": ("int", ">= 1", lambda v: v >= 1),
     "l_max": ("int", "in 0..3", lambda v: 0 <= v <= 3),
-    "parity": ("bool", "true or false", _ANY),
+    "parity": ("bool", "true or false", any_value),
     "num_layers": ("int", ">= 1", lambda v: v >= 1),
     "num_basis": ("int", ">= 1", lambda v: v >= 1),
     "envelope_p": ("int", ">= 1", lambda v: v >= 1),
     "avg_num_neighbors": ("number", "> 0", lambda v: v > 0),
     "aggregation": ("str", " or ".join(repr(a) for a in AGGREGATIONS), lambda v: v in AGGREGATIONS),
     "smoothmax_temperature": ("number", "> 0 (eV)", lambda v: v > 0),
-    "zbl": ("bool", "true or false", _ANY),
-    "charges": ("bool", "true or false", _ANY),
-    "electrostatics": ("bool", "true or false", _ANY),
-    "coulomb_cutoff": ("number", "a length in Å (<= 0: no cutoff)", _ANY),
+    "zbl": ("bool", "true or false", any_value),
+    "charges": ("bool", "true or false", any_value),
+    "electrostatics": ("bool", "true or false", any_value),
+    "coulomb_cutoff": ("number", "a length in Å (<= 0: no cutoff)", any_value),
     "coulomb_damping": ("number", "> 0 (Å)", lambda v: v > 0),
 }
-_KIND_WORDS = {"int": "an integer", "number": "a finite number", "bool": "true or false", "str": "a string"}
-
-
-def _is_kind(value: Any, kind: str) -> bool:
-    if kind == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind == "number":
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    return isinstance(value, {"bool": bool, "str": str}[kind])
-
-
-def _check(key: str, value: Any, rule: Rule) -> Any:
-    """``value`` if it is of the rule's kind and in range (numbers as float), else a ConfigError."""
-    kind, allowed, ok = rule
-    if not _is_kind(value, kind):
-        hint = ""
-        if kind in ("int", "number") and isinstance(value, str):
-            try:
-                float(value)
-                hint = " (YAML reads a number like 5e-3 without a decimal point as text: write 5.0e-3)"
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}={value!r} is not {_KIND_WORDS[kind]}{hint}; set {key} to {_KIND_WORDS[kind]} {allowed}")
-    if not ok(value):
-        problem = "is out of range" if kind in ("int", "number") else "is not allowed"
-        raise ConfigError(f"{key}={value!r} {problem}; set {key} to {_KIND_WORDS[kind]} {allowed}")
-    return float(value) if kind == "number" else value
-
-
-def _str_list(key: str, value: Any, what: str) -> List[str]:
-    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
-        raise ConfigError(f"{key}={value!r} is not a list of {what}; write {key}: [first, second, ...]")
-    return list(value)
 
 
 def validate_model_section(model: Any) -> Dict[str, Any]:
@@ -126,7 +85,7 @@ def validate_model_section(model: Any) -> Dict[str, Any]:
     out = dict(model)
     for key, rule in MODEL_RULES.items():
         if key in out:
-            out[key] = _check(f"model.{key}", out[key], rule)
+            out[key] = check_value(f"model.{key}", out[key], rule)
     if "elements" in out:
         elements = out["elements"]
         if not isinstance(elements, (list, tuple)) or not elements or not all(
@@ -134,7 +93,7 @@ def validate_model_section(model: Any) -> Dict[str, Any]:
             raise ConfigError(f"model.elements={elements!r} is not a list of element symbols; write elements: [H, C, N, O]")
     if "radial_mlp" in out:
         mlp = out["radial_mlp"]
-        if not isinstance(mlp, (list, tuple)) or not all(_is_kind(w, "int") and w >= 1 for w in mlp):
+        if not isinstance(mlp, (list, tuple)) or not all(is_kind(w, "int") and w >= 1 for w in mlp):
             raise ConfigError(f"model.radial_mlp={mlp!r} is not a list of integer widths >= 1; write radial_mlp: [32]")
     try:
         ModelConfig.from_dict(dict(out))
@@ -199,14 +158,14 @@ class TrainConfig:
             self.output = str(self.output)
         if not self.data:
             raise ConfigError("training config needs data: [list of SPICE .h5 or extxyz files] (or data: one-file.h5)")
-        self.data = _str_list("data", self.data, "data file paths")
+        self.data = str_list("data", self.data, "data file paths")
         for p in self.data:
             if Path(p).suffix.lower() not in DATA_SUFFIXES:
                 raise ConfigError(f"data file {p!r} has an unknown format {Path(p).suffix!r}; use SPICE .h5/.hdf5 or extxyz .xyz/.extxyz")
         for key, rule in TRAIN_RULES.items():
             value = getattr(self, key)
             if not (key in OPTIONAL and value is None):
-                setattr(self, key, _check(key, value, rule))
+                setattr(self, key, check_value(key, value, rule))
         if self.valid_fraction + self.test_fraction >= 1:
             raise ConfigError(f"valid_fraction + test_fraction = {self.valid_fraction + self.test_fraction:g} leaves no "
                               "training data; make their sum < 1")
@@ -214,13 +173,13 @@ class TrainConfig:
             raise ConfigError("energy_weight and forces_weight are both 0: nothing would be fitted; make one > 0")
         for key in ("valid_molecules", "test_molecules"):
             if getattr(self, key) is not None:
-                setattr(self, key, _str_list(key, getattr(self, key), "molecule names"))
+                setattr(self, key, str_list(key, getattr(self, key), "molecule names"))
         if self.init_model is not None:
             self.model = self._init_model_section()
         self.model = validate_model_section(self.model)
         ref = self.reference_energies
         if not (ref in ("least_squares", "gfn2-xtb-atoms") or (isinstance(ref, dict) and all(
-                isinstance(k, str) and _is_kind(v, "number") for k, v in ref.items()))):
+                isinstance(k, str) and is_kind(v, "number") for k, v in ref.items()))):
             raise ConfigError(f"reference_energies must be 'least_squares', 'gfn2-xtb-atoms' or a mapping element -> eV "
                               f"(finite numbers), got {ref!r}")
 
