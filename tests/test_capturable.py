@@ -371,7 +371,7 @@ def test_md_runner_names_the_check_behind_a_nan_energy(tmp_path):
     from openmmml import MLPotential
 
     from openmlip.md.runner import MDRunner
-    from openmlip.md.system import xyz_topology
+    from openmlip.md.structure import xyz_topology
 
     atoms = read(str(Path(__file__).resolve().parent.parent / "systems" / "ammonium-cluster" / "structure.xyz"))
     top = xyz_topology(atoms)

@@ -11,7 +11,10 @@ import pytest
 import openmlip  # noqa: F401  (torch before openmm)
 import openmm
 
+import torch
+
 from helpers.physics import openmm_energy
+from helpers.systems import model_file
 from openmlip.errors import ConfigError, DataFileError, ResumeError
 from openmlip.fe.analytic import harmonic_wells, harmonic_wells_dg
 from openmlip.fe.engine import Engine, FESettings, window_file
@@ -20,7 +23,6 @@ from openmlip.fe.report import gather
 
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEMS = ROOT / "systems"
-MODEL = ROOT / "plugins" / "openmlip-xtb-v7" / "openmlip_plugin_openmlip_xtb_v7" / "model.pt"  # the shipped default
 
 # n particles (1 amu) in harmonic wells, k 200 -> 800 kJ/mol/nm^2, plus a constant 5 kJ/mol: ΔG = 6 kT ln 4 + 5
 N, K_A, K_B, OFFSET, T = 4, 200.0, 800.0, 5.0, 300.0
@@ -188,11 +190,12 @@ def small_spec(tmp_path_factory):
     src = SYSTEMS / "ammonium-water"
     shutil.copy(src / "ammonium-water-small.pdb", d)
     shutil.copy(src / "ammonium.xml", d)
+    model = model_file(d / "model.pt", dtype=torch.float32)  # the machinery under test, not trained physics
     (d / "system.yaml").write_text(f"""name: ammonium-small
 structure: ammonium-water-small.pdb
 forcefield: [amber14/tip3p.xml, ammonium.xml]
 nonbonded: {{method: PME, cutoff_nm: 0.7, constraints: HBonds, rigid_water: true}}
-ml: {{selection: resname NH4, potential: {MODEL}, embedding: mechanical, charge: 1}}
+ml: {{selection: resname NH4, potential: {model}, embedding: mechanical, charge: 1}}
 md: {{temperature_K: 300, steps: 100, report_interval: 10, checkpoint_interval: 100}}
 """ + FE_SECTION)
     return d
@@ -201,7 +204,7 @@ md: {{temperature_K: 300, steps: 100, report_interval: 10, checkpoint_interval: 
 def test_spec_section_builds_interpolating_mlmm_leg(small_spec):
     """λ=0 is the MM System, λ=1 the ML/MM System of the spec (both embeddings)."""
     from openmlip.fe.spec import build_leg, load_fe_spec
-    from openmlip.md.system import build_system
+    from openmlip.md.build import build_system
 
     spec = load_fe_spec(small_spec)
     assert list(spec.legs) == ["mechanical", "electrostatic"] and spec.difference == ("electrostatic", "mechanical")
@@ -210,9 +213,9 @@ def test_spec_section_builds_interpolating_mlmm_leg(small_spec):
         built = build_leg(spec, leg)
         leg_spec = built["spec"]
         plain = build_system(leg_spec)  # the ML/MM System `openmlip md` simulates
-        from openmlip.md.system import _structure
+        from openmlip.md.structure import load_structure
 
-        mm = _structure(leg_spec)[3]
+        mm = load_structure(leg_spec)[3]
 
         def energy(system, lam=None):
             return openmm_energy(system, built["positions"], platform="CPU", properties={"Threads": "1"},

@@ -126,7 +126,7 @@ def test_runner_with_shipped_potential_full_ml_cluster(tmp_path):
     import openmlip  # noqa: F401
     from openmlip.analysis import compute_bond_lengths
     from openmlip.md import MDRunner
-    from openmlip.md.system import xyz_topology
+    from openmlip.md.structure import xyz_topology
     from openmmml import MLPotential
 
     atoms = read(str(SYSTEMS / "ammonium-cluster" / "structure.xyz"))

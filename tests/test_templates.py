@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from openmlip.charges import bonds_from_positions
-from openmlip.data.generate import _place_fragments, _xh_bonds, build_template, template_formal_charges
-from openmlip.data.templates import RELEASES, TEMPLATE_LIST, TEMPLATES, expand_templates, templates_argument
+from openmlip.data.geometry import _place_fragments, build_template, xh_bonds
+from openmlip.data.templates import RELEASES, TEMPLATE_LIST, TEMPLATES, expand_templates, template_formal_charges, templates_argument
 
 rdkit = pytest.importorskip("rdkit")
 from rdkit import Chem  # noqa: E402
@@ -74,7 +74,7 @@ def test_template_builds_with_its_charge(t):
     if t.sampling == "stretch":
         from ase import Atoms
 
-        assert _xh_bonds(Atoms(numbers=z, positions=pos)), f"{t.name}: no X-H bond to stretch"
+        assert xh_bonds(Atoms(numbers=z, positions=pos)), f"{t.name}: no X-H bond to stretch"
 
 
 def test_bond_rules_reproduce_the_smiles_formal_charges():

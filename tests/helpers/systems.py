@@ -35,6 +35,16 @@ def make_model(arch="allegro", agg="sum", dtype=torch.float64, seed=0, **kw):
     return model.to(dtype).eval()
 
 
+def model_file(path, arch="allegro", agg="sum", dtype=torch.float64, seed=0, **kw) -> Path:
+    """:func:`make_model` deployed to ``path`` (an openmlip model file, as ``openmlip deploy`` writes): the tiny model
+    of the tests that need a file (the CLI, openmm-ml, free energy), never a shipped potential unless the test is about
+    trained physics."""
+    from openmlip.deploy import save_model
+
+    save_model(make_model(arch, agg, dtype, seed, **kw), path)
+    return Path(path)
+
+
 def ammonium(bond=1.03):
     """NH4+ (tetrahedral), atomic numbers and positions."""
     d = bond / math.sqrt(3.0)
