@@ -1,4 +1,4 @@
-"""One charge-state resolver (openmlip.charges) for OpenMM, ASE and specs: issue #13 cases 2, 4 (ASE), 5-9."""
+"""One charge-state resolver (openmlip.charges) for OpenMM, ASE and specs: total charge, multiplicity, formal charges."""
 from __future__ import annotations
 
 import subprocess
@@ -127,7 +127,7 @@ def test_formal_charges_length_and_caps_in_a_subprocess(tmp_path):
         import sys
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         import warnings; warnings.simplefilter("ignore")
-        from test_strict_charges import _water_topology, _alanine_dipeptide, _energy, NAME
+        from test_charge_states import _water_topology, _alanine_dipeptide, _energy, NAME
         from openmmml import MLPotential
         from openmlip.errors import ChargeError
         pot = MLPotential(NAME)

@@ -1,10 +1,10 @@
-"""Issue #13, cases 11 and 15: strict training settings, finite data and weights, and no unpickling.
+"""Training settings, finite data and weights, and no unpickling.
 
-Case 11: every training/model setting is type- and range-checked when the config is made (ConfigError
+Every training/model setting is type- and range-checked when the config is made (ConfigError
 naming key, value and the allowed range); NaN labels are refused at load time; a non-finite loss stops
 the run naming step and structures and never leaves non-finite weights in checkpoint.pt/best.pt; a
 resume refuses a non-finite checkpoint.
-Case 15: trainer checkpoints, best.pt and the generate/relabel progress files are read without
+Trainer checkpoints, best.pt and the generate/relabel progress files are read without
 unpickling: a pickle whose ``__reduce__`` would create a marker file is refused with a DataFileError and
 the marker never appears.
 """

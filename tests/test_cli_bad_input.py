@@ -1,4 +1,4 @@
-"""Strict MD, analysis, plugin and CLI entry points (issue #13): every bad input is a correct result or a
+"""MD, analysis, plugin and CLI entry points: every bad input is a correct result or a
 one-line typed error; resuming never mixes two Hamiltonians or deletes frames; packaging never deletes its input."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""No native crash and no silent wrong number inside the TorchScript graph (issue #13, cases 1, 3, 4).
+"""No native crash and no silent wrong number inside the TorchScript graph .
 
 A ``TorchForce`` used to segfault on any error raised inside the model graph (openmm-torch freezes the
 module, and torch's freeze frees the methods it inlined: printing the error's traceback then read freed
