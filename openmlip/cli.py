@@ -136,18 +136,11 @@ def _cmd_data_generate(args) -> int:
 
 
 def _cmd_data_harvest(args) -> int:
-    from .data.harvest import harvest
+    from .data.harvest import check_options, harvest
     from .md.build import build_system
     from .md.spec import load_spec
 
-    _positive_int(args.frames, "--frames", "last frames of the run to cut clusters from")
-    for option, value in (("--centres", args.centres), ("--contacts", args.contacts)):
-        if value < 0:
-            raise ConfigError(f"{option} {value}: must be 0 or more (clusters per frame), e.g. {option} 2")
-    if args.centres + args.contacts == 0:
-        raise ConfigError("--centres 0 --contacts 0: nothing to cut clusters around; give one of them >= 1")
-    if not args.radius > 0:
-        raise ConfigError(f"--radius {args.radius}: must be > 0 (Å of whole molecules around each centre), e.g. --radius 4")
+    check_options(args.frames, args.centres, args.contacts, args.radius, option="--")  # before the System is built
     spec = load_spec(args.system)
     run = Path(args.run)
     trajectory = run / "md" / "trajectory.h5" if run.is_dir() else run

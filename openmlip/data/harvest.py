@@ -104,6 +104,19 @@ def cut_cluster(xyz: np.ndarray, box: Optional[np.ndarray], molecules: Sequence[
     return atoms, np.concatenate(parts)
 
 
+def check_options(frames: int, centres: int, contacts: int, radius: float, option: str = "") -> None:
+    """A :class:`ConfigError` for a bad harvest setting, naming it (``option``: its prefix, "--" for the CLI)."""
+    for name, value, low, what in (("frames", frames, 1, "last frames of the run to cut clusters from"),
+                                   ("centres", centres, 0, "clusters per frame"), ("contacts", contacts, 0, "clusters per frame")):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"{option}{name} {value!r}: must be an integer >= {low} ({what}), e.g. {option}{name} 2")
+    if centres + contacts == 0:
+        raise ConfigError(f"{option}centres 0 {option}contacts 0: nothing to cut clusters around; give one of them >= 1")
+    if isinstance(radius, bool) or not isinstance(radius, (int, float)) or not radius > 0:
+        raise ConfigError(f"{option}radius {radius!r}: must be > 0 (Å of whole molecules around each centre), "
+                          f"e.g. {option}radius 4")
+
+
 def harvest(trajectory, topology, ml_atoms: Sequence[int], formal_charges: Optional[Sequence[float]], out, prefix: str,
             frames: int = 20, centres: int = 2, radius: float = 4.0, contacts: int = 0, progress: bool = True,
             checkpoint_every: int = 5, stop_after: Optional[int] = None,
@@ -120,13 +133,7 @@ def harvest(trajectory, topology, ml_atoms: Sequence[int], formal_charges: Optio
     from ase import Atoms
     from ase.calculators.calculator import CalculationFailed
 
-    for name, value, low in (("frames", frames, 1), ("centres", centres, 0), ("contacts", contacts, 0)):
-        if not isinstance(value, int) or value < low:
-            raise ConfigError(f"harvest: {name} must be an integer >= {low}, got {value!r}")
-    if not radius > 0:
-        raise ConfigError(f"harvest: radius must be > 0 Å, got {radius!r}")
-    if centres + contacts == 0:
-        raise ConfigError("harvest: centres and contacts are both 0: nothing to centre clusters on")
+    check_options(frames, centres, contacts, radius)
     trajectory, out = Path(trajectory), Path(out)
     check_not_input(out, [trajectory], "out", manifests=True)
     writable_file(out, "output file")
