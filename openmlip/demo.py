@@ -72,7 +72,7 @@ def run_demo(out: Path, steps: int = 200, threads: int = 1, seed: int = 0, progr
                   checkpoint_interval=max(interval, steps), seed=seed)
     final = _final_energy(Path(info["state"]))
     summary = {
-        "system": str(spec.path), "atoms": info["atoms"], "total_charge": float(spec.ml["charge"]),
+        "system": str(spec.path), "atoms": info["atoms"], "total_charge": float(spec.ml.charge),
         "model": str(model_path), "model_note": _describe(load_model(model_path)[1]), "platform": info["platform"],
         "threads": info["threads"], "steps": info["steps"], "timestep_fs": info["md"]["timestep_fs"],
         "ms_per_step": info["ms_per_step"], **check, "final_energy_kJmol": final,

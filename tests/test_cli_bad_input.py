@@ -2,6 +2,8 @@
 one-line typed error; resuming never mixes two Hamiltonians or deletes frames; packaging never deletes its input."""
 from __future__ import annotations
 
+import dataclasses
+
 import hashlib
 import json
 import os
@@ -92,10 +94,10 @@ def test_spec_resume_settings_name_the_potential_and_ml_region(tmp_path):
         _runner(out, settings=spec.resume_settings(str(other))).run(20, progress=False)
     from openmlip.openmm.registry import resolve_potential
 
-    name = spec.ml["potential"]
+    name = spec.ml.potential
     sha = hashlib.sha256(resolve_potential(name).read_bytes()).hexdigest()[:16]
     assert f"potential: {name} (model sha256 {sha}) -> other.pt (model sha256 " in str(err.value)
-    spec.ml["charge"] = 0
+    spec = dataclasses.replace(spec, ml=dataclasses.replace(spec.ml, charge=0.0))
     with pytest.raises(ResumeError, match="ml.charge: 1 -> 0"):
         _runner(out, settings=spec.resume_settings()).run(20, progress=False)
 

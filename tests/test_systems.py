@@ -26,7 +26,7 @@ def _cli(*args, cwd=None):
 
 def test_every_shipped_system_has_a_spec():
     """... and every spec names the default potential, so the checks below are enforced with it."""
-    assert {str(p.relative_to(ROOT)): load_spec(p).ml["potential"] for p in SPECS} == {
+    assert {str(p.relative_to(ROOT)): load_spec(p).ml.potential for p in SPECS} == {
         str(p.relative_to(ROOT)): DEFAULT_POTENTIAL for p in SPECS}
     names = {p.parent.name for p in SPECS}
     assert {"ammonium-water", "water-box", "alanine-dipeptide", "t4l99a-pxylene"} <= names

@@ -68,7 +68,7 @@ def _engine(spec, leg: str, settings, potential, progress: bool) -> Engine:
 
     built = build_leg(spec, leg, potential)
     meta = {"system": spec.system.name, "spec": str(spec.path), "leg": leg, "potential": built["potential"],
-            "embedding": built["spec"].ml["embedding"], "ml_atoms": len(built["ml_atoms"]),
+            "embedding": built["spec"].ml.embedding, "ml_atoms": len(built["ml_atoms"]),
             "atoms": built["topology"].getNumAtoms()}
     return Engine(built["system"], leg_positions(built), settings, box_vectors=built["box"], meta=meta, progress=progress)
 
@@ -80,8 +80,8 @@ def gather_legs(spec, settings, out: Path, legs: List[str], windows: bool, switc
     for leg in legs:
         leg_spec = spec.leg_spec(leg)
         results[leg] = gather(out / leg, settings, windows, switches, title=f"{spec.system.name}, leg {leg}",
-                              extra={"leg": leg, "embedding": leg_spec.ml["embedding"],
-                                     "potential": leg_spec.ml["potential"]})
+                              extra={"leg": leg, "embedding": leg_spec.ml.embedding,
+                                     "potential": leg_spec.ml.potential})
     summary: Dict[str, Any] = {"system": spec.system.name, "spec": str(spec.path), "description": spec.description,
                                "kT_kJmol": settings.kT, "legs": {}}
     for leg, r in results.items():

@@ -29,8 +29,8 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
-from ..errors import ConfigError
-from ..md.spec import check_keys
+from ..errors import ConfigError, SpecError
+from ..md.spec import MLRegion, check_keys
 from .engine import FESettings
 
 LEG_KEYS = ("description", "structure", "forcefield", "nonbonded", "box_nm", "ml")
@@ -69,8 +69,8 @@ class FESpec:
             raise ConfigError(f"{self.path}: free_energy has no leg {leg!r}; legs: {', '.join(self.legs)}")
         o = self.legs[leg]
         s = self.system
-        ml = dict(s.ml)
-        ml.update(o.get("ml") or {})
+        ml = MLRegion.from_mapping({**dataclasses.asdict(s.ml), **(o.get("ml") or {})},
+                                   f"{self.path}: free_energy.legs.{leg}.ml")
         nb = dict(s.nonbonded)
         nb.update(o.get("nonbonded") or {})
         return dataclasses.replace(
@@ -113,7 +113,6 @@ def load_fe_spec(path: Union[str, Path]) -> FESpec:
     """Load ``system.yaml`` (or a folder holding one) and validate its ``free_energy`` section."""
     import yaml
 
-    from ..errors import SpecError
     from ..md.spec import CONSTRAINTS, IMPLICIT, NONBONDED, load_spec
 
     p = Path(path)
@@ -152,11 +151,15 @@ def load_fe_spec(path: Union[str, Path]) -> FESpec:
         for key, allowed in (("method", NONBONDED), ("constraints", CONSTRAINTS), ("implicit_solvent", IMPLICIT)):
             if key in nb and nb[key] not in allowed:
                 raise _err(f"{where}.nonbonded.{key}", f"{nb[key]!r} is not one of {', '.join(map(str, allowed))}")
-        ml = check_keys(o.get("ml"), tuple(system.ml), f"{where}.ml", error=ConfigError)
-        emb = ml.get("embedding", system.ml["embedding"])
+        ml = check_keys(o.get("ml"), [x.name for x in dataclasses.fields(MLRegion)], f"{where}.ml", error=ConfigError)
+        emb = ml.get("embedding", system.ml.embedding)
         if emb not in EMBEDDINGS:
             raise _err(f"{where}.ml.embedding", f"{emb!r}: a free-energy correction needs an MM end state; "
                        f"use one of {', '.join(EMBEDDINGS)}")
+        try:  # the leg's region is checked as the spec's is (its charge state by the one resolver)
+            MLRegion.from_mapping({**dataclasses.asdict(system.ml), **ml}, f"{where}.ml")
+        except SpecError as exc:
+            raise ConfigError(str(exc)) from None
         legs[name] = o
     diff = sec.get("difference")
     if diff is not None:

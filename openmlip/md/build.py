@@ -31,31 +31,31 @@ def build_system(spec: SystemSpec, potential: Optional[str] = None, backend: str
     top, pos, box, mm_system = load_structure(spec)
     md_top = mdtraj.Topology.from_openmm(top)
     ml = spec.ml
-    atoms = select_atoms(spec, md_top, ml["selection"], "ml.selection")
-    name = potential or ml["potential"]
+    atoms = select_atoms(spec, md_top, ml.selection, "ml.selection")
+    name = potential or ml.potential
     try:
         mlp = MLPotential("openmlip", modelPath=str(resolve_potential(name, spec.root)))
     except ModelFileError as exc:
         raise SpecError(f"{spec.path}: ml.potential: {exc}") from None
-    args: Dict[str, Any] = {"precision": ml["precision"], "backend": backend}
-    if ml["charge"] is not None:
-        args["charge"] = total_charge(ml["charge"], "ml.charge")
-    if ml["spin_multiplicity"] != 1:
-        args["spinMultiplicity"] = ml["spin_multiplicity"]
-    if ml["formal_charges"]:
+    args: Dict[str, Any] = {"precision": ml.precision, "backend": backend}
+    if ml.charge is not None:
+        args["charge"] = total_charge(ml.charge, "ml.charge")
+    if ml.spin_multiplicity != 1:
+        args["spinMultiplicity"] = ml.spin_multiplicity
+    if ml.formal_charges:
         pos_in_region = {a: k for k, a in enumerate(atoms)}
         fc = [0.0] * len(atoms)
-        for k, item in enumerate(ml["formal_charges"]):
+        for k, item in enumerate(ml.formal_charges):
             for i in select_atoms(spec, md_top, item["selection"], f"ml.formal_charges[{k}].selection"):
                 if i not in pos_in_region:
                     raise SpecError(f"{spec.path}: ml.formal_charges[{k}]: atom {i} is not in the ML region")
                 fc[pos_in_region[i]] = float(item["charge"])
         args["formalCharges"] = fc
-        if ml["charge"] is None:
+        if ml.charge is None:
             args["charge"] = int(round(sum(fc)))  # a non-integer sum fails in the resolver (formal vs total)
-        elif abs(sum(fc) - float(ml["charge"])) > 1e-9:
+        elif abs(sum(fc) - float(ml.charge)) > 1e-9:
             raise SpecError(f"{spec.path}: ml.formal_charges sum to {sum(fc):g} but ml.charge is {ml['charge']}")
-    if ml["embedding"] == "none":
+    if ml.embedding == "none":
         system = mlp.createSystem(top, **args)
         if box is not None:
             system.setDefaultPeriodicBoxVectors(*box)
@@ -68,7 +68,7 @@ def build_system(spec: SystemSpec, potential: Optional[str] = None, backend: str
             # terms for constrained bonds, so removing the constraints (openmm-ml's default) would leave λ = 0
             # with unbound hydrogens (they fall onto their heavy atom during minimisation)
             args["removeConstraints"] = False
-        info = mlp.createMixedSystem(top, mm_system, atoms, embedding=ml["embedding"], interpolate=interpolate,
+        info = mlp.createMixedSystem(top, mm_system, atoms, embedding=ml.embedding, interpolate=interpolate,
                                      returnInfo=True, **args)
         system = info["system"]
         caps = len(findLinkBonds(top, atoms))

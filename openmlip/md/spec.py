@@ -118,7 +118,7 @@ class SystemSpec:
     forcefield: List[str]
     nonbonded: Dict[str, Any]
     box_nm: Optional[float]
-    ml: Dict[str, Any]
+    ml: MLRegion
     md: Dict[str, Any]
     smoke: Dict[str, Any]
     analysis: Dict[str, List[Dict[str, Any]]]
@@ -148,14 +148,14 @@ class SystemSpec:
         def digest(path: Path) -> str:
             return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
-        name = potential or self.ml["potential"]
+        name = potential or self.ml.potential
         try:
             model: Optional[Path] = resolve_potential(name, self.root)
         except ModelFileError:
             model = None
         files = [self.structure] if isinstance(self.structure, str) else list(self.structure.values())
         return {"potential": f"{Path(name).name} (model sha256 {digest(model) if model else 'unknown'})",
-                **{f"ml.{k}": v for k, v in self.ml.items() if k != "potential"}, "nonbonded": self.nonbonded,
+                **{f"ml.{k}": v for k, v in asdict(self.ml).items() if k != "potential"}, "nonbonded": self.nonbonded,
                 "forcefield": [f"{f} ({digest(self.root / f)})" if (self.root / f).is_file() else f for f in self.forcefield],
                 "structure": [f"{f} ({digest(self.root / f)})" for f in files], "box_nm": self.box_nm}
 
@@ -271,33 +271,54 @@ def _check_nonbonded(raw, f: str):
     return forcefield, nonbonded
 
 
-def _check_ml(raw, f: str, structure, forcefield) -> Dict[str, Any]:
-    """The ML region's settings with defaults: selection, potential, embedding, charge state, precision."""
-    ml = {"selection": "all", "potential": DEFAULT_POTENTIAL, "embedding": "mechanical", "charge": None,
-          "formal_charges": None, "precision": "single", "spin_multiplicity": 1}
-    ml.update(check_keys(raw["ml"], tuple(ml), f"{f}: ml"))
-    if ml["embedding"] not in EMBEDDINGS:
-        raise _err(f"{f}: ml.embedding", f"{ml['embedding']!r} is not one of {', '.join(EMBEDDINGS)}")
-    if ml["precision"] not in ("single", "double"):
-        raise _err(f"{f}: ml.precision", f"must be 'single' or 'double', got {ml['precision']!r}")
-    try:  # the one charge-state rule of openmlip.charges (as for OpenMM and ASE), reported as a spec error
-        if ml["charge"] is not None:
-            ml["charge"] = total_charge(ml["charge"], "ml.charge")
-        ml["spin_multiplicity"] = spin_multiplicity(ml["spin_multiplicity"], "ml.spin_multiplicity")
-    except OpenMLIPError as exc:
-        raise _err(f"{f}: ml", str(exc)) from None
-    if ml["embedding"] == "none" and ml["selection"] != "all":
-        raise _err(f"{f}: ml", "embedding 'none' means the whole system is ML: set selection: all (or choose an embedding)")
-    if ml["embedding"] != "none" and not forcefield and isinstance(structure, str) and structure.lower().endswith(".pdb"):
+@dataclass(frozen=True)
+class MLRegion:
+    """The ML region of a system (``ml:`` of a spec, a free-energy leg's overrides applied): built and checked once
+    by :meth:`from_mapping`."""
+
+    selection: Union[str, List[int]] = "all"  # an mdtraj selection, a list of atom indices, or "all"
+    potential: str = DEFAULT_POTENTIAL  # an installed potential's name or a model file
+    embedding: str = "mechanical"  # mechanical | electrostatic | none (the whole system ML)
+    charge: Optional[float] = None  # total charge (None: from the MM charges)
+    formal_charges: Optional[List[Dict[str, Any]]] = None  # [{selection, charge}]
+    precision: str = "single"
+    spin_multiplicity: int = 1
+
+    @classmethod
+    def from_mapping(cls, values: Dict[str, Any], where: str) -> "MLRegion":
+        """The region from a mapping of its field names (a missing one takes its default); ``where`` (e.g.
+        ``"system.yaml: ml"``) begins every error, a :class:`SpecError`."""
+        ml = {**asdict(cls()), **check_keys(values, [x.name for x in fields(cls)], where)}
+        if ml["embedding"] not in EMBEDDINGS:
+            raise _err(f"{where}.embedding", f"{ml['embedding']!r} is not one of {', '.join(EMBEDDINGS)}")
+        if ml["precision"] not in ("single", "double"):
+            raise _err(f"{where}.precision", f"must be 'single' or 'double', got {ml['precision']!r}")
+        if not isinstance(ml["potential"], str) or not ml["potential"]:
+            raise _err(f"{where}.potential", f"must be an installed potential's name or a model file, got {ml['potential']!r}")
+        try:  # the one charge-state rule of openmlip.charges (as for OpenMM and ASE), reported as a spec error
+            if ml["charge"] is not None:
+                ml["charge"] = total_charge(ml["charge"], "ml.charge")
+            ml["spin_multiplicity"] = spin_multiplicity(ml["spin_multiplicity"], "ml.spin_multiplicity")
+        except OpenMLIPError as exc:
+            raise _err(where, str(exc)) from None
+        if ml["embedding"] == "none" and ml["selection"] != "all":
+            raise _err(where, "embedding 'none' means the whole system is ML: set selection: all (or choose an embedding)")
+        if isinstance(ml["selection"], str) and ml["selection"] != "all":
+            _check_selection(ml["selection"], where.rsplit(": ", 1)[0], "ml.selection")
+        for k, fc in enumerate(ml["formal_charges"] or []):
+            check_keys(fc, ("selection", "charge"), f"{where}.formal_charges[{k}]")
+            if "selection" not in fc or "charge" not in fc:
+                raise _err(f"{where}.formal_charges[{k}]", "needs selection and charge")
+            if isinstance(fc["selection"], str) and fc["selection"] != "all":
+                _check_selection(fc["selection"], where.rsplit(": ", 1)[0], f"ml.formal_charges[{k}].selection")
+        return cls(**ml)
+
+
+def _check_ml(raw, f: str, structure, forcefield) -> MLRegion:
+    """The ML region of a spec, and what it asks of the rest of the spec."""
+    ml = MLRegion.from_mapping(raw["ml"], f"{f}: ml")
+    if ml.embedding != "none" and not forcefield and isinstance(structure, str) and structure.lower().endswith(".pdb"):
         raise _err(f"{f}: forcefield", "an ML/MM system from a PDB needs the MM force field files for the rest")
-    if isinstance(ml["selection"], str) and ml["selection"] != "all":
-        _check_selection(ml["selection"], f, "ml.selection")
-    for k, fc in enumerate(ml["formal_charges"] or []):
-        check_keys(fc, ("selection", "charge"), f"{f}: ml.formal_charges[{k}]")
-        if "selection" not in fc or "charge" not in fc:
-            raise _err(f"{f}: ml.formal_charges[{k}]", "needs selection and charge")
-        if isinstance(fc["selection"], str) and fc["selection"] != "all":
-            _check_selection(fc["selection"], f, f"ml.formal_charges[{k}].selection")
     return ml
 
 

@@ -100,7 +100,7 @@ def load_structure(spec: SystemSpec, mm: bool = True):
         inpcrd = _read(spec, spec.root / spec.structure["inpcrd"], "an Amber inpcrd", app.AmberInpcrdFile)
         if nb["implicit_solvent"]:
             kw["implicitSolvent"] = getattr(app, nb["implicit_solvent"])
-        system = prmtop.createSystem(**kw) if mm and spec.ml["embedding"] != "none" else None
+        system = prmtop.createSystem(**kw) if mm and spec.ml.embedding != "none" else None
         box = inpcrd.boxVectors
         if box is not None:
             prmtop.topology.setPeriodicBoxVectors(box)
@@ -118,7 +118,7 @@ def load_structure(spec: SystemSpec, mm: bool = True):
                 ff = app.ForceField(*[spec.resolve(x) for x in spec.forcefield])
             except Exception as exc:  # noqa: BLE001
                 raise SpecError(f"{spec.path}: forcefield: cannot load {spec.forcefield} ({str(exc).splitlines()[0]})") from None
-            if spec.ml["embedding"] != "none":
+            if spec.ml.embedding != "none":
                 if box is None and method in (app.PME, app.Ewald, app.CutoffPeriodic):
                     raise SpecError(f"{spec.path}: nonbonded.method {nb['method']} needs a box: add a CRYST1 record to the PDB")
                 try:

@@ -56,7 +56,7 @@ def run_md(spec: SystemSpec, out, smoke: bool = False, potential: Optional[str] 
         res["ms_per_step"] = previous["ms_per_step"]  # a rerun of a finished run: the speed is that of the run that did the steps
     ns_day = units.ns_per_day(md.timestep_fs, res["ms_per_step"] * 1e-3)
     info = {"system": spec.name, "spec": str(spec.path), "smoke": smoke, "md": asdict(md), "potential": built["potential"],
-            "ml_atoms": len(built["ml_atoms"]), "atoms": built["topology"].getNumAtoms(), "embedding": spec.ml["embedding"],
+            "ml_atoms": len(built["ml_atoms"]), "atoms": built["topology"].getNumAtoms(), "embedding": spec.ml.embedding,
             "platform": res["platform"], "platform_reasons": res["platform_reasons"],
             "platform_properties": res["platform_properties"], "cuda_graphs": res["cuda_graphs"],
             "threads": {"torch": threads, "openmm": threads}, "steps": res["steps"], "resumed": res["resumed"],
