@@ -248,6 +248,13 @@ def test_spec_errors(tmp_path, small_spec):
     (d / "system.yaml").write_text(text.replace("mechanical: {}", "mechanical: {ml: {embedding: none}}"))
     with pytest.raises(ConfigError, match="MM end state"):
         load_fe_spec(d)
+    # a leg's region and MM treatment are checked as the spec's are, when the spec loads
+    (d / "system.yaml").write_text(text.replace("mechanical: {}", "mechanical: {ml: {charge: 0.5}}"))
+    with pytest.raises(ConfigError, match="legs.mechanical.ml: .*charge"):
+        load_fe_spec(d)
+    (d / "system.yaml").write_text(text.replace("mechanical: {}", "mechanical: {nonbonded: {cutoff_nm: 0}}"))
+    with pytest.raises(ConfigError, match="legs.mechanical.nonbonded: cutoff_nm=0 is out of range"):
+        load_fe_spec(d)
     (d / "system.yaml").write_text(text.replace("samples: 4,", "samples: -1,"))
     with pytest.raises(ConfigError, match="samples"):
         load_fe_spec(d)

@@ -157,6 +157,8 @@ BAD = {
                                      "needs viscosity_mPa_s in the msd entry 'w'"),
     "reserved name": ("name: x\nstructure: s.xyz\nml: {selection: all, embedding: none}\n"
                       "analysis: {bonds: [{name: temperature, elements: O-H}]}\n", "the run's own temperature observable"),
+    "bad cutoff": ("name: x\nstructure: s.xyz\nml: {selection: all, embedding: none}\nnonbonded: {cutoff_nm: -1}\n",
+                   "nonbonded: cutoff_nm=-1 is out of range; set cutoff_nm to a finite number > 0"),
     "not yaml": ("name: [x\n", "not valid YAML"),
     "unknown potential": ("name: x\nstructure: s.xyz\nml: {selection: all, embedding: none, charge: 0, potential: nope-v9}\n",
                           "'nope-v9' is neither an installed openmlip potential"),

@@ -30,7 +30,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from ..errors import ConfigError, SpecError
-from ..md.spec import MLRegion, check_keys
+from ..md.spec import MLRegion, Nonbonded, check_keys
 from .engine import FESettings
 
 LEG_KEYS = ("description", "structure", "forcefield", "nonbonded", "box_nm", "ml")
@@ -71,8 +71,8 @@ class FESpec:
         s = self.system
         ml = MLRegion.from_mapping({**dataclasses.asdict(s.ml), **(o.get("ml") or {})},
                                    f"{self.path}: free_energy.legs.{leg}.ml")
-        nb = dict(s.nonbonded)
-        nb.update(o.get("nonbonded") or {})
+        nb = Nonbonded.from_mapping({**dataclasses.asdict(s.nonbonded), **(o.get("nonbonded") or {})},
+                                    f"{self.path}: free_energy.legs.{leg}.nonbonded")
         return dataclasses.replace(
             s, name=f"{s.name}/{leg}", description=o.get("description", s.description),
             structure=o.get("structure", s.structure),
@@ -113,7 +113,7 @@ def load_fe_spec(path: Union[str, Path]) -> FESpec:
     """Load ``system.yaml`` (or a folder holding one) and validate its ``free_energy`` section."""
     import yaml
 
-    from ..md.spec import CONSTRAINTS, IMPLICIT, NONBONDED, load_spec
+    from ..md.spec import load_spec
 
     p = Path(path)
     if p.is_dir():
@@ -147,10 +147,12 @@ def load_fe_spec(path: Union[str, Path]) -> FESpec:
             for name_ in files:
                 if not (system.root / name_).is_file():
                     raise _err(f"{where}.structure", f"file {name_!r} not found in {system.root}")
-        nb = check_keys(o.get("nonbonded"), tuple(system.nonbonded), f"{where}.nonbonded", error=ConfigError)
-        for key, allowed in (("method", NONBONDED), ("constraints", CONSTRAINTS), ("implicit_solvent", IMPLICIT)):
-            if key in nb and nb[key] not in allowed:
-                raise _err(f"{where}.nonbonded.{key}", f"{nb[key]!r} is not one of {', '.join(map(str, allowed))}")
+        nb = check_keys(o.get("nonbonded"), [x.name for x in dataclasses.fields(Nonbonded)], f"{where}.nonbonded",
+                        error=ConfigError)
+        try:
+            Nonbonded.from_mapping({**dataclasses.asdict(system.nonbonded), **nb}, f"{where}.nonbonded")
+        except SpecError as exc:
+            raise ConfigError(str(exc)) from None
         ml = check_keys(o.get("ml"), [x.name for x in dataclasses.fields(MLRegion)], f"{where}.ml", error=ConfigError)
         emb = ml.get("embedding", system.ml.embedding)
         if emb not in EMBEDDINGS:

@@ -52,7 +52,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 from .. import DEFAULT_POTENTIAL
 from ..charges import spin_multiplicity, total_charge
 from ..errors import OpenMLIPError, SpecError
-from ..settings import NON_NEGATIVE_INT, POSITIVE_INT, POSITIVE_NUMBER, Rule, check_known, check_values
+from ..settings import NON_NEGATIVE_INT, POSITIVE_INT, POSITIVE_NUMBER, Rule, any_value, check_known, check_values
 from ..units import FS_TO_PS
 
 EMBEDDINGS = ("mechanical", "electrostatic", "none")
@@ -116,7 +116,7 @@ class SystemSpec:
     description: str
     structure: Union[str, Dict[str, str]]
     forcefield: List[str]
-    nonbonded: Dict[str, Any]
+    nonbonded: Nonbonded
     box_nm: Optional[float]
     ml: MLRegion
     md: Dict[str, Any]
@@ -155,7 +155,7 @@ class SystemSpec:
             model = None
         files = [self.structure] if isinstance(self.structure, str) else list(self.structure.values())
         return {"potential": f"{Path(name).name} (model sha256 {digest(model) if model else 'unknown'})",
-                **{f"ml.{k}": v for k, v in asdict(self.ml).items() if k != "potential"}, "nonbonded": self.nonbonded,
+                **{f"ml.{k}": v for k, v in asdict(self.ml).items() if k != "potential"}, "nonbonded": asdict(self.nonbonded),
                 "forcefield": [f"{f} ({digest(self.root / f)})" if (self.root / f).is_file() else f for f in self.forcefield],
                 "structure": [f"{f} ({digest(self.root / f)})" for f in files], "box_nm": self.box_nm}
 
@@ -258,17 +258,34 @@ def _check_structure(raw, f: str, root: Path):
     return structure
 
 
+@dataclass(frozen=True)
+class Nonbonded:
+    """The MM treatment of a system (``nonbonded:`` of a spec, a free-energy leg's overrides applied): OpenMM's
+    ``createSystem`` arguments, built and checked once by :meth:`from_mapping`."""
+
+    method: str = "PME"  # NONBONDED
+    cutoff_nm: float = 0.9
+    constraints: Optional[str] = "HBonds"  # CONSTRAINTS
+    rigid_water: bool = True
+    implicit_solvent: Optional[str] = None  # IMPLICIT (Amber structures)
+
+    @classmethod
+    def from_mapping(cls, values: Dict[str, Any], where: str) -> "Nonbonded":
+        nb = {**asdict(cls()), **check_keys(values, [x.name for x in fields(cls)], where)}
+        for key, allowed in (("method", NONBONDED), ("constraints", CONSTRAINTS), ("implicit_solvent", IMPLICIT)):
+            if nb[key] not in allowed:
+                raise _err(f"{where}.{key}", f"{nb[key]!r} is not one of {', '.join(map(str, allowed))}")
+        nb = check_values(nb, {"cutoff_nm": POSITIVE_NUMBER, "rigid_water": ("bool", "true or false", any_value)}, where,
+                          SpecError)
+        return cls(**nb)
+
+
 def _check_nonbonded(raw, f: str):
-    """(force field files, nonbonded settings with defaults)."""
+    """(force field files, nonbonded settings)."""
     forcefield = raw.get("forcefield") or []
     if isinstance(forcefield, str):
         forcefield = [forcefield]
-    nonbonded = {"method": "PME", "cutoff_nm": 0.9, "constraints": "HBonds", "rigid_water": True, "implicit_solvent": None}
-    nonbonded.update(check_keys(raw.get("nonbonded"), tuple(nonbonded), f"{f}: nonbonded"))
-    for key, allowed in (("method", NONBONDED), ("constraints", CONSTRAINTS), ("implicit_solvent", IMPLICIT)):
-        if nonbonded[key] not in allowed:
-            raise _err(f"{f}: nonbonded.{key}", f"{nonbonded[key]!r} is not one of {', '.join(map(str, allowed))}")
-    return forcefield, nonbonded
+    return forcefield, Nonbonded.from_mapping(raw.get("nonbonded"), f"{f}: nonbonded")
 
 
 @dataclass(frozen=True)

@@ -90,16 +90,16 @@ def load_structure(spec: SystemSpec, mm: bool = True):
     None); the MM System is built from the spec's force field or prmtop when the ML region is embedded in MM
     (``mm=False``: never, the structure only)."""
     nb = spec.nonbonded
-    method = getattr(app, nb["method"])
-    constraints = None if nb["constraints"] is None else getattr(app, nb["constraints"])
-    kw = dict(nonbondedMethod=method, constraints=constraints, rigidWater=bool(nb["rigid_water"]))
+    method = getattr(app, nb.method)
+    constraints = None if nb.constraints is None else getattr(app, nb.constraints)
+    kw = dict(nonbondedMethod=method, constraints=constraints, rigidWater=bool(nb.rigid_water))
     if method is not app.NoCutoff:
-        kw["nonbondedCutoff"] = float(nb["cutoff_nm"]) * u.nanometer
+        kw["nonbondedCutoff"] = float(nb.cutoff_nm) * u.nanometer
     if isinstance(spec.structure, dict):
         prmtop = _read(spec, spec.root / spec.structure["prmtop"], "an Amber prmtop", app.AmberPrmtopFile)
         inpcrd = _read(spec, spec.root / spec.structure["inpcrd"], "an Amber inpcrd", app.AmberInpcrdFile)
-        if nb["implicit_solvent"]:
-            kw["implicitSolvent"] = getattr(app, nb["implicit_solvent"])
+        if nb.implicit_solvent:
+            kw["implicitSolvent"] = getattr(app, nb.implicit_solvent)
         system = prmtop.createSystem(**kw) if mm and spec.ml.embedding != "none" else None
         box = inpcrd.boxVectors
         if box is not None:
@@ -120,7 +120,7 @@ def load_structure(spec: SystemSpec, mm: bool = True):
                 raise SpecError(f"{spec.path}: forcefield: cannot load {spec.forcefield} ({str(exc).splitlines()[0]})") from None
             if spec.ml.embedding != "none":
                 if box is None and method in (app.PME, app.Ewald, app.CutoffPeriodic):
-                    raise SpecError(f"{spec.path}: nonbonded.method {nb['method']} needs a box: add a CRYST1 record to the PDB")
+                    raise SpecError(f"{spec.path}: nonbonded.method {nb.method} needs a box: add a CRYST1 record to the PDB")
                 try:
                     system = ff.createSystem(top, **kw)
                 except ValueError as exc:
