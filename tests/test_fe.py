@@ -245,22 +245,17 @@ def test_spec_errors(tmp_path, small_spec):
     (d / "system.yaml").write_text(text.split("free_energy:")[0])
     with pytest.raises(ConfigError, match="no free_energy section"):
         load_fe_spec(d)
-    (d / "system.yaml").write_text(text.replace("mechanical: {}", "mechanical: {ml: {embedding: none}}"))
-    with pytest.raises(ConfigError, match="MM end state"):
-        load_fe_spec(d)
-    # a leg's region and MM treatment are checked as the spec's are, when the spec loads
-    (d / "system.yaml").write_text(text.replace("mechanical: {}", "mechanical: {ml: {charge: 0.5}}"))
-    with pytest.raises(ConfigError, match="legs.mechanical.ml: .*charge"):
-        load_fe_spec(d)
-    (d / "system.yaml").write_text(text.replace("mechanical: {}", "mechanical: {nonbonded: {cutoff_nm: 0}}"))
-    with pytest.raises(ConfigError, match="legs.mechanical.nonbonded: cutoff_nm=0 is out of range"):
-        load_fe_spec(d)
-    (d / "system.yaml").write_text(text.replace("samples: 4,", "samples: -1,"))
-    with pytest.raises(ConfigError, match="samples"):
-        load_fe_spec(d)
-    (d / "system.yaml").write_text(text.replace("[electrostatic, mechanical]", "[electrostatic, water]"))
-    with pytest.raises(ConfigError, match="difference"):
-        load_fe_spec(d)
+    # (what the file says instead, the error); a leg's region and MM treatment are checked as the spec's are, on load
+    for old, new, words in (("mechanical: {}", "mechanical: {ml: {embedding: none}}", "MM end state"),
+                            ("mechanical: {}", "mechanical: {ml: {charge: 0.5}}", "legs.mechanical.ml: .*charge"),
+                            ("mechanical: {}", "mechanical: {nonbonded: {cutoff_nm: 0}}",
+                             "legs.mechanical.nonbonded: cutoff_nm=0 is out of range"),
+                            ("samples: 4,", "samples: -1,", "samples"),
+                            ("[electrostatic, mechanical]", "[electrostatic, water]", "difference")):
+        assert old in text
+        (d / "system.yaml").write_text(text.replace(old, new))
+        with pytest.raises(ConfigError, match=words):
+            load_fe_spec(d)
 
 
 def test_cli_units_one_by_one_then_gather(small_spec, tmp_path, capsys):
